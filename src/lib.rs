@@ -1,0 +1,1 @@
+//! bulkverify: verify the rows of large CSV exports against Indian verification APIs.

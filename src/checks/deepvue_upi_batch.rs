@@ -1,0 +1,484 @@
+//! `deepvue-upi-batch`: UPI address checks in batches. Each chunk of rows is written as a CSV
+//! with a row-key column we control, uploaded, polled until its output file is ready, and the
+//! downloaded file's rows are matched back by that key — never by position: the output's order,
+//! line ends and extra columns are the provider's choice.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{BatchCheck, BatchStep, CheckInfo, PollSchedule, Subject, Uploaded};
+use crate::config::{CheckConfig, ConfigError, ConfigFile};
+use crate::engine::gate::Priority;
+use crate::input::reader::ColumnSpec;
+use crate::input::validate::{self, Invalid};
+use crate::outcome::{Outcome, RowKey, Status};
+use crate::providers::deepvue::{self, reason_and_message};
+use crate::providers::{Answer, Api, Billing, CallError, Request};
+use crate::secret::Secret;
+
+pub const INFO: CheckInfo = CheckInfo {
+    name: "deepvue-upi-batch",
+    provider: &deepvue::DEFAULTS,
+    summary: "UPI address (VPA) check at Deepvue, in batch files",
+    columns: &[
+        ColumnSpec {
+            name: "vpa",
+            required: true,
+            aliases: &["vpa", "upi", "upiid", "vpaid", "upiaddress", "upihandle"],
+            help: "the UPI address, handle@psp",
+        },
+        ColumnSpec {
+            name: "name",
+            required: false,
+            aliases: &["name"],
+            help: "the account holder's name, sent along when present",
+        },
+    ],
+    fields: &[
+        ("account_exists", "true or false, as the bank answered"),
+        ("name_at_bank", "the account holder's name at the bank"),
+        (
+            "name_at_bank_cleaned",
+            "the same, cleaned up by the provider",
+        ),
+    ],
+};
+
+/// The column we add to each uploaded file to match its results back.
+pub const KEY_COLUMN: &str = "bv_row_key";
+/// The most rows the provider takes in one file (the sandbox's limit; Deepvue does not publish
+/// one).
+pub const MAX_CHUNK: usize = 10_000;
+
+const DEFAULT_SCHEDULE: PollSchedule = PollSchedule {
+    first: Duration::from_secs(5),
+    max: Duration::from_secs(60),
+    deadline: Duration::from_secs(2 * 3600),
+};
+
+pub struct UpiBatch {
+    chunk_size: usize,
+    schedule: PollSchedule,
+}
+
+impl UpiBatch {
+    pub fn new(config: &ConfigFile, section: &CheckConfig) -> Result<UpiBatch, ConfigError> {
+        let chunk_size = section.chunk_size.unwrap_or(MAX_CHUNK);
+        if !(1..=MAX_CHUNK).contains(&chunk_size) {
+            return Err(config.invalid(
+                format!("[checks.{}] chunk_size", INFO.name),
+                format!("must be between 1 and {MAX_CHUNK}"),
+            ));
+        }
+        Ok(UpiBatch {
+            chunk_size,
+            schedule: DEFAULT_SCHEDULE.from_config(config, INFO.name, section)?,
+        })
+    }
+}
+
+impl BatchCheck for UpiBatch {
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
+        let vpa = validate::vpa(values[0])?;
+        Ok(Subject {
+            ident: vpa.clone(),
+            values: vec![vpa, values[1].trim().to_string()],
+        })
+    }
+
+    fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    async fn upload(
+        &self,
+        api: &Api,
+        rows: &[(RowKey, Subject)],
+    ) -> Result<(Uploaded, u32), CallError> {
+        let file = batch_file(rows);
+        let url = api.url("/v1/verification/upi-basic/batch");
+        let build = move |c: &reqwest::Client| {
+            let part = reqwest::multipart::Part::bytes(file.clone())
+                .file_name("bulkverify-batch.csv")
+                .mime_str("text/csv")
+                .expect("text/csv is a valid mime type");
+            c.post(url.clone())
+                .multipart(reqwest::multipart::Form::new().part("batch_file", part))
+        };
+        let answer = api
+            .send(&Request {
+                label: "upi batch upload",
+                billing: Billing::Paid,
+                priority: Priority::Low,
+                authenticated: true,
+                build: &build,
+            })
+            .await?;
+        Ok((read_upload(&answer)?, answer.attempts))
+    }
+
+    async fn poll(
+        &self,
+        api: &Api,
+        request_id: &str,
+        scratch: &Path,
+    ) -> Result<BatchStep, CallError> {
+        let mut url = api.url("/v1/verification/batch-processing-status");
+        url.query_pairs_mut().append_pair("request_id", request_id);
+        let build = move |c: &reqwest::Client| c.get(url.clone());
+        let answer = api
+            .send(&Request {
+                label: "upi batch status",
+                billing: Billing::Free,
+                priority: Priority::High,
+                authenticated: true,
+                build: &build,
+            })
+            .await?;
+        let url = match read_status(&answer) {
+            BatchStatus::Running => return Ok(BatchStep::Running),
+            BatchStatus::Failed(o) => return Ok(BatchStep::Failed(o)),
+            BatchStatus::Ready(url) => url,
+        };
+        let name: String = request_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(64)
+            .collect();
+        let dest = scratch.join(format!("upi-batch-{name}.csv"));
+        let got = api.download("upi batch download", &url, &dest).await?;
+        if !got.status.is_success() {
+            // Most often the pre-signed URL expired before we got to it: the next status call
+            // hands out a fresh one.
+            tracing::warn!(
+                "the result file of a UPI batch could not be fetched (HTTP {}); asking for it again",
+                got.status.as_u16()
+            );
+            return Ok(BatchStep::Running);
+        }
+        let path = dest.clone();
+        let read = tokio::task::spawn_blocking(move || read_output(&path)).await;
+        // The file holds personal data: it lives only as long as it takes to read it.
+        if let Err(e) = std::fs::remove_file(&dest) {
+            tracing::warn!("could not remove {}: {e}", dest.display());
+        }
+        match read {
+            Ok(Ok(results)) => Ok(BatchStep::Done(results)),
+            Ok(Err(message)) => Ok(BatchStep::Failed(
+                Outcome::new(Status::Error)
+                    .with_reason("result_file_unreadable")
+                    .with_message(message)
+                    .with_request_id(request_id),
+            )),
+            Err(e) => Err(CallError::Fatal(format!(
+                "reading a batch result file failed: {e}"
+            ))),
+        }
+    }
+
+    fn schedule(&self) -> PollSchedule {
+        self.schedule
+    }
+}
+
+/// The file uploaded for a chunk: the VPA, the name, and our key.
+pub fn batch_file(rows: &[(RowKey, Subject)]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut write = || -> csv::Result<()> {
+        w.write_record(["vpa", "name", KEY_COLUMN])?;
+        for (key, s) in rows {
+            w.write_record([
+                s.values[0].as_str(),
+                s.values[1].as_str(),
+                &key.0.to_string(),
+            ])?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    write().expect("writing CSV to memory cannot fail");
+    w.into_inner().expect("writing CSV to memory cannot fail")
+}
+
+/// Reads the upload's answer.
+pub fn read_upload(answer: &Answer) -> Result<Uploaded, CallError> {
+    if answer.status.is_success() {
+        let body = answer.json().unwrap_or_default();
+        return match body
+            .get("request_id")
+            .or_else(|| body.get("data").and_then(|d| d.get("request_id")))
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+        {
+            Some(id) => Ok(Uploaded::Accepted(id.to_string())),
+            None => Err(CallError::Unconfirmed {
+                label: "upi batch upload",
+                message: "the provider accepted the file without a request_id".into(),
+                attempts: answer.attempts,
+            }),
+        };
+    }
+    let (reason, message) = reason_and_message(answer);
+    let reason = reason.unwrap_or_else(|| format!("http_{}", answer.status.as_u16()));
+    let advice = if reason == "batch_too_large" {
+        format!("; lower chunk_size in [checks.{}]", INFO.name)
+    } else {
+        String::new()
+    };
+    Ok(Uploaded::Refused(
+        Outcome::new(Status::Error)
+            .with_reason(format!("batch_refused_{reason}"))
+            .with_message(format!("{}{advice}", message.unwrap_or_default()))
+            .with_provider_status(answer.status.as_u16().to_string()),
+    ))
+}
+
+/// Where a batch stands, as its status endpoint says.
+pub enum BatchStatus {
+    Running,
+    Ready(Secret),
+    Failed(Outcome),
+}
+
+pub fn read_status(answer: &Answer) -> BatchStatus {
+    if !answer.status.is_success() {
+        let (reason, message) = reason_and_message(answer);
+        let reason = match answer.status.as_u16() {
+            404 => "batch_not_found".to_string(),
+            s => reason.unwrap_or_else(|| format!("http_{s}")),
+        };
+        return BatchStatus::Failed(
+            Outcome::new(Status::Error)
+                .with_reason(reason)
+                .with_message(message.unwrap_or_default())
+                .with_provider_status(answer.status.as_u16().to_string()),
+        );
+    }
+    let body = answer.json().unwrap_or_default();
+    match body
+        .get("data")
+        .and_then(|d| d.get("batch_output_file_url"))
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    {
+        Some(url) => BatchStatus::Ready(Secret::new(url)),
+        None => BatchStatus::Running,
+    }
+}
+
+/// Reads a downloaded output file into outcomes by row key. Tolerates a BOM, CRLF, extra and
+/// reordered columns; needs our key column.
+pub fn read_output(path: &Path) -> Result<Vec<(RowKey, Outcome)>, String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| format!("cannot open the result file: {e}"))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| format!("the result file has no readable header: {e}"))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
+    let Some(key_col) = col(KEY_COLUMN) else {
+        return Err(format!(
+            "the result file has no {KEY_COLUMN} column to match rows by"
+        ));
+    };
+    let cols = [
+        col("code"),
+        col("sub_code"),
+        col("message"),
+        col("account_exists"),
+        col("name_at_bank"),
+        col("name_at_bank_cleaned"),
+    ];
+    let mut out = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("the result file is malformed: {e}")),
+        }
+        let Some(key) = record
+            .get(key_col)
+            .and_then(|k| k.trim().parse::<u64>().ok())
+        else {
+            tracing::warn!("a row of a UPI batch result has no usable {KEY_COLUMN}; ignored");
+            continue;
+        };
+        let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
+        out.push((
+            RowKey(key),
+            row_outcome(
+                get(cols[0]),
+                get(cols[1]),
+                get(cols[2]),
+                get(cols[3]),
+                get(cols[4]),
+                get(cols[5]),
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// One result row's outcome.
+fn row_outcome(
+    code: &str,
+    sub_code: &str,
+    message: &str,
+    account_exists: &str,
+    name_at_bank: &str,
+    cleaned: &str,
+) -> Outcome {
+    let provider_status = if sub_code.is_empty() { code } else { sub_code };
+    let code: u16 = code.parse().unwrap_or(200);
+    let exists = match account_exists.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
+    };
+    let base = |status| {
+        let o = Outcome::new(status).with_message(message);
+        if provider_status.is_empty() {
+            o
+        } else {
+            o.with_provider_status(provider_status)
+        }
+    };
+    let reason_or = |fallback: &str| {
+        if sub_code.is_empty() {
+            fallback.to_string()
+        } else {
+            sub_code.to_ascii_lowercase()
+        }
+    };
+    if code >= 500 {
+        return base(Status::Error).with_reason(reason_or("source_error"));
+    }
+    if (400..500).contains(&code) {
+        return base(Status::NotVerified).with_reason(reason_or("rejected"));
+    }
+    match exists {
+        Some(true) => base(Status::Verified).with_fields(vec![
+            ("account_exists".into(), "true".into()),
+            ("name_at_bank".into(), name_at_bank.into()),
+            ("name_at_bank_cleaned".into(), cleaned.into()),
+        ]),
+        Some(false) => base(Status::NotVerified)
+            .with_reason("account_not_found")
+            .with_fields(vec![("account_exists".into(), "false".into())]),
+        None => base(Status::Error).with_reason("no_result"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use reqwest::StatusCode;
+    use reqwest::header::HeaderMap;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn documented_status_answers() {
+        let done = include_str!("../../fixtures/contract/deepvue-batch-status-completed.json");
+        match read_status(&answer(200, done)) {
+            BatchStatus::Ready(url) => assert!(url.expose().ends_with(".csv")),
+            _ => panic!("a completed batch has a URL"),
+        }
+        let running = include_str!("../../fixtures/contract/deepvue-batch-status-in-progress.json");
+        assert!(matches!(
+            read_status(&answer(200, running)),
+            BatchStatus::Running
+        ));
+        assert!(matches!(
+            read_status(&answer(404, r#"{"message":"No request found"}"#)),
+            BatchStatus::Failed(o) if o.reason.as_deref() == Some("batch_not_found")
+        ));
+    }
+
+    #[test]
+    fn documented_upload_answer() {
+        let body = include_str!("../../fixtures/contract/deepvue-batch-submit.json");
+        assert!(matches!(
+            read_upload(&answer(201, body)).unwrap(),
+            Uploaded::Accepted(id) if id == "4e8b0c1f9a2d4e7b8c3d2a1f0e9d8c7b"
+        ));
+        let refused = read_upload(&answer(
+            400,
+            r#"{"code":400,"sub_code":"BATCH_TOO_LARGE","message":"batch_file has 20 rows; at most 10 rows are accepted"}"#,
+        ))
+        .unwrap();
+        let Uploaded::Refused(o) = refused else {
+            panic!("refused")
+        };
+        assert_eq!(o.status, Status::Error);
+        assert_eq!(o.reason.as_deref(), Some("batch_refused_batch_too_large"));
+        assert!(o.message.unwrap().contains("lower chunk_size"));
+    }
+
+    #[test]
+    fn output_rows_match_by_key_in_any_order() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/contract/deepvue-upi-batch-output.csv");
+        let mut rows = read_output(&path).unwrap();
+        rows.sort_by_key(|(k, _)| *k);
+        let keys: Vec<u64> = rows.iter().map(|(k, _)| k.0).collect();
+        assert_eq!(keys, [0, 1, 3, 4]);
+        let by = |k: u64| &rows.iter().find(|(r, _)| r.0 == k).unwrap().1;
+        assert_eq!(by(0).status, Status::Verified);
+        assert!(
+            by(0)
+                .fields
+                .contains(&("name_at_bank".into(), "RAVI KUMAR".into()))
+        );
+        assert_eq!(by(1).status, Status::NotVerified);
+        assert_eq!(by(1).reason.as_deref(), Some("account_not_found"));
+        assert_eq!(by(3).status, Status::NotVerified);
+        assert_eq!(by(3).reason.as_deref(), Some("invalid_vpa"));
+        assert_eq!(by(4).status, Status::Error);
+        assert_eq!(by(4).reason.as_deref(), Some("source_unavailable"));
+        assert_eq!(
+            by(4).message.as_deref(),
+            Some("Source unavailable, try again later")
+        );
+    }
+
+    #[test]
+    fn a_file_without_our_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.csv");
+        std::fs::write(&p, "vpa,account_exists\r\na@b,true\r\n").unwrap();
+        assert!(read_output(&p).unwrap_err().contains(KEY_COLUMN));
+    }
+
+    #[test]
+    fn uploaded_file_carries_our_key() {
+        let rows = vec![(
+            RowKey::new(0, 7),
+            Subject {
+                ident: "a@ybl".into(),
+                values: vec!["a@ybl".into(), "A, B".into()],
+            },
+        )];
+        assert_eq!(
+            String::from_utf8(batch_file(&rows)).unwrap(),
+            "vpa,name,bv_row_key\na@ybl,\"A, B\",7\n"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The checks: what each reads from a row, how it calls its provider, and how it reads the
+//! answer into an [`Outcome`]. The engine does the rest (quota, retries, journal, merge), the
+//! same for every check.
+
+pub mod deepvue_udyam;
+pub mod deepvue_upi_batch;
+pub mod flatten;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{CheckConfig, ConfigError, ConfigFile, ProviderDefaults, check_secs};
+use crate::input::reader::ColumnSpec;
+use crate::input::validate::Invalid;
+use crate::outcome::{Outcome, RowKey};
+use crate::providers::{Api, CallError};
+
+/// The checks, by the name users type after `--check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckName {
+    /// Deepvue Udyam registration lookup (per row, asynchronous).
+    DeepvueUdyam,
+    /// Deepvue UPI address check (batch file).
+    DeepvueUpiBatch,
+}
+
+impl CheckName {
+    pub const ALL: [CheckName; 2] = [CheckName::DeepvueUdyam, CheckName::DeepvueUpiBatch];
+
+    pub fn info(self) -> &'static CheckInfo {
+        match self {
+            CheckName::DeepvueUdyam => &deepvue_udyam::INFO,
+            CheckName::DeepvueUpiBatch => &deepvue_upi_batch::INFO,
+        }
+    }
+}
+
+/// What `bulkverify checks` shows, and what the engine needs to know before building a check.
+pub struct CheckInfo {
+    pub name: &'static str,
+    pub provider: &'static ProviderDefaults,
+    pub summary: &'static str,
+    pub columns: &'static [ColumnSpec],
+    /// The check's own result columns (without the `bv_` prefix), with their meaning.
+    pub fields: &'static [(&'static str, &'static str)],
+}
+
+/// The columns every check writes, before its own.
+pub const COMMON_FIELDS: &[(&str, &str)] = &[
+    (
+        "status",
+        "verified, not_verified, needs_review, invalid_input, pending or error",
+    ),
+    (
+        "reason",
+        "a short code saying why (udyam_format, bad_request, daily_quota_exhausted, ...)",
+    ),
+    ("message", "the provider's own words, or ours"),
+    (
+        "provider_status",
+        "the provider's status word for the answer",
+    ),
+    ("request_id", "the provider's id for the request or batch"),
+    (
+        "checked_at",
+        "when the outcome was recorded (RFC 3339, UTC)",
+    ),
+    ("attempts", "how many times the paid request was sent"),
+    (
+        "duplicate_of",
+        "for a repeated identifier: the row whose outcome was copied",
+    ),
+];
+
+/// A row's values for the check, validated and normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The normalised identifier: what is sent, and what duplicates are detected on.
+    pub ident: String,
+    /// Every logical column's normalised value, in the order of the check's column specs.
+    pub values: Vec<String>,
+}
+
+/// Where an asynchronous request stands.
+#[derive(Debug)]
+pub enum Step {
+    Done(Outcome),
+    /// Accepted, with the id to poll.
+    Running(String),
+}
+
+/// How a check polls: the first wait, the longest wait, and when to stop and call it pending.
+#[derive(Debug, Clone, Copy)]
+pub struct PollSchedule {
+    pub first: Duration,
+    pub max: Duration,
+    pub deadline: Duration,
+}
+
+impl PollSchedule {
+    /// The wait before poll number `n` (0-based): growing by half each time up to the cap.
+    pub fn delay(&self, n: u32) -> Duration {
+        self.first
+            .mul_f64(1.5f64.powi(n.min(60) as i32))
+            .min(self.max)
+    }
+
+    pub fn from_config(
+        self,
+        config: &ConfigFile,
+        check: &str,
+        c: &CheckConfig,
+    ) -> Result<PollSchedule, ConfigError> {
+        let s = PollSchedule {
+            first: check_secs(
+                config,
+                check,
+                "poll_initial_secs",
+                c.poll_initial_secs,
+                self.first,
+            )?,
+            max: check_secs(config, check, "poll_max_secs", c.poll_max_secs, self.max)?,
+            deadline: check_secs(
+                config,
+                check,
+                "poll_deadline_secs",
+                c.poll_deadline_secs,
+                self.deadline,
+            )?,
+        };
+        if s.max < s.first {
+            return Err(config.invalid(
+                format!("[checks.{check}] poll_max_secs"),
+                "must not be below poll_initial_secs",
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// A check that calls once per row: submit, then poll until an outcome.
+pub trait RowCheck: Send + Sync + 'static {
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
+
+    /// Sends the paid request. Returns the step and how many times the request was sent.
+    fn submit<'a>(
+        &'a self,
+        api: &'a Api,
+        subject: &'a Subject,
+    ) -> impl Future<Output = Result<(Step, u32), CallError>> + Send + 'a;
+
+    fn poll<'a>(
+        &'a self,
+        api: &'a Api,
+        request_id: &'a str,
+    ) -> impl Future<Output = Result<Step, CallError>> + Send + 'a;
+
+    fn schedule(&self) -> PollSchedule;
+}
+
+/// A batch upload's answer.
+#[derive(Debug)]
+pub enum Uploaded {
+    /// Accepted, with the id to poll.
+    Accepted(String),
+    /// The provider refused the file as a whole; every row of it gets this outcome.
+    Refused(Outcome),
+}
+
+/// Where a batch stands.
+#[derive(Debug)]
+pub enum BatchStep {
+    Running,
+    /// The results found, by row key. Rows of the batch missing here are errors.
+    Done(Vec<(RowKey, Outcome)>),
+    /// The provider lost or failed the batch; every row of it gets this outcome.
+    Failed(Outcome),
+}
+
+/// A check that uploads rows in batches and collects a result per row.
+pub trait BatchCheck: Send + Sync + 'static {
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
+
+    fn chunk_size(&self) -> usize;
+
+    /// Sends the paid upload. Returns its answer and how many times it was sent.
+    fn upload<'a>(
+        &'a self,
+        api: &'a Api,
+        rows: &'a [(RowKey, Subject)],
+    ) -> impl Future<Output = Result<(Uploaded, u32), CallError>> + Send + 'a;
+
+    /// Asks how the batch is doing; when done, fetches and reads its results. `scratch` is a
+    /// private directory for files in transit.
+    fn poll<'a>(
+        &'a self,
+        api: &'a Api,
+        request_id: &'a str,
+        scratch: &'a Path,
+    ) -> impl Future<Output = Result<BatchStep, CallError>> + Send + 'a;
+
+    fn schedule(&self) -> PollSchedule;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_delays_grow_and_cap() {
+        let s = PollSchedule {
+            first: Duration::from_secs(3),
+            max: Duration::from_secs(30),
+            deadline: Duration::from_secs(900),
+        };
+        assert_eq!(s.delay(0), Duration::from_secs(3));
+        assert_eq!(s.delay(1), Duration::from_millis(4500));
+        assert_eq!(s.delay(10), Duration::from_secs(30));
+        assert_eq!(s.delay(u32::MAX), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,474 @@
+//! The configuration file and the environment, turned into settings before any call is made.
+//!
+//! Secrets come only from the environment or from a credentials file the config names: never
+//! from argv (visible in `ps`) and never from the config file itself (it gets copied around).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// The name of the config file read from the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "bulkverify.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}, column {column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {setting}: {message}")]
+    Invalid {
+        path: String,
+        setting: String,
+        message: String,
+    },
+    #[error(
+        "no credentials for {provider}: set {id_var} and {secret_var} in the environment, \
+         or name a credentials_file in [providers.{provider}] of the config"
+    )]
+    MissingCredentials {
+        provider: &'static str,
+        id_var: String,
+        secret_var: String,
+    },
+    #[error("credentials file {path}: {message}")]
+    CredentialsFile { path: String, message: String },
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub checks: BTreeMap<String, CheckConfig>,
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+/// One `[providers.NAME]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub base_url: Option<String>,
+    pub per_second: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub credentials_file: Option<PathBuf>,
+    pub connect_timeout_secs: Option<f64>,
+    pub read_timeout_secs: Option<f64>,
+    pub max_attempts: Option<u32>,
+}
+
+/// One `[checks.NAME]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    pub chunk_size: Option<usize>,
+    pub poll_initial_secs: Option<f64>,
+    pub poll_max_secs: Option<f64>,
+    pub poll_deadline_secs: Option<f64>,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or `bulkverify.toml` in the working directory when it exists, or nothing.
+    pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG).is_file() => PathBuf::from(DEFAULT_CONFIG),
+            None => return Ok(ConfigFile::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = ConfigFile::parse(&text, &path)?;
+        config.path = Some(path);
+        Ok(config)
+    }
+
+    /// Parses config text. Errors carry line and column but never the offending line itself:
+    /// it may hold a secret pasted in by mistake.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let mut message = e.message().trim().to_string();
+            if message.contains("unknown field") && message.contains("secret") {
+                message.push_str(
+                    "; credentials are read only from the environment or a credentials_file",
+                );
+            }
+            ConfigError::Syntax {
+                path: path.display().to_string(),
+                line,
+                column,
+                message,
+            }
+        })
+    }
+
+    pub fn display_path(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "(no config file)".into(), |p| p.display().to_string())
+    }
+
+    pub fn invalid(&self, setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.display_path(),
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Requests allowed per window. Every configured window is enforced at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub per_second: Option<NonZeroU32>,
+    pub per_minute: Option<NonZeroU32>,
+    pub per_day: Option<NonZeroU32>,
+}
+
+/// How a provider is reached: resolved from the config, the environment and the defaults.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: &'static str,
+    pub base_url: reqwest::Url,
+    pub quotas: Quotas,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_attempts: u32,
+    pub client_id: Secret,
+    pub client_secret: Secret,
+}
+
+/// A provider's published defaults, used where the config is silent.
+pub struct ProviderDefaults {
+    pub name: &'static str,
+    pub env_prefix: &'static str,
+    pub base_url: &'static str,
+    /// The provider's smallest plan: safe for any account until the config names the real one.
+    pub quotas: Quotas,
+}
+
+impl ProviderSettings {
+    /// Resolves a provider's settings. `env` is the process environment in production and a
+    /// map in tests.
+    pub fn resolve(
+        defaults: &ProviderDefaults,
+        config: &ConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderSettings, ConfigError> {
+        let name = defaults.name;
+        let section = config.providers.get(name).cloned().unwrap_or_default();
+        let setting = |key: &str| format!("[providers.{name}] {key}");
+
+        let base_var = format!("{}_BASE_URL", defaults.env_prefix);
+        let (base_url, base_from) = match env(&base_var) {
+            Some(v) => (v, base_var.clone()),
+            None => match &section.base_url {
+                Some(v) => (v.clone(), setting("base_url")),
+                None => (defaults.base_url.to_string(), "the default".into()),
+            },
+        };
+        let base_url = parse_base_url(&base_url)
+            .map_err(|m| config.invalid(base_from, format!("{base_url:?}: {m}")))?;
+
+        let window = |key: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) => NonZeroU32::new(n).map(Some).ok_or_else(|| {
+                    config.invalid(
+                        setting(key),
+                        "must be at least 1; leave it out when the plan has no such limit",
+                    )
+                }),
+            }
+        };
+        let configured = Quotas {
+            per_second: window("per_second", section.per_second)?,
+            per_minute: window("per_minute", section.per_minute)?,
+            per_day: window("per_day", section.per_day)?,
+        };
+        let quotas = if configured.per_second.is_none()
+            && configured.per_minute.is_none()
+            && configured.per_day.is_none()
+        {
+            tracing::warn!(
+                "no quota configured for {name}: using its smallest plan; set per_second, \
+                 per_minute and per_day in [providers.{name}] to use your plan's full rate"
+            );
+            defaults.quotas
+        } else {
+            configured
+        };
+
+        let concurrency = section.concurrency.unwrap_or(16);
+        if !(1..=1024).contains(&concurrency) {
+            return Err(config.invalid(setting("concurrency"), "must be between 1 and 1024"));
+        }
+        let secs = |key: &str, v: Option<f64>, default: f64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(config.invalid(setting(key), "must be between 0 and 3600 seconds"))
+            }
+        };
+        let connect_timeout = secs("connect_timeout_secs", section.connect_timeout_secs, 10.0)?;
+        let read_timeout = secs("read_timeout_secs", section.read_timeout_secs, 60.0)?;
+        let max_attempts = section.max_attempts.unwrap_or(5);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(config.invalid(setting("max_attempts"), "must be between 1 and 20"));
+        }
+
+        let id_var = format!("{}_CLIENT_ID", defaults.env_prefix);
+        let secret_var = format!("{}_CLIENT_SECRET", defaults.env_prefix);
+        let from_file = match &section.credentials_file {
+            Some(p) => read_credentials_file(p)?,
+            None => BTreeMap::new(),
+        };
+        let lookup = |var: &str| {
+            env(var)
+                .filter(|v| !v.is_empty())
+                .or_else(|| from_file.get(var).cloned())
+        };
+        let (Some(client_id), Some(client_secret)) = (lookup(&id_var), lookup(&secret_var)) else {
+            return Err(ConfigError::MissingCredentials {
+                provider: name,
+                id_var,
+                secret_var,
+            });
+        };
+
+        Ok(ProviderSettings {
+            name,
+            base_url,
+            quotas,
+            concurrency,
+            connect_timeout,
+            read_timeout,
+            max_attempts,
+            client_id: Secret::new(client_id),
+            client_secret: Secret::new(client_secret),
+        })
+    }
+}
+
+fn parse_base_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim_end_matches('/')).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a query or credentials".into());
+    }
+    Ok(url)
+}
+
+/// Reads `NAME=value` lines (blank lines and `#` comments allowed, values optionally quoted),
+/// the format of an env file that cron jobs and systemd units already use.
+fn read_credentials_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let err = |message: String| ConfigError::CredentialsFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "credentials file {} can be read by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(err(format!("line {}: expected NAME=value", i + 1)));
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Reads an optional positive duration setting of a check.
+pub fn check_secs(
+    config: &ConfigFile,
+    check: &str,
+    key: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v > 0.0 && v <= 7.0 * 86_400.0 => {
+            Ok(Duration::from_secs_f64(v))
+        }
+        Some(_) => Err(config.invalid(
+            format!("[checks.{check}] {key}"),
+            "must be a positive number of seconds, at most a week",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: ProviderDefaults = ProviderDefaults {
+        name: "deepvue",
+        env_prefix: "DEEPVUE",
+        base_url: "https://production.deepvue.tech",
+        quotas: Quotas {
+            per_second: NonZeroU32::new(1),
+            per_minute: NonZeroU32::new(30),
+            per_day: NonZeroU32::new(1000),
+        },
+    };
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const CREDS: &[(&str, &str)] = &[
+        ("DEEPVUE_CLIENT_ID", "id"),
+        ("DEEPVUE_CLIENT_SECRET", "live_s3cret"),
+    ];
+
+    #[test]
+    fn full_section_resolves() {
+        let c = ConfigFile::parse(
+            "[providers.deepvue]\nbase_url = \"https://example.test/\"\nper_second = 17\n\
+             per_minute = 1000\nper_day = 50000\nconcurrency = 32\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS)).unwrap();
+        assert_eq!(s.base_url.as_str(), "https://example.test/");
+        assert_eq!(s.quotas.per_second, NonZeroU32::new(17));
+        assert_eq!(s.quotas.per_day, NonZeroU32::new(50000));
+        assert_eq!(s.concurrency, 32);
+        assert_eq!(s.client_secret.expose(), "live_s3cret");
+        assert!(!format!("{s:?}").contains("live_s3cret"));
+    }
+
+    #[test]
+    fn environment_overrides_base_url_and_defaults_apply() {
+        let c = ConfigFile::default();
+        let e = env(&[
+            ("DEEPVUE_CLIENT_ID", "id"),
+            ("DEEPVUE_CLIENT_SECRET", "x"),
+            ("DEEPVUE_BASE_URL", "http://127.0.0.1:9"),
+        ]);
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &e).unwrap();
+        assert_eq!(s.base_url.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(s.quotas, DEFAULTS.quotas);
+    }
+
+    #[test]
+    fn mistakes_are_named_without_echoing_values() {
+        let err = ConfigFile::parse(
+            "[providers.deepvue]\nclient_secret = \"live_leak\"\n",
+            Path::new("b.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("b.toml, line 2, column 1:"), "{err}");
+        assert!(err.contains("credentials are read only from the environment"));
+        assert!(!err.contains("live_leak"), "{err}");
+
+        let err = ConfigFile::parse("[providers.deepvue]\nper_second = \"x\"\n", Path::new("b"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+
+        let c = ConfigFile::parse("[providers.deepvue]\nper_minute = 0\n", Path::new("b")).unwrap();
+        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("per_minute: must be at least 1"), "{err}");
+
+        let c = ConfigFile::parse(
+            "[providers.deepvue]\nbase_url = \"ftp://x\"\n",
+            Path::new("b"),
+        )
+        .unwrap();
+        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http or https"), "{err}");
+    }
+
+    #[test]
+    fn missing_credentials_say_where_to_put_them() {
+        let err = ProviderSettings::resolve(&DEFAULTS, &ConfigFile::default(), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DEEPVUE_CLIENT_ID and DEEPVUE_CLIENT_SECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_file_is_read_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("deepvue.env");
+        std::fs::write(
+            &f,
+            "# deepvue\nexport DEEPVUE_CLIENT_ID=\"file_id\"\nDEEPVUE_CLIENT_SECRET='file_secret'\n",
+        )
+        .unwrap();
+        let text = format!("[providers.deepvue]\ncredentials_file = {:?}\n", f);
+        let c = ConfigFile::parse(&text, Path::new("b")).unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(&[])).unwrap();
+        assert_eq!(s.client_id.expose(), "file_id");
+        assert_eq!(s.client_secret.expose(), "file_secret");
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS)).unwrap();
+        assert_eq!(s.client_secret.expose(), "live_s3cret");
+    }
+}

@@ -1,0 +1,254 @@
+//! The two passes over the input that come before any call, and the feed that walks it again
+//! while calls are made. Both read the input through the same reader, so they agree on keys.
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::stats::Stats;
+use crate::checks::Subject;
+use crate::input::validate::Invalid;
+use crate::input::{ColumnMap, InputError, InputFile};
+use crate::journal::{Journal, JournalError, JournalReader, RowPlan, RowState};
+use crate::outcome::{Outcome, RowKey, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Validates a row's values into what is sent.
+pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync);
+
+/// The hash duplicates are detected on: the identifier itself never enters the journal.
+fn ident_hash(check: &str, ident: &str) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(check.as_bytes())
+        .chain_update([0])
+        .chain_update(ident.as_bytes())
+        .finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// The first pass: every row is validated, checked for an earlier duplicate, and recorded in
+/// the journal. Returns the number of rows.
+pub fn plan(
+    journal: &mut Journal,
+    check: &str,
+    inputs: &[InputFile],
+    maps: &[ColumnMap],
+    subject: SubjectFn,
+    stats: &Stats,
+) -> Result<u64, PassError> {
+    const BATCH: usize = 10_000;
+    let mut total = 0u64;
+    let mut pending = Vec::with_capacity(BATCH);
+    for (file, map) in inputs.iter().zip(maps) {
+        let mut records = file.records()?;
+        while let Some(key) = records.advance()? {
+            let plan = match subject(&map.values(records.record())) {
+                Ok(s) => RowPlan::Subject(ident_hash(check, &s.ident)),
+                Err(invalid) => RowPlan::Invalid(invalid_outcome(invalid)),
+            };
+            pending.push((key, plan));
+            total += 1;
+            if pending.len() == BATCH {
+                journal.plan_rows(&pending)?;
+                Stats::add(&stats.rows_read, pending.len() as u64);
+                pending.clear();
+            }
+        }
+    }
+    journal.plan_rows(&pending)?;
+    Stats::add(&stats.rows_read, pending.len() as u64);
+    journal.finish_planning(total)?;
+    Ok(total)
+}
+
+pub fn invalid_outcome(invalid: Invalid) -> Outcome {
+    Outcome::new(Status::InvalidInput)
+        .with_reason(invalid.reason)
+        .with_message(invalid.message)
+}
+
+/// A row that needs a call in this run.
+#[derive(Debug)]
+pub struct Work {
+    pub key: RowKey,
+    pub subject: Subject,
+    pub kind: WorkKind,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WorkKind {
+    /// Send the paid request.
+    Submit,
+    /// Already accepted: poll its result, never resend.
+    Poll { request_id: String },
+}
+
+/// What a row needs, from its journal record. Batch rows whose batch is still open are polled
+/// through their batch, not fed.
+pub fn work_for(rec: &crate::journal::RowRecord) -> Option<WorkKind> {
+    let unsettled = matches!(rec.status, Some(Status::Pending | Status::Error));
+    match (rec.state, rec.batch_id, &rec.request_id) {
+        (RowState::Planned, _, _) => Some(WorkKind::Submit),
+        (RowState::Running, None, Some(id)) => Some(WorkKind::Poll {
+            request_id: id.clone(),
+        }),
+        (RowState::Done, None, Some(id)) if unsettled => Some(WorkKind::Poll {
+            request_id: id.clone(),
+        }),
+        (RowState::Done, None, None) if unsettled => Some(WorkKind::Submit),
+        // A batch row in error: its batch failed or left it out; it goes into a new batch.
+        (RowState::Done, Some(_), _) if rec.status == Some(Status::Error) => Some(WorkKind::Submit),
+        _ => None,
+    }
+}
+
+/// The second pass: walks the input and the journal side by side (both in key order) and
+/// sends each row that needs a call. Blocks when the engine is busy, so memory stays flat.
+pub fn feed(
+    inputs: &[InputFile],
+    maps: &[ColumnMap],
+    reader: &JournalReader,
+    subject: SubjectFn,
+    tx: &mpsc::Sender<Work>,
+) -> Result<(), PassError> {
+    const PAGE: usize = 10_000;
+    let mut page = reader.page(None, PAGE)?.into_iter().peekable();
+    let mut last = None;
+    for (file, map) in inputs.iter().zip(maps) {
+        let mut records = file.records()?;
+        while let Some(key) = records.advance()? {
+            let rec = loop {
+                match page.peek() {
+                    Some(r) if r.key < key => {
+                        last = Some(r.key);
+                        page.next();
+                    }
+                    Some(r) if r.key == key => break page.next(),
+                    Some(_) => break None,
+                    None => {
+                        let next = reader.page(last, PAGE)?;
+                        if next.is_empty() {
+                            break None;
+                        }
+                        page = next.into_iter().peekable();
+                    }
+                }
+            };
+            let Some(rec) = rec else {
+                tracing::warn!(
+                    "row {} of {} is missing from the journal",
+                    key.record() + 1,
+                    file.display()
+                );
+                continue;
+            };
+            last = Some(rec.key);
+            let Some(kind) = work_for(&rec) else {
+                continue;
+            };
+            let subject = match subject(&map.values(records.record())) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        "row {} of {} no longer passes validation ({}); skipped",
+                        key.record() + 1,
+                        file.display(),
+                        e.reason
+                    );
+                    continue;
+                }
+            };
+            if tx.blocking_send(Work { key, subject, kind }).is_err() {
+                // The engine stopped taking work: the run is ending.
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::RowRecord;
+
+    fn rec(
+        state: RowState,
+        status: Option<Status>,
+        request: Option<&str>,
+        batch: Option<i64>,
+    ) -> RowRecord {
+        RowRecord {
+            key: RowKey(0),
+            state,
+            status,
+            request_id: request.map(str::to_owned),
+            batch_id: batch,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn what_each_journal_state_needs() {
+        use RowState::*;
+        use Status::*;
+        let poll = |id: &str| {
+            Some(WorkKind::Poll {
+                request_id: id.into(),
+            })
+        };
+        assert_eq!(
+            work_for(&rec(Planned, None, None, None)),
+            Some(WorkKind::Submit)
+        );
+        assert_eq!(work_for(&rec(Running, None, Some("r"), None)), poll("r"));
+        assert_eq!(
+            work_for(&rec(Running, None, Some("r"), Some(1))),
+            None,
+            "polled via its batch"
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Pending), Some("r"), None)),
+            poll("r")
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Error), Some("r"), None)),
+            poll("r")
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Error), None, None)),
+            Some(WorkKind::Submit)
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Pending), None, None)),
+            Some(WorkKind::Submit)
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Error), Some("b"), Some(3))),
+            Some(WorkKind::Submit)
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Pending), Some("b"), Some(3))),
+            None,
+            "batch still open"
+        );
+        assert_eq!(work_for(&rec(Done, Some(Verified), Some("r"), None)), None);
+        assert_eq!(work_for(&rec(Done, Some(InvalidInput), None, None)), None);
+        assert_eq!(work_for(&rec(Unconfirmed, None, None, None)), None, "held");
+        assert_eq!(work_for(&rec(Duplicate, None, None, None)), None);
+    }
+
+    #[test]
+    fn ident_hash_separates_checks() {
+        assert_ne!(ident_hash("a", "x"), ident_hash("b", "x"));
+        assert_eq!(ident_hash("a", "x"), ident_hash("a", "x"));
+    }
+}

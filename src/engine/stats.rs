@@ -1,0 +1,36 @@
+//! Counters shared by the engine, the progress display and the summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Run-wide counters. Relaxed atomics: they feed displays, not decisions.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Rows in the inputs, once known.
+    pub rows_total: AtomicU64,
+    /// Rows read so far by the planning pass.
+    pub rows_read: AtomicU64,
+    /// Rows that need a call in this run.
+    pub work_total: AtomicU64,
+    /// Rows whose paid call (or batch upload) was sent in this run.
+    pub submitted: AtomicU64,
+    /// Rows that reached an outcome in this run (final or not).
+    pub done: AtomicU64,
+    /// HTTP requests sent to the provider.
+    pub calls: AtomicU64,
+    /// Of which answered 429.
+    pub rate_limited: AtomicU64,
+    /// Requests sent again after a retryable failure.
+    pub retries: AtomicU64,
+    /// Rows whose paid call may have been billed without an answer.
+    pub unconfirmed: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,1218 @@
+//! The journal: the job's durable state in SQLite (WAL), the single source of truth for resume.
+//!
+//! A row's intent is committed before its paid call leaves the process, its request id as soon
+//! as the provider gives one, and its outcome when known. A killed run therefore leaves every
+//! row in a state that says exactly what the next run must do: nothing (an outcome), poll (a
+//! request id), send (planned), or hold (`unconfirmed`: the call may have been billed but its
+//! answer was lost). Writes go through one thread that groups them into transactions; the
+//! callers that must wait for durability (intents) wait for their commit.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::outcome::{Outcome, RowKey, Status};
+
+const DB_FILE: &str = "journal.sqlite";
+const LOCK_FILE: &str = "lock";
+const SCHEMA_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("state directory {dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state journal in {dir}: {source}")]
+    Sqlite {
+        dir: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "another bulkverify run{pid} is using the state directory {dir}; \
+         let it finish, or give this run its own --state"
+    )]
+    Busy { dir: String, pid: String },
+    #[error(
+        "the state directory {dir} belongs to a run of {found}, not {wanted}; \
+         give this check its own output or --state"
+    )]
+    OtherCheck {
+        dir: String,
+        found: String,
+        wanted: String,
+    },
+    #[error(
+        "the state directory {dir} holds results from {found}, but this run talks to {wanted}; \
+         results from the sandbox and from a live account must not mix: use another --state"
+    )]
+    OtherEnvironment {
+        dir: String,
+        found: String,
+        wanted: String,
+    },
+    #[error(
+        "the state directory {dir} was made for a different list of input files; \
+         run with the same inputs to resume, or use --fresh to start over"
+    )]
+    OtherInputs { dir: String },
+    #[error(
+        "{file} changed since the state in {dir} was created (its content hash differs), so its \
+         old results cannot be attached to its rows; restore the original file, or re-run with \
+         --fresh to start over (the old state is kept aside, not deleted)"
+    )]
+    InputChanged { file: String, dir: String },
+    #[error(
+        "the state directory {dir} was written by a newer bulkverify (journal format {found}); \
+         upgrade bulkverify"
+    )]
+    Format { dir: String, found: String },
+    #[error(
+        "the journal could not be written ({0}); no further paid call was made. \
+         Free disk space and run the same command again to resume"
+    )]
+    WriteFailed(String),
+}
+
+/// Where a row is in its life. Stored as text so the journal can be read with `sqlite3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    /// Nothing sent yet.
+    Planned,
+    /// Intent committed; the paid call is about to leave or is in flight.
+    Sending,
+    /// The provider accepted it and gave a request id: poll, never resend.
+    Running,
+    /// An outcome is recorded (which may itself be `pending` or `error`).
+    Done,
+    /// A paid call may have reached the provider but its answer was lost.
+    Unconfirmed,
+    /// Same identifier as an earlier row: that row's outcome is copied.
+    Duplicate,
+}
+
+impl RowState {
+    fn as_str(self) -> &'static str {
+        match self {
+            RowState::Planned => "planned",
+            RowState::Sending => "sending",
+            RowState::Running => "running",
+            RowState::Done => "done",
+            RowState::Unconfirmed => "unconfirmed",
+            RowState::Duplicate => "duplicate",
+        }
+    }
+
+    fn parse(s: &str) -> RowState {
+        match s {
+            "sending" => RowState::Sending,
+            "running" => RowState::Running,
+            "done" => RowState::Done,
+            "unconfirmed" => RowState::Unconfirmed,
+            "duplicate" => RowState::Duplicate,
+            _ => RowState::Planned,
+        }
+    }
+}
+
+/// Who the state belongs to: a journal refuses to serve another check or another environment.
+pub struct Identity<'a> {
+    pub check: &'a str,
+    /// `sandbox`, or the provider's base URL.
+    pub environment: &'a str,
+}
+
+/// What the planner decided for a row on first sight.
+pub enum RowPlan {
+    /// Failed local validation: final, never sent.
+    Invalid(Outcome),
+    /// To be verified; the hash of its normalised identifier detects duplicates without
+    /// storing the identifier itself.
+    Subject([u8; 16]),
+}
+
+/// A row as the dispatcher sees it when resuming.
+#[derive(Debug, Clone)]
+pub struct RowRecord {
+    pub key: RowKey,
+    pub state: RowState,
+    pub status: Option<Status>,
+    pub request_id: Option<String>,
+    pub batch_id: Option<i64>,
+    pub attempts: u32,
+}
+
+/// A batch the provider accepted and that still needs polling.
+#[derive(Debug, Clone)]
+pub struct OpenBatch {
+    pub batch_id: i64,
+    pub request_id: String,
+    pub rows: Vec<RowKey>,
+    pub attempts: u32,
+}
+
+/// The durable state of one job.
+pub struct Journal {
+    dir: PathBuf,
+    conn: Connection,
+    _lock: File,
+}
+
+impl Journal {
+    /// Opens (or creates) the state in `dir`, taking its lock for the life of the value.
+    /// With `fresh`, an existing state is moved aside first.
+    pub fn open(dir: &Path, identity: &Identity, fresh: bool) -> Result<Journal, JournalError> {
+        let io = |source| JournalError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        if fresh && dir.exists() {
+            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            let aside = PathBuf::from(format!("{}.old-{stamp}", dir.display()));
+            // Moving a directory another run is using would pull its state away under it.
+            drop(take_lock(dir)?);
+            std::fs::rename(dir, &aside).map_err(io)?;
+            tracing::warn!("the old state was moved to {}", aside.display());
+        }
+        create_private_dir(dir).map_err(io)?;
+        let lock = take_lock(dir)?;
+        let conn = open_db(dir)?;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            conn,
+            _lock: lock,
+        };
+        journal.migrate()?;
+        journal.check_identity(identity)?;
+        Ok(journal)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> JournalError {
+        JournalError::Sqlite {
+            dir: self.dir.display().to_string(),
+            source,
+        }
+    }
+
+    fn migrate(&self) -> Result<(), JournalError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS inputs (
+                     file_idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS rows (
+                     row_key INTEGER PRIMARY KEY,
+                     ident BLOB,
+                     dup_of INTEGER,
+                     state TEXT NOT NULL,
+                     batch_id INTEGER,
+                     request_id TEXT,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     status TEXT, reason TEXT, message TEXT, provider_status TEXT,
+                     checked_at TEXT, fields TEXT) STRICT;
+                 CREATE INDEX IF NOT EXISTS rows_ident ON rows(ident) WHERE dup_of IS NULL;
+                 CREATE INDEX IF NOT EXISTS rows_batch ON rows(batch_id) WHERE batch_id IS NOT NULL;
+                 CREATE TABLE IF NOT EXISTS batches (
+                     batch_id INTEGER PRIMARY KEY,
+                     state TEXT NOT NULL,
+                     request_id TEXT,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     created_at TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS usage (
+                     minute INTEGER PRIMARY KEY, requests INTEGER NOT NULL) STRICT;",
+            )
+            .map_err(|e| self.sql(e))?;
+        match self.meta("format")? {
+            None => self.set_meta("format", SCHEMA_VERSION),
+            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            Some(found) => Err(JournalError::Format {
+                dir: self.dir.display().to_string(),
+                found,
+            }),
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn check_identity(&self, identity: &Identity) -> Result<(), JournalError> {
+        let dir = self.dir.display().to_string();
+        match self.meta("check")? {
+            None => {
+                self.set_meta("check", identity.check)?;
+                self.set_meta("environment", identity.environment)?;
+                self.set_meta("created_at", &now_rfc3339())?;
+                Ok(())
+            }
+            Some(found) if found != identity.check => Err(JournalError::OtherCheck {
+                dir,
+                found,
+                wanted: identity.check.into(),
+            }),
+            Some(_) => match self.meta("environment")? {
+                Some(found) if found != identity.environment => {
+                    Err(JournalError::OtherEnvironment {
+                        dir,
+                        found,
+                        wanted: identity.environment.into(),
+                    })
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Records the inputs' fingerprints on first use; afterwards refuses inputs that changed.
+    /// Returns whether planning already completed for these inputs.
+    pub fn check_inputs(&self, inputs: &[(String, String)]) -> Result<bool, JournalError> {
+        let dir = self.dir.display().to_string();
+        let known: Vec<(String, String)> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT path, sha256 FROM inputs ORDER BY file_idx")
+                .map_err(|e| self.sql(e))?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(Iterator::collect)
+                .map_err(|e| self.sql(e))?
+        };
+        if known.is_empty() {
+            for (i, (path, sha)) in inputs.iter().enumerate() {
+                self.conn
+                    .execute(
+                        "INSERT INTO inputs (file_idx, path, sha256) VALUES (?1, ?2, ?3)",
+                        params![i as i64, path, sha],
+                    )
+                    .map_err(|e| self.sql(e))?;
+            }
+            return Ok(false);
+        }
+        if known.len() != inputs.len() {
+            return Err(JournalError::OtherInputs { dir });
+        }
+        for ((_, old), (path, new)) in known.iter().zip(inputs) {
+            if old != new {
+                return Err(JournalError::InputChanged {
+                    file: path.clone(),
+                    dir,
+                });
+            }
+        }
+        Ok(self.meta("planned_rows")?.is_some())
+    }
+
+    /// The number of rows planning found, once planning completed.
+    pub fn planned_rows(&self) -> Result<Option<u64>, JournalError> {
+        Ok(self.meta("planned_rows")?.and_then(|v| v.parse().ok()))
+    }
+
+    /// Records a batch of first-seen rows in one transaction. For each row, returns the key of
+    /// the earlier row with the same identifier, if any.
+    pub fn plan_rows(
+        &mut self,
+        rows: &[(RowKey, RowPlan)],
+    ) -> Result<Vec<Option<RowKey>>, JournalError> {
+        let dir = self.dir.display().to_string();
+        let sql = |source| JournalError::Sqlite {
+            dir: dir.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let mut find = tx
+                .prepare_cached(
+                    "SELECT row_key FROM rows WHERE ident = ?1 AND dup_of IS NULL LIMIT 1",
+                )
+                .map_err(sql)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO rows (row_key, ident, dup_of, state, status, reason, message, checked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (row_key) DO NOTHING",
+                )
+                .map_err(sql)?;
+            for (key, plan) in rows {
+                match plan {
+                    RowPlan::Invalid(o) => {
+                        insert
+                            .execute(params![
+                                key.0 as i64,
+                                None::<Vec<u8>>,
+                                None::<i64>,
+                                RowState::Done.as_str(),
+                                o.status.as_str(),
+                                o.reason,
+                                o.message,
+                                now_rfc3339(),
+                            ])
+                            .map_err(sql)?;
+                        out.push(None);
+                    }
+                    RowPlan::Subject(hash) => {
+                        let leader: Option<i64> = find
+                            .query_row([&hash[..]], |r| r.get(0))
+                            .optional()
+                            .map_err(sql)?;
+                        let leader = leader.filter(|l| *l != key.0 as i64);
+                        let state = if leader.is_some() {
+                            RowState::Duplicate
+                        } else {
+                            RowState::Planned
+                        };
+                        insert
+                            .execute(params![
+                                key.0 as i64,
+                                &hash[..],
+                                leader,
+                                state.as_str(),
+                                None::<String>,
+                                None::<String>,
+                                None::<String>,
+                                None::<String>,
+                            ])
+                            .map_err(sql)?;
+                        out.push(leader.map(|l| RowKey(l as u64)));
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(out)
+    }
+
+    pub fn finish_planning(&self, rows: u64) -> Result<(), JournalError> {
+        self.set_meta("planned_rows", &rows.to_string())
+    }
+
+    /// Settles what a dead run left in flight, before anything is dispatched: a call whose
+    /// intent was committed but whose answer never arrived may have been billed, so it is held
+    /// as `unconfirmed` — or, when the user asked for it, planned again.
+    pub fn recover(&mut self, resend_unconfirmed: bool) -> Result<u64, JournalError> {
+        let dir = self.dir.display().to_string();
+        let sql = |source| JournalError::Sqlite {
+            dir: dir.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        tx.execute(
+            "UPDATE rows SET state = 'unconfirmed' WHERE state = 'sending'",
+            [],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "UPDATE batches SET state = 'unconfirmed' WHERE state = 'sending'",
+            [],
+        )
+        .map_err(sql)?;
+        if resend_unconfirmed {
+            tx.execute(
+                "UPDATE rows SET state = 'planned', batch_id = NULL WHERE state = 'unconfirmed'",
+                [],
+            )
+            .map_err(sql)?;
+            tx.execute(
+                "UPDATE batches SET state = 'abandoned' WHERE state = 'unconfirmed'",
+                [],
+            )
+            .map_err(sql)?;
+        }
+        let held: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM rows WHERE state = 'unconfirmed'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(held as u64)
+    }
+
+    /// Batches accepted by the provider whose results are not in yet.
+    pub fn open_batches(&self) -> Result<Vec<OpenBatch>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT b.batch_id, b.request_id, b.attempts, r.row_key FROM batches b
+                 JOIN rows r ON r.batch_id = b.batch_id
+                 WHERE b.state = 'uploaded' AND r.state IN ('running', 'done')
+                   AND (r.state = 'running' OR r.status = 'pending')
+                 ORDER BY b.batch_id, r.row_key",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out: Vec<OpenBatch> = Vec::new();
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        for row in rows {
+            let (batch_id, request_id, attempts, key) = row.map_err(|e| self.sql(e))?;
+            match out.last_mut() {
+                Some(b) if b.batch_id == batch_id => b.rows.push(RowKey(key as u64)),
+                _ => out.push(OpenBatch {
+                    batch_id,
+                    request_id,
+                    rows: vec![RowKey(key as u64)],
+                    attempts: attempts as u32,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next free batch id.
+    pub fn next_batch_id(&self) -> Result<i64, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(max(batch_id), 0) + 1 FROM batches",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Requests sent after `since_minute` (a Unix minute), per minute, across runs: the
+    /// per-day window must remember what yesterday evening's run spent.
+    pub fn usage_since(&self, since_minute: i64) -> Result<Vec<(i64, u64)>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT minute, requests FROM usage WHERE minute > ?1 ORDER BY minute")
+            .map_err(|e| self.sql(e))?;
+        st.query_map([since_minute], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.sql(e))
+    }
+
+    /// A second connection for reading while the writer thread writes (WAL allows both).
+    pub fn reader(&self) -> Result<JournalReader, JournalError> {
+        let conn = Connection::open_with_flags(
+            self.dir.join(DB_FILE),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.sql(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| self.sql(e))?;
+        Ok(JournalReader {
+            dir: self.dir.display().to_string(),
+            conn,
+        })
+    }
+
+    /// Starts the writer thread on its own connection.
+    pub fn writer(&self) -> Result<(JournalWriter, WriterThread), JournalError> {
+        let conn = open_db(&self.dir)?;
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let writer = JournalWriter {
+            tx,
+            failed: failed.clone(),
+            failure: failure.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || write_loop(conn, rx, failed, failure))
+            .map_err(|source| JournalError::Io {
+                dir: self.dir.display().to_string(),
+                source,
+            })?;
+        Ok((writer, WriterThread(handle)))
+    }
+
+    /// Every row's outcome for the merge, in key order; duplicates carry their leader's.
+    pub fn export(&self) -> Result<Vec<ExportRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT r.row_key, r.dup_of,
+                        coalesce(l.state, r.state), coalesce(l.status, r.status),
+                        CASE WHEN l.row_key IS NULL THEN r.reason ELSE l.reason END,
+                        CASE WHEN l.row_key IS NULL THEN r.message ELSE l.message END,
+                        CASE WHEN l.row_key IS NULL THEN r.provider_status ELSE l.provider_status END,
+                        CASE WHEN l.row_key IS NULL THEN r.request_id ELSE l.request_id END,
+                        CASE WHEN l.row_key IS NULL THEN r.checked_at ELSE l.checked_at END,
+                        CASE WHEN l.row_key IS NULL THEN r.attempts ELSE l.attempts END,
+                        CASE WHEN l.row_key IS NULL THEN r.fields ELSE l.fields END
+                 FROM rows r LEFT JOIN rows l ON l.row_key = r.dup_of
+                 ORDER BY r.row_key",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let state = RowState::parse(&r.get::<_, String>(2)?);
+                let status: Option<String> = r.get(3)?;
+                let fields: Option<String> = r.get(10)?;
+                Ok(ExportRow {
+                    key: RowKey(r.get::<_, i64>(0)? as u64),
+                    duplicate_of: r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64)),
+                    state,
+                    status: status.as_deref().and_then(Status::parse),
+                    reason: r.get(4)?,
+                    message: r.get(5)?,
+                    provider_status: r.get(6)?,
+                    request_id: r.get(7)?,
+                    checked_at: r.get(8)?,
+                    attempts: r.get::<_, i64>(9)? as u32,
+                    fields: fields
+                        .and_then(|f| serde_json::from_str(&f).ok())
+                        .unwrap_or_default(),
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+}
+
+/// One row as the merge writes it.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    pub key: RowKey,
+    pub duplicate_of: Option<RowKey>,
+    pub state: RowState,
+    pub status: Option<Status>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub provider_status: Option<String>,
+    pub request_id: Option<String>,
+    pub checked_at: Option<String>,
+    pub attempts: u32,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Reads row states page by page, so that a long read never pins the WAL.
+pub struct JournalReader {
+    dir: String,
+    conn: Connection,
+}
+
+impl JournalReader {
+    /// Up to `limit` rows with keys above `after`, in key order.
+    pub fn page(
+        &self,
+        after: Option<RowKey>,
+        limit: usize,
+    ) -> Result<Vec<RowRecord>, JournalError> {
+        let sql = |source| JournalError::Sqlite {
+            dir: self.dir.clone(),
+            source,
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT row_key, state, status, request_id, batch_id, attempts FROM rows
+                 WHERE row_key > ?1 ORDER BY row_key LIMIT ?2",
+            )
+            .map_err(sql)?;
+        let after = after.map_or(-1, |k| k.0 as i64);
+        st.query_map(params![after, limit as i64], |r| {
+            let status: Option<String> = r.get(2)?;
+            Ok(RowRecord {
+                key: RowKey(r.get::<_, i64>(0)? as u64),
+                state: RowState::parse(&r.get::<_, String>(1)?),
+                status: status.as_deref().and_then(Status::parse),
+                request_id: r.get(3)?,
+                batch_id: r.get(4)?,
+                attempts: r.get::<_, i64>(5)? as u32,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(sql)
+    }
+}
+
+/// One change to the journal.
+enum Op {
+    Intent {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+    },
+    Revert {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+    },
+    Unconfirmed {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+    },
+    Running {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        request_id: String,
+        attempts: u32,
+    },
+    Done {
+        key: RowKey,
+        outcome: Outcome,
+        attempts: Option<u32>,
+    },
+    BatchClosed {
+        batch_id: i64,
+        state: &'static str,
+    },
+    Usage {
+        minute: i64,
+        requests: u32,
+    },
+    Flush {
+        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+    },
+}
+
+/// The handle through which the engine records progress. Cheap to clone.
+#[derive(Clone)]
+pub struct JournalWriter {
+    tx: mpsc::Sender<Op>,
+    failed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// The writer thread; joined after the last handle is dropped.
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        // The thread only ends by its channel closing; a panic there is a bug already reported.
+        let _ = self.0.join();
+    }
+}
+
+impl JournalWriter {
+    fn send(&self, op: Op) {
+        // A closed channel means the writer thread is gone; `failed()` reports why.
+        let _ = self.tx.send(op);
+    }
+
+    /// Commits the intent to call for these rows (and their batch) and waits until it is
+    /// durable. No paid request may leave before this returns `Ok`.
+    pub async fn intent(
+        &self,
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+    ) -> Result<(), JournalError> {
+        self.check()?;
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Op::Intent {
+            keys,
+            batch_id,
+            ack,
+        });
+        done.await
+            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))
+    }
+
+    /// The call was not sent after all (it failed to connect, or the run stopped first).
+    pub fn revert(&self, keys: Vec<RowKey>, batch_id: Option<i64>) {
+        self.send(Op::Revert { keys, batch_id });
+    }
+
+    /// The call may have reached the provider but its answer was lost.
+    pub fn unconfirmed(&self, keys: Vec<RowKey>, batch_id: Option<i64>) {
+        self.send(Op::Unconfirmed { keys, batch_id });
+    }
+
+    /// The provider accepted the call: from now on the rows are polled, never resent.
+    pub fn running(
+        &self,
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        request_id: String,
+        attempts: u32,
+    ) {
+        self.send(Op::Running {
+            keys,
+            batch_id,
+            request_id,
+            attempts,
+        });
+    }
+
+    /// A row's outcome. `attempts` is the number of tries of its paid call, when this step made
+    /// one.
+    pub fn done(&self, key: RowKey, outcome: Outcome, attempts: Option<u32>) {
+        self.send(Op::Done {
+            key,
+            outcome,
+            attempts,
+        });
+    }
+
+    /// A batch whose rows all have an outcome, or that was given up.
+    pub fn batch_closed(&self, batch_id: i64, state: &'static str) {
+        self.send(Op::BatchClosed { batch_id, state });
+    }
+
+    /// Requests sent to the provider, for the per-day window of later runs.
+    pub fn usage(&self, minute: i64, requests: u32) {
+        self.send(Op::Usage { minute, requests });
+    }
+
+    /// Waits until everything sent so far is committed.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Op::Flush { ack });
+        done.await
+            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))?;
+        self.check()
+    }
+
+    /// Fails once any write has failed: the run must stop sending.
+    pub fn check(&self) -> Result<(), JournalError> {
+        if self.failed.load(Ordering::Acquire) {
+            let why = self
+                .failure
+                .lock()
+                .map(|f| f.clone().unwrap_or_default())
+                .unwrap_or_default();
+            Err(JournalError::WriteFailed(why))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    failed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < 4096 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = if failed.load(Ordering::Acquire) {
+            Err("an earlier write failed".to_string())
+        } else {
+            apply_all(&mut conn, &ops).map_err(|e| e.to_string())
+        };
+        if let Err(why) = &result {
+            if !failed.swap(true, Ordering::AcqRel) {
+                tracing::error!("journal write failed: {why}");
+            }
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| why.clone());
+            }
+        }
+        for op in ops {
+            if let Op::Intent { ack, .. } | Op::Flush { ack } = op {
+                let _ = ack.send(result.clone().map_err(JournalError::WriteFailed));
+            }
+        }
+    }
+}
+
+fn apply_all(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in ops {
+        apply(&tx, op)?;
+    }
+    tx.commit()
+}
+
+fn set_state(
+    tx: &Transaction,
+    keys: &[RowKey],
+    batch_id: Option<i64>,
+    state: RowState,
+    request_id: Option<&str>,
+    attempts: Option<u32>,
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "UPDATE rows SET state = ?2, batch_id = coalesce(?3, batch_id),
+                request_id = coalesce(?4, request_id), attempts = coalesce(?5, attempts)
+         WHERE row_key = ?1",
+    )?;
+    for k in keys {
+        st.execute(params![
+            k.0 as i64,
+            state.as_str(),
+            batch_id,
+            request_id,
+            attempts.map(i64::from)
+        ])?;
+    }
+    Ok(())
+}
+
+fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
+    match op {
+        Op::Intent { keys, batch_id, .. } => {
+            if let Some(b) = batch_id {
+                tx.execute(
+                    "INSERT INTO batches (batch_id, state, created_at) VALUES (?1, 'sending', ?2)
+                     ON CONFLICT (batch_id) DO UPDATE SET state = 'sending'",
+                    params![b, now_rfc3339()],
+                )?;
+            }
+            set_state(tx, keys, *batch_id, RowState::Sending, None, None)
+        }
+        Op::Revert { keys, batch_id } => {
+            if let Some(b) = batch_id {
+                tx.execute("DELETE FROM batches WHERE batch_id = ?1", [b])?;
+                tx.execute(
+                    "UPDATE rows SET state = 'planned', batch_id = NULL WHERE batch_id = ?1",
+                    [b],
+                )?;
+            }
+            set_state(tx, keys, None, RowState::Planned, None, None)
+        }
+        Op::Unconfirmed { keys, batch_id } => {
+            if let Some(b) = batch_id {
+                tx.execute(
+                    "UPDATE batches SET state = 'unconfirmed' WHERE batch_id = ?1",
+                    [b],
+                )?;
+            }
+            set_state(tx, keys, None, RowState::Unconfirmed, None, None)
+        }
+        Op::Running {
+            keys,
+            batch_id,
+            request_id,
+            attempts,
+        } => {
+            if let Some(b) = batch_id {
+                tx.execute(
+                    "UPDATE batches SET state = 'uploaded', request_id = ?2, attempts = ?3
+                     WHERE batch_id = ?1",
+                    params![b, request_id, i64::from(*attempts)],
+                )?;
+            }
+            set_state(
+                tx,
+                keys,
+                None,
+                RowState::Running,
+                Some(request_id),
+                Some(*attempts),
+            )
+        }
+        Op::Done {
+            key,
+            outcome,
+            attempts,
+        } => {
+            let fields = (!outcome.fields.is_empty())
+                .then(|| serde_json::to_string(&outcome.fields).unwrap_or_default());
+            tx.prepare_cached(
+                "UPDATE rows SET state = 'done', status = ?2, reason = ?3, message = ?4,
+                        provider_status = ?5, request_id = coalesce(?6, request_id),
+                        checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
+                 WHERE row_key = ?1",
+            )?
+            .execute(params![
+                key.0 as i64,
+                outcome.status.as_str(),
+                outcome.reason,
+                outcome.message,
+                outcome.provider_status,
+                outcome.request_id,
+                now_rfc3339(),
+                fields,
+                attempts.map(i64::from),
+            ])
+            .map(drop)
+        }
+        Op::BatchClosed { batch_id, state } => tx
+            .execute(
+                "UPDATE batches SET state = ?2 WHERE batch_id = ?1",
+                params![batch_id, state],
+            )
+            .map(drop),
+        Op::Usage { minute, requests } => tx
+            .prepare_cached(
+                "INSERT INTO usage (minute, requests) VALUES (?1, ?2)
+                 ON CONFLICT (minute) DO UPDATE SET requests = requests + excluded.requests",
+            )?
+            .execute(params![minute, i64::from(*requests)])
+            .map(drop),
+        Op::Flush { .. } => Ok(()),
+    }
+}
+
+/// Creates `dir` (and parents) readable only by the owner: it holds personal data.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens a file for writing with mode 0600 from its creation.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+fn take_lock(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| JournalError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            write!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| format!(" (pid {})", p.trim()))
+                .unwrap_or_default();
+            Err(JournalError::Busy {
+                dir: dir.display().to_string(),
+                pid,
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+fn open_db(dir: &Path) -> Result<Connection, JournalError> {
+    let path = dir.join(DB_FILE);
+    let sql = |source| JournalError::Sqlite {
+        dir: dir.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        // SQLite gives the -wal and -shm files the database file's mode, so 0600 here covers all.
+        create_private_file(&path).map_err(|source| JournalError::Io {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let conn = Connection::open(&path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(sql)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        .map_err(sql)?;
+    // FULL: a committed intent survives a power cut too, not only a killed process.
+    conn.execute_batch("PRAGMA synchronous = FULL;")
+        .map_err(sql)?;
+    Ok(conn)
+}
+
+/// Now, as RFC 3339 in UTC with second precision: the form of `bv_checked_at`.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: Identity = Identity {
+        check: "deepvue-udyam",
+        environment: "sandbox",
+    };
+
+    fn hash(b: u8) -> [u8; 16] {
+        [b; 16]
+    }
+
+    #[test]
+    fn planning_detects_duplicates_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+        let rows = vec![
+            (RowKey::new(0, 0), RowPlan::Subject(hash(1))),
+            (RowKey::new(0, 1), RowPlan::Subject(hash(2))),
+            (RowKey::new(0, 2), RowPlan::Subject(hash(1))),
+            (
+                RowKey::new(0, 3),
+                RowPlan::Invalid(Outcome::new(Status::InvalidInput).with_reason("udyam_format")),
+            ),
+        ];
+        let dups = j.plan_rows(&rows).unwrap();
+        assert_eq!(dups, vec![None, None, Some(RowKey::new(0, 0)), None]);
+        // Planning the same rows again (a resumed pass) finds the same leaders.
+        let dups = j.plan_rows(&rows[2..3]).unwrap();
+        assert_eq!(dups, vec![Some(RowKey::new(0, 0))]);
+        let export = j.export().unwrap();
+        assert_eq!(export.len(), 4);
+        assert_eq!(export[2].duplicate_of, Some(RowKey::new(0, 0)));
+        assert_eq!(export[3].status, Some(Status::InvalidInput));
+    }
+
+    #[tokio::test]
+    async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        {
+            let mut j = Journal::open(&state, &ID, false).unwrap();
+            let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+            j.plan_rows(
+                &keys
+                    .iter()
+                    .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8))))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let (w, thread) = j.writer().unwrap();
+            w.intent(vec![keys[0]], None).await.unwrap();
+            w.running(vec![keys[0]], None, "req-0".into(), 1);
+            w.intent(vec![keys[1]], None).await.unwrap();
+            w.done(
+                keys[1],
+                Outcome::new(Status::Verified).with_fields(vec![("a".into(), "1".into())]),
+                Some(2),
+            );
+            w.intent(vec![keys[2]], None).await.unwrap();
+            w.flush().await.unwrap();
+            drop(w);
+            thread.join();
+        }
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        assert_eq!(j.recover(false).unwrap(), 1);
+        let page = j.reader().unwrap().page(None, 10).unwrap();
+        let states: Vec<_> = page.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            [
+                RowState::Running,
+                RowState::Done,
+                RowState::Unconfirmed,
+                RowState::Planned
+            ]
+        );
+        assert_eq!(page[0].request_id.as_deref(), Some("req-0"));
+        let export = j.export().unwrap();
+        assert_eq!(export[1].attempts, 2);
+        assert_eq!(export[1].fields, vec![("a".to_string(), "1".to_string())]);
+        assert_eq!(j.recover(true).unwrap(), 0);
+        let page = j
+            .reader()
+            .unwrap()
+            .page(Some(RowKey::new(0, 1)), 1)
+            .unwrap();
+        assert_eq!(page[0].state, RowState::Planned);
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let _first = Journal::open(&state, &ID, false).unwrap();
+        let err = Journal::open(&state, &ID, false).err().unwrap();
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id()))
+        );
+    }
+
+    #[test]
+    fn identity_and_inputs_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        {
+            let j = Journal::open(&state, &ID, false).unwrap();
+            let inputs = vec![("a.csv".to_string(), "aa".to_string())];
+            assert!(!j.check_inputs(&inputs).unwrap());
+            j.finish_planning(10).unwrap();
+            assert!(j.check_inputs(&inputs).unwrap());
+            let err = j
+                .check_inputs(&[("a.csv".to_string(), "bb".to_string())])
+                .unwrap_err();
+            assert!(matches!(err, JournalError::InputChanged { .. }));
+        }
+        let other = Identity {
+            check: "deepvue-upi-batch",
+            environment: "sandbox",
+        };
+        assert!(matches!(
+            Journal::open(&state, &other, false).err().unwrap(),
+            JournalError::OtherCheck { .. }
+        ));
+        let live = Identity {
+            check: "deepvue-udyam",
+            environment: "https://production.deepvue.tech/",
+        };
+        assert!(matches!(
+            Journal::open(&state, &live, false).err().unwrap(),
+            JournalError::OtherEnvironment { .. }
+        ));
+        let j = Journal::open(&state, &live, true).unwrap();
+        assert!(j.planned_rows().unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "the old state is kept aside"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let _j = Journal::open(&state, &ID, false).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(DB_FILE)), 0o600);
+        assert_eq!(mode(&state.join(LOCK_FILE)), 0o600);
+    }
+}

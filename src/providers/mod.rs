@@ -1,0 +1,403 @@
+//! The HTTP client every check uses: quota gate, concurrency, authentication and the retry
+//! policy live here once, so that no check carries its own copy.
+//!
+//! What is retried: 429, 5xx and 408 answers, failures to connect, and (for calls that cost
+//! nothing) any transport failure. What is not: a business answer (any other 4xx, returned to
+//! the check to read), and a paid call whose request may have reached the provider before the
+//! connection failed — resending that could bill twice, so it comes back as
+//! [`CallError::Unconfirmed`] and the row is held.
+
+pub mod deepvue;
+
+use std::error::Error as _;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{StatusCode, Url};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::config::ProviderSettings;
+use crate::engine::gate::{Gate, GateError, Priority};
+use crate::engine::retry::Backoff;
+use crate::engine::stats::Stats;
+use crate::engine::stop::Stop;
+use crate::secret::Secret;
+
+/// Whether a request costs money. Decides what may be resent after a lost answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    Paid,
+    Free,
+}
+
+/// Builds the HTTP request afresh for each attempt (a multipart body cannot be replayed).
+pub type Build<'a> = &'a (dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync);
+
+/// One logical call.
+pub struct Request<'a> {
+    /// What the call is, for logs and errors ("udyam submit"); never the URL, which can carry
+    /// identifiers and signatures.
+    pub label: &'static str,
+    pub billing: Billing,
+    pub priority: Priority,
+    /// Whether the provider's credentials go with it.
+    pub authenticated: bool,
+    pub build: Build<'a>,
+}
+
+/// A provider's answer that is not a transport-level failure.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// How many times the request was sent.
+    pub attempts: u32,
+}
+
+impl Answer {
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The run cannot go on (credentials rejected): stop everything.
+    #[error("{0}")]
+    Fatal(String),
+    /// The retry policy ran out; the row becomes `error` and a later run tries again.
+    #[error("{label}: gave up after {attempts} attempts: {message}")]
+    GaveUp {
+        label: &'static str,
+        reason: String,
+        message: String,
+        attempts: u32,
+    },
+    /// A paid request may have reached the provider but no answer came back.
+    #[error("{label}: no answer to a paid request: {message}")]
+    Unconfirmed {
+        label: &'static str,
+        message: String,
+        attempts: u32,
+    },
+    #[error("the provider's daily quota is used up")]
+    DayQuota,
+    #[error("the run is stopping")]
+    Stopped,
+}
+
+impl From<GateError> for CallError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::DayExhausted => CallError::DayQuota,
+            GateError::Closed => CallError::Stopped,
+        }
+    }
+}
+
+/// A provider's way of authenticating calls.
+pub trait Authenticator: Send + Sync {
+    /// The headers of an authenticated call, obtaining or renewing credentials when needed.
+    fn headers<'a>(
+        &'a self,
+        api: &'a Api,
+    ) -> Pin<Box<dyn Future<Output = Result<HeaderMap, CallError>> + Send + 'a>>;
+
+    /// The provider answered 401 to a call made with `headers`: forget them, so that the next
+    /// call authenticates afresh.
+    fn rejected(&self, headers: &HeaderMap);
+}
+
+/// One provider, reached within its quota.
+pub struct Api {
+    pub provider: &'static str,
+    http: reqwest::Client,
+    base: Url,
+    auth: Box<dyn Authenticator>,
+    gate: Gate,
+    slots: Semaphore,
+    max_attempts: u32,
+    backoff: Backoff,
+    pub stats: Arc<Stats>,
+    stop: Arc<Stop>,
+}
+
+impl Api {
+    pub fn new(
+        settings: &ProviderSettings,
+        auth: Box<dyn Authenticator>,
+        gate: Gate,
+        stats: Arc<Stats>,
+        stop: Arc<Stop>,
+    ) -> Result<Api, reqwest::Error> {
+        // A read timeout, not a whole-request deadline: a large result file may take minutes
+        // to download, but a connection that goes silent is dead.
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            .pool_max_idle_per_host(settings.concurrency)
+            .user_agent(concat!("bulkverify/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
+            provider: settings.name,
+            http,
+            base: settings.base_url.clone(),
+            auth,
+            gate,
+            slots: Semaphore::new(settings.concurrency),
+            max_attempts: settings.max_attempts,
+            backoff: Backoff {
+                base: std::time::Duration::from_millis(500),
+                cap: std::time::Duration::from_secs(30),
+            },
+            stats,
+            stop,
+        })
+    }
+
+    /// An endpoint of the provider: `path` is relative to the base URL.
+    pub fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}/{}", path.trim_start_matches('/')));
+        url
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Sends a request under the provider's quota, authentication and retry policy.
+    pub async fn send(&self, req: &Request<'_>) -> Result<Answer, CallError> {
+        self.exchange(req, None).await
+    }
+
+    /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
+    /// make S3 refuse the request), and its body never sits in memory whole. A non-2xx answer
+    /// is returned with its body and nothing written.
+    pub async fn download(
+        &self,
+        label: &'static str,
+        url: &Secret,
+        dest: &Path,
+    ) -> Result<Answer, CallError> {
+        let target = url.expose().to_string();
+        let build = move |c: &reqwest::Client| c.get(&target);
+        let req = Request {
+            label,
+            billing: Billing::Free,
+            priority: Priority::High,
+            authenticated: false,
+            build: &build,
+        };
+        self.exchange(&req, Some(dest)).await
+    }
+
+    async fn exchange(&self, req: &Request<'_>, dest: Option<&Path>) -> Result<Answer, CallError> {
+        let mut attempts = 0u32;
+        let mut renewed = false;
+        loop {
+            if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
+                return Err(CallError::Stopped);
+            }
+            self.gate.acquire(req.priority).await?;
+            let headers = if req.authenticated {
+                Some(self.auth.headers(self).await?)
+            } else {
+                None
+            };
+            let mut builder = (req.build)(&self.http);
+            if let Some(h) = &headers {
+                builder = builder.headers(h.clone());
+            }
+            let outcome = {
+                let _slot = self.slots.acquire().await.map_err(|_| CallError::Stopped)?;
+                attempts += 1;
+                if attempts > 1 {
+                    Stats::add(&self.stats.retries, 1);
+                }
+                Stats::add(&self.stats.calls, 1);
+                receive(builder, dest).await
+            };
+            let (reason, message) = match outcome {
+                Ok(answer) => {
+                    let status = answer.status;
+                    if status == StatusCode::UNAUTHORIZED
+                        && let Some(h) = &headers
+                        && !renewed
+                    {
+                        // An expired or revoked token: the call was refused, not processed,
+                        // so it is safe to send again once, with fresh credentials.
+                        self.auth.rejected(h);
+                        renewed = true;
+                        attempts -= 1;
+                        continue;
+                    }
+                    if req.authenticated
+                        && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    {
+                        return Err(CallError::Fatal(format!(
+                            "{} refused the credentials on {} (HTTP {}{}); check the \
+                             {}_CLIENT_ID and {}_CLIENT_SECRET values",
+                            self.provider,
+                            req.label,
+                            status.as_u16(),
+                            provider_words(&answer)
+                                .map(|w| format!(": {w}"))
+                                .unwrap_or_default(),
+                            self.provider.to_uppercase(),
+                            self.provider.to_uppercase(),
+                        )));
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        Stats::add(&self.stats.rate_limited, 1);
+                        self.gate.pause_for(self.backoff.delay(attempts - 1));
+                        (
+                            "rate_limited".to_string(),
+                            "the provider answered 429 (rate limit exceeded)".to_string(),
+                        )
+                    } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+                        (
+                            format!("http_{}", status.as_u16()),
+                            format!(
+                                "the provider answered HTTP {}{}",
+                                status.as_u16(),
+                                provider_words(&answer)
+                                    .map(|w| format!(": {w}"))
+                                    .unwrap_or_default()
+                            ),
+                        )
+                    } else {
+                        return Ok(Answer { attempts, ..answer });
+                    }
+                }
+                Err(Failed::Local(e)) => {
+                    return Err(CallError::Fatal(format!(
+                        "{}: cannot write the downloaded file ({e}); free disk space and run \
+                         the same command again",
+                        req.label
+                    )));
+                }
+                Err(Failed::Transport { error, sent }) => {
+                    let message = describe(&error);
+                    if sent && req.billing == Billing::Paid {
+                        Stats::add(&self.stats.unconfirmed, 1);
+                        return Err(CallError::Unconfirmed {
+                            label: req.label,
+                            message,
+                            attempts,
+                        });
+                    }
+                    let reason = if sent {
+                        "transport_error"
+                    } else {
+                        "connect_failed"
+                    };
+                    (reason.to_string(), message)
+                }
+            };
+            tracing::debug!(
+                "{} {}: attempt {attempts}: {message}",
+                self.provider,
+                req.label
+            );
+            if attempts >= self.max_attempts {
+                return Err(CallError::GaveUp {
+                    label: req.label,
+                    reason,
+                    message,
+                    attempts,
+                });
+            }
+            if reason != "rate_limited" && !self.stop.sleep(self.backoff.delay(attempts - 1)).await
+            {
+                return Err(CallError::Stopped);
+            }
+        }
+    }
+}
+
+/// Why no answer came back.
+enum Failed {
+    /// Below HTTP. `sent` is false only when the request provably never left (the connection
+    /// was never made).
+    Transport { error: reqwest::Error, sent: bool },
+    /// The answer could not be written to disk.
+    Local(std::io::Error),
+}
+
+async fn receive(builder: reqwest::RequestBuilder, dest: Option<&Path>) -> Result<Answer, Failed> {
+    let transport = |error: reqwest::Error| Failed::Transport {
+        sent: !error.is_connect(),
+        error,
+    };
+    let mut resp = builder.send().await.map_err(transport)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = match dest {
+        Some(path) if status.is_success() => {
+            let mut out = tokio::fs::File::from_std(
+                crate::journal::create_private_file(path).map_err(Failed::Local)?,
+            );
+            while let Some(bytes) = resp.chunk().await.map_err(transport)? {
+                out.write_all(&bytes).await.map_err(Failed::Local)?;
+            }
+            out.flush().await.map_err(Failed::Local)?;
+            Bytes::new()
+        }
+        _ => resp.bytes().await.map_err(transport)?,
+    };
+    Ok(Answer {
+        status,
+        headers,
+        body,
+        attempts: 0,
+    })
+}
+
+/// A transport error's words, without the URL (which can carry identifiers and signatures).
+fn describe(error: &reqwest::Error) -> String {
+    let mut words = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !words.contains(&text) && !text.contains("://") {
+            words.push_str(": ");
+            words.push_str(&text);
+        }
+        source = s.source();
+    }
+    words
+}
+
+/// The provider's own words in an error body: `detail` or `message`, as most of them send.
+pub fn provider_words(answer: &Answer) -> Option<String> {
+    let v = answer.json()?;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        _ => None,
+    };
+    ["message", "detail", "error"]
+        .iter()
+        .find_map(|k| v.get(k).and_then(text))
+}

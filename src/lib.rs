@@ -7,4 +7,5 @@ pub mod input;
 pub mod journal;
 pub mod outcome;
 pub mod providers;
+pub mod sandbox;
 pub mod secret;

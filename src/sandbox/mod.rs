@@ -1,0 +1,401 @@
+//! The built-in Deepvue simulator: the tool's own test double and an offline rehearsal ground.
+//!
+//! It serves the provider's shapes field for field (see `REFERENCE.md`), including the faults a
+//! real nightly job meets: rate limits, slow async results, transient 5xx answers, expired tokens
+//! and expired pre-signed URLs. Everything that decides an answer is derived from the seed and the
+//! request, so two sandboxes fed the same calls answer the same ids and files.
+
+mod batch;
+mod clock;
+mod deepvue;
+mod ids;
+mod limits;
+mod s3;
+mod stats;
+mod store;
+#[cfg(test)]
+mod tests;
+mod udyam;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use ids::Ids;
+use limits::RateLimiter;
+use stats::{Endpoint, Stats};
+use store::Store;
+
+/// The sandbox's client id: public, so `bulkverify sandbox` may print it for ops teams.
+pub const CLIENT_ID: &str = "sandbox_client";
+/// The sandbox's client secret; it starts with `free_tier` like a real trial secret, so the
+/// client's plan detection treats the sandbox as a trial account.
+pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
+
+const DEFAULT_PER_SECOND: u64 = 17;
+const DEFAULT_PER_MINUTE: u64 = 1000;
+const DEFAULT_PER_DAY: u64 = 50_000;
+const DEFAULT_UDYAM_DELAY_MS: u64 = 4000;
+const DEFAULT_BATCH_DELAY_MS: u64 = 5000;
+const DEFAULT_BATCH_MS_PER_ROW: u64 = 1;
+const DEFAULT_BATCH_MAX_ROWS: u64 = 10_000;
+const DEFAULT_TOKEN_TTL_SECS: u64 = 86_400;
+const DEFAULT_URL_TTL_SECS: u64 = 3600;
+const DEFAULT_SEED: &str = "bulkverify-sandbox";
+/// Longest token or URL lifetime accepted: keeps every expiry a representable date.
+const MAX_TTL_SECS: u64 = 100 * 366 * 86_400;
+/// Largest request body: a batch of the largest accepted size with wide pass-through columns.
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// Largest authorize body read to find the `client_secret` that keys its rate limit.
+const MAX_AUTHORIZE_BYTES: usize = 64 * 1024;
+
+/// How a rate-limit window counts, so a client can be rehearsed against either server behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitWindow {
+    /// Windows aligned to UTC epoch second, minute and day boundaries (slowapi's default).
+    Fixed,
+    /// At most N requests in any interval of the window's length (a sliding log).
+    Sliding,
+}
+
+/// Settings of the simulator: the flags of `bulkverify sandbox`, and what `run --sandbox` uses.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SandboxConfig {
+    /// Requests per second allowed per API key (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_SECOND)]
+    pub per_second: u64,
+    /// Requests per minute allowed per API key (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_MINUTE)]
+    pub per_minute: u64,
+    /// Requests per day allowed per API key (0 = no limit)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_DAY)]
+    pub per_day: u64,
+    /// How the rate-limit windows count: aligned to UTC boundaries, or sliding
+    #[arg(long, value_enum, default_value_t = LimitWindow::Fixed)]
+    pub limit_window: LimitWindow,
+    /// Mean latency added to every /v1 answer, in milliseconds
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Latency is uniform in mean ± this many milliseconds (clamped at 0)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+    /// Milliseconds from an accepted Udyam submission until its result is ready
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UDYAM_DELAY_MS)]
+    pub udyam_delay_ms: u64,
+    /// Milliseconds from an accepted batch upload until its output file is ready (plus per row)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_DELAY_MS)]
+    pub batch_delay_ms: u64,
+    /// Extra milliseconds of batch processing per row of the batch
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_MS_PER_ROW)]
+    pub batch_ms_per_row: u64,
+    /// Largest number of rows accepted in one batch file
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_MAX_ROWS)]
+    pub batch_max_rows: u64,
+    /// Lifetime of an access token, in seconds
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKEN_TTL_SECS)]
+    pub token_ttl_secs: u64,
+    /// Lifetime of a pre-signed download URL, in seconds
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_URL_TTL_SECS)]
+    pub url_ttl_secs: u64,
+    /// Persist accepted jobs in this directory, so a restarted sandbox answers earlier requests
+    /// (in memory only when absent)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Key for request ids, token and URL signatures: same seed, same answers
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_SEED)]
+    pub seed: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            per_second: DEFAULT_PER_SECOND,
+            per_minute: DEFAULT_PER_MINUTE,
+            per_day: DEFAULT_PER_DAY,
+            limit_window: LimitWindow::Fixed,
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            udyam_delay_ms: DEFAULT_UDYAM_DELAY_MS,
+            batch_delay_ms: DEFAULT_BATCH_DELAY_MS,
+            batch_ms_per_row: DEFAULT_BATCH_MS_PER_ROW,
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            url_ttl_secs: DEFAULT_URL_TTL_SECS,
+            data_dir: None,
+            seed: DEFAULT_SEED.to_owned(),
+        }
+    }
+}
+
+/// Why a sandbox could not start: the caller decides whether that ends the run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A lifetime so long that its expiry date could not be written.
+    #[error("--{flag} is {value}: at most {MAX_TTL_SECS} seconds are supported")]
+    TtlTooLong { flag: &'static str, value: u64 },
+    /// The listener handed in has no local address to advertise.
+    #[error("cannot read the sandbox listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The data directory or one of its files could not be created, read or written.
+    #[error("sandbox data {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The job journal holds a line that is not a job record.
+    #[error("sandbox journal {} line {line}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A running simulator.
+pub struct Sandbox {
+    base_url: String,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Binds nothing itself: takes a listener bound by the caller (127.0.0.1:0 in tests), so the
+    /// caller owns the choice of port and can never race another process for it.
+    pub async fn start(
+        config: SandboxConfig,
+        listener: TcpListener,
+    ) -> Result<Sandbox, SandboxError> {
+        for (flag, value) in [
+            ("token-ttl-secs", config.token_ttl_secs),
+            ("url-ttl-secs", config.url_ttl_secs),
+        ] {
+            if value > MAX_TTL_SECS {
+                return Err(SandboxError::TtlTooLong { flag, value });
+            }
+        }
+        let addr = listener.local_addr().map_err(SandboxError::LocalAddr)?;
+        let base_url = format!("http://{addr}");
+        let store = Store::open(config.data_dir.as_deref())?;
+        let app = Arc::new(App {
+            ids: Ids::new(&config.seed),
+            limiter: Mutex::new(RateLimiter::new(&config)),
+            stats: Mutex::new(Stats::default()),
+            store,
+            base_url: base_url.clone(),
+            config,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                // A dropped sender means nobody can ask for a graceful stop any more: stop too.
+                let _ = stopped.await;
+            };
+            if let Err(error) = axum::serve(listener, router(app))
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%error, "sandbox server stopped");
+            }
+        });
+        Ok(Sandbox {
+            base_url,
+            stop,
+            server,
+        })
+    }
+
+    /// Where clients reach the simulator: `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Stops accepting connections and lets answers in flight finish, so a job accepted just
+    /// before the stop is both answered and persisted.
+    pub async fn shutdown(self) {
+        // An error means the server already stopped; there is nothing left to signal.
+        let _ = self.stop.send(());
+        if let Err(error) = self.server.await {
+            tracing::error!(%error, "sandbox server task failed");
+        }
+    }
+}
+
+/// The `bulkverify sandbox` subcommand: binds 127.0.0.1:port (0 = a free port), prints exactly
+/// one first line `bulkverify sandbox listening on http://127.0.0.1:PORT` on stdout (flushed;
+/// tests parse it), then the credentials to use, and serves until SIGINT or SIGTERM.
+pub async fn serve(port: u16, config: SandboxConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .with_context(|| format!("cannot bind 127.0.0.1:{port}"))?;
+    let sandbox = Sandbox::start(config, listener).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "bulkverify sandbox listening on {}",
+            sandbox.base_url()
+        )?;
+        writeln!(out, "client id:     {CLIENT_ID}")?;
+        writeln!(out, "client secret: {CLIENT_SECRET}")?;
+        out.flush()?;
+    }
+    wait_for_stop_signal().await?;
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted,
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+/// What every handler shares.
+struct App {
+    config: SandboxConfig,
+    base_url: String,
+    ids: Ids,
+    limiter: Mutex<RateLimiter>,
+    stats: Mutex<Stats>,
+    store: Store,
+}
+
+type Shared = Arc<App>;
+
+/// Locks a mutex even after a panic elsewhere poisoned it: every critical section here leaves
+/// the data consistent, so a poisoned lock carries no broken invariant.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/v1/authorize", post(deepvue::authorize))
+        .route(
+            "/v1/verification/async/post-udyam-details",
+            post(deepvue::udyam_submit),
+        )
+        .route(
+            "/v1/verification/async/get-udyam-details",
+            get(deepvue::udyam_result),
+        )
+        .route(
+            "/v1/verification/upi-basic/batch",
+            post(deepvue::batch_upload),
+        )
+        .route(
+            "/v1/verification/batch-processing-status",
+            get(deepvue::batch_status),
+        )
+        .route(
+            "/bulk-data-processing/upi-basic-batch-output-files/{file}",
+            get(s3::download),
+        )
+        .route("/_sandbox/stats", get(stats::handler))
+        .fallback(|| async { deepvue::detail(StatusCode::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            deepvue::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), gate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// The provider's gateway: counts every request, then for `/v1` applies, in the provider's
+/// order, the rate limit, the latency and the authentication before the endpoint runs.
+async fn gate(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let endpoint = Endpoint::of(path);
+    let is_v1 = path.starts_with("/v1/");
+    if let Some(endpoint) = endpoint {
+        lock(&app.stats).arrived(endpoint);
+    }
+    if !is_v1 {
+        return next.run(request).await;
+    }
+    let arrival = clock::now_ms();
+    let (request, key) = if endpoint == Some(Endpoint::Authorize) {
+        deepvue::read_authorize_form(request).await
+    } else {
+        let key = header_text(request.headers(), "x-api-key").to_owned();
+        (request, key)
+    };
+    let admitted = lock(&app.limiter).admit(&key, arrival);
+    lock(&app.stats).v1_request(admitted, arrival / 1000);
+    if !admitted {
+        return deepvue::detail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded. Please retry after some time.",
+        );
+    }
+    let latency = latency_ms(&app.config);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if endpoint != Some(Endpoint::Authorize) {
+        if let Some(refusal) = authenticate(&app, request.headers()) {
+            return refusal;
+        }
+    }
+    next.run(request).await
+}
+
+/// A header's value as text; absent or non-text headers read as empty, which matches nothing.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn latency_ms(config: &SandboxConfig) -> u64 {
+    if config.latency_jitter_ms == 0 {
+        return config.latency_ms;
+    }
+    let low = config.latency_ms.saturating_sub(config.latency_jitter_ms);
+    let high = config.latency_ms.saturating_add(config.latency_jitter_ms);
+    rand::rng().random_range(low..=high)
+}
+
+fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let authorization = header_text(headers, "authorization");
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "));
+    let valid = token.is_some_and(|token| app.ids.token_is_valid(token.trim(), clock::now_ms()));
+    if !valid {
+        return Some(deepvue::detail(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or expired token",
+        ));
+    }
+    if header_text(headers, "x-api-key") != CLIENT_SECRET {
+        return Some(deepvue::detail(StatusCode::FORBIDDEN, "Invalid API key"));
+    }
+    None
+}

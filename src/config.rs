@@ -176,11 +176,12 @@ pub struct ProviderDefaults {
 
 impl ProviderSettings {
     /// Resolves a provider's settings. `env` is the process environment in production and a
-    /// map in tests.
+    /// map in tests; `quotas` replaces the configured ones (the sandbox knows its own).
     pub fn resolve(
         defaults: &ProviderDefaults,
         config: &ConfigFile,
         env: &dyn Fn(&str) -> Option<String>,
+        quotas: Option<Quotas>,
     ) -> Result<ProviderSettings, ConfigError> {
         let name = defaults.name;
         let section = config.providers.get(name).cloned().unwrap_or_default();
@@ -213,7 +214,9 @@ impl ProviderSettings {
             per_minute: window("per_minute", section.per_minute)?,
             per_day: window("per_day", section.per_day)?,
         };
-        let quotas = if configured.per_second.is_none()
+        let quotas = if let Some(q) = quotas {
+            q
+        } else if configured.per_second.is_none()
             && configured.per_minute.is_none()
             && configured.per_day.is_none()
         {
@@ -387,7 +390,7 @@ mod tests {
             Path::new("b.toml"),
         )
         .unwrap();
-        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS)).unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None).unwrap();
         assert_eq!(s.base_url.as_str(), "https://example.test/");
         assert_eq!(s.quotas.per_second, NonZeroU32::new(17));
         assert_eq!(s.quotas.per_day, NonZeroU32::new(50000));
@@ -404,7 +407,7 @@ mod tests {
             ("DEEPVUE_CLIENT_SECRET", "x"),
             ("DEEPVUE_BASE_URL", "http://127.0.0.1:9"),
         ]);
-        let s = ProviderSettings::resolve(&DEFAULTS, &c, &e).unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &e, None).unwrap();
         assert_eq!(s.base_url.as_str(), "http://127.0.0.1:9/");
         assert_eq!(s.quotas, DEFAULTS.quotas);
     }
@@ -427,7 +430,7 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
 
         let c = ConfigFile::parse("[providers.deepvue]\nper_minute = 0\n", Path::new("b")).unwrap();
-        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS))
+        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("per_minute: must be at least 1"), "{err}");
@@ -437,7 +440,7 @@ mod tests {
             Path::new("b"),
         )
         .unwrap();
-        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS))
+        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("http or https"), "{err}");
@@ -445,7 +448,7 @@ mod tests {
 
     #[test]
     fn missing_credentials_say_where_to_put_them() {
-        let err = ProviderSettings::resolve(&DEFAULTS, &ConfigFile::default(), &env(&[]))
+        let err = ProviderSettings::resolve(&DEFAULTS, &ConfigFile::default(), &env(&[]), None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -465,10 +468,10 @@ mod tests {
         .unwrap();
         let text = format!("[providers.deepvue]\ncredentials_file = {:?}\n", f);
         let c = ConfigFile::parse(&text, Path::new("b")).unwrap();
-        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(&[])).unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(&[]), None).unwrap();
         assert_eq!(s.client_id.expose(), "file_id");
         assert_eq!(s.client_secret.expose(), "file_secret");
-        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS)).unwrap();
+        let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None).unwrap();
         assert_eq!(s.client_secret.expose(), "live_s3cret");
     }
 }

@@ -689,6 +689,8 @@ enum Op {
     },
     Flush {
         ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+        /// Whether the writer thread ends after this.
+        close: bool,
     },
 }
 
@@ -700,12 +702,12 @@ pub struct JournalWriter {
     failure: Arc<Mutex<Option<String>>>,
 }
 
-/// The writer thread; joined after the last handle is dropped.
+/// The writer thread; joined after [`JournalWriter::close`].
 pub struct WriterThread(std::thread::JoinHandle<()>);
 
 impl WriterThread {
     pub fn join(self) {
-        // The thread only ends by its channel closing; a panic there is a bug already reported.
+        // A panic in the thread surfaces as failed writes already; nothing more to report.
         let _ = self.0.join();
     }
 }
@@ -782,8 +784,17 @@ impl JournalWriter {
 
     /// Waits until everything sent so far is committed.
     pub async fn flush(&self) -> Result<(), JournalError> {
+        self.flush_and(false).await
+    }
+
+    /// Commits everything sent so far and ends the writer thread; later changes are lost.
+    pub async fn close(&self) -> Result<(), JournalError> {
+        self.flush_and(true).await
+    }
+
+    async fn flush_and(&self, close: bool) -> Result<(), JournalError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        self.send(Op::Flush { ack });
+        self.send(Op::Flush { ack, close });
         done.await
             .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))?;
         self.check()
@@ -831,10 +842,15 @@ fn write_loop(
                 f.get_or_insert_with(|| why.clone());
             }
         }
+        let mut closing = false;
         for op in ops {
-            if let Op::Intent { ack, .. } | Op::Flush { ack } = op {
+            closing |= matches!(op, Op::Flush { close: true, .. });
+            if let Op::Intent { ack, .. } | Op::Flush { ack, .. } = op {
                 let _ = ack.send(result.clone().map_err(JournalError::WriteFailed));
             }
+        }
+        if closing {
+            return;
         }
     }
 }
@@ -1120,8 +1136,7 @@ mod tests {
                 Some(2),
             );
             w.intent(vec![keys[2]], None).await.unwrap();
-            w.flush().await.unwrap();
-            drop(w);
+            w.close().await.unwrap();
             thread.join();
         }
         let mut j = Journal::open(&state, &ID, false).unwrap();

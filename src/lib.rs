@@ -1,11 +1,16 @@
 //! bulkverify: verify the rows of large CSV exports against Indian verification APIs.
 
 pub mod checks;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod input;
 pub mod journal;
+pub mod merge;
 pub mod outcome;
+pub mod progress;
 pub mod providers;
+pub mod report;
+pub mod run;
 pub mod sandbox;
 pub mod secret;

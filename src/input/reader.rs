@@ -228,14 +228,12 @@ impl InputFile {
             return 1;
         };
         let mut newlines = 0u64;
-        let mut pos = 0u64;
-        for b in BufReader::new(f).bytes() {
+        for (pos, b) in (0u64..).zip(BufReader::new(f).bytes()) {
             let Ok(b) = b else { break };
             if pos >= byte && b != b'\n' && b != b'\r' {
                 break;
             }
             newlines += u64::from(b == b'\n');
-            pos += 1;
         }
         newlines + 1
     }

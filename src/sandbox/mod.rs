@@ -357,10 +357,10 @@ async fn gate(State(app): State<Shared>, request: Request, next: Next) -> Respon
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    if endpoint != Some(Endpoint::Authorize) {
-        if let Some(refusal) = authenticate(&app, request.headers()) {
-            return refusal;
-        }
+    if endpoint != Some(Endpoint::Authorize)
+        && let Some(refusal) = authenticate(&app, request.headers())
+    {
+        return refusal;
     }
     next.run(request).await
 }

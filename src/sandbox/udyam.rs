@@ -122,7 +122,7 @@ pub(super) fn source_output(number: &str) -> SourceOutput {
         nic_5_digit: "62011 - Writing, modifying, testing of computer program",
         activity: "Services",
     }];
-    if serial % 2 == 0 {
+    if serial.is_multiple_of(2) {
         nic_codes.push(NicCode {
             nic_2_digit: "47 - Retail trade, except of motor vehicles and motorcycles",
             nic_4_digit: "4791 - Retail sale via mail order houses or via Internet",

@@ -1,0 +1,199 @@
+//! The command line: arguments become one settings value per command; errors print with their
+//! chain and map to the documented exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::checks::{COMMON_FIELDS, CheckName};
+use crate::progress::{LogWriter, ProgressMode};
+use crate::report::{EXIT_FATAL, EXIT_USAGE};
+use crate::run::{RunOptions, run};
+use crate::sandbox::SandboxConfig;
+
+/// Verify the rows of CSV exports against Indian verification APIs, within the provider's
+/// quota, resumably: every row comes back with a definite outcome.
+///
+/// Credentials are read from the environment only (DEEPVUE_CLIENT_ID, DEEPVUE_CLIENT_SECRET),
+/// or from a credentials_file named in the config.
+#[derive(Debug, Parser)]
+#[command(name = "bulkverify", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify the rows of one or more CSV exports and write them back with their outcomes.
+    Run(RunArgs),
+    /// Run the built-in simulator of the providers, to rehearse a job offline.
+    Sandbox(SandboxArgs),
+    /// List the checks, the input columns each reads and the output columns each writes.
+    Checks,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The check to run (see `bulkverify checks`).
+    #[arg(long, value_enum)]
+    check: CheckName,
+    /// The config file [default: bulkverify.toml, if present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The output file: CSV, or Parquet when it ends in .parquet [default: <first input's
+    /// name>.verified.csv in the working directory].
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The state directory that makes the job resumable [default: <output>.bulkverify].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Map a column the check reads to a header of the input, e.g. --column udyam=UdyamNo.
+    #[arg(long = "column", value_name = "NAME=HEADER", value_parser = parse_mapping)]
+    columns: Vec<(String, String)>,
+    /// Run against the built-in sandbox (started in-process) with its credentials.
+    #[arg(long)]
+    sandbox: bool,
+    /// Send again the rows whose paid request may have been billed without an answer.
+    #[arg(long)]
+    resend_unconfirmed: bool,
+    /// Start over: move the existing state aside (it is kept, not deleted).
+    #[arg(long)]
+    fresh: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Seconds between plain progress lines (when not on a terminal).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    progress_interval: u64,
+    /// The CSV exports to verify.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// The loopback port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[command(flatten)]
+    config: SandboxConfig,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.is_empty() => {
+            Ok((k.trim().to_string(), v.to_string()))
+        }
+        _ => Err("expected NAME=HEADER, e.g. udyam=UdyamNo".into()),
+    }
+}
+
+/// The program: parse, run, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(a) => {
+                run(RunOptions {
+                    check: a.check,
+                    config: a.config,
+                    output: a.output,
+                    state: a.state,
+                    columns: a.columns,
+                    sandbox: a.sandbox,
+                    resend_unconfirmed: a.resend_unconfirmed,
+                    fresh: a.fresh,
+                    progress: a.progress,
+                    progress_every: Duration::from_secs(a.progress_interval.max(1)),
+                    inputs: a.inputs,
+                })
+                .await
+            }
+            Command::Sandbox(a) => crate::sandbox::serve(a.port, a.config).await.map(|()| 0),
+            Command::Checks => {
+                print_checks();
+                Ok(0)
+            }
+        }
+    });
+    // Background tasks (a sandbox's connections, timers) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fatal(&e),
+    }
+}
+
+fn fatal(e: &anyhow::Error) -> ExitCode {
+    let _ = writeln!(LogWriter, "bulkverify: error: {e:#}");
+    ExitCode::from(EXIT_FATAL)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "bulkverify=warn",
+        1 => "bulkverify=info",
+        _ => "bulkverify=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| LogWriter)
+        .init();
+}
+
+fn print_checks() {
+    let mut out = String::new();
+    for name in CheckName::ALL {
+        let info = name.info();
+        let p = info.provider;
+        out.push_str(&format!("{}\n  {}\n", info.name, info.summary));
+        out.push_str(&format!(
+            "  provider: {} (credentials {}_CLIENT_ID, {}_CLIENT_SECRET; base URL {}_BASE_URL)\n",
+            p.name, p.env_prefix, p.env_prefix, p.env_prefix
+        ));
+        out.push_str("  reads:\n");
+        for c in info.columns {
+            out.push_str(&format!(
+                "    {:<10} {:<9} {}; recognised headers: {}\n",
+                c.name,
+                if c.required { "required" } else { "optional" },
+                c.help,
+                c.aliases.join(", ")
+            ));
+        }
+        out.push_str("  writes, after every input column:\n");
+        for (f, help) in COMMON_FIELDS {
+            out.push_str(&format!("    bv_{f:<22} {help}\n"));
+        }
+        for (f, help) in info.fields {
+            out.push_str(&format!("    bv_{f:<22} {help}\n"));
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+}

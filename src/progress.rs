@@ -1,0 +1,245 @@
+//! Progress for a person at a terminal (bars) and for cron (a plain line every few seconds).
+//!
+//! indicatif hides its bars when stderr is not a terminal, so the plain lines come from this
+//! module's own ticker, not from the bars. Log lines go through [`LogWriter`], which suspends
+//! the bars while it writes so that neither tears the other. Nothing here ever shows an
+//! identifier: only counts.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::engine::stats::Stats;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    Bars,
+    Lines,
+    Off,
+}
+
+impl ProgressMode {
+    /// What `auto` means here and now.
+    pub fn resolve(self) -> ProgressMode {
+        match self {
+            ProgressMode::Auto => {
+                let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+                if std::io::stderr().is_terminal() && !dumb {
+                    ProgressMode::Bars
+                } else {
+                    ProgressMode::Lines
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The stage of the run, shown as the bars' prefix and in plain lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Reading,
+    Verifying,
+    Writing,
+}
+
+/// The bars, once drawn: log lines must suspend them.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Where log lines go: stderr, around the bars.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BARS.get() {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// A running display.
+pub struct Progress {
+    phase: watch::Sender<Phase>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts showing `stats`. `every` is the interval of plain lines.
+    pub fn start(mode: ProgressMode, stats: Arc<Stats>, every: Duration) -> Progress {
+        let (phase, rx) = watch::channel(Phase::Reading);
+        let task = match mode.resolve() {
+            ProgressMode::Bars => Some(tokio::spawn(bars(stats, rx))),
+            ProgressMode::Lines => Some(tokio::spawn(lines(stats, rx, every))),
+            ProgressMode::Off | ProgressMode::Auto => None,
+        };
+        Progress { phase, task }
+    }
+
+    pub fn phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Draws the last state and stops.
+    pub async fn finish(mut self) {
+        drop(self.phase);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bars(stats: Arc<Stats>, mut phase: watch::Receiver<Phase>) {
+    let multi = BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+    let style = |template: &str| {
+        ProgressStyle::with_template(template)
+            .expect("the templates are valid")
+            .progress_chars("=> ")
+    };
+    let read = multi
+        .add(ProgressBar::new_spinner().with_style(style("{prefix:>9} {spinner} {pos} rows read")));
+    read.set_prefix("reading");
+    let sent = multi.add(
+        ProgressBar::new(0).with_style(style("{prefix:>9} [{bar:30}] {pos}/{len} rows submitted")),
+    );
+    sent.set_prefix("");
+    let done = multi.add(ProgressBar::new(0).with_style(style(
+        "{prefix:>9} [{bar:30}] {pos}/{len} rows done · {per_sec} · eta {eta} · {msg}",
+    )));
+    done.set_prefix("");
+    let update = |stats: &Stats| {
+        read.set_position(Stats::get(&stats.rows_read));
+        let total = Stats::get(&stats.work_total);
+        sent.set_length(total);
+        sent.set_position(Stats::get(&stats.submitted).min(total));
+        done.set_length(total);
+        done.set_position(Stats::get(&stats.done).min(total));
+        done.set_message(counters(stats));
+    };
+    loop {
+        update(&stats);
+        let label = match *phase.borrow() {
+            Phase::Reading => "reading",
+            Phase::Verifying => "verifying",
+            Phase::Writing => "writing",
+        };
+        if label != "reading" {
+            read.finish();
+        }
+        sent.set_prefix(label);
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    update(&stats);
+    for bar in [&read, &sent, &done] {
+        bar.finish();
+    }
+    let _ = multi.clear();
+}
+
+fn counters(stats: &Stats) -> String {
+    let mut parts = vec![
+        format!("{} calls", Stats::get(&stats.calls)),
+        format!("{} × 429", Stats::get(&stats.rate_limited)),
+        format!("{} retries", Stats::get(&stats.retries)),
+    ];
+    let unconfirmed = Stats::get(&stats.unconfirmed);
+    if unconfirmed > 0 {
+        parts.push(format!("{unconfirmed} unconfirmed"));
+    }
+    parts.join(" · ")
+}
+
+async fn lines(stats: Arc<Stats>, mut phase: watch::Receiver<Phase>, every: Duration) {
+    let started = Instant::now();
+    let mut verifying_since: Option<(Instant, u64)> = None;
+    loop {
+        let current = *phase.borrow();
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() { break } else { continue },
+            () = tokio::time::sleep(every) => {}
+        }
+        let line = match current {
+            Phase::Reading => format!("reading: {} rows read", Stats::get(&stats.rows_read)),
+            Phase::Verifying => {
+                let done = Stats::get(&stats.done);
+                let (t0, d0) = *verifying_since.get_or_insert((Instant::now(), done));
+                verifying_line(&stats, t0.elapsed(), done - d0)
+            }
+            Phase::Writing => "writing the output".to_string(),
+        };
+        let _ = writeln!(
+            LogWriter,
+            "bulkverify [{}] {line}",
+            clock(started.elapsed())
+        );
+    }
+}
+
+/// One plain progress line: counts, rate and time left.
+fn verifying_line(stats: &Stats, elapsed: Duration, done_since: u64) -> String {
+    let total = Stats::get(&stats.work_total);
+    let done = Stats::get(&stats.done).min(total);
+    let pct = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    let rate = done_since as f64 / elapsed.as_secs_f64().max(1e-3);
+    let eta = if rate > 0.0 {
+        clock(Duration::from_secs_f64((total - done) as f64 / rate))
+    } else {
+        "unknown".into()
+    };
+    format!(
+        "{done}/{total} rows done ({pct:.1}%) · {} submitted · {rate:.1} rows/s · eta {eta} · {}",
+        Stats::get(&stats.submitted),
+        counters(stats)
+    )
+}
+
+/// `h:mm:ss`.
+pub fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_line_has_counts_rate_and_eta() {
+        let stats = Stats::default();
+        Stats::add(&stats.work_total, 100);
+        Stats::add(&stats.done, 25);
+        Stats::add(&stats.submitted, 40);
+        Stats::add(&stats.calls, 90);
+        Stats::add(&stats.rate_limited, 2);
+        let line = verifying_line(&stats, Duration::from_secs(10), 25);
+        assert_eq!(
+            line,
+            "25/100 rows done (25.0%) · 40 submitted · 2.5 rows/s · eta 0:00:30 · \
+             90 calls · 2 × 429 · 0 retries"
+        );
+        assert!(verifying_line(&stats, Duration::from_secs(10), 0).contains("eta unknown"));
+    }
+
+    #[test]
+    fn clock_format() {
+        assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
+    }
+}

@@ -1,0 +1,469 @@
+//! `bulkverify run`: one job from the inputs to the annotated output.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::checks::deepvue_udyam::Udyam;
+use crate::checks::deepvue_upi_batch::UpiBatch;
+use crate::checks::{BatchCheck, CheckName, RowCheck, Subject};
+use crate::config::{ConfigFile, ProviderSettings, Quotas};
+use crate::engine::gate::{Gate, unix_minute};
+use crate::engine::plan::{self, Work, work_for};
+use crate::engine::stats::Stats;
+use crate::engine::stop::Stop;
+use crate::engine::{Ctx, batches, rows};
+use crate::input::validate::Invalid;
+use crate::input::{ColumnMap, InputFile};
+use crate::journal::{Identity, Journal, JournalReader};
+use crate::progress::{Phase, Progress, ProgressMode};
+use crate::providers::Api;
+use crate::providers::deepvue::DeepvueAuth;
+use crate::report::{self, Summary};
+use crate::sandbox::{self, Sandbox, SandboxConfig};
+
+/// Everything `run` was asked to do.
+pub struct RunOptions {
+    pub check: CheckName,
+    pub config: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub columns: Vec<(String, String)>,
+    pub sandbox: bool,
+    pub resend_unconfirmed: bool,
+    pub fresh: bool,
+    pub progress: ProgressMode,
+    pub progress_every: Duration,
+    pub inputs: Vec<PathBuf>,
+}
+
+/// A built check, of either shape.
+#[derive(Clone)]
+enum Check {
+    Rows(Arc<Udyam>),
+    Batches(Arc<UpiBatch>),
+}
+
+impl Check {
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
+        match self {
+            Check::Rows(c) => c.subject(values),
+            Check::Batches(c) => c.subject(values),
+        }
+    }
+}
+
+/// Runs the job; returns the exit code.
+pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let config = ConfigFile::load(opts.config.as_deref())?;
+    validate_sections(&config)?;
+    let info = opts.check.info();
+    let section = config.checks.get(info.name).cloned().unwrap_or_default();
+    let check = match opts.check {
+        CheckName::DeepvueUdyam => Check::Rows(Arc::new(Udyam::new(&config, &section)?)),
+        CheckName::DeepvueUpiBatch => Check::Batches(Arc::new(UpiBatch::new(&config, &section)?)),
+    };
+
+    let mut mapping: BTreeMap<String, String> = section.columns.clone();
+    mapping.extend(opts.columns.iter().cloned());
+    for logical in mapping.keys() {
+        if !info.columns.iter().any(|c| c.name == logical) {
+            let known: Vec<&str> = info.columns.iter().map(|c| c.name).collect();
+            bail!(
+                "{} reads no column called `{logical}`; its columns are: {}",
+                info.name,
+                known.join(", ")
+            );
+        }
+    }
+    let inputs = InputFile::open_all(&opts.inputs)?;
+    let maps = inputs
+        .iter()
+        .map(|f| ColumnMap::resolve(f, info.columns, &mapping))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &inputs {
+        if let Some(h) = f.headers.iter().find(|h| h.starts_with("bv_")) {
+            bail!(
+                "{}: the column {h:?} uses the bv_ prefix under which bulkverify writes its \
+                 results; rename it (or give the original export, not an earlier output)",
+                f.display()
+            );
+        }
+    }
+
+    let output = match &opts.output {
+        Some(o) => o.clone(),
+        None => default_output(&opts.inputs[0]),
+    };
+    if opts.inputs.iter().any(|i| same_file(i, &output)) {
+        bail!(
+            "the output {} is one of the inputs; choose another with -o",
+            output.display()
+        );
+    }
+    let state_dir = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.bulkverify", output.display())));
+
+    // Resolved before anything is opened, so that a missing credential stops the run first.
+    let live = if opts.sandbox {
+        None
+    } else {
+        Some(ProviderSettings::resolve(
+            info.provider,
+            &config,
+            &|k| std::env::var(k).ok(),
+            None,
+        )?)
+    };
+    let environment = live
+        .as_ref()
+        .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string());
+    let mut journal = Journal::open(
+        &state_dir,
+        &Identity {
+            check: info.name,
+            environment: &environment,
+        },
+        opts.fresh,
+    )?;
+    let scratch = state_dir.join("scratch");
+    prepare_scratch(&scratch)?;
+
+    let (sandbox, settings) = match live {
+        Some(settings) => (None, settings),
+        None => {
+            let (sb, settings) = start_sandbox(&config, info.provider, &state_dir).await?;
+            (Some(sb), settings)
+        }
+    };
+
+    let stats = Arc::new(Stats::default());
+    let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
+
+    let inputs = Arc::new(inputs);
+    let maps = Arc::new(maps);
+    let fingerprints = {
+        let inputs = inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            inputs
+                .iter()
+                .map(|f| Ok((f.display(), f.fingerprint()?)))
+                .collect::<Result<Vec<_>, crate::input::InputError>>()
+        })
+        .await??
+    };
+    let planned = journal.check_inputs(&fingerprints)?;
+    let total_rows = if planned {
+        let n = journal.planned_rows()?.unwrap_or(0);
+        Stats::add(&stats.rows_read, n);
+        n
+    } else {
+        let (i, m, c, s, name) = (
+            inputs.clone(),
+            maps.clone(),
+            check.clone(),
+            stats.clone(),
+            info.name,
+        );
+        let (j, planned) = tokio::task::spawn_blocking(move || {
+            let subject = |v: &[&str]| c.subject(v);
+            let r = plan::plan(&mut journal, name, &i, &m, &subject, &s);
+            (journal, r)
+        })
+        .await?;
+        journal = j;
+        planned?
+    };
+    Stats::add(&stats.rows_total, total_rows);
+    let held = journal.recover(opts.resend_unconfirmed)?;
+    if held > 0 {
+        tracing::warn!(
+            "{held} row(s) are held as unconfirmed: an earlier run sent their paid request but \
+             lost the answer. They are reported as errors; re-run with --resend-unconfirmed to \
+             send them again (they may be billed twice)"
+        );
+    }
+    let work = count_work(&journal.reader()?, &journal)?;
+    Stats::add(&stats.work_total, work);
+    progress.phase(Phase::Verifying);
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    if work > 0 {
+        let fatal = dispatch(
+            &journal,
+            check,
+            &settings,
+            inputs.clone(),
+            maps.clone(),
+            stats.clone(),
+            scratch.clone(),
+            interrupted.clone(),
+        )
+        .await?;
+        if let Some(message) = fatal {
+            progress.finish().await;
+            if let Some(sb) = sandbox {
+                sb.shutdown().await;
+            }
+            bail!("{message}");
+        }
+    }
+    if let Some(sb) = sandbox {
+        sb.shutdown().await;
+    }
+
+    progress.phase(Phase::Writing);
+    let (rows, journal) = tokio::task::spawn_blocking(move || (journal.export(), journal)).await?;
+    let rows = rows?;
+    let duplicates = rows.iter().filter(|r| r.duplicate_of.is_some()).count() as u64;
+    let (results, counts) = report::results(&inputs, &rows);
+    drop(rows);
+    {
+        let (inputs, out, scratch) = (inputs.clone(), output.clone(), scratch.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::merge::write_output(&inputs, results, &out, &scratch)
+        })
+        .await?
+        .with_context(|| format!("writing {}", output.display()))?;
+    }
+    drop(journal);
+    progress.finish().await;
+
+    let summary = Summary {
+        check: info.name,
+        files: inputs.len(),
+        counts: &counts,
+        duplicates,
+        stats: &stats,
+        elapsed: started.elapsed(),
+        output: &output.display().to_string(),
+        interrupted: interrupted.load(Ordering::Acquire),
+    };
+    eprint!("{}", summary.render());
+    Ok(summary.exit_code())
+}
+
+/// Sends every row that needs a call; returns the fatal error that stopped it, if any.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    journal: &Journal,
+    check: Check,
+    settings: &ProviderSettings,
+    inputs: Arc<Vec<InputFile>>,
+    maps: Arc<Vec<ColumnMap>>,
+    stats: Arc<Stats>,
+    scratch: PathBuf,
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<Option<String>> {
+    let (writer, writer_thread) = journal.writer()?;
+    let used = journal.usage_since(unix_minute() - 24 * 60)?;
+    let usage_writer = writer.clone();
+    let gate = Gate::new(
+        &settings.quotas,
+        used,
+        Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
+    );
+    let stop = Arc::new(Stop::default());
+    let auth = DeepvueAuth::new(settings.client_id.clone(), settings.client_secret.clone());
+    let api = Api::new(settings, Box::new(auth), gate, stats.clone(), stop.clone())
+        .context("cannot set up the HTTP client")?;
+    let ctx = Arc::new(Ctx::new(api, writer.clone(), stats, stop));
+
+    let signals = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            interrupted.store(true, Ordering::Release);
+            tracing::warn!(
+                "stopping: no new request will be sent; waiting for the ones in flight \
+                 (press Ctrl-C again to quit at once)"
+            );
+            ctx.halt();
+            wait_for_signal().await;
+            std::process::exit(130);
+        })
+    };
+
+    let (tx, rx) = mpsc::channel::<Work>(1024);
+    let reader = journal.reader()?;
+    let feeder = {
+        let (inputs, maps, check) = (inputs.clone(), maps.clone(), check.clone());
+        tokio::task::spawn_blocking(move || {
+            let subject = |v: &[&str]| check.subject(v);
+            plan::feed(&inputs, &maps, &reader, &subject, &tx)
+        })
+    };
+    let concurrency = settings.concurrency;
+    match check {
+        Check::Rows(c) => rows::run(ctx.clone(), c, rx, (concurrency * 64).max(1024)).await,
+        Check::Batches(c) => {
+            let open = journal.open_batches()?;
+            let next = journal.next_batch_id()?;
+            batches::run(ctx.clone(), c, rx, open, next, scratch, concurrency).await;
+        }
+    }
+    let fed = feeder.await?;
+    signals.abort();
+    // Ends the gate's grant loop, which holds a journal handle for the usage counts.
+    ctx.api.gate().close();
+    if let Err(e) = fed {
+        ctx.fail(e.to_string());
+    }
+    let closed = writer.close().await;
+    let fatal = ctx.fatal();
+    drop(ctx);
+    tokio::task::spawn_blocking(move || writer_thread.join()).await?;
+    match (fatal, closed) {
+        (Some(message), _) => Ok(Some(message)),
+        (None, Err(e)) => Ok(Some(e.to_string())),
+        (None, Ok(())) => Ok(None),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Rows that need a call in this run: the progress total.
+fn count_work(reader: &JournalReader, journal: &Journal) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    let mut after = None;
+    loop {
+        let page = reader.page(after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key);
+        n += page.iter().filter(|r| work_for(r).is_some()).count() as u64;
+    }
+    let open: u64 = journal
+        .open_batches()?
+        .iter()
+        .map(|b| b.rows.len() as u64)
+        .sum();
+    Ok(n + open)
+}
+
+/// Starts the simulator in-process, keeping its jobs in the state directory so that a resumed
+/// run's polls find the requests the previous run's sandbox accepted.
+async fn start_sandbox(
+    config: &ConfigFile,
+    provider: &crate::config::ProviderDefaults,
+    state_dir: &Path,
+) -> anyhow::Result<(Sandbox, ProviderSettings)> {
+    let sandbox_config = SandboxConfig {
+        data_dir: Some(state_dir.join("sandbox")),
+        ..SandboxConfig::default()
+    };
+    let quota = |n: u64| u32::try_from(n).ok().and_then(NonZeroU32::new);
+    let quotas = Quotas {
+        per_second: quota(sandbox_config.per_second),
+        per_minute: quota(sandbox_config.per_minute),
+        per_day: quota(sandbox_config.per_day),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open a loopback port for the sandbox")?;
+    let sb = Sandbox::start(sandbox_config, listener).await?;
+    let base_url = sb.base_url();
+    let env = move |k: &str| match k {
+        "DEEPVUE_BASE_URL" => Some(base_url.clone()),
+        "DEEPVUE_CLIENT_ID" => Some(sandbox::CLIENT_ID.to_string()),
+        "DEEPVUE_CLIENT_SECRET" => Some(sandbox::CLIENT_SECRET.to_string()),
+        _ => None,
+    };
+    let settings = ProviderSettings::resolve(provider, config, &env, Some(quotas))?;
+    Ok((sb, settings))
+}
+
+/// Config sections must name things that exist: a typo should not silently do nothing.
+fn validate_sections(config: &ConfigFile) -> anyhow::Result<()> {
+    for name in config.checks.keys() {
+        if !CheckName::ALL.iter().any(|c| c.info().name == name) {
+            return Err(config
+                .invalid(
+                    format!("[checks.{name}]"),
+                    "no such check (see `bulkverify checks`)",
+                )
+                .into());
+        }
+    }
+    for name in config.providers.keys() {
+        if !CheckName::ALL
+            .iter()
+            .any(|c| c.info().provider.name == name)
+        {
+            return Err(config
+                .invalid(format!("[providers.{name}]"), "no such provider")
+                .into());
+        }
+    }
+    Ok(())
+}
+
+/// `exports/jan.csv` → `jan.verified.csv` in the working directory.
+fn default_output(first_input: &Path) -> PathBuf {
+    let stem = first_input
+        .file_stem()
+        .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from(format!("{stem}.verified.csv"))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The directory for files in transit; whatever a killed run left there is stale.
+fn prepare_scratch(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_is_beside_the_working_directory() {
+        assert_eq!(
+            default_output(Path::new("exports/jan.csv")),
+            PathBuf::from("jan.verified.csv")
+        );
+    }
+}

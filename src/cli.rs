@@ -32,8 +32,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Verify the rows of one or more CSV exports and write them back with their outcomes.
+    // A flag given twice takes its last value, so that an alias or wrapper can be overridden.
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Run the built-in simulator of the providers, to rehearse a job offline.
+    #[command(args_override_self = true)]
     Sandbox(SandboxArgs),
     /// List the checks, the input columns each reads and the output columns each writes.
     Checks,

@@ -321,6 +321,9 @@ mod tests {
         counts.insert(Status::Pending, 2);
         let (code, text) = summary(&counts);
         assert_eq!(code, EXIT_INCOMPLETE);
-        assert!(text.contains("incomplete: 2 rows are pending or error"), "{text}");
+        assert!(
+            text.contains("incomplete: 2 rows are pending or error"),
+            "{text}"
+        );
     }
 }

@@ -276,7 +276,13 @@ async fn dispatch(
     let auth = DeepvueAuth::new(settings.client_id.clone(), settings.client_secret.clone());
     let api = Api::new(settings, Box::new(auth), gate, stats.clone(), stop.clone())
         .context("cannot set up the HTTP client")?;
-    let ctx = Arc::new(Ctx::new(api, writer.clone(), stats, stop));
+    let ctx = Arc::new(Ctx::new(
+        api,
+        writer.clone(),
+        stats,
+        stop,
+        settings.concurrency,
+    ));
 
     let signals = {
         let ctx = ctx.clone();

@@ -95,11 +95,19 @@ async fn batch<C: BatchCheck>(
         }
         return;
     }
+    let Ok(sending) = ctx.sending.acquire().await else {
+        return;
+    };
+    if ctx.stop.is_set() {
+        return;
+    }
     if let Err(e) = ctx.journal.intent(keys.clone(), Some(batch_id)).await {
         ctx.fail(e.to_string());
         return;
     }
-    match check.upload(&ctx.api, &rows).await {
+    let uploaded = check.upload(&ctx.api, &rows).await;
+    drop(sending);
+    match uploaded {
         Ok((Uploaded::Accepted(id), attempts)) => {
             drop(rows);
             ctx.journal

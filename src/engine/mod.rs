@@ -10,6 +10,8 @@ pub mod stop;
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Semaphore;
+
 use crate::journal::JournalWriter;
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::{Api, CallError};
@@ -22,16 +24,28 @@ pub struct Ctx {
     pub journal: JournalWriter,
     pub stats: Arc<Stats>,
     pub stop: Arc<Stop>,
+    /// Paid calls between their committed intent and their answer. The intent is committed
+    /// before the call queues at the quota gate (a commit between grant and send would blur
+    /// the pacing), so this bound is what keeps the rows a kill can leave unconfirmed to at
+    /// most the provider's concurrency.
+    pub sending: Semaphore,
     fatal: Mutex<Option<String>>,
 }
 
 impl Ctx {
-    pub fn new(api: Api, journal: JournalWriter, stats: Arc<Stats>, stop: Arc<Stop>) -> Ctx {
+    pub fn new(
+        api: Api,
+        journal: JournalWriter,
+        stats: Arc<Stats>,
+        stop: Arc<Stop>,
+        concurrency: usize,
+    ) -> Ctx {
         Ctx {
             api,
             journal,
             stats,
             stop,
+            sending: Semaphore::new(concurrency),
             fatal: Mutex::new(None),
         }
     }

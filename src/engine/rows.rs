@@ -79,6 +79,12 @@ async fn submit<C: RowCheck>(
         ctx.finish(key, daily_quota_pending(), None);
         return None;
     }
+    let Ok(_sending) = ctx.sending.acquire().await else {
+        return None;
+    };
+    if ctx.stop.is_set() {
+        return None;
+    }
     if let Err(e) = ctx.journal.intent(vec![key], None).await {
         ctx.fail(e.to_string());
         return None;

@@ -207,18 +207,22 @@ impl Api {
             if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
                 return Err(CallError::Stopped);
             }
-            self.gate.acquire(req.priority).await?;
+            // Credentials first (renewing them is a call of its own, which must not wait for
+            // a slot held by a caller waiting for it), then a slot, and the quota grant last:
+            // the less work between the grant and the send, the closer the provider's arrival
+            // times stay to the gate's pacing.
             let headers = if req.authenticated {
                 Some(self.auth.headers(self).await?)
             } else {
                 None
             };
-            let mut builder = (req.build)(&self.http);
-            if let Some(h) = &headers {
-                builder = builder.headers(h.clone());
-            }
             let outcome = {
                 let _slot = self.slots.acquire().await.map_err(|_| CallError::Stopped)?;
+                self.gate.acquire(req.priority).await?;
+                let mut builder = (req.build)(&self.http);
+                if let Some(h) = &headers {
+                    builder = builder.headers(h.clone());
+                }
                 attempts += 1;
                 if attempts > 1 {
                     Stats::add(&self.stats.retries, 1);

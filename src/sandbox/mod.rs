@@ -244,17 +244,17 @@ pub async fn serve(port: u16, config: SandboxConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind 127.0.0.1:{port}"))?;
     let sandbox = Sandbox::start(config, listener).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "bulkverify sandbox listening on {}",
-            sandbox.base_url()
-        )?;
-        writeln!(out, "client id:     {CLIENT_ID}")?;
-        writeln!(out, "client secret: {CLIENT_SECRET}")?;
-        out.flush()?;
+    // One write, and no failure if nobody reads on: a caller that read the first line and
+    // closed the pipe must not bring the server down.
+    let banner = format!(
+        "bulkverify sandbox listening on {}\nclient id:     {CLIENT_ID}\nclient secret: {CLIENT_SECRET}\n",
+        sandbox.base_url()
+    );
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!("could not print the sandbox's address: {e}");
     }
+    drop(out);
     wait_for_stop_signal().await?;
     sandbox.shutdown().await;
     Ok(())

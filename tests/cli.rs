@@ -1,0 +1,767 @@
+//! The real binary against the sandbox: outcomes, byte-for-byte output, resume after an
+//! interruption, exit codes, and what must never be printed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Quotas far above what a test sends, quick polls, few retries.
+const FAST: &str = "
+[providers.deepvue]
+per_second = 1000
+per_minute = 60000
+per_day = 1000000
+concurrency = 16
+max_attempts = 3
+
+[checks.deepvue-udyam]
+poll_initial_secs = 0.2
+poll_max_secs = 0.5
+poll_deadline_secs = 3
+
+[checks.deepvue-upi-batch]
+chunk_size = 3
+poll_initial_secs = 0.2
+poll_max_secs = 0.5
+poll_deadline_secs = 10
+";
+
+fn by_first_column(path: &std::path::Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let (headers, rows) = read_csv(path);
+    rows.iter()
+        .map(|r| (r[0].clone(), row_map(&headers, r)))
+        .collect()
+}
+
+#[test]
+fn checks_lists_each_check_with_its_columns() {
+    let out = std::process::Command::new(BIN)
+        .arg("checks")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "deepvue-udyam",
+        "deepvue-upi-batch",
+        "udyam",
+        "vpa",
+        "bv_status",
+        "bv_duplicate_of",
+        "bv_name_at_bank",
+        "bv_enterprise_name",
+        "DEEPVUE_CLIENT_SECRET",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn every_udyam_test_number_yields_its_documented_outcome() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write(
+        "in.csv",
+        "ref,udyam\n\
+         a,UDYAM-MH-01-0000001\n\
+         b,UDYAM-DL-05-9000001\n\
+         c,UDYAM-TN-02-9000002\n\
+         d,UDYAM-UP-10-9000003\n\
+         e,UDYAM-RJ-07-9000004\n\
+         f,UDYAM-WB-11-9000005\n\
+         g,UDYAM-HR-04-9000006\n\
+         h,UDYAM-KL-08-9000007\n\
+         i,UDYAM-MH-1-0000001\n\
+         j,\n\
+         k,udyam-mh-01-0000001\n",
+    );
+    let out = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
+    assert_eq!(
+        code(&out),
+        75,
+        "pending and error rows make the run incomplete\n{}",
+        stderr(&out)
+    );
+    let rows = by_first_column(&job.path("out.csv"));
+    let expect = |r: &str, status: &str, reason: &str| {
+        let row = &rows[r];
+        assert_eq!(row["bv_status"], status, "row {r}: {row:?}");
+        assert_eq!(row["bv_reason"], reason, "row {r}: {row:?}");
+        row
+    };
+    let a = expect("a", "verified", "");
+    assert_eq!(a["bv_enterprise_name"], "SANDBOX ENTERPRISES 0000001");
+    assert_eq!(a["bv_provider_status"], "completed");
+    assert!(!a["bv_request_id"].is_empty());
+    assert_eq!(a["bv_attempts"], "1");
+    let b = expect("b", "not_verified", "bad_request");
+    assert_eq!(b["bv_message"], "Please enter a valid UAM number");
+    expect("c", "not_verified", "not_found");
+    let d = expect("d", "pending", "still_processing");
+    assert!(
+        !d["bv_request_id"].is_empty(),
+        "a pending row keeps its request id"
+    );
+    let e = expect("e", "error", "http_500");
+    assert_eq!(e["bv_attempts"], "3", "retried up to max_attempts");
+    assert_eq!(
+        expect("f", "verified", "")["bv_attempts"],
+        "2",
+        "one 503, then accepted"
+    );
+    expect("g", "not_verified", "invalid_udyam_number");
+    expect("h", "verified", "");
+    expect("i", "invalid_input", "udyam_format");
+    expect("j", "invalid_input", "missing_value");
+    let k = expect("k", "verified", "");
+    assert_eq!(k["bv_duplicate_of"], "row 1");
+    assert_eq!(
+        k["bv_request_id"], a["bv_request_id"],
+        "the outcome is copied, not re-fetched"
+    );
+
+    let subs = sandbox.submissions();
+    assert_eq!(
+        subs.get("UDYAM-MH-01-0000001"),
+        Some(&1),
+        "duplicates are verified once"
+    );
+    assert!(
+        !subs.contains_key("UDYAM-MH-1-0000001"),
+        "invalid input is never sent"
+    );
+
+    // The same command again: final rows are not called again, the pending one is polled (not
+    // resubmitted), the error one is tried again.
+    let before = sandbox.submissions();
+    let again = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
+    assert_eq!(code(&again), 75, "{}", stderr(&again));
+    let after = sandbox.submissions();
+    for (number, n) in &after {
+        let expected = if number == "UDYAM-RJ-07-9000004" {
+            before[number] + 1
+        } else {
+            before[number]
+        };
+        assert_eq!(*n, expected, "{number}");
+    }
+}
+
+#[test]
+fn every_upi_test_vpa_yields_its_documented_outcome() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write(
+        "upi.csv",
+        "ref,UPI ID,name\n\
+         a,ravi.kumar99@okicici,Ravi\n\
+         b,noaccount.x@ybl,\n\
+         c,invalid.y@upi,\n\
+         d,sourcedown.z@okaxis,\n\
+         e,dropped.w@oksbi,\n\
+         f,not-a-vpa,\n\
+         g,RAVI.KUMAR99@OKICICI,\n\
+         h,anita_desai@paytm,Anita\n",
+    );
+    let out = output(job.run(
+        &sandbox,
+        "deepvue-upi-batch",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "upi.csv"],
+    ));
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    let rows = by_first_column(&job.path("out.csv"));
+    let expect = |r: &str, status: &str, reason: &str| {
+        let row = &rows[r];
+        assert_eq!(row["bv_status"], status, "row {r}: {row:?}");
+        assert_eq!(row["bv_reason"], reason, "row {r}: {row:?}");
+        row
+    };
+    let a = expect("a", "verified", "");
+    assert_eq!(a["bv_name_at_bank"], "RAVI KUMAR");
+    assert_eq!(a["bv_account_exists"], "true");
+    assert_eq!(
+        expect("b", "not_verified", "account_not_found")["bv_account_exists"],
+        "false"
+    );
+    expect("c", "not_verified", "invalid_vpa");
+    expect("d", "error", "source_unavailable");
+    expect("e", "error", "missing_from_result");
+    expect("f", "invalid_input", "vpa_format");
+    assert_eq!(expect("g", "verified", "")["bv_duplicate_of"], "row 1");
+    assert_eq!(
+        expect("h", "verified", "")["bv_name_at_bank"],
+        "ANITA DESAI"
+    );
+    // 6 distinct valid VPAs in chunks of 3: two batches, each uploaded once.
+    let uploads = sandbox.uploads();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(uploads.values().all(|n| *n == 1), "{uploads:?}");
+    assert!(sandbox.vpa_uploads().values().all(|n| *n == 1));
+}
+
+#[test]
+fn output_keeps_every_input_value_byte_for_byte_and_in_order() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    let input: &[u8] = b"\xEF\xBB\xBFcustomer_id,name,udyam,amount,note\r\n\
+        000101,\"Sharma Traders, Pune\",UDYAM-MH-26-0012345,0001500,\r\n\
+        000102,\"The \"\"Best\"\" Textiles\",UDYAM-GJ-01-0100002,,\"two\nlines\"\r\n\
+        \r\n\
+        000103, padded ,UDYAM-KA-03-0004567,007, \r\n\
+        000104,a\"b,UDYAM-KA-03-0004568,\"\",x\r\n";
+    job.write("in.csv", input);
+    let out = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let mut r = csv::Reader::from_reader(input);
+    let in_headers: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    let in_rows: Vec<Vec<String>> = r
+        .records()
+        .map(|x| x.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    let (headers, rows) = read_csv(&job.path("out.csv"));
+    assert_eq!(
+        &headers[..5],
+        &in_headers[..],
+        "the BOM is not part of the first name"
+    );
+    assert_eq!(headers[5], "bv_status");
+    assert_eq!(
+        rows.len(),
+        4,
+        "every record once; a blank line is not a record"
+    );
+    for (got, want) in rows.iter().zip(&in_rows) {
+        assert_eq!(&got[..5], &want[..], "values as read, in input order");
+        assert_eq!(got[5], "verified");
+    }
+    let text = std::fs::read_to_string(job.path("out.csv")).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert!(
+        lines[1]
+            .starts_with("000101,\"Sharma Traders, Pune\",UDYAM-MH-26-0012345,0001500,,verified,")
+    );
+    assert!(
+        lines[2].starts_with("000102,\"The \"\"Best\"\" Textiles\",UDYAM-GJ-01-0100002,,\"two")
+    );
+    assert!(text.contains("\n000103, padded ,UDYAM-KA-03-0004567,007, ,verified,"));
+    assert!(text.contains("\n000104,\"a\"\"b\",UDYAM-KA-03-0004568,,x,verified,"));
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(job.path("out.csv"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let pq = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[
+            "--config",
+            "bulkverify.toml",
+            "-o",
+            "out.parquet",
+            "--state",
+            "pq-state",
+            "in.csv",
+        ],
+    ));
+    assert_eq!(code(&pq), 0, "{}", stderr(&pq));
+    let bytes = std::fs::read(job.path("out.parquet")).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+}
+
+#[test]
+fn a_finished_run_makes_no_calls_and_rewrites_the_same_output() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(20)));
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    let first = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let before = std::fs::read(job.path("out.csv")).unwrap();
+    let requests = sandbox.stats()["requests"].as_u64().unwrap();
+    std::fs::remove_file(job.path("out.csv")).unwrap();
+
+    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert_eq!(
+        sandbox.stats()["requests"].as_u64().unwrap(),
+        requests,
+        "zero calls"
+    );
+    assert!(stderr(&second).contains("calls 0"), "{}", stderr(&second));
+    assert_eq!(
+        std::fs::read(job.path("out.csv")).unwrap(),
+        before,
+        "the same bytes"
+    );
+}
+
+/// Runs `check` to the end in a fresh job against a fresh sandbox: the reference output.
+fn reference_run(
+    check: &str,
+    config: &str,
+    input: &str,
+    sandbox_flags: &[&str],
+) -> Vec<Vec<String>> {
+    let sandbox = Sandbox::quick(sandbox_flags);
+    let job = Job::new();
+    job.write("bulkverify.toml", config);
+    job.write("in.csv", input);
+    let out = output(job.run(
+        &sandbox,
+        check,
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    comparable(&job.path("out.csv"), &["bv_checked_at"])
+}
+
+const PACED: &str = "
+[providers.deepvue]
+per_second = 80
+per_minute = 100000
+per_day = 1000000
+concurrency = 16
+
+[checks.deepvue-udyam]
+poll_initial_secs = 0.3
+poll_max_secs = 0.5
+
+[checks.deepvue-upi-batch]
+chunk_size = 20
+poll_initial_secs = 0.3
+poll_max_secs = 0.5
+";
+
+#[test]
+fn an_interrupted_udyam_run_resumes_without_a_second_submission() {
+    let numbers = udyam_numbers(400);
+    let input = udyam_input(&numbers);
+    let flags = ["--udyam-delay-ms", "500", "--latency-ms", "20"];
+    let reference = reference_run("deepvue-udyam", PACED, &input, &flags);
+
+    let sandbox = Sandbox::quick(&flags);
+    let job = Job::new();
+    job.write("bulkverify.toml", PACED);
+    job.write("in.csv", &input);
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    let mut child = job
+        .run(&sandbox, "deepvue-udyam", &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "a third of the rows submitted",
+        || sandbox.submissions().len() >= numbers.len() / 3,
+    );
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "an interrupted run is incomplete");
+    let (_, partial) = read_csv(&job.path("out.csv"));
+    assert_eq!(
+        partial.len(),
+        numbers.len(),
+        "the interrupted run still wrote every row"
+    );
+    let submitted_then = sandbox.submissions().len();
+    assert!(submitted_then < numbers.len(), "interrupted mid-way");
+
+    let resumed = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
+    assert_eq!(
+        comparable(&job.path("out.csv"), &["bv_checked_at"]),
+        reference
+    );
+    let subs = sandbox.submissions();
+    assert_eq!(subs.len(), numbers.len());
+    assert!(subs.values().all(|n| *n == 1), "no row was submitted twice");
+}
+
+#[test]
+fn an_interrupted_batch_run_resumes_without_a_second_upload() {
+    let mut input = String::from("ref,vpa\n");
+    for i in 0..300 {
+        input.push_str(&format!("r{i:04},user{i}@okicici\n"));
+    }
+    let flags = ["--batch-delay-ms", "1500", "--latency-ms", "20"];
+    let config = PACED.replace("per_second = 80", "per_second = 8");
+    let reference = reference_run("deepvue-upi-batch", &config, &input, &flags);
+
+    let sandbox = Sandbox::quick(&flags);
+    let job = Job::new();
+    job.write("bulkverify.toml", &config);
+    job.write("in.csv", &input);
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    let mut child = job
+        .run(&sandbox, "deepvue-upi-batch", &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "some batches uploaded", || {
+        sandbox.uploads().len() >= 3
+    });
+    signal(&child, libc::SIGTERM);
+    assert_eq!(child.wait().unwrap().code(), Some(75));
+    assert!(sandbox.uploads().len() < 15, "interrupted mid-way");
+
+    let resumed = output(job.run(&sandbox, "deepvue-upi-batch", &args));
+    assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
+    assert_eq!(
+        comparable(&job.path("out.csv"), &["bv_checked_at"]),
+        reference
+    );
+    let uploads = sandbox.uploads();
+    assert_eq!(uploads.len(), 15);
+    assert!(
+        uploads.values().all(|n| *n == 1),
+        "no batch was uploaded twice: {uploads:?}"
+    );
+    assert!(sandbox.vpa_uploads().values().all(|n| *n == 1));
+}
+
+#[test]
+fn a_killed_run_holds_rows_it_cannot_confirm_and_resends_them_only_when_asked() {
+    let numbers = udyam_numbers(300);
+    let input = udyam_input(&numbers);
+    let flags = ["--udyam-delay-ms", "500", "--latency-ms", "150"];
+    let reference = reference_run("deepvue-udyam", PACED, &input, &flags);
+
+    let sandbox = Sandbox::quick(&flags);
+    let job = Job::new();
+    job.write("bulkverify.toml", PACED);
+    job.write("in.csv", &input);
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    let mut child = job
+        .run(&sandbox, "deepvue-udyam", &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "a third of the rows submitted",
+        || sandbox.submissions().len() >= numbers.len() / 3,
+    );
+    signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+
+    // Resuming never resends a row whose submission might have been billed.
+    let resumed = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert!(matches!(code(&resumed), 0 | 75), "{}", stderr(&resumed));
+    assert!(sandbox.submissions().values().all(|n| *n == 1));
+    let rows = by_first_column(&job.path("out.csv"));
+    let held: Vec<&String> = rows
+        .iter()
+        .filter(|(_, r)| r["bv_reason"] == "unconfirmed_submission")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        held.len() <= 16,
+        "at most the requests in flight: {}",
+        held.len()
+    );
+    assert_eq!(code(&resumed) == 75, !held.is_empty());
+    for (_, r) in rows
+        .iter()
+        .filter(|(_, r)| r["bv_reason"] == "unconfirmed_submission")
+    {
+        assert_eq!(r["bv_status"], "error");
+    }
+
+    // With --resend-unconfirmed, the held rows are sent again: a held row may or may not have
+    // reached the provider before the kill, but a row sent twice is always one that was held.
+    let held_numbers: Vec<String> = held
+        .iter()
+        .map(|id| numbers[id.parse::<usize>().unwrap()].clone())
+        .collect();
+    let resend = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[
+            "--resend-unconfirmed",
+            "--config",
+            "bulkverify.toml",
+            "-o",
+            "out.csv",
+            "in.csv",
+        ],
+    ));
+    assert_eq!(code(&resend), 0, "{}", stderr(&resend));
+    let subs = sandbox.submissions();
+    assert_eq!(subs.len(), numbers.len());
+    for (number, n) in &subs {
+        assert!(
+            *n == 1 || (*n == 2 && held_numbers.contains(number)),
+            "{number}: {n}"
+        );
+    }
+    // Resent rows get a new request id and attempt count; everything else matches.
+    let got = comparable(
+        &job.path("out.csv"),
+        &["bv_checked_at", "bv_request_id", "bv_attempts"],
+    );
+    let mut want = reference.clone();
+    let (h, _) = read_csv(&job.path("out.csv"));
+    for col in ["bv_request_id", "bv_attempts"] {
+        let i = h.iter().position(|c| c == col).unwrap();
+        for r in want.iter_mut().skip(1) {
+            r[i].clear();
+        }
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn fatal_errors_exit_1_and_write_no_output() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("in.csv", "id,udyam\n1,UDYAM-MH-01-0000001\n");
+    let run = |args: &[&str], secret: &str| {
+        let mut c = job.run(&sandbox, "deepvue-udyam", args);
+        c.env("DEEPVUE_CLIENT_SECRET", secret);
+        output(c)
+    };
+
+    job.write(
+        "bad.toml",
+        "[providers.deepvue]\nper_second = 17\nper_minte = 1000\n",
+    );
+    let o = run(
+        &["--config", "bad.toml", "-o", "a.csv", "in.csv"],
+        CLIENT_SECRET,
+    );
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("bad.toml, line 3, column 1: unknown field `per_minte`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!job.path("a.csv").exists() && !job.path("a.csv.bulkverify").exists());
+
+    job.write("ok.toml", FAST);
+    let o = run(
+        &["--config", "ok.toml", "-o", "b.csv", "in.csv"],
+        "free_tier_wrong",
+    );
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("refused the credentials"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!job.path("b.csv").exists());
+    assert!(!stderr(&o).contains("free_tier_wrong"));
+
+    let o = run(
+        &["--config", "ok.toml", "-o", "c.csv", "missing.csv"],
+        CLIENT_SECRET,
+    );
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("missing.csv: cannot read the file"),
+        "{}",
+        stderr(&o)
+    );
+
+    job.write(
+        "ragged.csv",
+        "id,udyam\n1,UDYAM-MH-01-0000001\n2,UDYAM-MH-01-0000002,extra\n",
+    );
+    let o = run(
+        &["--config", "ok.toml", "-o", "d.csv", "ragged.csv"],
+        CLIENT_SECRET,
+    );
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("ragged.csv, line 3: this row has 3 fields"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!job.path("d.csv").exists());
+
+    let o = run(
+        &[
+            "--config",
+            "ok.toml",
+            "--column",
+            "udyam=Nope",
+            "-o",
+            "e.csv",
+            "in.csv",
+        ],
+        CLIENT_SECRET,
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("--column udyam=NAME"), "{}", stderr(&o));
+
+    let o = output({
+        let mut c = std::process::Command::new(BIN);
+        c.args(["run", "in.csv"]).current_dir(job.dir.path());
+        c
+    });
+    assert_eq!(code(&o), 2, "a usage error");
+}
+
+#[test]
+fn no_secret_token_or_signed_url_is_ever_printed_or_journaled() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write(
+        "upi.csv",
+        "ref,vpa\na,ravi@okicici\nb,anita@ybl\nc,x@paytm\nd,y@okaxis\n",
+    );
+    let mut c = job.run(
+        &sandbox,
+        "deepvue-upi-batch",
+        &[
+            "-vv",
+            "--progress",
+            "lines",
+            "--progress-interval",
+            "1",
+            "--config",
+            "bulkverify.toml",
+            "-o",
+            "out.csv",
+            "upi.csv",
+        ],
+    );
+    c.env("RUST_LOG", "debug");
+    let o = output(c);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut everything = stderr(&o);
+    everything.push_str(&String::from_utf8_lossy(&o.stdout));
+    everything.push_str(&std::fs::read_to_string(job.path("out.csv")).unwrap());
+    for entry in std::fs::read_dir(job.path("out.csv.bulkverify")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            everything.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+        }
+    }
+    for secret in [
+        CLIENT_SECRET,
+        "Bearer",
+        "eyJ",
+        "X-Amz-Signature",
+        "x-api-key",
+    ] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+
+    let help = output({
+        let mut c = std::process::Command::new(BIN);
+        c.args(["run", "--help"])
+            .env("DEEPVUE_CLIENT_SECRET", "live_do_not_print");
+        c
+    });
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("live_do_not_print"));
+}
+
+#[test]
+fn plain_progress_lines_under_cron() {
+    let sandbox = Sandbox::quick(&["--udyam-delay-ms", "1500"]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(5)));
+    let mut c = job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    );
+    c.args(["--progress", "auto", "--progress-interval", "1"]);
+    let o = output(c);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("rows done"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no terminal escapes when not on a terminal: {err}"
+    );
+    assert!(err.contains("verified              5"), "{err}");
+}
+
+#[test]
+fn a_second_run_on_the_same_state_is_refused_while_the_first_runs() {
+    let sandbox = Sandbox::quick(&["--udyam-delay-ms", "3000"]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(3)));
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    let mut first = job
+        .run(&sandbox, "deepvue-udyam", &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the first run to submit", || {
+        !sandbox.submissions().is_empty()
+    });
+    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&second), 1);
+    assert!(
+        stderr(&second).contains("another bulkverify run"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert!(sandbox.submissions().values().all(|n| *n == 1));
+}
+
+#[test]
+fn a_changed_input_is_not_resumed_against_old_results() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(3)));
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+    assert_eq!(code(&output(job.run(&sandbox, "deepvue-udyam", &args))), 0);
+    job.write("in.csv", udyam_input(&udyam_numbers(4)));
+    let o = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("changed since the state"),
+        "{}",
+        stderr(&o)
+    );
+    let fresh = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[
+            "--fresh",
+            "--config",
+            "bulkverify.toml",
+            "-o",
+            "out.csv",
+            "in.csv",
+        ],
+    ));
+    assert_eq!(code(&fresh), 0, "{}", stderr(&fresh));
+    let (_, rows) = read_csv(&job.path("out.csv"));
+    assert_eq!(rows.len(), 4);
+}

@@ -1,0 +1,246 @@
+//! The integration-test harness: the real binary, against the sandbox running as a separate
+//! process on a loopback port, in a temporary directory per test.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
+pub const CLIENT_ID: &str = "sandbox_client";
+pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
+
+/// `bulkverify sandbox`, killed when dropped.
+pub struct Sandbox {
+    child: Child,
+    pub url: String,
+}
+
+impl Sandbox {
+    /// Starts a sandbox with these flags (after `--port 0`).
+    pub fn start(flags: &[&str]) -> Sandbox {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "--port", "0"])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the sandbox");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // Keep reading what the sandbox prints, so that it never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let url = line
+            .trim()
+            .strip_prefix("bulkverify sandbox listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Sandbox { child, url }
+    }
+
+    /// A sandbox without rate limits and with quick results.
+    pub fn quick(extra: &[&str]) -> Sandbox {
+        let mut flags = vec![
+            "--per-second",
+            "0",
+            "--per-minute",
+            "0",
+            "--per-day",
+            "0",
+            "--udyam-delay-ms",
+            "300",
+            "--batch-delay-ms",
+            "300",
+            "--batch-ms-per-row",
+            "0",
+        ];
+        flags.extend_from_slice(extra);
+        Sandbox::start(&flags)
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let hostport = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(hostport).unwrap();
+        write!(
+            s,
+            "GET /_sandbox/stats HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Accepted (paid) submissions of each Udyam number.
+    pub fn submissions(&self) -> std::collections::BTreeMap<String, u64> {
+        counts(&self.stats()["udyam_submissions"])
+    }
+
+    pub fn uploads(&self) -> std::collections::BTreeMap<String, u64> {
+        counts(&self.stats()["batch_uploads"])
+    }
+
+    pub fn vpa_uploads(&self) -> std::collections::BTreeMap<String, u64> {
+        counts(&self.stats()["vpa_uploads"])
+    }
+}
+
+fn counts(v: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A job's directory: inputs, config, output and state.
+pub struct Job {
+    pub dir: tempfile::TempDir,
+}
+
+impl Job {
+    pub fn new() -> Job {
+        Job {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// `bulkverify run --check CHECK --config bulkverify.toml -o out.csv --progress off ARGS`,
+    /// in the job's directory, against `sandbox`.
+    pub fn run(&self, sandbox: &Sandbox, check: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path())
+            .args(["run", "--check", check, "--progress", "off"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("DEEPVUE_BASE_URL", &sandbox.url)
+            .env("DEEPVUE_CLIENT_ID", CLIENT_ID)
+            .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET);
+        c
+    }
+}
+
+pub fn output(mut c: Command) -> Output {
+    c.output().expect("run bulkverify")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An output CSV as a header and records of strings.
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().iter().map(str::to_owned).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (headers, rows)
+}
+
+/// One output row as `column → value`.
+pub fn row_map(headers: &[String], row: &[String]) -> std::collections::BTreeMap<String, String> {
+    headers.iter().cloned().zip(row.iter().cloned()).collect()
+}
+
+/// An output with the columns that legitimately differ between two runs blanked.
+pub fn comparable(path: &Path, volatile: &[&str]) -> Vec<Vec<String>> {
+    let (headers, rows) = read_csv(path);
+    let blank: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| volatile.contains(&h.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mut out = vec![headers];
+    for mut r in rows {
+        for &i in &blank {
+            r[i].clear();
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Waits until `f` holds, or panics after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a pid we own.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// `n` distinct Udyam numbers that are none of the scripted test serials.
+pub fn udyam_numbers(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("UDYAM-MH-01-{:07}", 100_000 + i))
+        .collect()
+}
+
+pub fn udyam_input(numbers: &[String]) -> String {
+    let mut s = String::from("id,udyam\n");
+    for (i, n) in numbers.iter().enumerate() {
+        s.push_str(&format!("{i:06},{n}\n"));
+    }
+    s
+}

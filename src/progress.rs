@@ -165,9 +165,13 @@ fn counters(stats: &Stats) -> String {
 
 async fn lines(stats: Arc<Stats>, mut phase: watch::Receiver<Phase>, every: Duration) {
     let started = Instant::now();
+    // The rate counts from the moment verification began, not from the start of the run.
     let mut verifying_since: Option<(Instant, u64)> = None;
     loop {
-        let current = *phase.borrow();
+        let current = *phase.borrow_and_update();
+        if current == Phase::Verifying && verifying_since.is_none() {
+            verifying_since = Some((Instant::now(), Stats::get(&stats.done)));
+        }
         tokio::select! {
             changed = phase.changed() => if changed.is_err() { break } else { continue },
             () = tokio::time::sleep(every) => {}
@@ -175,9 +179,8 @@ async fn lines(stats: Arc<Stats>, mut phase: watch::Receiver<Phase>, every: Dura
         let line = match current {
             Phase::Reading => format!("reading: {} rows read", Stats::get(&stats.rows_read)),
             Phase::Verifying => {
-                let done = Stats::get(&stats.done);
-                let (t0, d0) = *verifying_since.get_or_insert((Instant::now(), done));
-                verifying_line(&stats, t0.elapsed(), done - d0)
+                let (t0, d0) = verifying_since.unwrap_or((started, 0));
+                verifying_line(&stats, t0.elapsed(), Stats::get(&stats.done) - d0)
             }
             Phase::Writing => "writing the output".to_string(),
         };

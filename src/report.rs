@@ -187,8 +187,9 @@ impl Summary<'_> {
         if self.duplicates > 0 {
             let _ = writeln!(
                 s,
-                "  ({} rows repeated an earlier identifier and carry its outcome)",
-                self.duplicates
+                "  ({} repeated an earlier identifier and carr{} its outcome)",
+                rows_word(self.duplicates),
+                if self.duplicates == 1 { "ies" } else { "y" }
             );
         }
         let st = self.stats;
@@ -216,6 +217,10 @@ impl Summary<'_> {
         }
         s
     }
+}
+
+fn rows_word(n: u64) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ pub struct ProviderConfig {
     pub connect_timeout_secs: Option<f64>,
     pub read_timeout_secs: Option<f64>,
     pub max_attempts: Option<u32>,
+    pub pacing_guard_ms: Option<u64>,
 }
 
 /// One `[checks.NAME]` section.
@@ -151,12 +152,19 @@ pub struct Quotas {
     pub per_day: Option<NonZeroU32>,
 }
 
+/// The slack added to each paced window by default: more than the jitter between our send and
+/// the provider's count on a busy machine, about 1% of a one-second window.
+pub const DEFAULT_PACING_GUARD: Duration = Duration::from_millis(10);
+
 /// How a provider is reached: resolved from the config, the environment and the defaults.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub name: &'static str,
     pub base_url: reqwest::Url,
     pub quotas: Quotas,
+    /// Slack added to each paced window against the jitter between our send and the
+    /// provider's arrival count.
+    pub pacing_guard: Duration,
     pub concurrency: usize,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -267,10 +275,18 @@ impl ProviderSettings {
             });
         };
 
+        let pacing_guard = match section.pacing_guard_ms {
+            None => DEFAULT_PACING_GUARD,
+            Some(ms) if ms <= 1000 => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(config.invalid(setting("pacing_guard_ms"), "must be at most 1000"));
+            }
+        };
         Ok(ProviderSettings {
             name,
             base_url,
             quotas,
+            pacing_guard,
             concurrency,
             connect_timeout,
             read_timeout,

@@ -110,44 +110,57 @@ async fn bars(stats: Arc<Stats>, mut phase: watch::Receiver<Phase>) {
     let read = multi
         .add(ProgressBar::new_spinner().with_style(style("{prefix:>9} {spinner} {pos} rows read")));
     read.set_prefix("reading");
-    let sent = multi.add(
-        ProgressBar::new(0).with_style(style("{prefix:>9} [{bar:30}] {pos}/{len} rows submitted")),
-    );
-    sent.set_prefix("");
-    let done = multi.add(ProgressBar::new(0).with_style(style(
-        "{prefix:>9} [{bar:30}] {pos}/{len} rows done · {per_sec} · eta {eta} · {msg}",
-    )));
-    done.set_prefix("");
-    let update = |stats: &Stats| {
-        read.set_position(Stats::get(&stats.rows_read));
-        let total = Stats::get(&stats.work_total);
-        sent.set_length(total);
-        sent.set_position(Stats::get(&stats.submitted).min(total));
-        done.set_length(total);
-        done.set_position(Stats::get(&stats.done).min(total));
-        done.set_message(counters(stats));
-    };
+    // The submitted and done bars appear once their total is known.
+    let mut verify: Option<(ProgressBar, ProgressBar, Instant, u64)> = None;
     loop {
-        update(&stats);
-        let label = match *phase.borrow() {
-            Phase::Reading => "reading",
-            Phase::Verifying => "verifying",
-            Phase::Writing => "writing",
-        };
-        if label != "reading" {
+        read.set_position(Stats::get(&stats.rows_read));
+        let current = *phase.borrow_and_update();
+        if current != Phase::Reading && verify.is_none() {
             read.finish();
+            let total = Stats::get(&stats.work_total);
+            let sent = multi.add(
+                ProgressBar::new(total)
+                    .with_style(style("{prefix:>9} [{bar:30}] {pos}/{len} rows submitted")),
+            );
+            sent.set_prefix("verifying");
+            let done = multi.add(ProgressBar::new(total).with_style(style(
+                "{prefix:>9} [{bar:30}] {pos}/{len} rows done · eta {eta} · {msg}",
+            )));
+            verify = Some((sent, done, Instant::now(), Stats::get(&stats.done)));
         }
-        sent.set_prefix(label);
+        if let Some((sent, done, t0, d0)) = &verify {
+            let total = Stats::get(&stats.work_total);
+            let finished = Stats::get(&stats.done);
+            sent.set_prefix(if current == Phase::Writing {
+                "writing"
+            } else {
+                "verifying"
+            });
+            sent.set_length(total);
+            sent.set_position(Stats::get(&stats.submitted).min(total));
+            done.set_length(total);
+            done.set_position(finished.min(total));
+            done.set_message(format!(
+                "{:.1} rows/s · {}",
+                rate(finished - d0, t0.elapsed()),
+                counters(&stats)
+            ));
+        }
         tokio::select! {
             changed = phase.changed() => if changed.is_err() { break },
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    update(&stats);
-    for bar in [&read, &sent, &done] {
-        bar.finish();
+    read.finish();
+    if let Some((sent, done, _, _)) = verify {
+        sent.finish();
+        done.finish();
     }
     let _ = multi.clear();
+}
+
+fn rate(rows: u64, elapsed: Duration) -> f64 {
+    rows as f64 / elapsed.as_secs_f64().max(1e-3)
 }
 
 fn counters(stats: &Stats) -> String {
@@ -201,7 +214,7 @@ fn verifying_line(stats: &Stats, elapsed: Duration, done_since: u64) -> String {
     } else {
         done as f64 * 100.0 / total as f64
     };
-    let rate = done_since as f64 / elapsed.as_secs_f64().max(1e-3);
+    let rate = rate(done_since, elapsed);
     let eta = if rate > 0.0 {
         clock(Duration::from_secs_f64((total - done) as f64 / rate))
     } else {

@@ -269,6 +269,7 @@ async fn dispatch(
     let usage_writer = writer.clone();
     let gate = Gate::new(
         &settings.quotas,
+        settings.pacing_guard,
         used,
         Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
     );

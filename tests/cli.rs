@@ -765,3 +765,34 @@ fn a_changed_input_is_not_resumed_against_old_results() {
     let (_, rows) = read_csv(&job.path("out.csv"));
     assert_eq!(rows.len(), 4);
 }
+
+#[test]
+fn a_token_that_expires_mid_run_is_renewed_without_failing_a_row() {
+    let sandbox = Sandbox::quick(&["--token-ttl-secs", "2", "--udyam-delay-ms", "500"]);
+    let job = Job::new();
+    job.write(
+        "bulkverify.toml",
+        PACED.replace("per_second = 80", "per_second = 15"),
+    );
+    job.write("in.csv", udyam_input(&udyam_numbers(60)));
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (headers, rows) = read_csv(&job.path("out.csv"));
+    let status = headers.iter().position(|h| h == "bv_status").unwrap();
+    assert!(rows.iter().all(|r| r[status] == "verified"));
+    let authorizations = sandbox.stats()["by_endpoint"]["authorize"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        authorizations >= 3,
+        "the token was renewed: {authorizations} authorizations"
+    );
+    assert!(
+        sandbox.submissions().values().all(|n| *n == 1),
+        "no row resent for a 401"
+    );
+}

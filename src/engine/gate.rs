@@ -5,7 +5,7 @@
 //! burst of one and the period of the tightest window, `(window + guard) / limit`. With a burst
 //! of one, any `limit + 1` consecutive grants span more than the window, so no window of the
 //! provider's — fixed or sliding, wherever its edges fall — ever sees more than its limit,
-//! and the tightest window is used to within the guard (a few milliseconds per window, against
+//! and the tightest window is used to within the guard (10 ms per window by default, against
 //! the jitter between our send and the provider's count). A burst would let a fresh limiter
 //! pass `limit` requests at once on top of the paced ones, which a fixed-window provider
 //! answers with 429s. The per-day window is a count over the trailing 24 hours, carried across
@@ -26,9 +26,6 @@ use tokio::time::Instant;
 
 use crate::config::Quotas;
 
-/// Slack added to each paced window against the jitter between our send and the provider's
-/// arrival time.
-const GUARD: Duration = Duration::from_millis(5);
 const DAY_MINUTES: i64 = 24 * 60;
 
 /// Which queue a request waits in.
@@ -119,8 +116,8 @@ impl DayWindow {
 }
 
 /// The pacing period for a provider's short windows: that of the tightest one.
-pub fn pacing_period(quotas: &Quotas) -> Option<Duration> {
-    let per = |window: Duration, n: Option<NonZeroU32>| n.map(|n| (window + GUARD) / n.get());
+pub fn pacing_period(quotas: &Quotas, guard: Duration) -> Option<Duration> {
+    let per = |window: Duration, n: Option<NonZeroU32>| n.map(|n| (window + guard) / n.get());
     [
         per(Duration::from_secs(1), quotas.per_second),
         per(Duration::from_secs(60), quotas.per_minute),
@@ -137,9 +134,15 @@ pub fn unix_minute() -> i64 {
 }
 
 impl Gate {
-    /// A gate for `quotas`; `used` is what earlier runs spent in the last 24 hours, per Unix
-    /// minute. Must be called inside the runtime: it starts the grant loop.
-    pub fn new(quotas: &Quotas, used: Vec<(i64, u64)>, usage: Option<UsageSink>) -> Gate {
+    /// A gate for `quotas`, each short window widened by `guard`; `used` is what earlier runs
+    /// spent in the last 24 hours, per Unix minute. Must be called inside the runtime: it
+    /// starts the grant loop.
+    pub fn new(
+        quotas: &Quotas,
+        guard: Duration,
+        used: Vec<(i64, u64)>,
+        usage: Option<UsageSink>,
+    ) -> Gate {
         let day = quotas.per_day.map(|limit| {
             let used_total = used.iter().map(|(_, n)| n).sum();
             Mutex::new(DayWindow {
@@ -148,7 +151,7 @@ impl Gate {
                 used: used_total,
             })
         });
-        Gate::build(pacing_period(quotas), day, usage)
+        Gate::build(pacing_period(quotas, guard), day, usage)
     }
 
     fn build(
@@ -282,13 +285,15 @@ mod tests {
         }
     }
 
+    const GUARD: Duration = Duration::from_millis(10);
+
     #[test]
     fn the_tightest_window_sets_the_pace() {
-        let enterprise = pacing_period(&q(Some(17), Some(1000), Some(50_000))).unwrap();
-        assert_eq!(enterprise, Duration::from_millis(60_005) / 1000);
-        let per_second = pacing_period(&q(Some(20), None, None)).unwrap();
-        assert_eq!(per_second, Duration::from_millis(1005) / 20);
-        assert_eq!(pacing_period(&q(None, None, Some(5))), None);
+        let enterprise = pacing_period(&q(Some(17), Some(1000), Some(50_000)), GUARD).unwrap();
+        assert_eq!(enterprise, Duration::from_millis(60_010) / 1000);
+        let per_second = pacing_period(&q(Some(20), None, None), GUARD).unwrap();
+        assert_eq!(per_second, Duration::from_millis(1010) / 20);
+        assert_eq!(pacing_period(&q(None, None, Some(5)), GUARD), None);
     }
 
     /// Any `limit + 1` consecutive grants span more than the window: no window, wherever its
@@ -342,6 +347,7 @@ mod tests {
         let r = recorded.clone();
         let gate = Gate::new(
             &q(None, None, Some(4)),
+            GUARD,
             used,
             Some(Box::new(move |_| *lock(&r) += 1)),
         );

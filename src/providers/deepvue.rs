@@ -33,7 +33,8 @@ const RENEW_BEFORE: Duration = Duration::from_secs(300);
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 struct Token {
-    value: Secret,
+    /// The headers every call carries, built once per token.
+    headers: HeaderMap,
     renew_at: Instant,
 }
 
@@ -56,6 +57,18 @@ impl DeepvueAuth {
         }
     }
 
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self) -> bool {
+        self.slot()
+            .as_ref()
+            .is_some_and(|t| Instant::now() < t.renew_at)
+    }
+
     async fn authorize(&self, api: &Api) -> Result<Token, CallError> {
         let url = api.url("/v1/authorize");
         let (id, secret) = (self.client_id.clone(), self.client_secret.clone());
@@ -66,7 +79,7 @@ impl DeepvueAuth {
             c.post(url.clone()).multipart(form)
         };
         let answer = api
-            .send(&Request {
+            .send_for_credentials(&Request {
                 label: "authorize",
                 billing: Billing::Free,
                 priority: Priority::High,
@@ -105,42 +118,25 @@ impl DeepvueAuth {
             .map(|expiry| expiry - time::OffsetDateTime::now_utc())
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or(DEFAULT_LIFETIME);
-        // Renew a little early; a lifetime too short to renew early is used for a minute at
-        // least, and a 401 renews it anyway.
-        let renew_in = lifetime
-            .saturating_sub(RENEW_BEFORE.min(lifetime / 10))
-            .max(Duration::from_secs(60).min(lifetime));
+        // Renew a little early: five minutes, or a tenth of a short lifetime.
+        let renew_in = lifetime.saturating_sub(RENEW_BEFORE.min(lifetime / 10));
         Ok(Token {
-            value: Secret::new(token),
+            headers: self.headers_for(token)?,
             renew_at: Instant::now() + renew_in,
         })
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
-        self.token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The headers with the cached token, while it is fresh.
-    fn cached(&self) -> Option<Result<HeaderMap, CallError>> {
-        let slot = self.slot();
-        let t = slot.as_ref().filter(|t| Instant::now() < t.renew_at)?;
-        Some(self.headers_for(&t.value))
-    }
-
-    fn headers_for(&self, token: &Secret) -> Result<HeaderMap, CallError> {
-        let mut h = HeaderMap::new();
+    fn headers_for(&self, token: &str) -> Result<HeaderMap, CallError> {
         let bad = |_| {
             CallError::Fatal(
                 "the deepvue credentials contain characters HTTP headers cannot carry".into(),
             )
         };
-        let mut bearer =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(bad)?;
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(bad)?;
         bearer.set_sensitive(true);
         let mut key = HeaderValue::from_str(self.client_secret.expose()).map_err(bad)?;
         key.set_sensitive(true);
+        let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, bearer);
         h.insert("x-api-key", key);
         Ok(h)
@@ -148,31 +144,36 @@ impl DeepvueAuth {
 }
 
 impl Authenticator for DeepvueAuth {
-    fn headers<'a>(
+    fn refresh<'a>(
         &'a self,
         api: &'a Api,
-    ) -> Pin<Box<dyn Future<Output = Result<HeaderMap, CallError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>> {
         Box::pin(async move {
-            if let Some(h) = self.cached() {
-                return h;
+            if self.fresh() {
+                return Ok(());
             }
             let _renewal = self.renewal.lock().await;
-            if let Some(h) = self.cached() {
-                return h;
+            if self.fresh() {
+                return Ok(());
             }
-            let fresh = self.authorize(api).await?;
-            let headers = self.headers_for(&fresh.value);
-            *self.slot() = Some(fresh);
-            headers
+            let token = self.authorize(api).await?;
+            *self.slot() = Some(token);
+            Ok(())
         })
+    }
+
+    fn headers(&self) -> Option<HeaderMap> {
+        self.slot()
+            .as_ref()
+            .filter(|t| Instant::now() < t.renew_at)
+            .map(|t| t.headers.clone())
     }
 
     fn rejected(&self, headers: &HeaderMap) {
         let mut slot = self.slot();
-        let sent = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         if slot
             .as_ref()
-            .is_some_and(|t| sent == Some(format!("Bearer {}", t.value.expose()).as_str()))
+            .is_some_and(|t| t.headers.get(AUTHORIZATION) == headers.get(AUTHORIZATION))
         {
             *slot = None;
         }

@@ -104,11 +104,15 @@ impl From<GateError> for CallError {
 
 /// A provider's way of authenticating calls.
 pub trait Authenticator: Send + Sync {
-    /// The headers of an authenticated call, obtaining or renewing credentials when needed.
-    fn headers<'a>(
+    /// Makes sure fresh credentials are at hand, obtaining or renewing them when needed.
+    fn refresh<'a>(
         &'a self,
         api: &'a Api,
-    ) -> Pin<Box<dyn Future<Output = Result<HeaderMap, CallError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>;
+
+    /// The headers of an authenticated call, if fresh credentials are at hand. Never waits:
+    /// it is read between the quota grant and the send.
+    fn headers(&self) -> Option<HeaderMap>;
 
     /// The provider answered 401 to a call made with `headers`: forget them, so that the next
     /// call authenticates afresh.
@@ -176,7 +180,14 @@ impl Api {
 
     /// Sends a request under the provider's quota, authentication and retry policy.
     pub async fn send(&self, req: &Request<'_>) -> Result<Answer, CallError> {
-        self.exchange(req, None).await
+        self.exchange(req, None, Slot::Take).await
+    }
+
+    /// Sends an authenticator's own request (a token renewal) under the quota and the retry
+    /// policy, but without a concurrency slot: the requests waiting for the new token hold the
+    /// slots, so waiting for one could wait for ever.
+    pub async fn send_for_credentials(&self, req: &Request<'_>) -> Result<Answer, CallError> {
+        self.exchange(req, None, Slot::Bypass).await
     }
 
     /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
@@ -197,28 +208,45 @@ impl Api {
             authenticated: false,
             build: &build,
         };
-        self.exchange(&req, Some(dest)).await
+        self.exchange(&req, Some(dest), Slot::Take).await
     }
 
-    async fn exchange(&self, req: &Request<'_>, dest: Option<&Path>) -> Result<Answer, CallError> {
+    async fn exchange(
+        &self,
+        req: &Request<'_>,
+        dest: Option<&Path>,
+        slot: Slot,
+    ) -> Result<Answer, CallError> {
         let mut attempts = 0u32;
-        let mut renewed = false;
+        // 401s in a row: a token can expire while its request waits for the quota gate, so a
+        // 401 renews the token and tries again; only a run of them means the credentials are bad.
+        let mut refused = 0u32;
         loop {
             if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
                 return Err(CallError::Stopped);
             }
-            // Credentials first (renewing them is a call of its own, which must not wait for
-            // a slot held by a caller waiting for it), then a slot, and the quota grant last:
-            // the less work between the grant and the send, the closer the provider's arrival
-            // times stay to the gate's pacing.
-            let headers = if req.authenticated {
-                Some(self.auth.headers(self).await?)
-            } else {
-                None
-            };
-            let outcome = {
-                let _slot = self.slots.acquire().await.map_err(|_| CallError::Stopped)?;
+            // Credentials are renewed before queueing, then a slot and the quota grant, and
+            // then nothing slow before the send: the provider's arrival times stay as close to
+            // the gate's pacing as the network allows. A token that went stale while its
+            // request waited gives up the grant (under-using the quota is safe; sending late
+            // is not) and is renewed on the next round.
+            if req.authenticated {
+                self.auth.refresh(self).await?;
+            }
+            let (headers, outcome) = {
+                let _slot = match slot {
+                    Slot::Take => Some(self.slots.acquire().await.map_err(|_| CallError::Stopped)?),
+                    Slot::Bypass => None,
+                };
                 self.gate.acquire(req.priority).await?;
+                let headers = if req.authenticated {
+                    match self.auth.headers() {
+                        Some(h) => Some(h),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
                 let mut builder = (req.build)(&self.http);
                 if let Some(h) = &headers {
                     builder = builder.headers(h.clone());
@@ -228,19 +256,19 @@ impl Api {
                     Stats::add(&self.stats.retries, 1);
                 }
                 Stats::add(&self.stats.calls, 1);
-                receive(builder, dest).await
+                (headers, receive(builder, dest).await)
             };
             let (reason, message) = match outcome {
                 Ok(answer) => {
                     let status = answer.status;
                     if status == StatusCode::UNAUTHORIZED
                         && let Some(h) = &headers
-                        && !renewed
+                        && refused < 2
                     {
-                        // An expired or revoked token: the call was refused, not processed,
-                        // so it is safe to send again once, with fresh credentials.
+                        // The call was refused, not processed: safe to send again with fresh
+                        // credentials, and not counted as an attempt.
                         self.auth.rejected(h);
-                        renewed = true;
+                        refused += 1;
                         attempts -= 1;
                         continue;
                     }
@@ -326,6 +354,13 @@ impl Api {
             }
         }
     }
+}
+
+/// Whether a request takes one of the provider's concurrency slots.
+#[derive(Clone, Copy)]
+enum Slot {
+    Take,
+    Bypass,
 }
 
 /// Why no answer came back.

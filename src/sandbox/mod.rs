@@ -42,8 +42,8 @@ use store::Store;
 
 /// The sandbox's client id: public, so `bulkverify sandbox` may print it for ops teams.
 pub const CLIENT_ID: &str = "sandbox_client";
-/// The sandbox's client secret; it starts with `free_tier` like a real trial secret, so the
-/// client's plan detection treats the sandbox as a trial account.
+/// The sandbox's client secret: public too, and shaped like a real trial secret (which starts
+/// with `free_tier`).
 pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
 
 const DEFAULT_PER_SECOND: u64 = 17;

@@ -796,3 +796,42 @@ fn a_token_that_expires_mid_run_is_renewed_without_failing_a_row() {
         "no row resent for a 401"
     );
 }
+
+#[test]
+fn a_spent_daily_quota_leaves_rows_pending_for_the_next_days_run() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    let config = |per_day: u32| {
+        format!(
+            "[providers.deepvue]\nper_second = 100\nper_day = {per_day}\n\n\
+             [checks.deepvue-udyam]\npoll_initial_secs = 0.4\npoll_max_secs = 0.5\n"
+        )
+    };
+    job.write("in.csv", udyam_input(&udyam_numbers(10)));
+    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+
+    job.write("bulkverify.toml", config(8));
+    let first = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&first), 75, "{}", stderr(&first));
+    let sent = sandbox.stats()["requests"].as_u64().unwrap();
+    assert_eq!(sent, 8, "the day's quota is used to the last request and not beyond");
+    let rows = by_first_column(&job.path("out.csv"));
+    let exhausted = rows
+        .values()
+        .filter(|r| r["bv_status"] == "pending" && r["bv_reason"] == "daily_quota_exhausted")
+        .count();
+    assert!(exhausted > 0, "{rows:?}");
+
+    // The same day: the journal remembers what was spent, so no call is made.
+    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&second), 75, "{}", stderr(&second));
+    assert_eq!(sandbox.stats()["requests"].as_u64().unwrap(), sent);
+
+    // A day with quota to spare (a bigger plan stands in for tomorrow): the run completes,
+    // polling what was accepted and sending only what was not.
+    job.write("bulkverify.toml", config(1000));
+    let third = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&third), 0, "{}", stderr(&third));
+    assert_eq!(sandbox.submissions().len(), 10);
+    assert!(sandbox.submissions().values().all(|n| *n == 1));
+}

@@ -373,16 +373,7 @@ pub fn check_secs(
 mod tests {
     use super::*;
 
-    const DEFAULTS: ProviderDefaults = ProviderDefaults {
-        name: "deepvue",
-        env_prefix: "DEEPVUE",
-        base_url: "https://production.deepvue.tech",
-        quotas: Quotas {
-            per_second: NonZeroU32::new(1),
-            per_minute: NonZeroU32::new(30),
-            per_day: NonZeroU32::new(1000),
-        },
-    };
+    use crate::providers::deepvue::DEFAULTS;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {

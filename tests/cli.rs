@@ -80,11 +80,7 @@ fn every_udyam_test_number_yields_its_documented_outcome() {
          j,\n\
          k,udyam-mh-01-0000001\n",
     );
-    let out = output(job.run(
-        &sandbox,
-        "deepvue-udyam",
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    ));
+    let out = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(
         code(&out),
         75,
@@ -143,11 +139,7 @@ fn every_udyam_test_number_yields_its_documented_outcome() {
     // The same command again: final rows are not called again, the pending one is polled (not
     // resubmitted), the error one is tried again.
     let before = sandbox.submissions();
-    let again = output(job.run(
-        &sandbox,
-        "deepvue-udyam",
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    ));
+    let again = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&again), 75, "{}", stderr(&again));
     let after = sandbox.submissions();
     for (number, n) in &after {
@@ -225,11 +217,7 @@ fn output_keeps_every_input_value_byte_for_byte_and_in_order() {
         000103, padded ,UDYAM-KA-03-0004567,007, \r\n\
         000104,a\"b,UDYAM-KA-03-0004568,\"\",x\r\n";
     job.write("in.csv", input);
-    let out = output(job.run(
-        &sandbox,
-        "deepvue-udyam",
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    ));
+    let out = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let mut r = csv::Reader::from_reader(input);
@@ -300,14 +288,13 @@ fn a_finished_run_makes_no_calls_and_rewrites_the_same_output() {
     let job = Job::new();
     job.write("bulkverify.toml", FAST);
     job.write("in.csv", udyam_input(&udyam_numbers(20)));
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
-    let first = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let first = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&first), 0, "{}", stderr(&first));
     let before = std::fs::read(job.path("out.csv")).unwrap();
     let requests = sandbox.stats()["requests"].as_u64().unwrap();
     std::fs::remove_file(job.path("out.csv")).unwrap();
 
-    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let second = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&second), 0, "{}", stderr(&second));
     assert_eq!(
         sandbox.stats()["requests"].as_u64().unwrap(),
@@ -333,14 +320,39 @@ fn reference_run(
     let job = Job::new();
     job.write("bulkverify.toml", config);
     job.write("in.csv", input);
-    let out = output(job.run(
-        &sandbox,
-        check,
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    ));
+    let out = output(job.run(&sandbox, check, JOB_ARGS));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     comparable(&job.path("out.csv"), &["bv_checked_at"])
 }
+
+/// Starts a job in a fresh directory against a fresh sandbox, waits until `until` holds, and
+/// sends `sig`. Returns the sandbox, the job and the interrupted run's exit code.
+fn interrupted(
+    check: &str,
+    config: &str,
+    input: &str,
+    sandbox_flags: &[&str],
+    sig: i32,
+    until: impl Fn(&Sandbox) -> bool,
+) -> (Sandbox, Job, Option<i32>) {
+    let sandbox = Sandbox::quick(sandbox_flags);
+    let job = Job::new();
+    job.write("bulkverify.toml", config);
+    job.write("in.csv", input);
+    let mut child = job
+        .run(&sandbox, check, JOB_ARGS)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the run to get under way", || {
+        until(&sandbox)
+    });
+    signal(&child, sig);
+    let code = child.wait().unwrap().code();
+    (sandbox, job, code)
+}
+
+const JOB_ARGS: &[&str] = &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
 
 const PACED: &str = "
 [providers.deepvue]
@@ -366,24 +378,15 @@ fn an_interrupted_udyam_run_resumes_without_a_second_submission() {
     let flags = ["--udyam-delay-ms", "500", "--latency-ms", "20"];
     let reference = reference_run("deepvue-udyam", PACED, &input, &flags);
 
-    let sandbox = Sandbox::quick(&flags);
-    let job = Job::new();
-    job.write("bulkverify.toml", PACED);
-    job.write("in.csv", &input);
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
-    let mut child = job
-        .run(&sandbox, "deepvue-udyam", &args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "a third of the rows submitted",
-        || sandbox.submissions().len() >= numbers.len() / 3,
+    let (sandbox, job, exit) = interrupted(
+        "deepvue-udyam",
+        PACED,
+        &input,
+        &flags,
+        libc::SIGTERM,
+        |sb| sb.submissions().len() >= numbers.len() / 3,
     );
-    signal(&child, libc::SIGTERM);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(75), "an interrupted run is incomplete");
+    assert_eq!(exit, Some(75), "an interrupted run is incomplete");
     let (_, partial) = read_csv(&job.path("out.csv"));
     assert_eq!(
         partial.len(),
@@ -393,7 +396,7 @@ fn an_interrupted_udyam_run_resumes_without_a_second_submission() {
     let submitted_then = sandbox.submissions().len();
     assert!(submitted_then < numbers.len(), "interrupted mid-way");
 
-    let resumed = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let resumed = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
     assert_eq!(
         comparable(&job.path("out.csv"), &["bv_checked_at"]),
@@ -414,24 +417,18 @@ fn an_interrupted_batch_run_resumes_without_a_second_upload() {
     let config = PACED.replace("per_second = 80", "per_second = 8");
     let reference = reference_run("deepvue-upi-batch", &config, &input, &flags);
 
-    let sandbox = Sandbox::quick(&flags);
-    let job = Job::new();
-    job.write("bulkverify.toml", &config);
-    job.write("in.csv", &input);
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
-    let mut child = job
-        .run(&sandbox, "deepvue-upi-batch", &args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(60), "some batches uploaded", || {
-        sandbox.uploads().len() >= 3
-    });
-    signal(&child, libc::SIGTERM);
-    assert_eq!(child.wait().unwrap().code(), Some(75));
+    let (sandbox, job, exit) = interrupted(
+        "deepvue-upi-batch",
+        &config,
+        &input,
+        &flags,
+        libc::SIGTERM,
+        |sb| sb.uploads().len() >= 3,
+    );
+    assert_eq!(exit, Some(75));
     assert!(sandbox.uploads().len() < 15, "interrupted mid-way");
 
-    let resumed = output(job.run(&sandbox, "deepvue-upi-batch", &args));
+    let resumed = output(job.run(&sandbox, "deepvue-upi-batch", JOB_ARGS));
     assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
     assert_eq!(
         comparable(&job.path("out.csv"), &["bv_checked_at"]),
@@ -453,26 +450,17 @@ fn a_killed_run_holds_rows_it_cannot_confirm_and_resends_them_only_when_asked() 
     let flags = ["--udyam-delay-ms", "500", "--latency-ms", "150"];
     let reference = reference_run("deepvue-udyam", PACED, &input, &flags);
 
-    let sandbox = Sandbox::quick(&flags);
-    let job = Job::new();
-    job.write("bulkverify.toml", PACED);
-    job.write("in.csv", &input);
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
-    let mut child = job
-        .run(&sandbox, "deepvue-udyam", &args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "a third of the rows submitted",
-        || sandbox.submissions().len() >= numbers.len() / 3,
+    let (sandbox, job, _) = interrupted(
+        "deepvue-udyam",
+        PACED,
+        &input,
+        &flags,
+        libc::SIGKILL,
+        |sb| sb.submissions().len() >= numbers.len() / 3,
     );
-    signal(&child, libc::SIGKILL);
-    child.wait().unwrap();
 
     // Resuming never resends a row whose submission might have been billed.
-    let resumed = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let resumed = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert!(matches!(code(&resumed), 0 | 75), "{}", stderr(&resumed));
     assert!(sandbox.submissions().values().all(|n| *n == 1));
     let rows = by_first_column(&job.path("out.csv"));
@@ -690,11 +678,7 @@ fn plain_progress_lines_under_cron() {
     let job = Job::new();
     job.write("bulkverify.toml", FAST);
     job.write("in.csv", udyam_input(&udyam_numbers(5)));
-    let mut c = job.run(
-        &sandbox,
-        "deepvue-udyam",
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    );
+    let mut c = job.run(&sandbox, "deepvue-udyam", JOB_ARGS);
     c.args(["--progress", "auto", "--progress-interval", "1"]);
     let o = output(c);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -713,16 +697,15 @@ fn a_second_run_on_the_same_state_is_refused_while_the_first_runs() {
     let job = Job::new();
     job.write("bulkverify.toml", FAST);
     job.write("in.csv", udyam_input(&udyam_numbers(3)));
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
     let mut first = job
-        .run(&sandbox, "deepvue-udyam", &args)
+        .run(&sandbox, "deepvue-udyam", JOB_ARGS)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(30), "the first run to submit", || {
         !sandbox.submissions().is_empty()
     });
-    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let second = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&second), 1);
     assert!(
         stderr(&second).contains("another bulkverify run"),
@@ -739,10 +722,12 @@ fn a_changed_input_is_not_resumed_against_old_results() {
     let job = Job::new();
     job.write("bulkverify.toml", FAST);
     job.write("in.csv", udyam_input(&udyam_numbers(3)));
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
-    assert_eq!(code(&output(job.run(&sandbox, "deepvue-udyam", &args))), 0);
+    assert_eq!(
+        code(&output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS))),
+        0
+    );
     job.write("in.csv", udyam_input(&udyam_numbers(4)));
-    let o = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&o), 1);
     assert!(
         stderr(&o).contains("changed since the state"),
@@ -775,11 +760,7 @@ fn a_token_that_expires_mid_run_is_renewed_without_failing_a_row() {
         PACED.replace("per_second = 80", "per_second = 15"),
     );
     job.write("in.csv", udyam_input(&udyam_numbers(60)));
-    let o = output(job.run(
-        &sandbox,
-        "deepvue-udyam",
-        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
-    ));
+    let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let (headers, rows) = read_csv(&job.path("out.csv"));
     let status = headers.iter().position(|h| h == "bv_status").unwrap();
@@ -808,13 +789,15 @@ fn a_spent_daily_quota_leaves_rows_pending_for_the_next_days_run() {
         )
     };
     job.write("in.csv", udyam_input(&udyam_numbers(10)));
-    let args = ["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
 
     job.write("bulkverify.toml", config(8));
-    let first = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let first = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&first), 75, "{}", stderr(&first));
     let sent = sandbox.stats()["requests"].as_u64().unwrap();
-    assert_eq!(sent, 8, "the day's quota is used to the last request and not beyond");
+    assert_eq!(
+        sent, 8,
+        "the day's quota is used to the last request and not beyond"
+    );
     let rows = by_first_column(&job.path("out.csv"));
     let exhausted = rows
         .values()
@@ -823,14 +806,14 @@ fn a_spent_daily_quota_leaves_rows_pending_for_the_next_days_run() {
     assert!(exhausted > 0, "{rows:?}");
 
     // The same day: the journal remembers what was spent, so no call is made.
-    let second = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let second = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&second), 75, "{}", stderr(&second));
     assert_eq!(sandbox.stats()["requests"].as_u64().unwrap(), sent);
 
     // A day with quota to spare (a bigger plan stands in for tomorrow): the run completes,
     // polling what was accepted and sending only what was not.
     job.write("bulkverify.toml", config(1000));
-    let third = output(job.run(&sandbox, "deepvue-udyam", &args));
+    let third = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&third), 0, "{}", stderr(&third));
     assert_eq!(sandbox.submissions().len(), 10);
     assert!(sandbox.submissions().values().all(|n| *n == 1));

@@ -209,17 +209,6 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use reqwest::header::HeaderMap;
-
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-            attempts: 1,
-        }
-    }
 
     fn done(step: Step) -> Outcome {
         match step {
@@ -232,7 +221,7 @@ mod tests {
     #[test]
     fn documented_failed_result_is_not_verified() {
         let body = include_str!("../../fixtures/contract/deepvue-udyam-result-failed.json");
-        let o = done(read_result(&answer(200, body), "x"));
+        let o = done(read_result(&Answer::sample(200, body), "x"));
         assert_eq!(o.status, Status::NotVerified);
         assert_eq!(o.reason.as_deref(), Some("bad_request"));
         assert_eq!(
@@ -250,7 +239,7 @@ mod tests {
     #[test]
     fn documented_completed_result_is_verified_with_source_fields() {
         let body = include_str!("../../fixtures/contract/deepvue-udyam-result-completed.json");
-        let o = done(read_result(&answer(200, body), "x"));
+        let o = done(read_result(&Answer::sample(200, body), "x"));
         assert_eq!(o.status, Status::Verified);
         assert_eq!(o.provider_status.as_deref(), Some("completed"));
         let field = |k: &str| {
@@ -268,9 +257,11 @@ mod tests {
 
     #[test]
     fn accepted_means_running_whatever_the_body() {
-        assert!(matches!(read_result(&answer(202, ""), "r1"), Step::Running(id) if id == "r1"));
+        assert!(
+            matches!(read_result(&Answer::sample(202, ""), "r1"), Step::Running(id) if id == "r1")
+        );
         assert!(matches!(
-            read_result(&answer(200, r#"{"status":"in_progress"}"#), "r1"),
+            read_result(&Answer::sample(200, r#"{"status":"in_progress"}"#), "r1"),
             Step::Running(_)
         ));
     }
@@ -278,7 +269,7 @@ mod tests {
     #[test]
     fn unknown_request_is_an_error() {
         let o = done(read_result(
-            &answer(404, r#"{"message":"No request found"}"#),
+            &Answer::sample(404, r#"{"message":"No request found"}"#),
             "r1",
         ));
         assert_eq!(o.status, Status::Error);
@@ -287,12 +278,12 @@ mod tests {
 
     #[test]
     fn submission_answers() {
-        let ok = read_submit(&answer(200, r#"{"code":200,"request_id":"abc"}"#)).unwrap();
+        let ok = read_submit(&Answer::sample(200, r#"{"code":200,"request_id":"abc"}"#)).unwrap();
         assert!(matches!(ok, Step::Running(id) if id == "abc"));
-        let nested = read_submit(&answer(200, r#"{"data":{"request_id":"n1"}}"#)).unwrap();
+        let nested = read_submit(&Answer::sample(200, r#"{"data":{"request_id":"n1"}}"#)).unwrap();
         assert!(matches!(nested, Step::Running(id) if id == "n1"));
         let refused = done(
-            read_submit(&answer(
+            read_submit(&Answer::sample(
                 400,
                 r#"{"code":400,"sub_code":"INVALID_UDYAM_NUMBER","message":"Udyam number is not registered"}"#,
             ))
@@ -305,7 +296,7 @@ mod tests {
             Some("Udyam number is not registered")
         );
         assert!(matches!(
-            read_submit(&answer(200, "{}")),
+            read_submit(&Answer::sample(200, "{}")),
             Err(CallError::Unconfirmed { .. })
         ));
     }

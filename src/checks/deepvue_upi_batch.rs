@@ -381,33 +381,21 @@ fn row_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use reqwest::StatusCode;
-    use reqwest::header::HeaderMap;
-
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-            attempts: 1,
-        }
-    }
 
     #[test]
     fn documented_status_answers() {
         let done = include_str!("../../fixtures/contract/deepvue-batch-status-completed.json");
-        match read_status(&answer(200, done)) {
+        match read_status(&Answer::sample(200, done)) {
             BatchStatus::Ready(url) => assert!(url.expose().ends_with(".csv")),
             _ => panic!("a completed batch has a URL"),
         }
         let running = include_str!("../../fixtures/contract/deepvue-batch-status-in-progress.json");
         assert!(matches!(
-            read_status(&answer(200, running)),
+            read_status(&Answer::sample(200, running)),
             BatchStatus::Running
         ));
         assert!(matches!(
-            read_status(&answer(404, r#"{"message":"No request found"}"#)),
+            read_status(&Answer::sample(404, r#"{"message":"No request found"}"#)),
             BatchStatus::Failed(o) if o.reason.as_deref() == Some("batch_not_found")
         ));
     }
@@ -416,10 +404,10 @@ mod tests {
     fn documented_upload_answer() {
         let body = include_str!("../../fixtures/contract/deepvue-batch-submit.json");
         assert!(matches!(
-            read_upload(&answer(201, body)).unwrap(),
+            read_upload(&Answer::sample(201, body)).unwrap(),
             Uploaded::Accepted(id) if id == "4e8b0c1f9a2d4e7b8c3d2a1f0e9d8c7b"
         ));
-        let refused = read_upload(&answer(
+        let refused = read_upload(&Answer::sample(
             400,
             r#"{"code":400,"sub_code":"BATCH_TOO_LARGE","message":"batch_file has 20 rows; at most 10 rows are accepted"}"#,
         ))

@@ -65,6 +65,17 @@ impl Answer {
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
     }
+
+    /// An answer as a check's reader sees it, for tests of the readers.
+    #[cfg(test)]
+    pub fn sample(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("a valid status"),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            attempts: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -26,44 +26,34 @@ fn utc(secs: u64) -> OffsetDateTime {
 
 /// `2026-03-08T00:00:00Z`: the token expiry and S3's error dates.
 pub(super) fn rfc3339_utc(secs: u64) -> String {
-    let t = utc(secs);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
+    format(
+        utc(secs),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
     )
 }
 
 /// `2025-01-30T14:00:55+05:30`: the provider's async result timestamps, in India time.
 pub(super) fn ist(ms: u64) -> String {
-    let t = utc(ms / 1000).to_offset(offset!(+5:30));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+05:30",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
+    format(
+        utc(ms / 1000).to_offset(offset!(+5:30)),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+05:30"),
     )
 }
 
 /// `20260308T000000Z`: the `X-Amz-Date` of a pre-signed URL.
 pub(super) fn amz_date(secs: u64) -> String {
-    let t = utc(secs);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
+    format(
+        utc(secs),
+        format_description!("[year][month][day]T[hour][minute][second]Z"),
     )
+}
+
+fn format(
+    t: OffsetDateTime,
+    description: &[time::format_description::BorrowedFormatItem<'_>],
+) -> String {
+    // Formatting a valid date with these fixed descriptions cannot fail.
+    t.format(description).unwrap_or_default()
 }
 
 /// The unix seconds of an `X-Amz-Date`, if it is one.

@@ -5,9 +5,9 @@
 //! process against the sandbox, and prints one block of figures:
 //!
 //! - `wall`, `rows/s`: the client process's elapsed time, from spawn to exit, and rows over it.
-//! - `client CPU`: user + system seconds of the client process alone (`getrusage` of the
-//!   reaped children, taken just before the spawn and just after the wait; the sandbox is still
-//!   running then, so none of its time is in it), and per input row.
+//! - `client CPU`, `client peak memory`: user + system seconds and the peak resident memory of
+//!   the client process alone (from `wait4` when it is reaped), CPU also per input row. Compare
+//!   the peak memory across row counts (`BENCH_ROWS`) to see what grows with the input.
 //! - `accepted`, `429 answers`: every `/v1` request the sandbox let through (authorize, submits,
 //!   polls, uploads) and the ones it refused for the rate limit, from its `/_sandbox/stats`.
 //! - `quota utilisation` (scenarios with quotas): accepted requests per second over the
@@ -298,29 +298,34 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-/// User + system CPU seconds of this process's terminated, waited-for children.
-fn children_cpu_secs() -> f64 {
-    // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
 /// One finished `bulkverify run`.
 struct ClientRun {
     /// `None` when it was killed for running past [`RUN_TIMEOUT`].
     status: Option<ExitStatus>,
     wall: Duration,
+    /// User + system CPU seconds of the client alone.
     cpu_secs: f64,
+    /// The client's peak resident memory, in MiB.
+    max_rss_mib: f64,
+}
+
+/// Reaps `pid` if it has ended, with its own resource usage (`wait4`: exactly this child's,
+/// unlike `getrusage(RUSAGE_CHILDREN)`, whose peak memory is the largest of all children so far).
+fn reap(pid: libc::pid_t) -> anyhow::Result<Option<(ExitStatus, libc::rusage)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes into it and `status`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+    match rc {
+        0 => Ok(None),
+        r if r == pid => Ok(Some((ExitStatus::from_raw(status), usage))),
+        _ => Err(std::io::Error::last_os_error()).context("wait4"),
+    }
 }
 
 /// Runs the client to completion in `dir`, its stdout and stderr going to files there.
 fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<ClientRun> {
-    let before = children_cpu_secs();
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .current_dir(dir)
@@ -338,22 +343,26 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         .stderr(File::create(dir.join("client.stderr"))?)
         .spawn()
         .context("cannot start bulkverify run")?;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
+    let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+    let (status, usage) = loop {
+        if let Some((status, usage)) = reap(pid)? {
+            break (Some(status), Some(usage));
         }
         if started.elapsed() > RUN_TIMEOUT {
             child.kill()?;
             child.wait()?;
-            break None;
+            break (None, None);
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let wall = started.elapsed();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(ClientRun {
         status,
         wall,
-        cpu_secs: children_cpu_secs() - before,
+        cpu_secs: usage.map_or(f64::NAN, |u| secs(u.ru_utime) + secs(u.ru_stime)),
+        // Linux reports ru_maxrss in KiB.
+        max_rss_mib: usage.map_or(f64::NAN, |u| u.ru_maxrss as f64 / 1024.0),
     })
 }
 
@@ -526,6 +535,7 @@ fn run_scenario(s: &Scenario, rows: usize) -> anyhow::Result<()> {
         "client CPU per row",
         format!("{:.3} ms", 1000.0 * run.cpu_secs / rows as f64),
     );
+    figure("client peak memory", format!("{:.1} MiB", run.max_rss_mib));
     let bytes = std::fs::metadata(&out).map_or(0, |m| m.len());
     figure("output", format!("{bytes} bytes"));
     if !errors.is_empty() {

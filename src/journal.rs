@@ -552,8 +552,31 @@ impl Journal {
         Ok((writer, WriterThread(handle)))
     }
 
-    /// Every row's outcome for the merge, in key order; duplicates carry their leader's.
-    pub fn export(&self) -> Result<Vec<ExportRow>, JournalError> {
+    /// The check's own result fields over all rows, in the order they first appear: the
+    /// columns of the output after the common ones.
+    pub fn field_names(&self) -> Result<Vec<String>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT fields FROM rows WHERE fields IS NOT NULL ORDER BY row_key")
+            .map_err(|e| self.sql(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sql(e))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
+            let text: String = r.get(0).map_err(|e| self.sql(e))?;
+            let fields: Vec<(String, String)> = serde_json::from_str(&text).unwrap_or_default();
+            for (name, _) in fields {
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every row's outcome for the merge, one at a time in key order; duplicates carry their
+    /// leader's. Streamed: the merge must not hold a second copy of every result.
+    pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
         let mut st = self
             .conn
             .prepare(
@@ -570,15 +593,15 @@ impl Journal {
                  ORDER BY r.row_key",
             )
             .map_err(|e| self.sql(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let state = RowState::parse(&r.get::<_, String>(2)?);
+        let mut rows = st.query([]).map_err(|e| self.sql(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
+            let row = (|| -> rusqlite::Result<ExportRow> {
                 let status: Option<String> = r.get(3)?;
                 let fields: Option<String> = r.get(10)?;
                 Ok(ExportRow {
                     key: RowKey(r.get::<_, i64>(0)? as u64),
                     duplicate_of: r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64)),
-                    state,
+                    state: RowState::parse(&r.get::<_, String>(2)?),
                     status: status.as_deref().and_then(Status::parse),
                     reason: r.get(4)?,
                     message: r.get(5)?,
@@ -590,9 +613,11 @@ impl Journal {
                         .and_then(|f| serde_json::from_str(&f).ok())
                         .unwrap_or_default(),
                 })
-            })
+            })()
             .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+            f(row);
+        }
+        Ok(())
     }
 }
 
@@ -1088,6 +1113,12 @@ mod tests {
         [b; 16]
     }
 
+    fn export(j: &Journal) -> Vec<ExportRow> {
+        let mut rows = Vec::new();
+        j.export_each(|r| rows.push(r)).unwrap();
+        rows
+    }
+
     #[test]
     fn planning_detects_duplicates_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
@@ -1106,7 +1137,7 @@ mod tests {
         // Planning the same rows again (a resumed pass) finds the same leaders.
         let dups = j.plan_rows(&rows[2..3]).unwrap();
         assert_eq!(dups, vec![Some(RowKey::new(0, 0))]);
-        let export = j.export().unwrap();
+        let export = export(&j);
         assert_eq!(export.len(), 4);
         assert_eq!(export[2].duplicate_of, Some(RowKey::new(0, 0)));
         assert_eq!(export[3].status, Some(Status::InvalidInput));
@@ -1153,8 +1184,9 @@ mod tests {
             ]
         );
         assert_eq!(page[0].request_id.as_deref(), Some("req-0"));
-        let export = j.export().unwrap();
+        let export = export(&j);
         assert_eq!(export[1].attempts, 2);
+        assert_eq!(j.field_names().unwrap(), ["a"]);
         assert_eq!(export[1].fields, vec![("a".to_string(), "1".to_string())]);
         assert_eq!(j.recover(true).unwrap(), 0);
         let page = j

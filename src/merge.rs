@@ -9,9 +9,12 @@
 //! records from the shared reader into a canonical Parquet copy (row key plus every column, as
 //! strings) in the state directory, joins that with the outcomes, and deletes the copy.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
+use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
+use polars_plan::plans::AExprSorted;
 
 use crate::input::{InputError, InputFile};
 
@@ -37,6 +40,8 @@ pub enum MergeError {
          during the run: run again"
     )]
     RowCount { read: u64, known: u64 },
+    #[error("internal error: result row keys must ascend ({key} came after {last})")]
+    Unordered { key: u64, last: u64 },
 }
 
 /// The output's format, from its extension.
@@ -55,24 +60,151 @@ impl Format {
     }
 }
 
-/// The result columns, one value per row in key order.
+/// The result columns, written row by row in key order to a Parquet file in the state
+/// directory, a row group at a time: like the input's copy, it is streamed into the join, so
+/// the merge's memory does not grow with the number of rows.
 pub struct Results {
-    pub keys: Vec<u64>,
-    /// The `bv_*` columns, in output order.
-    pub columns: Vec<(String, Values)>,
+    path: PathBuf,
+    writer: BatchedWriter<File>,
+    columns: Vec<(String, Kind)>,
+    keys: PrimitiveChunkedBuilder<UInt64Type>,
+    builders: Vec<Builder>,
+    pending: usize,
+    rows: u64,
+    last: Option<u64>,
 }
 
-/// A result column's values. Counts stay numeric, for Parquet readers.
-pub enum Values {
-    Text(Vec<Option<String>>),
-    Count(Vec<Option<u32>>),
+/// A finished results file.
+pub struct ResultsFile {
+    path: PathBuf,
+    rows: u64,
+    columns: Vec<String>,
+}
+
+/// A result column's kind. Counts stay numeric, for Parquet readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Count,
+}
+
+/// One cell of a result row.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    Text(Option<&'a str>),
+    Count(Option<u32>),
+}
+
+enum Builder {
+    Text(StringChunkedBuilder),
+    Count(PrimitiveChunkedBuilder<UInt32Type>),
+}
+
+fn builders(columns: &[(String, Kind)]) -> (PrimitiveChunkedBuilder<UInt64Type>, Vec<Builder>) {
+    let keys = PrimitiveChunkedBuilder::new(KEY.into(), CHUNK_ROWS);
+    let builders = columns
+        .iter()
+        .map(|(name, kind)| match kind {
+            Kind::Text => Builder::Text(StringChunkedBuilder::new(name.into(), CHUNK_ROWS)),
+            Kind::Count => Builder::Count(PrimitiveChunkedBuilder::new(name.into(), CHUNK_ROWS)),
+        })
+        .collect();
+    (keys, builders)
+}
+
+impl Results {
+    /// A results file at `path` (created 0600) with these columns.
+    pub fn create(path: &Path, columns: &[(String, Kind)]) -> Result<Results, MergeError> {
+        let file = crate::journal::create_private_file(path).map_err(|source| MergeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut fields = vec![Field::new(KEY.into(), DataType::UInt64)];
+        fields.extend(columns.iter().map(|(name, kind)| {
+            let dtype = match kind {
+                Kind::Text => DataType::String,
+                Kind::Count => DataType::UInt32,
+            };
+            Field::new(name.into(), dtype)
+        }));
+        let writer = ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Uncompressed)
+            .batched(&Schema::from_iter(fields))?;
+        let (keys, builders) = builders(columns);
+        Ok(Results {
+            path: path.to_path_buf(),
+            writer,
+            columns: columns.to_vec(),
+            keys,
+            builders,
+            pending: 0,
+            rows: 0,
+            last: None,
+        })
+    }
+
+    /// Appends a row, keys ascending: one cell per column, in column order.
+    pub fn push<'a>(
+        &mut self,
+        key: u64,
+        cells: impl IntoIterator<Item = Cell<'a>>,
+    ) -> Result<(), MergeError> {
+        // The join trusts the file to be sorted: a key out of order would pair rows wrongly.
+        if let Some(last) = self.last.filter(|l| key <= *l) {
+            return Err(MergeError::Unordered { key, last });
+        }
+        self.last = Some(key);
+        self.keys.append_value(key);
+        for (builder, cell) in self.builders.iter_mut().zip(cells) {
+            match (builder, cell) {
+                (Builder::Text(b), Cell::Text(v)) => b.append_option(v),
+                (Builder::Count(b), Cell::Count(v)) => b.append_option(v),
+                (Builder::Text(b), Cell::Count(_)) => b.append_null(),
+                (Builder::Count(b), Cell::Text(_)) => b.append_null(),
+            }
+        }
+        self.pending += 1;
+        self.rows += 1;
+        if self.pending == CHUNK_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), MergeError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let (keys, builders) = builders(&self.columns);
+        let keys = std::mem::replace(&mut self.keys, keys);
+        let full = std::mem::replace(&mut self.builders, builders);
+        let mut frame = vec![keys.finish().into_series().into_column()];
+        frame.extend(full.into_iter().map(|b| match b {
+            Builder::Text(b) => b.finish().into_series().into_column(),
+            Builder::Count(b) => b.finish().into_series().into_column(),
+        }));
+        self.writer
+            .write_batch(&DataFrame::new_infer_height(frame)?)?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<ResultsFile, MergeError> {
+        self.flush()?;
+        self.writer.finish()?;
+        Ok(ResultsFile {
+            path: self.path,
+            rows: self.rows,
+            columns: self.columns.into_iter().map(|(n, _)| n).collect(),
+        })
+    }
 }
 
 /// Writes `output`: every input column, then the result columns. The file appears complete
 /// or not at all (a temporary file beside it, renamed), readable only by its owner.
 pub fn write_output(
     inputs: &[InputFile],
-    results: Results,
+    results: ResultsFile,
     output: &Path,
     scratch: &Path,
 ) -> Result<(), MergeError> {
@@ -81,13 +213,17 @@ pub fn write_output(
     let columns = union_of_headers(inputs);
     let result = (|| {
         let read = canonical_copy(inputs, &columns, &copy, format)?;
-        let known = results.keys.len() as u64;
-        if read != known {
-            return Err(MergeError::RowCount { read, known });
+        if read != results.rows {
+            return Err(MergeError::RowCount {
+                read,
+                known: results.rows,
+            });
         }
-        join_and_sink(&copy, &columns, results, output, format)
+        join_and_sink(&copy, &columns, &results, output, format)
     })();
+    // Both files hold personal data: they live only as long as the merge.
     let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&results.path);
     result
 }
 
@@ -183,27 +319,30 @@ fn canonical_copy(
 fn join_and_sink(
     copy: &Path,
     input_columns: &[String],
-    results: Results,
+    results: &ResultsFile,
     output: &Path,
     format: Format,
 ) -> Result<(), MergeError> {
-    let rows =
-        LazyFrame::scan_parquet(PlRefPath::try_from_path(copy)?, ScanArgsParquet::default())?;
-
-    let mut columns = vec![Column::new(KEY.into(), results.keys)];
+    // Both sides are written in key order and say so: polars then merges them as two sorted
+    // streams instead of holding one side in a hash table.
+    let sorted = AExprSorted {
+        descending: Some(false),
+        nulls_last: Some(false),
+    };
+    let scan = |p: &Path| -> PolarsResult<LazyFrame> {
+        Ok(
+            LazyFrame::scan_parquet(PlRefPath::try_from_path(p)?, ScanArgsParquet::default())?
+                .with_column(col(KEY).set_sorted_flag(sorted)),
+        )
+    };
+    let rows = scan(copy)?;
+    let outcomes = scan(&results.path)?;
     let mut order: Vec<String> = input_columns.to_vec();
-    for (name, values) in results.columns {
-        columns.push(match values {
-            Values::Text(v) => Column::new(name.as_str().into(), v),
-            Values::Count(v) => Column::new(name.as_str().into(), v),
-        });
-        order.push(name);
-    }
-    let outcomes = DataFrame::new_infer_height(columns)?;
+    order.extend(results.columns.iter().cloned());
 
     let joined = rows
         .join_builder()
-        .with(outcomes.lazy())
+        .with(outcomes)
         .left_on([col(KEY)])
         .right_on([col(KEY)])
         .how(JoinType::Left)
@@ -264,21 +403,29 @@ mod tests {
         InputFile::open_all(&paths).unwrap()
     }
 
-    fn results(keys: Vec<u64>) -> Results {
-        let status = keys.iter().map(|k| Some(format!("s{k}"))).collect();
-        let note = keys
-            .iter()
-            .map(|k| (k % 2 == 0).then(|| "a,\"b\"".to_string()))
-            .collect();
-        let attempts = keys.iter().map(|k| (k % 3 != 0).then_some(1)).collect();
-        Results {
-            keys,
-            columns: vec![
-                ("bv_status".into(), Values::Text(status)),
-                ("bv_note".into(), Values::Text(note)),
-                ("bv_attempts".into(), Values::Count(attempts)),
+    fn results(dir: &Path, keys: Vec<u64>) -> ResultsFile {
+        let mut r = Results::create(
+            &dir.join("results.parquet"),
+            &[
+                ("bv_status".into(), Kind::Text),
+                ("bv_note".into(), Kind::Text),
+                ("bv_attempts".into(), Kind::Count),
             ],
+        )
+        .unwrap();
+        for k in keys {
+            let status = format!("s{k}");
+            r.push(
+                k,
+                [
+                    Cell::Text(Some(&status)),
+                    Cell::Text((k % 2 == 0).then_some("a,\"b\"")),
+                    Cell::Count((k % 3 != 0).then_some(1)),
+                ],
+            )
+            .unwrap();
         }
+        r.finish().unwrap()
     }
 
     #[test]
@@ -292,7 +439,13 @@ mod tests {
             )],
         );
         let out = dir.path().join("out.csv");
-        write_output(&files, results(vec![0, 1, 2, 3]), &out, dir.path()).unwrap();
+        write_output(
+            &files,
+            results(dir.path(), vec![0, 1, 2, 3]),
+            &out,
+            dir.path(),
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "id,name,x,bv_status,bv_note,bv_attempts\n\
@@ -312,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn many_rows_keep_order_and_match_by_key_not_position() {
+    fn many_rows_keep_input_order_across_row_groups() {
         let dir = tempfile::tempdir().unwrap();
         let n = CHUNK_ROWS as u64 + 1234;
         let mut data = b"id\n".to_vec();
@@ -320,10 +473,14 @@ mod tests {
             data.extend_from_slice(format!("{i:07}\n").as_bytes());
         }
         let files = inputs(dir.path(), &[("big.csv", &data)]);
-        let mut keys: Vec<u64> = (0..n).collect();
-        keys.reverse();
         let out = dir.path().join("out.csv");
-        write_output(&files, results(keys), &out, dir.path()).unwrap();
+        write_output(
+            &files,
+            results(dir.path(), (0..n).collect()),
+            &out,
+            dir.path(),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         for (i, line) in text.lines().skip(1).enumerate() {
             let (id, status) = line.split_once(',').unwrap();
@@ -338,7 +495,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = inputs(dir.path(), &[("in.csv", b"id,name\n007,\n2,b\n")]);
         let out = dir.path().join("out.parquet");
-        write_output(&files, results(vec![0, 1]), &out, dir.path()).unwrap();
+        write_output(&files, results(dir.path(), vec![0, 1]), &out, dir.path()).unwrap();
         let df = LazyFrame::scan_parquet(
             PlRefPath::try_from_path(&out).unwrap(),
             ScanArgsParquet::default(),
@@ -365,14 +522,35 @@ mod tests {
             &[("a.csv", b"id,x\n1,a\n"), ("b.csv", b"y,id\nq,2\n")],
         );
         let out = dir.path().join("out.csv");
-        let keys = vec![RowKey::new(0, 0).0, RowKey::new(1, 0).0];
-        let mut r = results(keys);
-        r.columns.truncate(1);
-        r.columns[0].1 = Values::Text(vec![Some("first".into()), Some("second".into())]);
-        write_output(&files, r, &out, dir.path()).unwrap();
+        let mut r = Results::create(
+            &dir.path().join("r.parquet"),
+            &[("bv_status".into(), Kind::Text)],
+        )
+        .unwrap();
+        r.push(RowKey::new(0, 0).0, [Cell::Text(Some("first"))])
+            .unwrap();
+        r.push(RowKey::new(1, 0).0, [Cell::Text(Some("second"))])
+            .unwrap();
+        write_output(&files, r.finish().unwrap(), &out, dir.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "id,x,y,bv_status\n1,a,,first\n2,,q,second\n"
+        );
+    }
+
+    #[test]
+    fn result_keys_out_of_order_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Results::create(
+            &dir.path().join("r.parquet"),
+            &[("bv_status".into(), Kind::Text)],
+        )
+        .unwrap();
+        r.push(5, [Cell::Text(None)]).unwrap();
+        let err = r.push(3, [Cell::Text(None)]).unwrap_err();
+        assert!(
+            matches!(err, MergeError::Unordered { key: 3, last: 5 }),
+            "{err}"
         );
     }
 
@@ -382,7 +560,7 @@ mod tests {
         let files = inputs(dir.path(), &[("in.csv", b"id\n1\n2\n")]);
         let out = dir.path().join("out.csv");
         std::fs::write(&out, "previous").unwrap();
-        let err = write_output(&files, results(vec![0]), &out, dir.path()).unwrap_err();
+        let err = write_output(&files, results(dir.path(), vec![0]), &out, dir.path()).unwrap_err();
         assert!(
             matches!(err, MergeError::RowCount { read: 2, known: 1 }),
             "{err}"
@@ -398,7 +576,7 @@ mod tests {
         let files = inputs(dir.path(), &[("in.csv", b"id\n1\n")]);
         let out = dir.path().join("out.csv");
         std::fs::write(&out, "previous").unwrap();
-        write_output(&files, results(vec![0]), &out, dir.path()).unwrap();
+        write_output(&files, results(dir.path(), vec![0]), &out, dir.path()).unwrap();
         assert_eq!(
             std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
             0o600

@@ -1,14 +1,15 @@
 //! What the run produced: the result columns of the output, the summary, the exit code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::checks::COMMON_FIELDS;
 use crate::engine::stats::Stats;
 use crate::input::InputFile;
 use crate::journal::{ExportRow, RowState};
-use crate::merge::{Results, Values};
+use crate::merge::{Cell, Kind, MergeError, Results, ResultsFile};
 use crate::outcome::{RowKey, Status};
 
 /// Every row has a final outcome.
@@ -22,23 +23,23 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INCOMPLETE: u8 = 75;
 
 /// One row's result as written.
-struct Written {
+struct Written<'r> {
     status: Status,
-    reason: Option<String>,
-    message: Option<String>,
+    reason: Option<&'r str>,
+    message: Option<&'r str>,
 }
 
 /// What a journal row means in the output.
-fn written(row: &ExportRow) -> Written {
+fn written(row: &ExportRow) -> Written<'_> {
     let own = || Written {
         status: row.status.unwrap_or(Status::Error),
-        reason: row.reason.clone(),
-        message: row.message.clone(),
+        reason: row.reason.as_deref(),
+        message: row.message.as_deref(),
     };
-    let pending = |reason: &str, message: &str| Written {
+    let pending = |reason: &'static str, message: &'static str| Written {
         status: Status::Pending,
-        reason: Some(reason.into()),
-        message: Some(message.into()),
+        reason: Some(reason),
+        message: Some(message),
     };
     match row.state {
         RowState::Done => own(),
@@ -52,83 +53,121 @@ fn written(row: &ExportRow) -> Written {
         ),
         RowState::Sending | RowState::Unconfirmed => Written {
             status: Status::Error,
-            reason: Some("unconfirmed_submission".into()),
+            reason: Some("unconfirmed_submission"),
             message: Some(
                 "the request may have reached the provider (and been billed) but its answer \
-                 was lost; re-run with --resend-unconfirmed to send it again"
-                    .into(),
+                 was lost; re-run with --resend-unconfirmed to send it again",
             ),
         },
     }
 }
 
-/// The output's result columns, and the count of rows by status.
-pub fn results(inputs: &[InputFile], rows: &[ExportRow]) -> (Results, BTreeMap<Status, u64>) {
-    let common: Vec<&str> = COMMON_FIELDS.iter().map(|(n, _)| *n).collect();
-    // A provider field named like one of ours keeps its own column.
-    let field_column = |name: &str| {
-        if common.contains(&name) {
-            format!("bv_source_{name}")
-        } else {
-            format!("bv_{name}")
-        }
-    };
-    let mut field_names: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for r in rows {
-        for (name, _) in &r.fields {
-            if seen.insert(name.as_str()) {
-                field_names.push(name.clone());
+/// Turns journal rows, one at a time in key order, into the output's result columns and the
+/// count of rows by status.
+pub struct Collector<'a> {
+    inputs: &'a [InputFile],
+    /// The check's own fields: their output names, and where each goes by field name.
+    field_columns: Vec<String>,
+    field_index: HashMap<String, usize>,
+    results: Results,
+    counts: BTreeMap<Status, u64>,
+    duplicates: u64,
+}
+
+/// What the rows add up to.
+pub struct Tally {
+    pub counts: BTreeMap<Status, u64>,
+    pub duplicates: u64,
+}
+
+impl<'a> Collector<'a> {
+    /// `fields` are the check's own result fields in output order; the columns are written to
+    /// a results file at `path`.
+    pub fn new(
+        inputs: &'a [InputFile],
+        fields: Vec<String>,
+        path: &Path,
+    ) -> Result<Collector<'a>, MergeError> {
+        let common: Vec<&str> = COMMON_FIELDS.iter().map(|(n, _)| *n).collect();
+        // A provider field named like one of ours keeps its own column.
+        let field_columns: Vec<String> = fields
+            .iter()
+            .map(|f| {
+                if common.contains(&f.as_str()) {
+                    format!("bv_source_{f}")
+                } else {
+                    format!("bv_{f}")
+                }
+            })
+            .collect();
+        let mut columns: Vec<(String, Kind)> = COMMON_FIELDS
+            .iter()
+            .map(|(n, _)| {
+                let kind = if *n == "attempts" {
+                    Kind::Count
+                } else {
+                    Kind::Text
+                };
+                (format!("bv_{n}"), kind)
+            })
+            .collect();
+        columns.extend(field_columns.iter().map(|c| (c.clone(), Kind::Text)));
+        Ok(Collector {
+            inputs,
+            field_index: fields
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| (f, i))
+                .collect(),
+            results: Results::create(path, &columns)?,
+            field_columns,
+            counts: BTreeMap::new(),
+            duplicates: 0,
+        })
+    }
+
+    pub fn add(&mut self, row: &ExportRow) -> Result<(), MergeError> {
+        let w = written(row);
+        *self.counts.entry(w.status).or_insert(0) += 1;
+        self.duplicates += u64::from(row.duplicate_of.is_some());
+        let done = row.state == RowState::Done;
+        let duplicate_of = row.duplicate_of.map(|k| row_reference(self.inputs, k));
+        let mut fields: Vec<Option<&str>> = vec![None; self.field_columns.len()];
+        for (name, value) in &row.fields {
+            if let Some(&i) = self.field_index.get(name) {
+                fields[i] = Some(value);
             }
         }
+        // In the order of COMMON_FIELDS, then the check's own.
+        let common = [
+            Cell::Text(Some(w.status.as_str())),
+            Cell::Text(w.reason),
+            Cell::Text(w.message),
+            Cell::Text(row.provider_status.as_deref()),
+            Cell::Text(row.request_id.as_deref()),
+            Cell::Text(if done {
+                row.checked_at.as_deref()
+            } else {
+                None
+            }),
+            Cell::Count((row.attempts > 0).then_some(row.attempts)),
+            Cell::Text(duplicate_of.as_deref()),
+        ];
+        self.results.push(
+            row.key.0,
+            common.into_iter().chain(fields.into_iter().map(Cell::Text)),
+        )
     }
-    let n = rows.len();
-    let mut keys = Vec::with_capacity(n);
-    let mut text: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(n); 7 + field_names.len()];
-    let mut attempts = Vec::with_capacity(n);
-    let mut counts = BTreeMap::new();
-    let field_index: std::collections::HashMap<&str, usize> = field_names
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.as_str(), i))
-        .collect();
-    for r in rows {
-        let w = written(r);
-        *counts.entry(w.status).or_insert(0) += 1;
-        keys.push(r.key.0);
-        let done = r.state == RowState::Done;
-        text[0].push(Some(w.status.as_str().to_string()));
-        text[1].push(w.reason);
-        text[2].push(w.message);
-        text[3].push(r.provider_status.clone());
-        text[4].push(r.request_id.clone());
-        text[5].push(if done { r.checked_at.clone() } else { None });
-        text[6].push(r.duplicate_of.map(|k| row_reference(inputs, k)));
-        attempts.push((r.attempts > 0).then_some(r.attempts));
-        let mut values = vec![None; field_names.len()];
-        for (name, value) in &r.fields {
-            values[field_index[name.as_str()]] = Some(value.clone());
-        }
-        for (i, v) in values.into_iter().enumerate() {
-            text[7 + i].push(v);
-        }
+
+    pub fn finish(self) -> Result<(ResultsFile, Tally), MergeError> {
+        Ok((
+            self.results.finish()?,
+            Tally {
+                counts: self.counts,
+                duplicates: self.duplicates,
+            },
+        ))
     }
-    let mut text = text.into_iter();
-    let mut next = || Values::Text(text.next().expect("one column per name"));
-    let mut columns = vec![
-        ("bv_status".to_string(), next()),
-        ("bv_reason".into(), next()),
-        ("bv_message".into(), next()),
-        ("bv_provider_status".into(), next()),
-        ("bv_request_id".into(), next()),
-        ("bv_checked_at".into(), next()),
-        ("bv_attempts".into(), Values::Count(attempts)),
-        ("bv_duplicate_of".into(), next()),
-    ];
-    for f in &field_names {
-        columns.push((field_column(f), next()));
-    }
-    (Results { keys, columns }, counts)
 }
 
 /// How the output refers to another row: `row 12`, or `b.csv row 12` with several inputs.
@@ -243,13 +282,6 @@ mod tests {
         }
     }
 
-    fn column<'a>(r: &'a Results, name: &str) -> &'a Vec<Option<String>> {
-        match &r.columns.iter().find(|(n, _)| n == name).unwrap().1 {
-            Values::Text(v) => v,
-            Values::Count(_) => panic!("{name} is a count"),
-        }
-    }
-
     #[test]
     fn states_become_definite_outcomes() {
         let mut dup = row(4, RowState::Done, Some(Status::Verified));
@@ -264,43 +296,44 @@ mod tests {
             row(3, RowState::Unconfirmed, None),
             dup,
         ];
-        let (r, counts) = results(&[], &rows);
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, "id\na\nb\nc\nd\ne\n").unwrap();
+        let inputs = InputFile::open_all(&[input]).unwrap();
+        let results_path = dir.path().join("results.parquet");
+        let mut c =
+            Collector::new(&inputs, vec!["status".into(), "name".into()], &results_path).unwrap();
+        for r in &rows {
+            c.add(r).unwrap();
+        }
+        let (results, tally) = c.finish().unwrap();
+        let out = dir.path().join("out.csv");
+        crate::merge::write_output(&inputs, results, &out, dir.path()).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            column(&r, "bv_status"),
-            &["verified", "pending", "pending", "error", "verified"]
-                .map(|s| Some(s.to_string()))
-                .to_vec()
+            lines[0],
+            "id,bv_status,bv_reason,bv_message,bv_provider_status,bv_request_id,\
+             bv_checked_at,bv_attempts,bv_duplicate_of,bv_source_status,bv_name"
         );
-        assert_eq!(column(&r, "bv_reason")[1].as_deref(), Some("not_sent"));
-        assert_eq!(
-            column(&r, "bv_reason")[2].as_deref(),
-            Some("still_processing")
+        assert_eq!(lines[1], "a,verified,,,,,2026-11-22T00:00:00Z,2,,x,A");
+        assert!(lines[2].starts_with("b,pending,not_sent,"), "{}", lines[2]);
+        assert!(lines[2].ends_with(",,,,,"), "never checked: {}", lines[2]);
+        assert!(
+            lines[3].starts_with("c,pending,still_processing,"),
+            "{}",
+            lines[3]
         );
-        assert_eq!(
-            column(&r, "bv_reason")[3].as_deref(),
-            Some("unconfirmed_submission")
+        assert!(
+            lines[4].starts_with("d,error,unconfirmed_submission,"),
+            "{}",
+            lines[4]
         );
-        assert_eq!(column(&r, "bv_checked_at")[1], None, "never checked");
-        assert_eq!(column(&r, "bv_duplicate_of")[4].as_deref(), Some("row 1"));
-        assert_eq!(column(&r, "bv_source_status")[0].as_deref(), Some("x"));
-        assert_eq!(column(&r, "bv_name")[0].as_deref(), Some("A"));
-        assert_eq!(column(&r, "bv_name")[1], None);
-        assert_eq!(counts[&Status::Verified], 2);
-        assert_eq!(counts[&Status::Pending], 2);
-        let names: Vec<&str> = r.columns.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            &names[..8],
-            &[
-                "bv_status",
-                "bv_reason",
-                "bv_message",
-                "bv_provider_status",
-                "bv_request_id",
-                "bv_checked_at",
-                "bv_attempts",
-                "bv_duplicate_of"
-            ]
-        );
+        assert_eq!(lines[5], "e,verified,,,,,2026-11-22T00:00:00Z,,row 1,,");
+        assert_eq!(tally.counts[&Status::Verified], 2);
+        assert_eq!(tally.counts[&Status::Pending], 2);
+        assert_eq!(tally.counts[&Status::Error], 1);
+        assert_eq!(tally.duplicates, 1);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::journal::{Identity, Journal, JournalReader};
 use crate::progress::{Phase, Progress, ProgressMode};
 use crate::providers::Api;
 use crate::providers::deepvue::DeepvueAuth;
-use crate::report::{self, Summary};
+use crate::report::{Collector, Summary};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 
 /// Everything `run` was asked to do.
@@ -222,11 +222,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     }
 
     progress.phase(Phase::Writing);
-    let (rows, journal) = tokio::task::spawn_blocking(move || (journal.export(), journal)).await?;
-    let rows = rows?;
-    let duplicates = rows.iter().filter(|r| r.duplicate_of.is_some()).count() as u64;
-    let (results, counts) = report::results(&inputs, &rows);
-    drop(rows);
+    // The journal (and with it the state's lock) lives until the output is written.
+    let (results, tally, journal) = {
+        let (inputs, scratch_for_results) = (inputs.clone(), scratch.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let path = scratch_for_results.join("results.parquet");
+            let mut collector = Collector::new(&inputs, journal.field_names()?, &path)?;
+            let mut added = Ok(());
+            journal.export_each(|row| {
+                if added.is_ok() {
+                    added = collector.add(&row);
+                }
+            })?;
+            added?;
+            let (results, tally) = collector.finish()?;
+            Ok((results, tally, journal))
+        })
+        .await??
+    };
     {
         let (inputs, out, scratch) = (inputs.clone(), output.clone(), scratch.clone());
         tokio::task::spawn_blocking(move || {
@@ -241,8 +254,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let summary = Summary {
         check: info.name,
         files: inputs.len(),
-        counts: &counts,
-        duplicates,
+        counts: &tally.counts,
+        duplicates: tally.duplicates,
         stats: &stats,
         elapsed: started.elapsed(),
         output: &output.display().to_string(),

@@ -59,9 +59,52 @@ impl Check {
     }
 }
 
+/// What Ctrl-C and SIGTERM do. While requests are being sent, the first signal stops sending
+/// and lets the requests in flight finish (their answers are recorded and the output is
+/// written), and a second quits at once. At any other time a signal quits at once: the journal
+/// is transactional and the output is replaced by a rename, so nothing is lost.
+#[derive(Default)]
+struct Interrupts {
+    dispatch: std::sync::Mutex<Option<Arc<Ctx>>>,
+    interrupted: AtomicBool,
+}
+
+impl Interrupts {
+    fn listen(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let dispatch = this
+                .dispatch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(ctx) = dispatch {
+                this.interrupted.store(true, Ordering::Release);
+                tracing::warn!(
+                    "stopping: no new request will be sent; waiting for the ones in flight \
+                     (press Ctrl-C again to quit at once)"
+                );
+                ctx.halt();
+                wait_for_signal().await;
+            }
+            std::process::exit(130);
+        });
+    }
+
+    fn dispatching(&self, ctx: Option<Arc<Ctx>>) {
+        *self
+            .dispatch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ctx;
+    }
+}
+
 /// Runs the job; returns the exit code.
 pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let interrupts = Arc::new(Interrupts::default());
+    interrupts.listen();
     let config = ConfigFile::load(opts.config.as_deref())?;
     validate_sections(&config)?;
     let info = opts.check.info();
@@ -196,7 +239,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     Stats::add(&stats.work_total, work);
     progress.phase(Phase::Verifying);
 
-    let interrupted = Arc::new(AtomicBool::new(false));
     if work > 0 {
         let fatal = dispatch(
             &journal,
@@ -206,7 +248,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             maps.clone(),
             stats.clone(),
             scratch.clone(),
-            interrupted.clone(),
+            &interrupts,
         )
         .await?;
         if let Some(message) = fatal {
@@ -259,7 +301,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         stats: &stats,
         elapsed: started.elapsed(),
         output: &output.display().to_string(),
-        interrupted: interrupted.load(Ordering::Acquire),
+        interrupted: interrupts.interrupted.load(Ordering::Acquire),
     };
     eprint!("{}", summary.render());
     Ok(summary.exit_code())
@@ -275,7 +317,7 @@ async fn dispatch(
     maps: Arc<Vec<ColumnMap>>,
     stats: Arc<Stats>,
     scratch: PathBuf,
-    interrupted: Arc<AtomicBool>,
+    interrupts: &Interrupts,
 ) -> anyhow::Result<Option<String>> {
     let (writer, writer_thread) = journal.writer()?;
     let used = journal.usage_since(unix_minute() - 24 * 60)?;
@@ -298,21 +340,7 @@ async fn dispatch(
         settings.concurrency,
     ));
 
-    let signals = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            interrupted.store(true, Ordering::Release);
-            tracing::warn!(
-                "stopping: no new request will be sent; waiting for the ones in flight \
-                 (press Ctrl-C again to quit at once)"
-            );
-            ctx.halt();
-            wait_for_signal().await;
-            std::process::exit(130);
-        })
-    };
-
+    interrupts.dispatching(Some(ctx.clone()));
     let (tx, rx) = mpsc::channel::<Work>(1024);
     let reader = journal.reader()?;
     let feeder = {
@@ -332,7 +360,7 @@ async fn dispatch(
         }
     }
     let fed = feeder.await?;
-    signals.abort();
+    interrupts.dispatching(None);
     // Ends the gate's grant loop, which holds a journal handle for the usage counts.
     ctx.api.gate().close();
     if let Err(e) = fed {

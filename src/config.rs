@@ -114,7 +114,7 @@ impl ConfigFile {
             let before = &text[..offset.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            let mut message = e.message().trim().to_string();
+            let mut message = without_quoted_values(e.message().trim());
             if message.contains("unknown field") && message.contains("secret") {
                 message.push_str(
                     "; credentials are read only from the environment or a credentials_file",
@@ -203,8 +203,8 @@ impl ProviderSettings {
                 None => (defaults.base_url.to_string(), "the default".into()),
             },
         };
-        let base_url = parse_base_url(&base_url)
-            .map_err(|m| config.invalid(base_from, format!("{base_url:?}: {m}")))?;
+        // The value is not repeated: a URL that was refused may carry credentials.
+        let base_url = parse_base_url(&base_url).map_err(|m| config.invalid(base_from, m))?;
 
         let window = |key: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ConfigError> {
             match v {
@@ -295,6 +295,24 @@ impl ProviderSettings {
             client_secret: Secret::new(client_secret),
         })
     }
+}
+
+/// A parser's message without the values it quotes (`invalid type: string "live_…"`): the
+/// value in a wrong place may be a secret.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            if quoted && out.ends_with(' ') {
+                out.pop();
+            }
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn parse_base_url(s: &str) -> Result<reqwest::Url, String> {
@@ -431,10 +449,14 @@ mod tests {
         assert!(err.contains("credentials are read only from the environment"));
         assert!(!err.contains("live_leak"), "{err}");
 
-        let err = ConfigFile::parse("[providers.deepvue]\nper_second = \"x\"\n", Path::new("b"))
-            .unwrap_err()
-            .to_string();
+        let err = ConfigFile::parse(
+            "[providers.deepvue]\nper_second = \"live_in_the_wrong_place\"\n",
+            Path::new("b"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("live_in_the_wrong_place"), "{err}");
 
         let c = ConfigFile::parse("[providers.deepvue]\nper_minute = 0\n", Path::new("b")).unwrap();
         let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None)
@@ -451,6 +473,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("http or https"), "{err}");
+
+        let c = ConfigFile::parse(
+            "[providers.deepvue]\nbase_url = \"https://u:live_pw@example.test\"\n",
+            Path::new("b"),
+        )
+        .unwrap();
+        let err = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not carry"), "{err}");
+        assert!(!err.contains("live_pw"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub enum JournalError {
     )]
     OtherInputs { dir: String },
     #[error(
+        "the state directory {dir} was made reading other columns ({found}; now {wanted}); \
+         run with the same column mapping to resume, or use --fresh to start over"
+    )]
+    OtherColumns {
+        dir: String,
+        found: String,
+        wanted: String,
+    },
+    #[error(
         "{file} changed since the state in {dir} was created (its content hash differs), so its \
          old results cannot be attached to its rows; restore the original file, or re-run with \
          --fresh to start over (the old state is kept aside, not deleted)"
@@ -110,15 +119,27 @@ impl RowState {
         }
     }
 
-    fn parse(s: &str) -> RowState {
-        match s {
+    /// A state read back. An unknown word is an error, never a default: reading a damaged
+    /// state as `planned` would send a paid call again.
+    fn parse(s: &str) -> Option<RowState> {
+        Some(match s {
+            "planned" => RowState::Planned,
             "sending" => RowState::Sending,
             "running" => RowState::Running,
             "done" => RowState::Done,
             "unconfirmed" => RowState::Unconfirmed,
             "duplicate" => RowState::Duplicate,
-            _ => RowState::Planned,
-        }
+            _ => return None,
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for RowState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        RowState::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown row state {text:?}").into())
+        })
     }
 }
 
@@ -146,7 +167,9 @@ pub struct RowRecord {
     pub status: Option<Status>,
     pub request_id: Option<String>,
     pub batch_id: Option<i64>,
-    pub attempts: u32,
+    /// Whether the row's batch was accepted and is still to be polled: such a row is never
+    /// sent again on its own, whatever its status.
+    pub batch_open: bool,
 }
 
 /// A batch the provider accepted and that still needs polling.
@@ -155,7 +178,6 @@ pub struct OpenBatch {
     pub batch_id: i64,
     pub request_id: String,
     pub rows: Vec<RowKey>,
-    pub attempts: u32,
 }
 
 /// The durable state of one job.
@@ -194,15 +216,8 @@ impl Journal {
         Ok(journal)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn sql(&self, source: rusqlite::Error) -> JournalError {
-        JournalError::Sqlite {
-            dir: self.dir.display().to_string(),
-            source,
-        }
+        sql_error(&self.dir)(source)
     }
 
     fn migrate(&self) -> Result<(), JournalError> {
@@ -288,10 +303,27 @@ impl Journal {
         }
     }
 
-    /// Records the inputs' fingerprints on first use; afterwards refuses inputs that changed.
-    /// Returns whether planning already completed for these inputs.
-    pub fn check_inputs(&self, inputs: &[(String, String)]) -> Result<bool, JournalError> {
+    /// Records the inputs' fingerprints and the columns read from them on first use;
+    /// afterwards refuses inputs that changed, or other columns (the rows' recorded identities
+    /// and outcomes belong to the columns first read). Returns whether planning already
+    /// completed for these inputs.
+    pub fn check_inputs(
+        &self,
+        inputs: &[(String, String)],
+        columns: &str,
+    ) -> Result<bool, JournalError> {
         let dir = self.dir.display().to_string();
+        match self.meta("columns")? {
+            None => self.set_meta("columns", columns)?,
+            Some(found) if found != columns => {
+                return Err(JournalError::OtherColumns {
+                    dir,
+                    found,
+                    wanted: columns.into(),
+                });
+            }
+            Some(_) => {}
+        }
         let known: Vec<(String, String)> = {
             let mut st = self
                 .conn
@@ -331,19 +363,11 @@ impl Journal {
         Ok(self.meta("planned_rows")?.and_then(|v| v.parse().ok()))
     }
 
-    /// Records a batch of first-seen rows in one transaction. For each row, returns the key of
-    /// the earlier row with the same identifier, if any.
-    pub fn plan_rows(
-        &mut self,
-        rows: &[(RowKey, RowPlan)],
-    ) -> Result<Vec<Option<RowKey>>, JournalError> {
-        let dir = self.dir.display().to_string();
-        let sql = |source| JournalError::Sqlite {
-            dir: dir.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
-        let mut out = Vec::with_capacity(rows.len());
+    /// Records a batch of first-seen rows in one transaction; a row whose identifier an earlier
+    /// row already has becomes that row's duplicate.
+    pub fn plan_rows(&mut self, rows: &[(RowKey, RowPlan)]) -> Result<(), JournalError> {
+        let sql = sql_error(&self.dir);
+        let tx = self.conn.transaction().map_err(&sql)?;
         {
             let mut find = tx
                 .prepare_cached(
@@ -372,7 +396,6 @@ impl Journal {
                                 now_rfc3339(),
                             ])
                             .map_err(sql)?;
-                        out.push(None);
                     }
                     RowPlan::Subject(hash) => {
                         let leader: Option<i64> = find
@@ -397,13 +420,11 @@ impl Journal {
                                 None::<String>,
                             ])
                             .map_err(sql)?;
-                        out.push(leader.map(|l| RowKey(l as u64)));
                     }
                 }
             }
         }
-        tx.commit().map_err(sql)?;
-        Ok(out)
+        tx.commit().map_err(sql)
     }
 
     pub fn finish_planning(&self, rows: u64) -> Result<(), JournalError> {
@@ -414,11 +435,7 @@ impl Journal {
     /// intent was committed but whose answer never arrived may have been billed, so it is held
     /// as `unconfirmed` — or, when the user asked for it, planned again.
     pub fn recover(&mut self, resend_unconfirmed: bool) -> Result<u64, JournalError> {
-        let dir = self.dir.display().to_string();
-        let sql = |source| JournalError::Sqlite {
-            dir: dir.clone(),
-            source,
-        };
+        let sql = sql_error(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
         tx.execute(
             "UPDATE rows SET state = 'unconfirmed' WHERE state = 'sending'",
@@ -458,10 +475,10 @@ impl Journal {
         let mut st = self
             .conn
             .prepare(
-                "SELECT b.batch_id, b.request_id, b.attempts, r.row_key FROM batches b
+                "SELECT b.batch_id, b.request_id, r.row_key FROM batches b
                  JOIN rows r ON r.batch_id = b.batch_id
-                 WHERE b.state = 'uploaded' AND r.state IN ('running', 'done')
-                   AND (r.state = 'running' OR r.status = 'pending')
+                 WHERE b.state = 'uploaded'
+                   AND (r.state = 'running' OR r.status IN ('pending', 'error'))
                  ORDER BY b.batch_id, r.row_key",
             )
             .map_err(|e| self.sql(e))?;
@@ -472,19 +489,17 @@ impl Journal {
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         for row in rows {
-            let (batch_id, request_id, attempts, key) = row.map_err(|e| self.sql(e))?;
+            let (batch_id, request_id, key) = row.map_err(|e| self.sql(e))?;
             match out.last_mut() {
                 Some(b) if b.batch_id == batch_id => b.rows.push(RowKey(key as u64)),
                 _ => out.push(OpenBatch {
                     batch_id,
                     request_id,
                     rows: vec![RowKey(key as u64)],
-                    attempts: attempts as u32,
                 }),
             }
         }
@@ -526,7 +541,7 @@ impl Journal {
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| self.sql(e))?;
         Ok(JournalReader {
-            dir: self.dir.display().to_string(),
+            dir: self.dir.clone(),
             conn,
         })
     }
@@ -574,48 +589,41 @@ impl Journal {
         Ok(names)
     }
 
-    /// Every row's outcome for the merge, one at a time in key order; duplicates carry their
+    /// Every row's outcome for the merge, one at a time in key order; a duplicate carries its
     /// leader's. Streamed: the merge must not hold a second copy of every result.
     pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
+        let sql = sql_error(&self.dir);
         let mut st = self
             .conn
             .prepare(
-                "SELECT r.row_key, r.dup_of,
-                        coalesce(l.state, r.state), coalesce(l.status, r.status),
-                        CASE WHEN l.row_key IS NULL THEN r.reason ELSE l.reason END,
-                        CASE WHEN l.row_key IS NULL THEN r.message ELSE l.message END,
-                        CASE WHEN l.row_key IS NULL THEN r.provider_status ELSE l.provider_status END,
-                        CASE WHEN l.row_key IS NULL THEN r.request_id ELSE l.request_id END,
-                        CASE WHEN l.row_key IS NULL THEN r.checked_at ELSE l.checked_at END,
-                        CASE WHEN l.row_key IS NULL THEN r.attempts ELSE l.attempts END,
-                        CASE WHEN l.row_key IS NULL THEN r.fields ELSE l.fields END
-                 FROM rows r LEFT JOIN rows l ON l.row_key = r.dup_of
+                "SELECT r.row_key, r.dup_of, s.state, s.status, s.reason, s.message,
+                        s.provider_status, s.request_id, s.checked_at, s.attempts, s.fields
+                 FROM rows r JOIN rows s ON s.row_key = coalesce(r.dup_of, r.row_key)
                  ORDER BY r.row_key",
             )
-            .map_err(|e| self.sql(e))?;
-        let mut rows = st.query([]).map_err(|e| self.sql(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
-            let row = (|| -> rusqlite::Result<ExportRow> {
-                let status: Option<String> = r.get(3)?;
-                let fields: Option<String> = r.get(10)?;
-                Ok(ExportRow {
-                    key: RowKey(r.get::<_, i64>(0)? as u64),
-                    duplicate_of: r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64)),
-                    state: RowState::parse(&r.get::<_, String>(2)?),
-                    status: status.as_deref().and_then(Status::parse),
-                    reason: r.get(4)?,
-                    message: r.get(5)?,
-                    provider_status: r.get(6)?,
-                    request_id: r.get(7)?,
-                    checked_at: r.get(8)?,
-                    attempts: r.get::<_, i64>(9)? as u32,
-                    fields: fields
-                        .and_then(|f| serde_json::from_str(&f).ok())
-                        .unwrap_or_default(),
-                })
-            })()
-            .map_err(|e| self.sql(e))?;
-            f(row);
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            let status: Option<String> = r.get(3).map_err(sql)?;
+            let fields: Option<String> = r.get(10).map_err(sql)?;
+            f(ExportRow {
+                key: RowKey(r.get::<_, i64>(0).map_err(sql)? as u64),
+                duplicate_of: r
+                    .get::<_, Option<i64>>(1)
+                    .map_err(sql)?
+                    .map(|k| RowKey(k as u64)),
+                state: r.get(2).map_err(sql)?,
+                status: status.as_deref().and_then(Status::parse),
+                reason: r.get(4).map_err(sql)?,
+                message: r.get(5).map_err(sql)?,
+                provider_status: r.get(6).map_err(sql)?,
+                request_id: r.get(7).map_err(sql)?,
+                checked_at: r.get(8).map_err(sql)?,
+                attempts: r.get::<_, i64>(9).map_err(sql)? as u32,
+                fields: fields
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or_default(),
+            });
         }
         Ok(())
     }
@@ -639,7 +647,7 @@ pub struct ExportRow {
 
 /// Reads row states page by page, so that a long read never pins the WAL.
 pub struct JournalReader {
-    dir: String,
+    dir: PathBuf,
     conn: Connection,
 }
 
@@ -650,15 +658,14 @@ impl JournalReader {
         after: Option<RowKey>,
         limit: usize,
     ) -> Result<Vec<RowRecord>, JournalError> {
-        let sql = |source| JournalError::Sqlite {
-            dir: self.dir.clone(),
-            source,
-        };
+        let sql = sql_error(&self.dir);
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT row_key, state, status, request_id, batch_id, attempts FROM rows
-                 WHERE row_key > ?1 ORDER BY row_key LIMIT ?2",
+                "SELECT r.row_key, r.state, r.status, r.request_id, r.batch_id,
+                        coalesce(b.state = 'uploaded', 0)
+                 FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
+                 WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
             )
             .map_err(sql)?;
         let after = after.map_or(-1, |k| k.0 as i64);
@@ -666,11 +673,11 @@ impl JournalReader {
             let status: Option<String> = r.get(2)?;
             Ok(RowRecord {
                 key: RowKey(r.get::<_, i64>(0)? as u64),
-                state: RowState::parse(&r.get::<_, String>(1)?),
+                state: r.get(1)?,
                 status: status.as_deref().and_then(Status::parse),
                 request_id: r.get(3)?,
                 batch_id: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
+                batch_open: r.get(5)?,
             })
         })
         .and_then(Iterator::collect)
@@ -692,6 +699,7 @@ enum Op {
     Unconfirmed {
         keys: Vec<RowKey>,
         batch_id: Option<i64>,
+        attempts: Option<u32>,
     },
     Running {
         keys: Vec<RowKey>,
@@ -766,9 +774,14 @@ impl JournalWriter {
         self.send(Op::Revert { keys, batch_id });
     }
 
-    /// The call may have reached the provider but its answer was lost.
-    pub fn unconfirmed(&self, keys: Vec<RowKey>, batch_id: Option<i64>) {
-        self.send(Op::Unconfirmed { keys, batch_id });
+    /// The call may have reached the provider (after `attempts` tries, when known) but its
+    /// answer was lost, or the provider no longer knows it.
+    pub fn unconfirmed(&self, keys: Vec<RowKey>, batch_id: Option<i64>, attempts: Option<u32>) {
+        self.send(Op::Unconfirmed {
+            keys,
+            batch_id,
+            attempts,
+        });
     }
 
     /// The provider accepted the call: from now on the rows are polled, never resent.
@@ -935,14 +948,18 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
             }
             set_state(tx, keys, None, RowState::Planned, None, None)
         }
-        Op::Unconfirmed { keys, batch_id } => {
+        Op::Unconfirmed {
+            keys,
+            batch_id,
+            attempts,
+        } => {
             if let Some(b) = batch_id {
                 tx.execute(
                     "UPDATE batches SET state = 'unconfirmed' WHERE batch_id = ?1",
                     [b],
                 )?;
             }
-            set_state(tx, keys, None, RowState::Unconfirmed, None, None)
+            set_state(tx, keys, None, RowState::Unconfirmed, None, *attempts)
         }
         Op::Running {
             keys,
@@ -1009,8 +1026,16 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
     }
 }
 
+/// Wraps SQLite errors with the state directory they concern.
+fn sql_error(dir: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + '_ {
+    move |source| JournalError::Sqlite {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
 /// Creates `dir` (and parents) readable only by the owner: it holds personal data.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
@@ -1020,16 +1045,27 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens a file for writing with mode 0600 from its creation.
-pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+/// Options that create a file readable only by its owner (mode 0600 from its creation).
+fn private_options() -> OpenOptions {
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path)
+    opts
+}
+
+/// Opens a file for writing, empty, with mode 0600 from its creation.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    private_options().truncate(true).open(path)
+}
+
+/// [`create_private_file`], for async code.
+pub async fn create_private_file_async(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut opts = tokio::fs::OpenOptions::from(private_options());
+    opts.truncate(true).open(path).await
 }
 
 fn take_lock(dir: &Path) -> Result<File, JournalError> {
@@ -1038,14 +1074,11 @@ fn take_lock(dir: &Path) -> Result<File, JournalError> {
         dir: dir.display().to_string(),
         source,
     };
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut file = opts.open(&path).map_err(io)?;
+    let mut file = private_options()
+        .read(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {
             file.set_len(0).map_err(io)?;
@@ -1069,10 +1102,7 @@ fn take_lock(dir: &Path) -> Result<File, JournalError> {
 
 fn open_db(dir: &Path) -> Result<Connection, JournalError> {
     let path = dir.join(DB_FILE);
-    let sql = |source| JournalError::Sqlite {
-        dir: dir.display().to_string(),
-        source,
-    };
+    let sql = sql_error(dir);
     if !path.exists() {
         // SQLite gives the -wal and -shm files the database file's mode, so 0600 here covers all.
         create_private_file(&path).map_err(|source| JournalError::Io {
@@ -1132,14 +1162,13 @@ mod tests {
                 RowPlan::Invalid(Outcome::new(Status::InvalidInput).with_reason("udyam_format")),
             ),
         ];
-        let dups = j.plan_rows(&rows).unwrap();
-        assert_eq!(dups, vec![None, None, Some(RowKey::new(0, 0)), None]);
-        // Planning the same rows again (a resumed pass) finds the same leaders.
-        let dups = j.plan_rows(&rows[2..3]).unwrap();
-        assert_eq!(dups, vec![Some(RowKey::new(0, 0))]);
+        j.plan_rows(&rows).unwrap();
+        // Planning the same rows again (a resumed pass) changes nothing.
+        j.plan_rows(&rows).unwrap();
         let export = export(&j);
         assert_eq!(export.len(), 4);
-        assert_eq!(export[2].duplicate_of, Some(RowKey::new(0, 0)));
+        let leaders: Vec<_> = export.iter().map(|r| r.duplicate_of).collect();
+        assert_eq!(leaders, vec![None, None, Some(RowKey::new(0, 0)), None]);
         assert_eq!(export[3].status, Some(Status::InvalidInput));
     }
 
@@ -1217,13 +1246,15 @@ mod tests {
         {
             let j = Journal::open(&state, &ID, false).unwrap();
             let inputs = vec![("a.csv".to_string(), "aa".to_string())];
-            assert!(!j.check_inputs(&inputs).unwrap());
+            assert!(!j.check_inputs(&inputs, "udyam=Udyam").unwrap());
             j.finish_planning(10).unwrap();
-            assert!(j.check_inputs(&inputs).unwrap());
+            assert!(j.check_inputs(&inputs, "udyam=Udyam").unwrap());
             let err = j
-                .check_inputs(&[("a.csv".to_string(), "bb".to_string())])
+                .check_inputs(&[("a.csv".to_string(), "bb".to_string())], "udyam=Udyam")
                 .unwrap_err();
             assert!(matches!(err, JournalError::InputChanged { .. }));
+            let err = j.check_inputs(&inputs, "udyam=Reg").unwrap_err();
+            assert!(matches!(err, JournalError::OtherColumns { .. }), "{err}");
         }
         let other = Identity {
             check: "deepvue-upi-batch",

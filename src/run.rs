@@ -21,7 +21,7 @@ use crate::engine::stop::Stop;
 use crate::engine::{Ctx, batches, rows};
 use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputFile};
-use crate::journal::{Identity, Journal, JournalReader};
+use crate::journal::{Identity, Journal, JournalReader, OpenBatch, create_private_dir};
 use crate::progress::{Phase, Progress, ProgressMode};
 use crate::providers::Api;
 use crate::providers::deepvue::DeepvueAuth;
@@ -87,6 +87,8 @@ impl Interrupts {
                 );
                 ctx.halt();
                 wait_for_signal().await;
+                // Commit what is queued (request ids above all), briefly, then go.
+                let _ = tokio::time::timeout(Duration::from_secs(2), ctx.journal.close()).await;
             }
             std::process::exit(130);
         });
@@ -170,16 +172,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let environment = live
         .as_ref()
         .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string());
-    let mut journal = Journal::open(
-        &state_dir,
-        &Identity {
+    let stats = Arc::new(Stats::default());
+    let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
+    let inputs = Arc::new(inputs);
+    let maps = Arc::new(maps);
+    let prepared = {
+        let job = Job {
+            state_dir: state_dir.clone(),
             check: info.name,
-            environment: &environment,
-        },
-        opts.fresh,
-    )?;
+            environment,
+            fresh: opts.fresh,
+            resend_unconfirmed: opts.resend_unconfirmed,
+            inputs: inputs.clone(),
+            maps: maps.clone(),
+            subject: check.clone(),
+            stats: stats.clone(),
+        };
+        tokio::task::spawn_blocking(move || prepare(job)).await??
+    };
+    let Prepared {
+        journal,
+        work,
+        open_batches,
+        next_batch_id,
+        used,
+    } = prepared;
     let scratch = state_dir.join("scratch");
-    prepare_scratch(&scratch)?;
 
     let (sandbox, settings) = match live {
         Some(settings) => (None, settings),
@@ -188,66 +206,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             (Some(sb), settings)
         }
     };
-
-    let stats = Arc::new(Stats::default());
-    let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
-
-    let inputs = Arc::new(inputs);
-    let maps = Arc::new(maps);
-    let fingerprints = {
-        let inputs = inputs.clone();
-        tokio::task::spawn_blocking(move || {
-            inputs
-                .iter()
-                .map(|f| Ok((f.display(), f.fingerprint()?)))
-                .collect::<Result<Vec<_>, crate::input::InputError>>()
-        })
-        .await??
-    };
-    let planned = journal.check_inputs(&fingerprints)?;
-    let total_rows = if planned {
-        let n = journal.planned_rows()?.unwrap_or(0);
-        Stats::add(&stats.rows_read, n);
-        n
-    } else {
-        let (i, m, c, s, name) = (
-            inputs.clone(),
-            maps.clone(),
-            check.clone(),
-            stats.clone(),
-            info.name,
-        );
-        let (j, planned) = tokio::task::spawn_blocking(move || {
-            let subject = |v: &[&str]| c.subject(v);
-            let r = plan::plan(&mut journal, name, &i, &m, &subject, &s);
-            (journal, r)
-        })
-        .await?;
-        journal = j;
-        planned?
-    };
-    Stats::add(&stats.rows_total, total_rows);
-    let held = journal.recover(opts.resend_unconfirmed)?;
-    if held > 0 {
-        tracing::warn!(
-            "{held} row(s) are held as unconfirmed: an earlier run sent their paid request but \
-             lost the answer. They are reported as errors; re-run with --resend-unconfirmed to \
-             send them again (they may be billed twice)"
-        );
-    }
-    let work = count_work(&journal.reader()?, &journal)?;
-    Stats::add(&stats.work_total, work);
     progress.phase(Phase::Verifying);
 
     if work > 0 {
         let fatal = dispatch(
             &journal,
-            check,
-            &settings,
-            inputs.clone(),
-            maps.clone(),
-            stats.clone(),
-            scratch.clone(),
+            Dispatch {
+                check,
+                settings: &settings,
+                inputs: inputs.clone(),
+                maps: maps.clone(),
+                stats: stats.clone(),
+                scratch: scratch.clone(),
+                open_batches,
+                next_batch_id,
+                used,
+            },
             &interrupts,
         )
         .await?;
@@ -307,35 +281,139 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     Ok(summary.exit_code())
 }
 
-/// Sends every row that needs a call; returns the fatal error that stopped it, if any.
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
-    journal: &Journal,
+/// What the journal work before any call needs.
+struct Job {
+    state_dir: PathBuf,
+    check: &'static str,
+    environment: String,
+    fresh: bool,
+    resend_unconfirmed: bool,
+    inputs: Arc<Vec<InputFile>>,
+    maps: Arc<Vec<ColumnMap>>,
+    subject: Check,
+    stats: Arc<Stats>,
+}
+
+/// The journal, ready for dispatch, and what it says.
+struct Prepared {
+    journal: Journal,
+    /// Rows that need a call in this run.
+    work: u64,
+    open_batches: Vec<OpenBatch>,
+    next_batch_id: i64,
+    /// Requests sent in the last 24 hours, per Unix minute.
+    used: Vec<(i64, u64)>,
+}
+
+/// Opens the state, checks the inputs against it, plans first-seen rows, settles what a dead
+/// run left in flight and counts the work: file and SQLite work, kept off the async runtime.
+fn prepare(job: Job) -> anyhow::Result<Prepared> {
+    let mut journal = Journal::open(
+        &job.state_dir,
+        &Identity {
+            check: job.check,
+            environment: &job.environment,
+        },
+        job.fresh,
+    )?;
+    prepare_scratch(&job.state_dir.join("scratch"))?;
+    let fingerprints = job
+        .inputs
+        .iter()
+        .map(|f| Ok((f.display(), f.fingerprint()?)))
+        .collect::<Result<Vec<_>, crate::input::InputError>>()?;
+    let info = CheckName::ALL
+        .iter()
+        .map(|c| c.info())
+        .find(|i| i.name == job.check)
+        .expect("a known check");
+    let columns = job
+        .inputs
+        .iter()
+        .zip(job.maps.iter())
+        .map(|(f, m)| m.describe(f, info.columns))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if journal.check_inputs(&fingerprints, &columns)? {
+        let n = journal.planned_rows()?.unwrap_or(0);
+        Stats::add(&job.stats.rows_read, n);
+    } else {
+        let subject = |v: &[&str]| job.subject.subject(v);
+        plan::plan(
+            &mut journal,
+            job.check,
+            &job.inputs,
+            &job.maps,
+            &subject,
+            &job.stats,
+        )?;
+    }
+    let held = journal.recover(job.resend_unconfirmed)?;
+    if held > 0 {
+        tracing::warn!(
+            "{held} row(s) are held as unconfirmed: an earlier run sent their paid request but \
+             lost the answer. They are reported as errors; re-run with --resend-unconfirmed to \
+             send them again (they may be billed twice)"
+        );
+    }
+    let open_batches = journal.open_batches()?;
+    let work = count_work(&journal.reader()?)?
+        + open_batches
+            .iter()
+            .map(|b| b.rows.len() as u64)
+            .sum::<u64>();
+    Stats::add(&job.stats.work_total, work);
+    Ok(Prepared {
+        next_batch_id: journal.next_batch_id()?,
+        used: journal.usage_since(unix_minute() - 24 * 60)?,
+        journal,
+        work,
+        open_batches,
+    })
+}
+
+/// What dispatch works with.
+struct Dispatch<'a> {
     check: Check,
-    settings: &ProviderSettings,
+    settings: &'a ProviderSettings,
     inputs: Arc<Vec<InputFile>>,
     maps: Arc<Vec<ColumnMap>>,
     stats: Arc<Stats>,
     scratch: PathBuf,
+    open_batches: Vec<OpenBatch>,
+    next_batch_id: i64,
+    used: Vec<(i64, u64)>,
+}
+
+/// Sends every row that needs a call; returns the fatal error that stopped it, if any.
+async fn dispatch(
+    journal: &Journal,
+    d: Dispatch<'_>,
     interrupts: &Interrupts,
 ) -> anyhow::Result<Option<String>> {
+    let settings = d.settings;
     let (writer, writer_thread) = journal.writer()?;
-    let used = journal.usage_since(unix_minute() - 24 * 60)?;
     let usage_writer = writer.clone();
     let gate = Gate::new(
         &settings.quotas,
         settings.pacing_guard,
-        used,
+        d.used,
         Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
     );
     let stop = Arc::new(Stop::default());
     let auth = DeepvueAuth::new(settings.client_id.clone(), settings.client_secret.clone());
-    let api = Api::new(settings, Box::new(auth), gate, stats.clone(), stop.clone())
-        .context("cannot set up the HTTP client")?;
+    let api = Api::new(
+        settings,
+        Box::new(auth),
+        gate,
+        d.stats.clone(),
+        stop.clone(),
+    )
+    .context("cannot set up the HTTP client")?;
     let ctx = Arc::new(Ctx::new(
         api,
         writer.clone(),
-        stats,
+        d.stats,
         stop,
         settings.concurrency,
     ));
@@ -344,19 +422,26 @@ async fn dispatch(
     let (tx, rx) = mpsc::channel::<Work>(1024);
     let reader = journal.reader()?;
     let feeder = {
-        let (inputs, maps, check) = (inputs.clone(), maps.clone(), check.clone());
+        let (inputs, maps, check) = (d.inputs.clone(), d.maps.clone(), d.check.clone());
         tokio::task::spawn_blocking(move || {
             let subject = |v: &[&str]| check.subject(v);
             plan::feed(&inputs, &maps, &reader, &subject, &tx)
         })
     };
     let concurrency = settings.concurrency;
-    match check {
+    match d.check {
         Check::Rows(c) => rows::run(ctx.clone(), c, rx, (concurrency * 64).max(1024)).await,
         Check::Batches(c) => {
-            let open = journal.open_batches()?;
-            let next = journal.next_batch_id()?;
-            batches::run(ctx.clone(), c, rx, open, next, scratch, concurrency).await;
+            batches::run(
+                ctx.clone(),
+                c,
+                rx,
+                d.open_batches,
+                d.next_batch_id,
+                d.scratch,
+                concurrency,
+            )
+            .await;
         }
     }
     let fed = feeder.await?;
@@ -400,7 +485,7 @@ async fn wait_for_signal() {
 }
 
 /// Rows that need a call in this run: the progress total.
-fn count_work(reader: &JournalReader, journal: &Journal) -> anyhow::Result<u64> {
+fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
     let mut n = 0u64;
     let mut after = None;
     loop {
@@ -409,12 +494,7 @@ fn count_work(reader: &JournalReader, journal: &Journal) -> anyhow::Result<u64> 
         after = Some(last.key);
         n += page.iter().filter(|r| work_for(r).is_some()).count() as u64;
     }
-    let open: u64 = journal
-        .open_batches()?
-        .iter()
-        .map(|b| b.rows.len() as u64)
-        .sum();
-    Ok(n + open)
+    Ok(n)
 }
 
 /// Starts the simulator in-process, keeping its jobs in the state directory so that a resumed
@@ -494,13 +574,7 @@ fn prepare_scratch(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+    create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -137,19 +137,24 @@ fn every_udyam_test_number_yields_its_documented_outcome() {
     );
 
     // The same command again: final rows are not called again, the pending one is polled (not
-    // resubmitted), the error one is tried again.
-    let before = sandbox.submissions();
-    let again = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
+    // resubmitted), the error one is tried again (up to max_attempts, all refused with 500).
+    let before = sandbox.stats();
+    let again = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+    ));
     assert_eq!(code(&again), 75, "{}", stderr(&again));
-    let after = sandbox.submissions();
-    for (number, n) in &after {
-        let expected = if number == "UDYAM-RJ-07-9000004" {
-            before[number] + 1
-        } else {
-            before[number]
-        };
-        assert_eq!(*n, expected, "{number}");
-    }
+    let after = sandbox.stats();
+    assert_eq!(after["udyam_submissions"], before["udyam_submissions"]);
+    let rejected = |s: &serde_json::Value| s["udyam_rejected"]["UDYAM-RJ-07-9000004"].as_u64();
+    assert_eq!(rejected(&before), Some(3));
+    assert_eq!(rejected(&after), Some(6), "the error row was tried again");
+    assert!(
+        after["by_endpoint"]["udyam_result"].as_u64()
+            > before["by_endpoint"]["udyam_result"].as_u64(),
+        "the pending row was polled again"
+    );
 }
 
 #[test]
@@ -618,58 +623,68 @@ fn fatal_errors_exit_1_and_write_no_output() {
 
 #[test]
 fn no_secret_token_or_signed_url_is_ever_printed_or_journaled() {
-    let sandbox = Sandbox::quick(&[]);
-    let job = Job::new();
-    job.write("bulkverify.toml", FAST);
-    job.write(
-        "upi.csv",
-        "ref,vpa\na,ravi@okicici\nb,anita@ybl\nc,x@paytm\nd,y@okaxis\n",
-    );
-    let mut c = job.run(
-        &sandbox,
-        "deepvue-upi-batch",
-        &[
-            "-vv",
-            "--progress",
-            "lines",
-            "--progress-interval",
-            "1",
-            "--config",
+    // The happy path, then download URLs that are already expired (every download is refused
+    // with S3's 403 and the batch ends pending), with debug logs on.
+    let mut everything = String::new();
+    for (flags, want) in [(&[][..], 0), (&["--url-ttl-secs", "0"][..], 75)] {
+        let sandbox = Sandbox::quick(flags);
+        let job = Job::new();
+        job.write(
             "bulkverify.toml",
-            "-o",
-            "out.csv",
+            FAST.replace("poll_deadline_secs = 10", "poll_deadline_secs = 2"),
+        );
+        job.write(
             "upi.csv",
-        ],
-    );
-    c.env("RUST_LOG", "debug");
-    let o = output(c);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let mut everything = stderr(&o);
-    everything.push_str(&String::from_utf8_lossy(&o.stdout));
-    everything.push_str(&std::fs::read_to_string(job.path("out.csv")).unwrap());
-    for entry in std::fs::read_dir(job.path("out.csv.bulkverify")).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_file() {
-            everything.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            "ref,vpa\na,ravi@okicici\nb,anita@ybl\nc,x@paytm\nd,y@okaxis\n",
+        );
+        let mut c = job.run(
+            &sandbox,
+            "deepvue-upi-batch",
+            &["-vv", "--progress", "lines", "--progress-interval", "1"],
+        );
+        c.args(JOB_ARGS[..4].iter())
+            .arg("upi.csv")
+            .env("RUST_LOG", "debug");
+        let o = output(c);
+        assert_eq!(code(&o), want, "{}", stderr(&o));
+        everything.push_str(&stderr(&o));
+        everything.push_str(&String::from_utf8_lossy(&o.stdout));
+        everything.push_str(&std::fs::read_to_string(job.path("out.csv")).unwrap());
+        for entry in std::fs::read_dir(job.path("out.csv.bulkverify")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                everything.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            }
         }
     }
+    // A base URL with credentials in it is refused without being repeated.
+    let job = Job::new();
+    job.write("in.csv", udyam_input(&udyam_numbers(1)));
+    let o = output({
+        let mut c = std::process::Command::new(BIN);
+        c.current_dir(job.dir.path())
+            .args(["run", "--check", "deepvue-udyam", "in.csv"])
+            .env("DEEPVUE_BASE_URL", "https://ops:live_password@example.test")
+            .env("DEEPVUE_CLIENT_ID", CLIENT_ID)
+            .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET);
+        c
+    });
+    assert_eq!(code(&o), 1);
+    everything.push_str(&stderr(&o));
     for secret in [
         CLIENT_SECRET,
         "Bearer",
         "eyJ",
         "X-Amz-Signature",
         "x-api-key",
+        "live_password",
     ] {
         assert!(!everything.contains(secret), "{secret} leaked");
     }
-
-    let help = output({
-        let mut c = std::process::Command::new(BIN);
-        c.args(["run", "--help"])
-            .env("DEEPVUE_CLIENT_SECRET", "live_do_not_print");
-        c
-    });
-    assert!(!String::from_utf8_lossy(&help.stdout).contains("live_do_not_print"));
+    assert!(
+        everything.contains("could not be fetched"),
+        "the 403 path ran"
+    );
 }
 
 #[test]
@@ -817,4 +832,104 @@ fn a_spent_daily_quota_leaves_rows_pending_for_the_next_days_run() {
     assert_eq!(code(&third), 0, "{}", stderr(&third));
     assert_eq!(sandbox.submissions().len(), 10);
     assert!(sandbox.submissions().values().all(|n| *n == 1));
+}
+
+#[test]
+fn an_accepted_batch_whose_polling_gives_up_is_polled_again_never_uploaded_again() {
+    // The batch's status endpoint answers 503 four times: with max_attempts = 3 the first run
+    // gives up on it, the second polls it again and gets the results.
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", "ref,vpa\na,statusdown.one@ybl\nb,ravi@okicici\n");
+    let first = output(job.run(&sandbox, "deepvue-upi-batch", JOB_ARGS));
+    assert_eq!(code(&first), 75, "{}", stderr(&first));
+    let rows = by_first_column(&job.path("out.csv"));
+    assert_eq!(rows["a"]["bv_status"], "error");
+    assert_eq!(rows["a"]["bv_reason"], "http_503");
+    let second = output(job.run(&sandbox, "deepvue-upi-batch", JOB_ARGS));
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    let rows = by_first_column(&job.path("out.csv"));
+    assert_eq!(rows["a"]["bv_status"], "verified");
+    assert_eq!(rows["b"]["bv_name_at_bank"], "RAVI");
+    let uploads = sandbox.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert!(
+        uploads.values().all(|n| *n == 1),
+        "never uploaded again: {uploads:?}"
+    );
+}
+
+#[test]
+fn a_changed_column_mapping_is_not_resumed_against_old_results() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write(
+        "in.csv",
+        "ref,Primary,Alternate\na,ravi@okicici,anita@ybl\n",
+    );
+    let with = |header: &str| {
+        let mut c = job.run(&sandbox, "deepvue-upi-batch", JOB_ARGS);
+        c.args(["--column", &format!("vpa={header}")]);
+        output(c)
+    };
+    assert_eq!(code(&with("Primary")), 0);
+    let o = with("Alternate");
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("reading other columns"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        sandbox.vpa_uploads().len(),
+        1,
+        "nothing sent for the other column"
+    );
+}
+
+#[test]
+fn a_request_the_provider_no_longer_knows_is_held_not_polled_for_ever() {
+    let numbers = udyam_numbers(60);
+    let input = udyam_input(&numbers);
+    let (first, job, exit) = interrupted(
+        "deepvue-udyam",
+        PACED,
+        &input,
+        &["--udyam-delay-ms", "60000"],
+        libc::SIGTERM,
+        |sb| sb.submissions().len() >= 10,
+    );
+    assert_eq!(exit, Some(75));
+    let accepted = first.submissions().len();
+    let port = first.port();
+    drop(first);
+
+    // A new sandbox at the same address knows none of the first one's requests: its polls
+    // answer 404.
+    let second = Sandbox::start_on(port, &quick_flags(&[]));
+    let o = output(job.run(&second, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    let rows = by_first_column(&job.path("out.csv"));
+    let held = rows
+        .values()
+        .filter(|r| r["bv_reason"] == "unconfirmed_submission")
+        .count();
+    assert_eq!(held, accepted, "each forgotten request is held");
+    let polls = second.stats()["by_endpoint"]["udyam_result"].as_u64();
+    let o = output(job.run(&second, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&o), 75);
+    assert_eq!(
+        second.stats()["by_endpoint"]["udyam_result"].as_u64(),
+        polls,
+        "held rows are not polled again"
+    );
+    let o = output({
+        let mut c = job.run(&second, "deepvue-udyam", JOB_ARGS);
+        c.arg("--resend-unconfirmed");
+        c
+    });
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(second.submissions().len(), numbers.len());
 }

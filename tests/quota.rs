@@ -38,7 +38,8 @@ fn quotas_configured_as_the_sandbox_enforces_them_draw_no_429() {
         assert!(stats["requests"].as_u64().unwrap() >= 240, "{stats}");
         assert_eq!(stats["rate_limited"].as_u64(), Some(0), "{window}: {stats}");
         assert!(stderr(&o).contains("429 answers 0"), "{}", stderr(&o));
-        // The quota is used: no second of the busy middle falls far below the cap.
+        // No second, by the sandbox's own clock, saw more than the cap (how close to it the
+        // seconds come is measured by the benchmark, not asserted here).
         let per_second: Vec<u64> = {
             let m = stats["accepted_per_second"].as_object().unwrap();
             let mut v: Vec<(u64, u64)> = m

@@ -13,7 +13,7 @@ use crate::engine::gate::Priority;
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
-use crate::providers::deepvue::{self, reason_and_message};
+use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::providers::{Answer, Api, Billing, CallError, Request};
 
 pub const INFO: CheckInfo = CheckInfo {
@@ -116,33 +116,13 @@ impl RowCheck for Udyam {
     }
 }
 
-/// Reads the submission's answer: a request id to poll, or a business refusal.
+/// Reads the submission's answer: a request id to poll, or the provider's verdict.
 pub fn read_submit(answer: &Answer) -> Result<Step, CallError> {
     if answer.status.is_success() {
-        let body = answer.json().unwrap_or_default();
-        let id = body
-            .get("request_id")
-            .or_else(|| body.get("data").and_then(|d| d.get("request_id")))
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty());
-        return match id {
-            Some(id) => Ok(Step::Running(id.to_string())),
-            // Accepted and maybe billed, but with nothing to poll: never resend blindly.
-            None => Err(CallError::Unconfirmed {
-                label: "udyam submit",
-                message: "the provider accepted the request without a request_id".into(),
-                attempts: answer.attempts,
-            }),
-        };
+        accepted_request_id(answer, "udyam submit").map(Step::Running)
+    } else {
+        verdict(answer, "udyam submit").map(Step::Done)
     }
-    let (reason, message) = reason_and_message(answer);
-    let mut outcome = Outcome::new(Status::NotVerified)
-        .with_reason(reason.unwrap_or_else(|| format!("http_{}", answer.status.as_u16())))
-        .with_provider_status(answer.status.as_u16().to_string());
-    if let Some(m) = message {
-        outcome = outcome.with_message(m);
-    }
-    Ok(Step::Done(outcome))
 }
 
 /// Reads the result endpoint's answer.
@@ -150,23 +130,16 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
     if answer.status == StatusCode::ACCEPTED {
         return Step::Running(request_id.to_string());
     }
+    if answer.status == StatusCode::NOT_FOUND {
+        return Step::Lost(format!(
+            "deepvue no longer knows the udyam request {request_id} (HTTP 404)"
+        ));
+    }
+    if !answer.status.is_success() {
+        return Step::Done(refusal(answer, Status::Error).with_request_id(request_id));
+    }
     let body = answer.json().unwrap_or_default();
     let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-    if !answer.status.is_success() {
-        let (reason, message) = reason_and_message(answer);
-        let reason = match answer.status {
-            StatusCode::NOT_FOUND => "request_not_found".to_string(),
-            s => reason.unwrap_or_else(|| format!("http_{}", s.as_u16())),
-        };
-        let mut outcome = Outcome::new(Status::Error)
-            .with_reason(reason)
-            .with_provider_status(answer.status.as_u16().to_string())
-            .with_request_id(request_id);
-        if let Some(m) = message {
-            outcome = outcome.with_message(m);
-        }
-        return Step::Done(outcome);
-    }
     let status = text("status").unwrap_or_default().to_ascii_lowercase();
     let id = text("request_id").unwrap_or_else(|| request_id.to_string());
     match status.as_str() {
@@ -174,18 +147,12 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
             let source = body
                 .get("result")
                 .and_then(|r| r.get("source_output"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let fields = if source.is_object() {
-                flatten(&source)
-            } else {
-                Vec::new()
-            };
+                .filter(|s| s.is_object());
             Step::Done(
                 Outcome::new(Status::Verified)
                     .with_provider_status(status)
                     .with_request_id(id)
-                    .with_fields(fields),
+                    .with_fields(source.map(flatten).unwrap_or_default()),
             )
         }
         "failed" => {
@@ -213,7 +180,7 @@ mod tests {
     fn done(step: Step) -> Outcome {
         match step {
             Step::Done(o) => o,
-            Step::Running(id) => panic!("still running: {id}"),
+            other => panic!("not done: {other:?}"),
         }
     }
 
@@ -267,13 +234,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_request_is_an_error() {
-        let o = done(read_result(
+    fn an_unknown_request_is_lost_and_other_refusals_are_errors() {
+        let lost = read_result(
             &Answer::sample(404, r#"{"message":"No request found"}"#),
+            "r1",
+        );
+        assert!(matches!(lost, Step::Lost(why) if why.contains("r1")));
+        let o = done(read_result(
+            &Answer::sample(400, r#"{"sub_code":"BAD_ID","message":"bad id"}"#),
             "r1",
         ));
         assert_eq!(o.status, Status::Error);
-        assert_eq!(o.reason.as_deref(), Some("request_not_found"));
+        assert_eq!(o.reason.as_deref(), Some("bad_id"));
     }
 
     #[test]
@@ -299,5 +271,19 @@ mod tests {
             read_submit(&Answer::sample(200, "{}")),
             Err(CallError::Unconfirmed { .. })
         ));
+        // A wrong endpoint is not a verdict on the row.
+        for (status, body) in [
+            (404, r#"{"detail":"Not Found"}"#),
+            (405, "{}"),
+            (400, "<html>"),
+        ] {
+            assert!(
+                matches!(
+                    read_submit(&Answer::sample(status, body)),
+                    Err(CallError::Fatal(_))
+                ),
+                "{status}"
+            );
+        }
     }
 }

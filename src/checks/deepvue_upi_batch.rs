@@ -14,7 +14,7 @@ use crate::engine::gate::Priority;
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::deepvue::{self, reason_and_message};
+use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::providers::{Answer, Api, Billing, CallError, Request};
 use crate::secret::Secret;
 
@@ -97,10 +97,12 @@ impl BatchCheck for UpiBatch {
         api: &Api,
         rows: &[(RowKey, Subject)],
     ) -> Result<(Uploaded, u32), CallError> {
-        let file = batch_file(rows);
+        let file = bytes::Bytes::from(batch_file(rows));
         let url = api.url("/v1/verification/upi-basic/batch");
         let build = move |c: &reqwest::Client| {
-            let part = reqwest::multipart::Part::bytes(file.clone())
+            // A Bytes clone shares the file: each attempt rebuilds the form, not the data.
+            let body = reqwest::Body::from(file.clone());
+            let part = reqwest::multipart::Part::stream_with_length(body, file.len() as u64)
                 .file_name("bulkverify-batch.csv")
                 .mime_str("text/csv")
                 .expect("text/csv is a valid mime type");
@@ -139,7 +141,12 @@ impl BatchCheck for UpiBatch {
             .await?;
         let url = match read_status(&answer) {
             BatchStatus::Running => return Ok(BatchStep::Running),
-            BatchStatus::Failed(o) => return Ok(BatchStep::Failed(o)),
+            BatchStatus::Failed(o) => return Ok(BatchStep::Failed(o.with_request_id(request_id))),
+            BatchStatus::Lost => {
+                return Ok(BatchStep::Lost(format!(
+                    "deepvue no longer knows the UPI batch {request_id} (HTTP 404)"
+                )));
+            }
             BatchStatus::Ready(url) => url,
         };
         let name: String = request_id
@@ -161,7 +168,7 @@ impl BatchCheck for UpiBatch {
         let path = dest.clone();
         let read = tokio::task::spawn_blocking(move || read_output(&path)).await;
         // The file holds personal data: it lives only as long as it takes to read it.
-        if let Err(e) = std::fs::remove_file(&dest) {
+        if let Err(e) = tokio::fs::remove_file(&dest).await {
             tracing::warn!("could not remove {}: {e}", dest.display());
         }
         match read {
@@ -202,37 +209,26 @@ pub fn batch_file(rows: &[(RowKey, Subject)]) -> Vec<u8> {
     w.into_inner().expect("writing CSV to memory cannot fail")
 }
 
-/// Reads the upload's answer.
+/// Reads the upload's answer. A refused file is an error for its rows (the fault is the
+/// file's, not theirs), with advice where there is some.
 pub fn read_upload(answer: &Answer) -> Result<Uploaded, CallError> {
+    const LABEL: &str = "upi batch upload";
     if answer.status.is_success() {
-        let body = answer.json().unwrap_or_default();
-        return match body
-            .get("request_id")
-            .or_else(|| body.get("data").and_then(|d| d.get("request_id")))
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        {
-            Some(id) => Ok(Uploaded::Accepted(id.to_string())),
-            None => Err(CallError::Unconfirmed {
-                label: "upi batch upload",
-                message: "the provider accepted the file without a request_id".into(),
-                attempts: answer.attempts,
-            }),
-        };
+        return accepted_request_id(answer, LABEL).map(Uploaded::Accepted);
     }
-    let (reason, message) = reason_and_message(answer);
-    let reason = reason.unwrap_or_else(|| format!("http_{}", answer.status.as_u16()));
+    let verdict = verdict(answer, LABEL)?;
+    let reason = verdict.reason.clone().unwrap_or_default();
     let advice = if reason == "batch_too_large" {
         format!("; lower chunk_size in [checks.{}]", INFO.name)
     } else {
         String::new()
     };
-    Ok(Uploaded::Refused(
-        Outcome::new(Status::Error)
-            .with_reason(format!("batch_refused_{reason}"))
-            .with_message(format!("{}{advice}", message.unwrap_or_default()))
-            .with_provider_status(answer.status.as_u16().to_string()),
-    ))
+    Ok(Uploaded::Refused(Outcome {
+        status: Status::Error,
+        reason: Some(format!("batch_refused_{reason}")),
+        message: Some(format!("{}{advice}", verdict.message.unwrap_or_default())),
+        ..verdict
+    }))
 }
 
 /// Where a batch stands, as its status endpoint says.
@@ -240,21 +236,16 @@ pub enum BatchStatus {
     Running,
     Ready(Secret),
     Failed(Outcome),
+    /// The provider does not know the batch (any more).
+    Lost,
 }
 
 pub fn read_status(answer: &Answer) -> BatchStatus {
+    if answer.status.as_u16() == 404 {
+        return BatchStatus::Lost;
+    }
     if !answer.status.is_success() {
-        let (reason, message) = reason_and_message(answer);
-        let reason = match answer.status.as_u16() {
-            404 => "batch_not_found".to_string(),
-            s => reason.unwrap_or_else(|| format!("http_{s}")),
-        };
-        return BatchStatus::Failed(
-            Outcome::new(Status::Error)
-                .with_reason(reason)
-                .with_message(message.unwrap_or_default())
-                .with_provider_status(answer.status.as_u16().to_string()),
-        );
+        return BatchStatus::Failed(refusal(answer, Status::Error));
     }
     let body = answer.json().unwrap_or_default();
     match body
@@ -396,7 +387,11 @@ mod tests {
         ));
         assert!(matches!(
             read_status(&Answer::sample(404, r#"{"message":"No request found"}"#)),
-            BatchStatus::Failed(o) if o.reason.as_deref() == Some("batch_not_found")
+            BatchStatus::Lost
+        ));
+        assert!(matches!(
+            read_status(&Answer::sample(400, r#"{"sub_code":"BAD","message":"bad"}"#)),
+            BatchStatus::Failed(o) if o.reason.as_deref() == Some("bad")
         ));
     }
 

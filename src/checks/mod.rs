@@ -88,6 +88,9 @@ pub enum Step {
     Done(Outcome),
     /// Accepted, with the id to poll.
     Running(String),
+    /// The provider no longer knows the request: it may have been billed and no answer can be
+    /// had, so the row is held like an unconfirmed submission, never polled for ever.
+    Lost(String),
 }
 
 /// How a check polls: the first wait, the longest wait, and when to stop and call it pending.
@@ -174,8 +177,12 @@ pub enum BatchStep {
     Running,
     /// The results found, by row key. Rows of the batch missing here are errors.
     Done(Vec<(RowKey, Outcome)>),
-    /// The provider lost or failed the batch; every row of it gets this outcome.
+    /// The results could not be had this time (an unreadable file, a failing status call):
+    /// every row of the batch gets this outcome, and the batch stays open for a later run to
+    /// poll again. An accepted batch is never uploaded again.
     Failed(Outcome),
+    /// The provider no longer knows the batch: its rows are held like an unconfirmed upload.
+    Lost(String),
 }
 
 /// A check that uploads rows in batches and collects a result per row.

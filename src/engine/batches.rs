@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use super::plan::{Work, WorkKind};
+use super::plan::Work;
 use super::rows::reap;
 use super::stats::Stats;
-use super::{Ctx, daily_quota_pending, still_processing};
+use super::{Ctx, still_processing};
 use crate::checks::{BatchCheck, BatchStep, Subject, Uploaded};
 use crate::journal::OpenBatch;
 use crate::outcome::{Outcome, RowKey, Status};
@@ -46,13 +45,14 @@ pub async fn run<C: BatchCheck>(
             () = ctx.stop.wait() => break,
         };
         match work {
-            Some(w) => {
-                debug_assert_eq!(w.kind, WorkKind::Submit, "batch rows are polled by batch");
-                chunk.push((w.key, w.subject));
+            Some(Work::Submit { key, subject }) => {
+                chunk.push((key, subject));
                 if chunk.len() < check.chunk_size() {
                     continue;
                 }
             }
+            // Batch rows are polled by batch: the feed never sends them one by one.
+            Some(Work::Poll { .. }) => continue,
             None if chunk.is_empty() => break,
             None => fed_all = true,
         }
@@ -86,25 +86,9 @@ async fn batch<C: BatchCheck>(
     scratch: &Path,
 ) {
     let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
-    if ctx.stop.is_set() {
-        return;
-    }
-    if ctx.api.gate().day_exhausted() {
-        for k in keys {
-            ctx.finish(k, daily_quota_pending(), None);
-        }
-        return;
-    }
-    let Ok(sending) = ctx.sending.acquire().await else {
+    let Some(sending) = ctx.begin_paid(&keys, Some(batch_id)).await else {
         return;
     };
-    if ctx.stop.is_set() {
-        return;
-    }
-    if let Err(e) = ctx.journal.intent(keys.clone(), Some(batch_id)).await {
-        ctx.fail(e.to_string());
-        return;
-    }
     let uploaded = check.upload(&ctx.api, &rows).await;
     drop(sending);
     match uploaded {
@@ -126,6 +110,8 @@ async fn batch<C: BatchCheck>(
     }
 }
 
+/// Polls an accepted batch until its results, the deadline or a stop. Whatever goes wrong,
+/// the batch stays open: its rows are polled again by a later run, never uploaded again.
 async fn poll_batch<C: BatchCheck>(
     ctx: &Ctx,
     check: &C,
@@ -134,31 +120,32 @@ async fn poll_batch<C: BatchCheck>(
     keys: Vec<RowKey>,
     scratch: &Path,
 ) {
-    let schedule = check.schedule();
-    let deadline = Instant::now() + schedule.deadline;
-    for n in 0u32.. {
-        let now = Instant::now();
-        if now >= deadline {
-            for k in keys {
-                ctx.finish(k, still_processing(), None);
-            }
-            return;
-        }
-        if !ctx.stop.sleep(schedule.delay(n).min(deadline - now)).await {
-            return;
-        }
-        match check.poll(&ctx.api, &request_id, scratch).await {
-            Ok(BatchStep::Running) => {}
-            Ok(BatchStep::Done(results)) => return settle(ctx, batch_id, keys, results),
-            Ok(BatchStep::Failed(outcome)) => {
-                ctx.journal.batch_closed(batch_id, "failed");
-                for k in keys {
-                    ctx.finish(k, outcome.clone(), None);
+    let answer = ctx
+        .poll_until(
+            check.schedule(),
+            || async {
+                match check.poll(&ctx.api, &request_id, scratch).await {
+                    Ok(BatchStep::Running) => None,
+                    other => Some(other),
                 }
-                return;
+            },
+            || {
+                for k in &keys {
+                    ctx.finish(*k, still_processing(), None);
+                }
+            },
+        )
+        .await;
+    match answer {
+        None | Some(Ok(BatchStep::Running)) => {}
+        Some(Ok(BatchStep::Done(results))) => settle(ctx, batch_id, keys, results),
+        Some(Ok(BatchStep::Failed(outcome))) => {
+            for k in keys {
+                ctx.finish(k, outcome.clone(), None);
             }
-            Err(e) => return ctx.poll_failed(keys, e),
         }
+        Some(Ok(BatchStep::Lost(why))) => ctx.hold(keys, Some(batch_id), &why, None),
+        Some(Err(e)) => ctx.poll_failed(keys, e),
     }
 }
 

@@ -60,7 +60,6 @@ struct Inner {
     queues: Mutex<Queues>,
     wake: Notify,
     paused_until: Mutex<Option<Instant>>,
-    closed: AtomicBool,
     exhausted: AtomicBool,
     usage: Option<UsageSink>,
 }
@@ -69,6 +68,8 @@ struct Inner {
 struct Queues {
     high: VecDeque<oneshot::Sender<Result<(), GateError>>>,
     low: VecDeque<oneshot::Sender<Result<(), GateError>>>,
+    /// Under the same lock as the queues, so that no waiter can join after the last sweep.
+    closed: bool,
 }
 
 impl Queues {
@@ -168,7 +169,6 @@ impl Gate {
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
             paused_until: Mutex::new(None),
-            closed: AtomicBool::new(false),
             exhausted: AtomicBool::new(false),
             usage,
         });
@@ -178,15 +178,15 @@ impl Gate {
 
     /// Waits for the right to send one request.
     pub async fn acquire(&self, priority: Priority) -> Result<(), GateError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(GateError::Closed);
-        }
         if self.inner.exhausted.load(Ordering::Acquire) {
             return Err(GateError::DayExhausted);
         }
         let (tx, rx) = oneshot::channel();
         {
             let mut q = lock(&self.inner.queues);
+            if q.closed {
+                return Err(GateError::Closed);
+            }
             match priority {
                 Priority::High => q.high.push_back(tx),
                 Priority::Low => q.low.push_back(tx),
@@ -196,7 +196,7 @@ impl Gate {
         rx.await.unwrap_or(Err(GateError::Closed))
     }
 
-    /// Holds every waiter until `d` from now (the provider said so, or a 429 implied it).
+    /// Holds every waiter until `d` from now (after a 429).
     pub fn pause_for(&self, d: Duration) {
         let until = Instant::now() + d;
         let mut p = lock(&self.inner.paused_until);
@@ -212,7 +212,10 @@ impl Gate {
 
     /// Refuses every waiting and future request: the run is stopping.
     pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+        let mut q = lock(&self.inner.queues);
+        q.closed = true;
+        q.fail_all(GateError::Closed);
+        drop(q);
         self.inner.wake.notify_one();
     }
 }
@@ -227,12 +230,14 @@ async fn grant_loop(inner: Arc<Inner>) {
             let notified = inner.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if inner.closed.load(Ordering::Acquire) {
-                lock(&inner.queues).fail_all(GateError::Closed);
-                return;
-            }
-            if !lock(&inner.queues).is_empty() {
-                break;
+            {
+                let q = lock(&inner.queues);
+                if q.closed {
+                    return;
+                }
+                if !q.is_empty() {
+                    break;
+                }
             }
             notified.await;
         }
@@ -250,6 +255,10 @@ async fn grant_loop(inner: Arc<Inner>) {
         }
         if let Some(pacer) = &inner.pacer {
             pacer.until_ready().await;
+        }
+        // A pause that began during the pacer's wait holds this grant back too.
+        if lock(&inner.paused_until).is_some_and(|until| until > Instant::now()) {
+            continue;
         }
         if let Some(day) = &inner.day
             && !lock(day).take(unix_minute())

@@ -8,10 +8,13 @@ pub mod rows;
 pub mod stats;
 pub mod stop;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
+use crate::checks::PollSchedule;
 use crate::journal::JournalWriter;
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::{Api, CallError};
@@ -26,8 +29,8 @@ pub struct Ctx {
     pub stop: Arc<Stop>,
     /// Paid calls between their committed intent and their answer. The intent is committed
     /// before the call queues at the quota gate (a commit between grant and send would blur
-    /// the pacing), so this bound is what keeps the rows a kill can leave unconfirmed to at
-    /// most the provider's concurrency.
+    /// the pacing), so this bound is what keeps what a kill can leave unconfirmed to at most
+    /// the provider's concurrency in calls: that many rows, or that many batches.
     pub sending: Semaphore,
     fatal: Mutex<Option<String>>,
 }
@@ -80,6 +83,34 @@ impl Ctx {
         Stats::add(&self.stats.done, 1);
     }
 
+    /// Everything before a paid call leaves: the stop and the day's quota are checked, a
+    /// sending permit is taken, and the intent is committed. `None` when the call must not be
+    /// made (the rows are settled already, or stay as they are for the next run).
+    pub async fn begin_paid(
+        &self,
+        keys: &[RowKey],
+        batch: Option<i64>,
+    ) -> Option<SemaphorePermit<'_>> {
+        if self.stop.is_set() {
+            return None;
+        }
+        if self.api.gate().day_exhausted() {
+            for k in keys {
+                self.finish(*k, daily_quota_pending(), None);
+            }
+            return None;
+        }
+        let permit = self.sending.acquire().await.ok()?;
+        if self.stop.is_set() {
+            return None;
+        }
+        if let Err(e) = self.journal.intent(keys.to_vec(), batch).await {
+            self.fail(e.to_string());
+            return None;
+        }
+        Some(permit)
+    }
+
     /// Settles rows whose paid call (or upload) got no usable answer.
     pub fn submit_failed(&self, keys: Vec<RowKey>, batch: Option<i64>, error: CallError) {
         match error {
@@ -107,20 +138,29 @@ impl Ctx {
                     self.finish(k, outcome.clone(), Some(attempts));
                 }
             }
-            CallError::Unconfirmed { label, message, .. } => {
-                tracing::warn!(
-                    "{label}: {message}; {} row(s) held as unconfirmed (re-run with \
-                     --resend-unconfirmed to send them again)",
-                    keys.len()
-                );
-                Stats::add(&self.stats.unconfirmed, keys.len() as u64);
-                self.journal.unconfirmed(keys, batch);
-            }
+            CallError::Unconfirmed {
+                label,
+                message,
+                attempts,
+            } => self.hold(keys, batch, &format!("{label}: {message}"), Some(attempts)),
             CallError::Fatal(message) => {
                 self.journal.revert(keys, batch);
                 self.fail(message);
             }
         }
+    }
+
+    /// Holds rows whose paid call may have been billed without an answer that can be had; a
+    /// run with --resend-unconfirmed sends them again.
+    pub fn hold(&self, keys: Vec<RowKey>, batch: Option<i64>, why: &str, attempts: Option<u32>) {
+        tracing::warn!(
+            "{why}; {} row(s) held as unconfirmed (re-run with --resend-unconfirmed to send \
+             them again)",
+            keys.len()
+        );
+        Stats::add(&self.stats.unconfirmed, keys.len() as u64);
+        Stats::add(&self.stats.done, keys.len() as u64);
+        self.journal.unconfirmed(keys, batch, attempts);
     }
 
     /// Settles rows the provider accepted but whose result could not be fetched: they keep
@@ -135,6 +175,8 @@ impl Ctx {
             } => Outcome::new(Status::Error)
                 .with_reason(reason)
                 .with_message(message),
+            // Polls cost nothing, so a lost answer is retried like any transport failure and
+            // never comes back unconfirmed; the arm only completes the match.
             CallError::Unconfirmed { message, .. } => Outcome::new(Status::Error)
                 .with_reason("transport_error")
                 .with_message(message),
@@ -142,6 +184,35 @@ impl Ctx {
         for k in keys {
             self.finish(k, outcome.clone(), None);
         }
+    }
+
+    /// Polls on `schedule` until `poll` gives an answer, the deadline passes (`None`: the rows
+    /// are pending, and the next run polls again), or the run stops (`None` too: the rows stay
+    /// running).
+    pub async fn poll_until<T, F>(
+        &self,
+        schedule: PollSchedule,
+        mut poll: impl FnMut() -> F,
+        on_deadline: impl FnOnce(),
+    ) -> Option<T>
+    where
+        F: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + schedule.deadline;
+        for n in 0u32.. {
+            let now = Instant::now();
+            if now >= deadline {
+                on_deadline();
+                return None;
+            }
+            if !self.stop.sleep(schedule.delay(n).min(deadline - now)).await {
+                return None;
+            }
+            if let Some(answer) = poll().await {
+                return Some(answer);
+            }
+        }
+        None
     }
 }
 

@@ -77,35 +77,29 @@ pub fn invalid_outcome(invalid: Invalid) -> Outcome {
 
 /// A row that needs a call in this run.
 #[derive(Debug)]
-pub struct Work {
-    pub key: RowKey,
-    pub subject: Subject,
-    pub kind: WorkKind,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum WorkKind {
+pub enum Work {
     /// Send the paid request.
-    Submit,
+    Submit { key: RowKey, subject: Subject },
     /// Already accepted: poll its result, never resend.
-    Poll { request_id: String },
+    Poll { key: RowKey, request_id: String },
 }
 
-/// What a row needs, from its journal record. Batch rows whose batch is still open are polled
-/// through their batch, not fed.
-pub fn work_for(rec: &crate::journal::RowRecord) -> Option<WorkKind> {
+/// What a row needs, from its journal record: `Some(None)` a submission, `Some(Some(id))` a
+/// poll of that request. A row of a batch still open is polled through its batch, whatever
+/// its status: an accepted batch is never uploaded again.
+pub fn work_for(rec: &crate::journal::RowRecord) -> Option<Option<String>> {
     let unsettled = matches!(rec.status, Some(Status::Pending | Status::Error));
+    if rec.batch_open {
+        return None;
+    }
     match (rec.state, rec.batch_id, &rec.request_id) {
-        (RowState::Planned, _, _) => Some(WorkKind::Submit),
-        (RowState::Running, None, Some(id)) => Some(WorkKind::Poll {
-            request_id: id.clone(),
-        }),
-        (RowState::Done, None, Some(id)) if unsettled => Some(WorkKind::Poll {
-            request_id: id.clone(),
-        }),
-        (RowState::Done, None, None) if unsettled => Some(WorkKind::Submit),
-        // A batch row in error: its batch failed or left it out; it goes into a new batch.
-        (RowState::Done, Some(_), _) if rec.status == Some(Status::Error) => Some(WorkKind::Submit),
+        (RowState::Planned, _, _) => Some(None),
+        (RowState::Running, None, Some(id)) => Some(Some(id.clone())),
+        (RowState::Done, None, Some(id)) if unsettled => Some(Some(id.clone())),
+        (RowState::Done, None, None) if unsettled => Some(None),
+        // A batch row in error whose batch is closed: the batch was refused, or its result
+        // file left the row out. It goes into a new batch.
+        (RowState::Done, Some(_), _) if rec.status == Some(Status::Error) => Some(None),
         _ => None,
     }
 }
@@ -151,22 +145,23 @@ pub fn feed(
                 continue;
             };
             last = Some(rec.key);
-            let Some(kind) = work_for(&rec) else {
-                continue;
+            let work = match work_for(&rec) {
+                None => continue,
+                Some(Some(request_id)) => Work::Poll { key, request_id },
+                Some(None) => match subject(&map.values(records.record())) {
+                    Ok(subject) => Work::Submit { key, subject },
+                    Err(e) => {
+                        tracing::warn!(
+                            "row {} of {} no longer passes validation ({}); skipped",
+                            key.record() + 1,
+                            file.display(),
+                            e.reason
+                        );
+                        continue;
+                    }
+                },
             };
-            let subject = match subject(&map.values(records.record())) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(
-                        "row {} of {} no longer passes validation ({}); skipped",
-                        key.record() + 1,
-                        file.display(),
-                        e.reason
-                    );
-                    continue;
-                }
-            };
-            if tx.blocking_send(Work { key, subject, kind }).is_err() {
+            if tx.blocking_send(work).is_err() {
                 // The engine stopped taking work: the run is ending.
                 return Ok(());
             }
@@ -184,15 +179,15 @@ mod tests {
         state: RowState,
         status: Option<Status>,
         request: Option<&str>,
-        batch: Option<i64>,
+        batch: Option<(i64, bool)>,
     ) -> RowRecord {
         RowRecord {
             key: RowKey(0),
             state,
             status,
             request_id: request.map(str::to_owned),
-            batch_id: batch,
-            attempts: 0,
+            batch_id: batch.map(|(b, _)| b),
+            batch_open: batch.is_some_and(|(_, open)| open),
         }
     }
 
@@ -200,21 +195,10 @@ mod tests {
     fn what_each_journal_state_needs() {
         use RowState::*;
         use Status::*;
-        let poll = |id: &str| {
-            Some(WorkKind::Poll {
-                request_id: id.into(),
-            })
-        };
-        assert_eq!(
-            work_for(&rec(Planned, None, None, None)),
-            Some(WorkKind::Submit)
-        );
+        let poll = |id: &str| Some(Some(id.to_string()));
+        let submit = Some(None);
+        assert_eq!(work_for(&rec(Planned, None, None, None)), submit);
         assert_eq!(work_for(&rec(Running, None, Some("r"), None)), poll("r"));
-        assert_eq!(
-            work_for(&rec(Running, None, Some("r"), Some(1))),
-            None,
-            "polled via its batch"
-        );
         assert_eq!(
             work_for(&rec(Done, Some(Pending), Some("r"), None)),
             poll("r")
@@ -223,27 +207,28 @@ mod tests {
             work_for(&rec(Done, Some(Error), Some("r"), None)),
             poll("r")
         );
-        assert_eq!(
-            work_for(&rec(Done, Some(Error), None, None)),
-            Some(WorkKind::Submit)
-        );
-        assert_eq!(
-            work_for(&rec(Done, Some(Pending), None, None)),
-            Some(WorkKind::Submit)
-        );
-        assert_eq!(
-            work_for(&rec(Done, Some(Error), Some("b"), Some(3))),
-            Some(WorkKind::Submit)
-        );
-        assert_eq!(
-            work_for(&rec(Done, Some(Pending), Some("b"), Some(3))),
-            None,
-            "batch still open"
-        );
+        assert_eq!(work_for(&rec(Done, Some(Error), None, None)), submit);
+        assert_eq!(work_for(&rec(Done, Some(Pending), None, None)), submit);
         assert_eq!(work_for(&rec(Done, Some(Verified), Some("r"), None)), None);
         assert_eq!(work_for(&rec(Done, Some(InvalidInput), None, None)), None);
         assert_eq!(work_for(&rec(Unconfirmed, None, None, None)), None, "held");
         assert_eq!(work_for(&rec(Duplicate, None, None, None)), None);
+        // An open batch is polled as a batch, whatever its rows say; a closed one's errors
+        // go into a new batch.
+        for (state, status) in [(Running, None), (Done, Some(Error)), (Done, Some(Pending))] {
+            assert_eq!(
+                work_for(&rec(state, status, Some("b"), Some((3, true)))),
+                None
+            );
+        }
+        assert_eq!(
+            work_for(&rec(Done, Some(Error), Some("b"), Some((3, false)))),
+            submit
+        );
+        assert_eq!(
+            work_for(&rec(Done, Some(Pending), Some("b"), Some((3, false)))),
+            None
+        );
     }
 
     #[test]

@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use super::plan::{Work, WorkKind};
+use super::plan::Work;
 use super::stats::Stats;
-use super::{Ctx, daily_quota_pending, still_processing};
+use super::{Ctx, still_processing};
 use crate::checks::{RowCheck, Step, Subject};
 use crate::outcome::RowKey;
 
@@ -55,14 +54,14 @@ pub(super) fn reap(ctx: &Ctx, done: Result<(), tokio::task::JoinError>) {
 }
 
 async fn row<C: RowCheck>(ctx: &Ctx, check: &C, work: Work) {
-    let request_id = match work.kind {
-        WorkKind::Poll { request_id } => request_id,
-        WorkKind::Submit => match submit(ctx, check, work.key, &work.subject).await {
-            Some(id) => id,
+    let (key, request_id) = match work {
+        Work::Poll { key, request_id } => (key, request_id),
+        Work::Submit { key, subject } => match submit(ctx, check, key, &subject).await {
+            Some(id) => (key, id),
             None => return,
         },
     };
-    poll(ctx, check, work.key, request_id).await;
+    poll(ctx, check, key, request_id).await;
 }
 
 /// Sends the paid request. Returns the request id to poll, if there is one.
@@ -72,33 +71,24 @@ async fn submit<C: RowCheck>(
     key: RowKey,
     subject: &Subject,
 ) -> Option<String> {
-    if ctx.stop.is_set() {
-        return None;
-    }
-    if ctx.api.gate().day_exhausted() {
-        ctx.finish(key, daily_quota_pending(), None);
-        return None;
-    }
-    let Ok(_sending) = ctx.sending.acquire().await else {
-        return None;
-    };
-    if ctx.stop.is_set() {
-        return None;
-    }
-    if let Err(e) = ctx.journal.intent(vec![key], None).await {
-        ctx.fail(e.to_string());
-        return None;
-    }
+    let _sending = ctx.begin_paid(&[key], None).await?;
     match check.submit(&ctx.api, subject).await {
-        Ok((Step::Running(id), attempts)) => {
-            ctx.journal.running(vec![key], None, id.clone(), attempts);
+        Ok((step, attempts)) => {
             Stats::add(&ctx.stats.submitted, 1);
-            Some(id)
-        }
-        Ok((Step::Done(outcome), attempts)) => {
-            Stats::add(&ctx.stats.submitted, 1);
-            ctx.finish(key, outcome, Some(attempts));
-            None
+            match step {
+                Step::Running(id) => {
+                    ctx.journal.running(vec![key], None, id.clone(), attempts);
+                    Some(id)
+                }
+                Step::Done(outcome) => {
+                    ctx.finish(key, outcome, Some(attempts));
+                    None
+                }
+                Step::Lost(why) => {
+                    ctx.hold(vec![key], None, &why, Some(attempts));
+                    None
+                }
+            }
         }
         Err(e) => {
             ctx.submit_failed(vec![key], None, e);
@@ -107,30 +97,25 @@ async fn submit<C: RowCheck>(
     }
 }
 
-/// Polls on the check's schedule until an outcome, the deadline (pending), or a stop (the row
-/// stays running and the next run polls it).
+/// Polls until an outcome, the deadline (pending), or a stop (the row stays running and the
+/// next run polls it).
 async fn poll<C: RowCheck>(ctx: &Ctx, check: &C, key: RowKey, request_id: String) {
-    let schedule = check.schedule();
-    let deadline = Instant::now() + schedule.deadline;
-    for n in 0u32.. {
-        let now = Instant::now();
-        if now >= deadline {
-            ctx.finish(key, still_processing(), None);
-            return;
-        }
-        if !ctx.stop.sleep(schedule.delay(n).min(deadline - now)).await {
-            return;
-        }
-        match check.poll(&ctx.api, &request_id).await {
-            Ok(Step::Running(_)) => {}
-            Ok(Step::Done(outcome)) => {
-                ctx.finish(key, outcome, None);
-                return;
-            }
-            Err(e) => {
-                ctx.poll_failed(vec![key], e);
-                return;
-            }
-        }
+    let answer = ctx
+        .poll_until(
+            check.schedule(),
+            || async {
+                match check.poll(&ctx.api, &request_id).await {
+                    Ok(Step::Running(_)) => None,
+                    other => Some(other),
+                }
+            },
+            || ctx.finish(key, still_processing(), None),
+        )
+        .await;
+    match answer {
+        None | Some(Ok(Step::Running(_))) => {}
+        Some(Ok(Step::Done(outcome))) => ctx.finish(key, outcome, None),
+        Some(Ok(Step::Lost(why))) => ctx.hold(vec![key], None, &why, None),
+        Some(Err(e)) => ctx.poll_failed(vec![key], e),
     }
 }

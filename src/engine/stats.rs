@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Run-wide counters. Relaxed atomics: they feed displays, not decisions.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Rows in the inputs, once known.
-    pub rows_total: AtomicU64,
     /// Rows read so far by the planning pass.
     pub rows_read: AtomicU64,
     /// Rows that need a call in this run.

@@ -344,6 +344,22 @@ impl ColumnMap {
         Ok(ColumnMap { indices })
     }
 
+    /// Which header each logical column was found in, as `udyam=UdyamNo, name=-`: what a
+    /// journal records so that a resumed run reads the same columns.
+    pub fn describe(&self, file: &InputFile, specs: &[ColumnSpec]) -> String {
+        specs
+            .iter()
+            .zip(&self.indices)
+            .map(|(spec, i)| {
+                let header = i
+                    .and_then(|i| file.headers.get(i))
+                    .map_or("-", String::as_str);
+                format!("{}={header}", spec.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The values of the logical columns in spec order; an absent optional column reads as "".
     pub fn values<'r>(&self, record: &'r csv::StringRecord) -> Vec<&'r str> {
         self.indices

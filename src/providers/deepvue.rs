@@ -9,9 +9,10 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
-use super::{Api, Authenticator, Billing, CallError, Request, provider_words};
+use super::{Answer, Api, Authenticator, Billing, CallError, Request, provider_words};
 use crate::config::{ProviderDefaults, Quotas};
 use crate::engine::gate::Priority;
+use crate::outcome::{Outcome, Status};
 use crate::secret::Secret;
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
@@ -31,6 +32,8 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 /// The documented lifetime, assumed when the answer does not say.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The lifetime assumed when the expiry is already past by our clock.
+const SKEWED_LIFETIME: Duration = Duration::from_secs(60);
 
 struct Token {
     /// The headers every call carries, built once per token.
@@ -109,15 +112,17 @@ impl DeepvueAuth {
                 "deepvue's authorize answer carried no access_token; run again later".into(),
             ));
         };
-        let lifetime = body
-            .get("expiry")
-            .and_then(|e| e.as_str())
-            .and_then(|e| {
-                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .map(|expiry| expiry - time::OffsetDateTime::now_utc())
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(DEFAULT_LIFETIME);
+        let expiry = body.get("expiry").and_then(|e| e.as_str()).and_then(|e| {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+        });
+        let lifetime = match expiry {
+            // Not said: the documented lifetime.
+            None => DEFAULT_LIFETIME,
+            // Already past by our clock (the clocks disagree): use it briefly, then renew.
+            Some(e) => {
+                Duration::try_from(e - time::OffsetDateTime::now_utc()).unwrap_or(SKEWED_LIFETIME)
+            }
+        };
         // Renew a little early: five minutes, or a tenth of a short lifetime.
         let renew_in = lifetime.saturating_sub(RENEW_BEFORE.min(lifetime / 10));
         Ok(Token {
@@ -180,12 +185,53 @@ impl Authenticator for DeepvueAuth {
     }
 }
 
-/// The reason code and message of a Deepvue answer: `sub_code`/`error` and `message`/`detail`.
-pub fn reason_and_message(answer: &super::Answer) -> (Option<String>, Option<String>) {
+/// The request id of an accepted call (`request_id`, at the top or under `data`). An accepted
+/// call without one may have been billed and cannot be polled: it is held, never resent.
+pub fn accepted_request_id(answer: &Answer, label: &'static str) -> Result<String, CallError> {
+    let body = answer.json().unwrap_or_default();
+    body.get("request_id")
+        .or_else(|| body.get("data").and_then(|d| d.get("request_id")))
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| CallError::Unconfirmed {
+            label,
+            message: "the provider accepted the request without a request_id".into(),
+            attempts: answer.attempts,
+        })
+}
+
+/// A refusal's outcome: the reason is Deepvue's `sub_code` or `error` (lower case), else the
+/// HTTP status; the message is its words.
+pub fn refusal(answer: &Answer, status: Status) -> Outcome {
     let body = answer.json().unwrap_or_default();
     let reason = ["sub_code", "error"]
         .iter()
         .find_map(|k| body.get(k).and_then(|v| v.as_str()))
-        .map(|s| s.to_ascii_lowercase());
-    (reason, provider_words(answer))
+        .map_or_else(
+            || format!("http_{}", answer.status.as_u16()),
+            str::to_ascii_lowercase,
+        );
+    let outcome = Outcome::new(status)
+        .with_reason(reason)
+        .with_provider_status(answer.status.as_u16().to_string());
+    match provider_words(answer) {
+        Some(m) => outcome.with_message(m),
+        None => outcome,
+    }
+}
+
+/// A 4xx answer to a paid call, read as the provider's verdict on the row. A 404 or 405, or an
+/// answer without a JSON body, says the endpoint is wrong (a mistyped base URL): every row
+/// would get the same false verdict, so the run stops instead.
+pub fn verdict(answer: &Answer, label: &'static str) -> Result<Outcome, CallError> {
+    let endpoint_wrong = matches!(answer.status.as_u16(), 404 | 405) || answer.json().is_none();
+    if endpoint_wrong {
+        return Err(CallError::Fatal(format!(
+            "deepvue answered HTTP {} to the {label} request, which is not a verdict on the \
+             row: check DEEPVUE_BASE_URL (or base_url in [providers.deepvue])",
+            answer.status.as_u16()
+        )));
+    }
+    Ok(refusal(answer, Status::NotVerified))
 }

@@ -51,13 +51,23 @@ pub struct Request<'a> {
 }
 
 /// A provider's answer that is not a transport-level failure.
-#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// How many times the request was sent.
     pub attempts: u32,
+}
+
+/// The status and size only: a body can carry a token (the authorize answer) or personal data.
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Answer {
@@ -154,7 +164,10 @@ impl Api {
     ) -> Result<Api, reqwest::Error> {
         // A read timeout, not a whole-request deadline: a large result file may take minutes
         // to download, but a connection that goes silent is dead.
+        // No redirects: reqwest would carry the custom x-api-key header (the client secret)
+        // to wherever a redirect points.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
             .pool_max_idle_per_host(settings.concurrency)
@@ -331,7 +344,6 @@ impl Api {
                 Err(Failed::Transport { error, sent }) => {
                     let message = describe(&error);
                     if sent && req.billing == Billing::Paid {
-                        Stats::add(&self.stats.unconfirmed, 1);
                         return Err(CallError::Unconfirmed {
                             label: req.label,
                             message,
@@ -393,9 +405,9 @@ async fn receive(builder: reqwest::RequestBuilder, dest: Option<&Path>) -> Resul
     let headers = resp.headers().clone();
     let body = match dest {
         Some(path) if status.is_success() => {
-            let mut out = tokio::fs::File::from_std(
-                crate::journal::create_private_file(path).map_err(Failed::Local)?,
-            );
+            let mut out = crate::journal::create_private_file_async(path)
+                .await
+                .map_err(Failed::Local)?;
             while let Some(bytes) = resp.chunk().await.map_err(transport)? {
                 out.write_all(&bytes).await.map_err(Failed::Local)?;
             }

@@ -59,6 +59,15 @@ impl Batch {
         self.rows.len()
     }
 
+    /// Whether the batch holds a `statusdown…` VPA: its status endpoint then answers 503 to
+    /// the first [`STATUS_DOWN_ANSWERS`] calls, so that a client's poll gives up once.
+    pub(super) fn status_down(&self) -> bool {
+        self.vpas().any(|v| {
+            v.split_once('@')
+                .is_some_and(|(local, _)| local.to_lowercase().starts_with("statusdown"))
+        })
+    }
+
     pub(super) fn vpas(&self) -> impl Iterator<Item = &str> {
         self.rows.iter().map(|row| row[self.vpa_column].trim())
     }
@@ -111,6 +120,9 @@ enum Outcome {
     SourceDown,
     Dropped,
 }
+
+/// How many status calls of a `statusdown` batch are answered 503.
+pub(super) const STATUS_DOWN_ANSWERS: u32 = 4;
 
 impl Outcome {
     /// A VPA with no `handle@psp` shape is answered as invalid, as the single-VPA call does.

@@ -11,7 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::batch::Batch;
+use super::batch::{Batch, STATUS_DOWN_ANSWERS};
 use super::ids::sha256_hex;
 use super::udyam::{self, Scenario, SourceOutput};
 use super::{CLIENT_ID, CLIENT_SECRET, MAX_AUTHORIZE_BYTES, SandboxError, Shared, clock, lock, s3};
@@ -468,6 +468,14 @@ pub(super) async fn batch_status(State(app): State<Shared>, Query(params): Param
     let Some(job) = app.store.batch(request_id) else {
         return not_found(&app);
     };
+    if Batch::parse(&job.file).is_some_and(|b| b.status_down()) {
+        let mut refusals = lock(&app.status_refusals);
+        let given = refusals.entry(request_id.clone()).or_insert(0);
+        if *given < STATUS_DOWN_ANSWERS {
+            *given += 1;
+            return detail(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        }
+    }
     let now = clock::now_ms();
     let data = if now < job.ready_ms {
         StatusData {

@@ -199,6 +199,7 @@ impl Sandbox {
             store,
             base_url: base_url.clone(),
             config,
+            status_refusals: Mutex::default(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -283,6 +284,8 @@ struct App {
     limiter: Mutex<RateLimiter>,
     stats: Mutex<Stats>,
     store: Store,
+    /// 503 answers given so far to each `statusdown` batch's status calls (not persisted).
+    status_refusals: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 type Shared = Arc<App>;

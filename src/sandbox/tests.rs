@@ -1542,3 +1542,21 @@ async fn stats_report_what_the_sandbox_saw() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_statusdown_batch_refuses_its_first_status_calls() {
+    let sandbox = start(fast()).await;
+    let client = Client::new(&sandbox.base_url()).await;
+    let request_id = client
+        .upload_ok(b"vpa\nstatusdown.x@ybl\nravi@okicici\n")
+        .await;
+    for _ in 0..super::batch::STATUS_DOWN_ANSWERS {
+        let (status, text) = client.status(&request_id).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(text, r#"{"detail":"Service Unavailable"}"#);
+    }
+    let (status, _) = client.status(&request_id).await;
+    assert_eq!(status, StatusCode::OK, "then it answers as usual");
+    let other = client.upload_ok(b"vpa\nravi@okicici\n").await;
+    assert_eq!(client.status(&other).await.0, StatusCode::OK);
+}

@@ -20,10 +20,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts a sandbox with these flags (after `--port 0`).
+    /// Starts a sandbox with these flags on a free port.
     pub fn start(flags: &[&str]) -> Sandbox {
+        Sandbox::start_on(0, flags)
+    }
+
+    /// Starts a sandbox on `port` (0: a free one).
+    pub fn start_on(port: u16, flags: &[&str]) -> Sandbox {
         let mut child = Command::new(BIN)
-            .args(["sandbox", "--port", "0"])
+            .args(["sandbox", "--port", &port.to_string()])
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -42,24 +47,13 @@ impl Sandbox {
         Sandbox { child, url }
     }
 
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     /// A sandbox without rate limits and with quick results.
     pub fn quick(extra: &[&str]) -> Sandbox {
-        let mut flags = vec![
-            "--per-second",
-            "0",
-            "--per-minute",
-            "0",
-            "--per-day",
-            "0",
-            "--udyam-delay-ms",
-            "300",
-            "--batch-delay-ms",
-            "300",
-            "--batch-ms-per-row",
-            "0",
-        ];
-        flags.extend_from_slice(extra);
-        Sandbox::start(&flags)
+        Sandbox::start(&quick_flags(extra))
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -96,6 +90,26 @@ impl Sandbox {
     pub fn vpa_uploads(&self) -> std::collections::BTreeMap<String, u64> {
         counts(&self.stats()["vpa_uploads"])
     }
+}
+
+/// The flags of [`Sandbox::quick`], then `extra` (a flag given twice takes its last value).
+pub fn quick_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--per-second",
+        "0",
+        "--per-minute",
+        "0",
+        "--per-day",
+        "0",
+        "--udyam-delay-ms",
+        "300",
+        "--batch-delay-ms",
+        "300",
+        "--batch-ms-per-row",
+        "0",
+    ];
+    flags.extend_from_slice(extra);
+    flags
 }
 
 fn counts(v: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {

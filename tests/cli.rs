@@ -535,83 +535,60 @@ fn fatal_errors_exit_1_and_write_no_output() {
     let sandbox = Sandbox::quick(&[]);
     let job = Job::new();
     job.write("in.csv", "id,udyam\n1,UDYAM-MH-01-0000001\n");
-    let run = |args: &[&str], secret: &str| {
-        let mut c = job.run(&sandbox, "deepvue-udyam", args);
-        c.env("DEEPVUE_CLIENT_SECRET", secret);
-        output(c)
-    };
-
+    job.write("ok.toml", FAST);
     job.write(
         "bad.toml",
         "[providers.deepvue]\nper_second = 17\nper_minte = 1000\n",
     );
-    let o = run(
-        &["--config", "bad.toml", "-o", "a.csv", "in.csv"],
-        CLIENT_SECRET,
-    );
-    assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("bad.toml, line 3, column 1: unknown field `per_minte`"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!job.path("a.csv").exists() && !job.path("a.csv.bulkverify").exists());
-
-    job.write("ok.toml", FAST);
-    let o = run(
-        &["--config", "ok.toml", "-o", "b.csv", "in.csv"],
-        "free_tier_wrong",
-    );
-    assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("refused the credentials"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!job.path("b.csv").exists());
-    assert!(!stderr(&o).contains("free_tier_wrong"));
-
-    let o = run(
-        &["--config", "ok.toml", "-o", "c.csv", "missing.csv"],
-        CLIENT_SECRET,
-    );
-    assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("missing.csv: cannot read the file"),
-        "{}",
-        stderr(&o)
-    );
-
     job.write(
         "ragged.csv",
         "id,udyam\n1,UDYAM-MH-01-0000001\n2,UDYAM-MH-01-0000002,extra\n",
     );
-    let o = run(
-        &["--config", "ok.toml", "-o", "d.csv", "ragged.csv"],
-        CLIENT_SECRET,
-    );
-    assert_eq!(code(&o), 1);
+    // (arguments after --config, client secret, what the error must say)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["bad.toml", "in.csv"],
+            CLIENT_SECRET,
+            "bad.toml, line 3, column 1: unknown field `per_minte`",
+        ),
+        (
+            &["ok.toml", "in.csv"],
+            "free_tier_wrong",
+            "refused the credentials",
+        ),
+        (
+            &["ok.toml", "missing.csv"],
+            CLIENT_SECRET,
+            "missing.csv: cannot read the file",
+        ),
+        (
+            &["ok.toml", "ragged.csv"],
+            CLIENT_SECRET,
+            "ragged.csv, line 3: this row has 3 fields",
+        ),
+        (
+            &["ok.toml", "--column", "udyam=Nope", "in.csv"],
+            CLIENT_SECRET,
+            "--column udyam=NAME",
+        ),
+    ];
+    for (i, (args, secret, says)) in cases.iter().enumerate() {
+        let out = format!("out{i}.csv");
+        let mut c = job.run(&sandbox, "deepvue-udyam", &["-o", &out, "--config"]);
+        c.args(*args).env("DEEPVUE_CLIENT_SECRET", secret);
+        let o = output(c);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("free_tier_wrong"),
+            "no secret in errors"
+        );
+        assert!(!job.path(&out).exists(), "{args:?}: no output written");
+    }
     assert!(
-        stderr(&o).contains("ragged.csv, line 3: this row has 3 fields"),
-        "{}",
-        stderr(&o)
+        !job.path("out0.csv.bulkverify").exists(),
+        "a bad config stops the run before the state is made"
     );
-    assert!(!job.path("d.csv").exists());
-
-    let o = run(
-        &[
-            "--config",
-            "ok.toml",
-            "--column",
-            "udyam=Nope",
-            "-o",
-            "e.csv",
-            "in.csv",
-        ],
-        CLIENT_SECRET,
-    );
-    assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("--column udyam=NAME"), "{}", stderr(&o));
 
     let o = output({
         let mut c = std::process::Command::new(BIN);

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::checks::deepvue_udyam::Udyam;
 use crate::checks::deepvue_upi_batch::UpiBatch;
-use crate::checks::{BatchCheck, CheckName, RowCheck, Subject};
+use crate::checks::{BatchCheck, CheckInfo, CheckName, RowCheck, Subject};
 use crate::config::{ConfigFile, ProviderSettings, Quotas};
 use crate::engine::gate::{Gate, unix_minute};
 use crate::engine::plan::{self, Work, work_for};
@@ -179,7 +179,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let prepared = {
         let job = Job {
             state_dir: state_dir.clone(),
-            check: info.name,
+            info,
             environment,
             fresh: opts.fresh,
             resend_unconfirmed: opts.resend_unconfirmed,
@@ -238,12 +238,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     }
 
     progress.phase(Phase::Writing);
-    // The journal (and with it the state's lock) lives until the output is written.
-    let (results, tally, journal) = {
-        let (inputs, scratch_for_results) = (inputs.clone(), scratch.clone());
+    let tally = {
+        let (inputs, out, scratch) = (inputs.clone(), output.clone(), scratch.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let path = scratch_for_results.join("results.parquet");
-            let mut collector = Collector::new(&inputs, journal.field_names()?, &path)?;
+            let mut collector = Collector::new(
+                &inputs,
+                journal.field_names()?,
+                &scratch.join("results.parquet"),
+            )?;
             let mut added = Ok(());
             journal.export_each(|row| {
                 if added.is_ok() {
@@ -252,19 +254,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             })?;
             added?;
             let (results, tally) = collector.finish()?;
-            Ok((results, tally, journal))
+            crate::merge::write_output(&inputs, results, &out, &scratch)
+                .with_context(|| format!("writing {}", out.display()))?;
+            // The journal, and with it the state's lock, lives until the output is written.
+            drop(journal);
+            Ok(tally)
         })
         .await??
     };
-    {
-        let (inputs, out, scratch) = (inputs.clone(), output.clone(), scratch.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::merge::write_output(&inputs, results, &out, &scratch)
-        })
-        .await?
-        .with_context(|| format!("writing {}", output.display()))?;
-    }
-    drop(journal);
     progress.finish().await;
 
     let summary = Summary {
@@ -284,7 +281,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
 /// What the journal work before any call needs.
 struct Job {
     state_dir: PathBuf,
-    check: &'static str,
+    info: &'static CheckInfo,
     environment: String,
     fresh: bool,
     resend_unconfirmed: bool,
@@ -311,7 +308,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
     let mut journal = Journal::open(
         &job.state_dir,
         &Identity {
-            check: job.check,
+            check: job.info.name,
             environment: &job.environment,
         },
         job.fresh,
@@ -322,16 +319,11 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         .iter()
         .map(|f| Ok((f.display(), f.fingerprint()?)))
         .collect::<Result<Vec<_>, crate::input::InputError>>()?;
-    let info = CheckName::ALL
-        .iter()
-        .map(|c| c.info())
-        .find(|i| i.name == job.check)
-        .expect("a known check");
     let columns = job
         .inputs
         .iter()
         .zip(job.maps.iter())
-        .map(|(f, m)| m.describe(f, info.columns))
+        .map(|(f, m)| m.describe(f, job.info.columns))
         .collect::<Vec<_>>()
         .join(" | ");
     if journal.check_inputs(&fingerprints, &columns)? {
@@ -341,7 +333,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         let subject = |v: &[&str]| job.subject.subject(v);
         plan::plan(
             &mut journal,
-            job.check,
+            job.info.name,
             &job.inputs,
             &job.maps,
             &subject,

@@ -28,6 +28,14 @@ pub(super) fn detail(status: StatusCode, message: &str) -> Response {
     (status, Json(Detail { detail: message })).into_response()
 }
 
+/// The provider's 429, with no rate-limit headers: the gateway adds any that a flag asks for.
+pub(super) fn rate_limited() -> Response {
+    detail(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Rate limit exceeded. Please retry after some time.",
+    )
+}
+
 #[derive(Serialize)]
 struct Missing {
     loc: [&'static str; 2],
@@ -307,7 +315,9 @@ pub(super) async fn udyam_result(State(app): State<Shared>, Query(params): Param
         return not_found(&app);
     };
     let scenario = Scenario::of(&job.number);
-    if scenario == Scenario::NeverCompletes || clock::now_ms() < job.ready_ms {
+    if scenario == Scenario::NeverCompletes
+        || !app.is_ready(request_id, job.ready_ms, clock::now_ms())
+    {
         let body = InProgress {
             request_id: request_id.clone(),
             status: "in_progress",
@@ -477,7 +487,7 @@ pub(super) async fn batch_status(State(app): State<Shared>, Query(params): Param
         }
     }
     let now = clock::now_ms();
-    let data = if now < job.ready_ms {
+    let data = if !app.is_ready(request_id, job.ready_ms, now) {
         StatusData {
             request_id: request_id.clone(),
             status: 102,

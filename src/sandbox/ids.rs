@@ -69,6 +69,20 @@ impl Ids {
         id
     }
 
+    /// Whether job `request_id` is among the `share` of jobs that never finish. Drawn from the
+    /// id and the seed, so every poll and a restarted sandbox agree on which jobs are stuck.
+    pub(super) fn is_stuck(&self, request_id: &str, share: f64) -> bool {
+        if share <= 0.0 {
+            return false;
+        }
+        let bytes = self.derive("stuck", &[request_id.as_bytes()]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&bytes[..8]);
+        // The top 53 bits make a fraction in [0, 1) that an f64 holds exactly.
+        let fraction = (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+        fraction < share
+    }
+
     pub(super) fn group_id(&self, request_id: &str) -> String {
         uuid(&self.derive("group", &[request_id.as_bytes()]))
     }
@@ -216,6 +230,30 @@ mod tests {
         assert_eq!(batch, b.batch_request_id("abc", 0));
         assert_eq!(a.transaction_id(), b.transaction_id());
         assert_ne!(a.transaction_id(), b.group_id("x"));
+    }
+
+    #[test]
+    fn stuck_jobs_are_the_share_asked_for_and_the_same_each_time() {
+        let ids = Ids::new("seed");
+        let request_ids: Vec<String> = (0..2000)
+            .map(|n| ids.udyam_request_id("UDYAM-MH-01-0000001", n))
+            .collect();
+        let stuck = |ids: &Ids, share: f64| -> Vec<bool> {
+            request_ids
+                .iter()
+                .map(|id| ids.is_stuck(id, share))
+                .collect()
+        };
+        assert!(stuck(&ids, 0.0).iter().all(|s| !s));
+        assert!(stuck(&ids, 1.0).iter().all(|s| *s));
+        let half = stuck(&ids, 0.5);
+        let count = half.iter().filter(|s| **s).count();
+        assert!((900..=1100).contains(&count), "{count} of 2000");
+        assert_eq!(half, stuck(&Ids::new("seed"), 0.5));
+        assert_ne!(half, stuck(&Ids::new("other seed"), 0.5));
+        // A larger share keeps every job a smaller one picked.
+        let tenth = stuck(&ids, 0.1);
+        assert!(tenth.iter().zip(&half).all(|(t, h)| !t || *h));
     }
 
     #[test]

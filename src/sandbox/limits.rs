@@ -1,8 +1,10 @@
 //! Per-key rate limits over several windows, each checked separately like the provider's.
 //!
 //! Pure bookkeeping over caller-supplied times, so the window arithmetic is tested exactly
-//! without waiting for clocks.
+//! without waiting for clocks. Every decision also reports each window's state, because the
+//! header faults (`--retry-after`, `--rate-headers`) tell clients what a real gateway would.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 
 use super::{LimitWindow, SandboxConfig};
@@ -10,8 +12,52 @@ use super::{LimitWindow, SandboxConfig};
 /// One configured window: at most `limit` requests per `length_ms`.
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    name: &'static str,
     length_ms: u64,
     limit: u64,
+}
+
+/// One window's state for one key at one moment, as rate-limit headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WindowState {
+    /// The policy name rate-limit headers use: `per-second`, `per-minute`, `per-day`.
+    pub(super) name: &'static str,
+    pub(super) length_ms: u64,
+    pub(super) limit: u64,
+    pub(super) remaining: u64,
+    /// When the window next makes room: the end of a fixed window; for a sliding one, when its
+    /// oldest arrival leaves (the moment itself when it holds none).
+    pub(super) frees_at_ms: u64,
+}
+
+/// The limiter's answer to one request: whether it passes, and every window's state after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Decision {
+    pub(super) admitted: bool,
+    /// One per configured window, in the order second, minute, day.
+    pub(super) windows: Vec<WindowState>,
+}
+
+impl Decision {
+    /// For a refusal, when the key is admitted again if it waits: once every full window has
+    /// made room. Refusals count nothing, so no other window can fill up meanwhile.
+    pub(super) fn retry_at_ms(&self) -> Option<u64> {
+        if self.admitted {
+            return None;
+        }
+        self.windows
+            .iter()
+            .filter(|window| window.remaining == 0)
+            .map(|window| window.frees_at_ms)
+            .max()
+    }
+
+    /// The window closest to refusing: the fewest remaining, then the one that frees last.
+    pub(super) fn tightest(&self) -> Option<&WindowState> {
+        self.windows
+            .iter()
+            .min_by_key(|window| (window.remaining, Reverse(window.frees_at_ms)))
+    }
 }
 
 /// What one key has used of one window.
@@ -24,10 +70,16 @@ enum Usage {
 }
 
 impl Usage {
-    fn is_full(&mut self, window: Window, now_ms: u64) -> bool {
-        match self {
+    /// The window's state at `now_ms`; forgets sliding arrivals that have left the window.
+    fn state(&mut self, window: Window, now_ms: u64) -> WindowState {
+        let (used, frees_at_ms) = match self {
             Usage::Fixed { index, count } => {
-                *index == now_ms / window.length_ms && *count >= window.limit
+                let current = now_ms / window.length_ms;
+                let used = if *index == current { *count } else { 0 };
+                (
+                    used,
+                    current.saturating_add(1).saturating_mul(window.length_ms),
+                )
             }
             Usage::Sliding(arrivals) => {
                 while arrivals
@@ -36,8 +88,18 @@ impl Usage {
                 {
                     arrivals.pop_front();
                 }
-                arrivals.len() as u64 >= window.limit
+                let frees_at_ms = arrivals
+                    .front()
+                    .map_or(now_ms, |&oldest| oldest.saturating_add(window.length_ms));
+                (arrivals.len() as u64, frees_at_ms)
             }
+        };
+        WindowState {
+            name: window.name,
+            length_ms: window.length_ms,
+            limit: window.limit,
+            remaining: window.limit.saturating_sub(used),
+            frees_at_ms,
         }
     }
 
@@ -66,13 +128,17 @@ pub(super) struct RateLimiter {
 impl RateLimiter {
     pub(super) fn new(config: &SandboxConfig) -> RateLimiter {
         let windows = [
-            (1000, config.per_second),
-            (60_000, config.per_minute),
-            (86_400_000, config.per_day),
+            ("per-second", 1000, config.per_second),
+            ("per-minute", 60_000, config.per_minute),
+            ("per-day", 86_400_000, config.per_day),
         ]
         .into_iter()
-        .filter(|&(_, limit)| limit > 0)
-        .map(|(length_ms, limit)| Window { length_ms, limit })
+        .filter(|&(_, _, limit)| limit > 0)
+        .map(|(name, length_ms, limit)| Window {
+            name,
+            length_ms,
+            limit,
+        })
         .collect();
         RateLimiter {
             mode: config.limit_window,
@@ -83,9 +149,12 @@ impl RateLimiter {
 
     /// Admits and counts a request of `key` arriving at `now_ms`, or refuses it without counting
     /// it: a refused request uses up nothing, as on the provider.
-    pub(super) fn admit(&mut self, key: &str, now_ms: u64) -> bool {
+    pub(super) fn admit(&mut self, key: &str, now_ms: u64) -> Decision {
         if self.windows.is_empty() {
-            return true;
+            return Decision {
+                admitted: true,
+                windows: Vec::new(),
+            };
         }
         let mode = self.mode;
         let usages = self.keys.entry(key.to_owned()).or_insert_with(|| {
@@ -97,17 +166,27 @@ impl RateLimiter {
                 })
                 .collect()
         });
-        let mut full = false;
-        for (usage, &window) in usages.iter_mut().zip(&self.windows) {
-            full |= usage.is_full(window, now_ms);
-        }
-        if full {
-            return false;
+        let states = |usages: &mut Vec<Usage>| -> Vec<WindowState> {
+            usages
+                .iter_mut()
+                .zip(&self.windows)
+                .map(|(usage, &window)| usage.state(window, now_ms))
+                .collect()
+        };
+        let before = states(usages);
+        if before.iter().any(|window| window.remaining == 0) {
+            return Decision {
+                admitted: false,
+                windows: before,
+            };
         }
         for (usage, &window) in usages.iter_mut().zip(&self.windows) {
             usage.record(window, now_ms);
         }
-        true
+        Decision {
+            admitted: true,
+            windows: states(usages),
+        }
     }
 }
 
@@ -126,7 +205,10 @@ mod tests {
     }
 
     fn admitted(limiter: &mut RateLimiter, key: &str, times: &[u64]) -> Vec<bool> {
-        times.iter().map(|&t| limiter.admit(key, t)).collect()
+        times
+            .iter()
+            .map(|&t| limiter.admit(key, t).admitted)
+            .collect()
     }
 
     #[test]
@@ -199,5 +281,130 @@ mod tests {
         assert_eq!(admitted(&mut l, "b", &[2]), [true]);
         let mut l = limiter(LimitWindow::Sliding, 0, 0, 0);
         assert!(admitted(&mut l, "k", &[0; 1000]).into_iter().all(|ok| ok));
+    }
+
+    /// The instant a refused key may come back, and the refusal just before it.
+    fn retry_at(limiter: &mut RateLimiter, key: &str, now_ms: u64) -> u64 {
+        let decision = limiter.admit(key, now_ms);
+        assert!(!decision.admitted, "refused at {now_ms}");
+        decision
+            .retry_at_ms()
+            .expect("a refusal has a retry instant")
+    }
+
+    #[test]
+    fn a_refusal_reports_when_the_key_is_admitted_again() {
+        // Fixed: the end of the full window.
+        let mut l = limiter(LimitWindow::Fixed, 3, 0, 0);
+        admitted(&mut l, "k", &[5000, 5100, 5999]);
+        assert_eq!(retry_at(&mut l, "k", 5999), 6000);
+        assert!(l.admit("k", 6000).admitted);
+
+        // Sliding: when the oldest arrival leaves, not the end of any aligned window.
+        let mut l = limiter(LimitWindow::Sliding, 3, 0, 0);
+        admitted(&mut l, "k", &[1997, 1998, 1999]);
+        assert_eq!(retry_at(&mut l, "k", 2000), 2997);
+        assert!(!l.admit("k", 2996).admitted);
+        assert!(l.admit("k", 2997).admitted);
+
+        // Only full windows count: the minute is full, the second is not.
+        let mut l = limiter(LimitWindow::Sliding, 2, 3, 0);
+        admitted(&mut l, "k", &[0, 1, 1000]);
+        assert_eq!(retry_at(&mut l, "k", 1001), 60_000);
+        assert!(!l.admit("k", 59_999).admitted);
+        assert!(l.admit("k", 60_000).admitted);
+    }
+
+    #[test]
+    fn a_refusal_waits_for_the_latest_of_several_full_windows() {
+        let mut l = limiter(LimitWindow::Fixed, 2, 2, 0);
+        admitted(&mut l, "k", &[10, 20]);
+        // Both the second (frees at 1000) and the minute (frees at 60 000) are full.
+        assert_eq!(retry_at(&mut l, "k", 30), 60_000);
+        assert!(!l.admit("k", 1000).admitted);
+        assert!(l.admit("k", 60_000).admitted);
+
+        let mut l = limiter(LimitWindow::Sliding, 1, 2, 0);
+        admitted(&mut l, "k", &[0, 1000]);
+        assert_eq!(retry_at(&mut l, "k", 1500), 60_000);
+        // Once the second frees at 2000 the minute still holds two arrivals.
+        assert!(!l.admit("k", 2000).admitted);
+        assert!(l.admit("k", 60_000).admitted);
+
+        let mut l = limiter(LimitWindow::Fixed, 0, 0, 1);
+        admitted(&mut l, "k", &[86_400_000 + 5]);
+        assert_eq!(retry_at(&mut l, "k", 86_400_000 + 6), 2 * 86_400_000);
+    }
+
+    #[test]
+    fn decisions_report_every_window_after_the_request() {
+        let mut l = limiter(LimitWindow::Fixed, 3, 10, 0);
+        let decision = l.admit("k", 5100);
+        assert!(decision.admitted);
+        assert_eq!(decision.retry_at_ms(), None);
+        let second = WindowState {
+            name: "per-second",
+            length_ms: 1000,
+            limit: 3,
+            remaining: 2,
+            frees_at_ms: 6000,
+        };
+        let minute = WindowState {
+            name: "per-minute",
+            length_ms: 60_000,
+            limit: 10,
+            remaining: 9,
+            frees_at_ms: 60_000,
+        };
+        assert_eq!(decision.windows, [second, minute]);
+        assert_eq!(decision.tightest(), Some(&second));
+        let decision = l.admit("k", 5200);
+        assert_eq!(
+            decision
+                .windows
+                .iter()
+                .map(|w| w.remaining)
+                .collect::<Vec<_>>(),
+            [1, 8]
+        );
+        // A new aligned second starts full again; the minute keeps counting.
+        let decision = l.admit("k", 6000);
+        assert_eq!(
+            decision
+                .windows
+                .iter()
+                .map(|w| (w.remaining, w.frees_at_ms))
+                .collect::<Vec<_>>(),
+            [(2, 7000), (7, 60_000)]
+        );
+
+        let mut l = limiter(LimitWindow::Sliding, 2, 2, 0);
+        let decision = l.admit("k", 100);
+        // Equal remaining: the window that frees last is the tighter one.
+        assert_eq!(decision.tightest().map(|w| w.name), Some("per-minute"));
+        assert_eq!(
+            decision
+                .windows
+                .iter()
+                .map(|w| w.frees_at_ms)
+                .collect::<Vec<_>>(),
+            [1100, 60_100]
+        );
+        // A refusal reports the full windows at zero without counting itself.
+        l.admit("k", 200);
+        let refused = l.admit("k", 300);
+        assert!(!refused.admitted);
+        assert_eq!(
+            refused
+                .windows
+                .iter()
+                .map(|w| w.remaining)
+                .collect::<Vec<_>>(),
+            [0, 0]
+        );
+        // No windows: nothing to report, everything admitted.
+        let decision = limiter(LimitWindow::Fixed, 0, 0, 0).admit("k", 0);
+        assert!(decision.admitted && decision.windows.is_empty());
+        assert_eq!(decision.tightest(), None);
     }
 }

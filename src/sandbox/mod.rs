@@ -1,13 +1,28 @@
 //! The built-in Deepvue simulator: the tool's own test double and an offline rehearsal ground.
 //!
 //! It serves the provider's shapes field for field (see `REFERENCE.md`), including the faults a
-//! real nightly job meets: rate limits, slow async results, transient 5xx answers, expired tokens
-//! and expired pre-signed URLs. Everything that decides an answer is derived from the seed and the
-//! request, so two sandboxes fed the same calls answer the same ids and files.
+//! real nightly job meets, so a client can be rehearsed against each of them:
+//!
+//! - rate limits per key, per second, minute and day, fixed or sliding (`--per-*`,
+//!   `--limit-window`), answered 429 with no headers like Deepvue, or with `Retry-After`
+//!   (`--retry-after`) and rate-limit headers (`--rate-headers`) like other providers;
+//! - latency (`--latency-ms`, `--latency-jitter-ms`) and slow async results and batches;
+//! - gateway 5xx answers before the endpoint runs (`--error-share`), and connections dropped
+//!   without an answer after it ran, a paid request the client never hears of (`--reset-share`);
+//! - an outage: from `--down-after-ms` for `--down-for-ms`, every `/v1` call is answered 503,
+//!   429 or a dropped connection (`--down-status`) before the rate limiter;
+//! - jobs and batches that never finish (`--stuck-share`, and test identifiers);
+//! - scripted faults per test identifier (see `udyam.rs` and `batch.rs`), expired tokens and
+//!   expired pre-signed URLs.
+//!
+//! Everything that decides an answer, except the random shares of 5xx answers and resets, is
+//! derived from the seed and the request, so two sandboxes fed the same calls answer the same ids
+//! and files.
 
 mod batch;
 mod clock;
 mod deepvue;
+mod faults;
 mod ids;
 mod limits;
 mod s3;
@@ -28,13 +43,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use faults::Answer;
 use ids::Ids;
 use limits::RateLimiter;
 use stats::{Endpoint, Stats};
@@ -72,8 +88,45 @@ pub enum LimitWindow {
     Sliding,
 }
 
+/// Whether a 429 says when to come back: clients must work without it (Deepvue sends none) and
+/// should use it when a provider does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetryAfter {
+    /// No header, as Deepvue answers.
+    None,
+    /// Retry-After: N, in whole seconds rounded up.
+    Seconds,
+    /// Retry-After as an HTTP date (IMF-fixdate).
+    Date,
+}
+
+/// Which rate-limit headers every `/v1` answer carries, to rehearse clients that pace themselves
+/// by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateHeaders {
+    /// None, as Deepvue answers.
+    None,
+    /// X-RateLimit-Limit, -Remaining and -Reset of the tightest window, as Cashfree sends.
+    X,
+    /// The IETF draft's RateLimit-Policy and RateLimit fields.
+    Ietf,
+}
+
+/// How the simulated outage answers, so a client meets both a dead provider and a 429 storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DownStatus {
+    /// 503 with a JSON detail.
+    #[value(name = "503")]
+    Unavailable,
+    /// 429 with Deepvue's body, and Retry-After (as --retry-after says) at the outage's end.
+    #[value(name = "429")]
+    RateLimited,
+    /// The connection is dropped without an answer.
+    Reset,
+}
+
 /// Settings of the simulator: the flags of `bulkverify sandbox`, and what `run --sandbox` uses.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SandboxConfig {
     /// Requests per second allowed per API key (0 = no limit)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_SECOND)]
@@ -118,6 +171,30 @@ pub struct SandboxConfig {
     /// Key for request ids, token and URL signatures: same seed, same answers
     #[arg(long, value_name = "TEXT", default_value = DEFAULT_SEED)]
     pub seed: String,
+    /// Share (0 to 1) of admitted /v1 requests answered 502, 503 or 504 before the endpoint runs
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
+    pub error_share: f64,
+    /// Share (0 to 1) of admitted /v1 requests whose connection is dropped after the endpoint ran
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
+    pub reset_share: f64,
+    /// Whether a 429 carries Retry-After: none (as Deepvue), seconds, or an HTTP date
+    #[arg(long, value_enum, default_value_t = RetryAfter::None)]
+    pub retry_after: RetryAfter,
+    /// Rate-limit headers on every /v1 answer: none (as Deepvue), x (X-RateLimit-*), ietf
+    #[arg(long, value_enum, default_value_t = RateHeaders::None)]
+    pub rate_headers: RateHeaders,
+    /// Milliseconds after the start when the outage begins
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub down_after_ms: u64,
+    /// Milliseconds the outage lasts (0 = never down)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub down_for_ms: u64,
+    /// What every /v1 request gets during the outage: 503, 429, or reset (a dropped connection)
+    #[arg(long, value_enum, default_value_t = DownStatus::Unavailable)]
+    pub down_status: DownStatus,
+    /// Share (0 to 1) of accepted Udyam requests and batches that never finish, chosen by id
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
+    pub stuck_share: f64,
 }
 
 impl Default for SandboxConfig {
@@ -137,6 +214,14 @@ impl Default for SandboxConfig {
             url_ttl_secs: DEFAULT_URL_TTL_SECS,
             data_dir: None,
             seed: DEFAULT_SEED.to_owned(),
+            error_share: 0.0,
+            reset_share: 0.0,
+            retry_after: RetryAfter::None,
+            rate_headers: RateHeaders::None,
+            down_after_ms: 0,
+            down_for_ms: 0,
+            down_status: DownStatus::Unavailable,
+            stuck_share: 0.0,
         }
     }
 }
@@ -147,6 +232,9 @@ pub enum SandboxError {
     /// A lifetime so long that its expiry date could not be written.
     #[error("--{flag} is {value}: at most {MAX_TTL_SECS} seconds are supported")]
     TtlTooLong { flag: &'static str, value: u64 },
+    /// A share that is no fraction: it could not be drawn against.
+    #[error("--{flag} is {value}: a share is between 0 and 1")]
+    ShareOutOfRange { flag: &'static str, value: f64 },
     /// The listener handed in has no local address to advertise.
     #[error("cannot read the sandbox listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -189,10 +277,20 @@ impl Sandbox {
                 return Err(SandboxError::TtlTooLong { flag, value });
             }
         }
+        for (flag, value) in [
+            ("error-share", config.error_share),
+            ("reset-share", config.reset_share),
+            ("stuck-share", config.stuck_share),
+        ] {
+            if !faults::is_share(value) {
+                return Err(SandboxError::ShareOutOfRange { flag, value });
+            }
+        }
         let addr = listener.local_addr().map_err(SandboxError::LocalAddr)?;
         let base_url = format!("http://{addr}");
         let store = Store::open(config.data_dir.as_deref())?;
         let app = Arc::new(App {
+            started_ms: clock::now_ms(),
             ids: Ids::new(&config.seed),
             limiter: Mutex::new(RateLimiter::new(&config)),
             stats: Mutex::new(Stats::default()),
@@ -279,6 +377,8 @@ async fn wait_for_stop_signal() -> std::io::Result<()> {
 /// What every handler shares.
 struct App {
     config: SandboxConfig,
+    /// When the sandbox started: the outage is timed from here.
+    started_ms: u64,
     base_url: String,
     ids: Ids,
     limiter: Mutex<RateLimiter>,
@@ -289,6 +389,21 @@ struct App {
 }
 
 type Shared = Arc<App>;
+
+impl App {
+    /// The end of the outage when `now_ms` falls inside it.
+    fn down_until(&self, now_ms: u64) -> Option<u64> {
+        let from = self.started_ms.saturating_add(self.config.down_after_ms);
+        let until = from.saturating_add(self.config.down_for_ms);
+        (from..until).contains(&now_ms).then_some(until)
+    }
+
+    /// Whether the job `request_id`, due at `ready_ms`, has finished by `now_ms`: a stuck one
+    /// never does.
+    fn is_ready(&self, request_id: &str, ready_ms: u64, now_ms: u64) -> bool {
+        now_ms >= ready_ms && !self.ids.is_stuck(request_id, self.config.stuck_share)
+    }
+}
 
 /// Locks a mutex even after a panic elsewhere poisoned it: every critical section here leaves
 /// the data consistent, so a poisoned lock carries no broken invariant.
@@ -330,7 +445,8 @@ fn router(app: Shared) -> Router {
 }
 
 /// The provider's gateway: counts every request, then for `/v1` applies, in the provider's
-/// order, the rate limit, the latency and the authentication before the endpoint runs.
+/// order, the outage, the rate limit, the latency, the injected 5xx and the authentication
+/// before the endpoint runs, and the injected reset after it.
 async fn gate(State(app): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let endpoint = Endpoint::of(path);
@@ -341,31 +457,69 @@ async fn gate(State(app): State<Shared>, request: Request, next: Next) -> Respon
     if !is_v1 {
         return next.run(request).await;
     }
+    lock(&app.stats).v1_arrived();
+    let answer = v1_answer(&app, endpoint, request, next).await;
+    lock(&app.stats).v1_answered(&answer);
+    answer.into_response()
+}
+
+/// A `/v1` request through the outage and the rate limiter, with the headers a flag asks for.
+async fn v1_answer(
+    app: &Shared,
+    endpoint: Option<Endpoint>,
+    request: Request,
+    next: Next,
+) -> Answer {
     let arrival = clock::now_ms();
+    if let Some(until) = app.down_until(arrival) {
+        return faults::down(&app.config, until);
+    }
     let (request, key) = if endpoint == Some(Endpoint::Authorize) {
         deepvue::read_authorize_form(request).await
     } else {
         let key = header_text(request.headers(), "x-api-key").to_owned();
         (request, key)
     };
-    let admitted = lock(&app.limiter).admit(&key, arrival);
-    lock(&app.stats).v1_request(admitted, arrival / 1000);
-    if !admitted {
-        return deepvue::detail(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit exceeded. Please retry after some time.",
-        );
+    let decision = lock(&app.limiter).admit(&key, arrival);
+    let mut answer = if decision.admitted {
+        lock(&app.stats).admitted(arrival / 1000);
+        admitted(app, endpoint, request, next).await
+    } else {
+        let mut refusal = deepvue::rate_limited();
+        if let Some(retry_at) = decision.retry_at_ms() {
+            faults::retry_after(app.config.retry_after, retry_at, refusal.headers_mut());
+        }
+        Answer::Respond(refusal)
+    };
+    if let Answer::Respond(response) = &mut answer {
+        faults::rate_headers(app.config.rate_headers, &decision, response.headers_mut());
     }
+    answer
+}
+
+/// A request the rate limiter let through, on its way past the gateway's other steps.
+async fn admitted(
+    app: &Shared,
+    endpoint: Option<Endpoint>,
+    request: Request,
+    next: Next,
+) -> Answer {
     let latency = latency_ms(&app.config);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    if endpoint != Some(Endpoint::Authorize)
-        && let Some(refusal) = authenticate(&app, request.headers())
-    {
-        return refusal;
+    if faults::draw(app.config.error_share) {
+        return Answer::Respond(faults::gateway_error());
     }
-    next.run(request).await
+    let response = match authenticate(app, endpoint, request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    };
+    if faults::draw(app.config.reset_share) {
+        Answer::Reset
+    } else {
+        Answer::Respond(response)
+    }
 }
 
 /// A header's value as text; absent or non-text headers read as empty, which matches nothing.
@@ -385,7 +539,11 @@ fn latency_ms(config: &SandboxConfig) -> u64 {
     rand::rng().random_range(low..=high)
 }
 
-fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
+/// The refusal of a call without a valid token and API key; authorize needs neither.
+fn authenticate(app: &App, endpoint: Option<Endpoint>, headers: &HeaderMap) -> Option<Response> {
+    if endpoint == Some(Endpoint::Authorize) {
+        return None;
+    }
     let authorization = header_text(headers, "authorization");
     let token = authorization
         .strip_prefix("Bearer ")

@@ -96,7 +96,7 @@ pub(super) async fn download(
     let job = file.strip_suffix(".csv").and_then(|request_id| {
         app.store
             .batch(request_id)
-            .filter(|job| now_ms >= job.ready_ms)
+            .filter(|job| app.is_ready(request_id, job.ready_ms, now_ms))
             .map(|job| (request_id, job))
     });
     let Some((request_id, job)) = job else {

@@ -9,6 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::faults::Answer;
 use super::{Shared, lock};
 
 /// The routes whose arrivals are counted in `by_endpoint`.
@@ -51,8 +52,15 @@ struct ByEndpoint {
 
 #[derive(Debug, Default, Serialize)]
 pub(super) struct Stats {
+    /// Every `/v1` request that arrived, whatever became of it.
     requests: u64,
+    /// Every `/v1` answer 429: the rate limiter's and an outage's.
     rate_limited: u64,
+    /// Every `/v1` answer 5xx: injected by the gateway or scripted by a test identifier.
+    server_errors: u64,
+    /// `/v1` connections dropped without an answer.
+    resets: u64,
+    /// Requests the rate limiter admitted, per unix second of arrival.
     accepted_per_second: BTreeMap<u64, u64>,
     by_endpoint: ByEndpoint,
     udyam_submissions: BTreeMap<String, u64>,
@@ -75,13 +83,26 @@ impl Stats {
         *counter += 1;
     }
 
-    /// A `/v1` request that arrived in unix second `second`, admitted or refused by the limits.
-    pub(super) fn v1_request(&mut self, admitted: bool, second: u64) {
+    pub(super) fn v1_arrived(&mut self) {
         self.requests += 1;
-        if admitted {
-            *self.accepted_per_second.entry(second).or_default() += 1;
-        } else {
-            self.rate_limited += 1;
+    }
+
+    /// A `/v1` request the rate limiter admitted in unix second `second`.
+    pub(super) fn admitted(&mut self, second: u64) {
+        *self.accepted_per_second.entry(second).or_default() += 1;
+    }
+
+    /// What a `/v1` request finally got, counted by kind whichever step produced it.
+    pub(super) fn v1_answered(&mut self, answer: &Answer) {
+        match answer {
+            Answer::Reset => self.resets += 1,
+            Answer::Respond(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                self.rate_limited += 1;
+            }
+            Answer::Respond(response) if response.status().is_server_error() => {
+                self.server_errors += 1;
+            }
+            Answer::Respond(_) => {}
         }
     }
 

@@ -1560,3 +1560,515 @@ async fn a_statusdown_batch_refuses_its_first_status_calls() {
     let other = client.upload_ok(b"vpa\nravi@okicici\n").await;
     assert_eq!(client.status(&other).await.0, StatusCode::OK);
 }
+
+/// An error and its sources, for asserting on the transport error under a client error.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A client with a token issued offline from the seed, for sandboxes that refuse to authorize.
+fn client_with_issued_token(base: &str) -> Client {
+    Client {
+        http: http(),
+        base: base.to_owned(),
+        token: Ids::new(SEED).issue_token(clock::now_ms(), 3600).0,
+    }
+}
+
+#[test]
+fn fault_flags_parse_and_shares_are_checked() {
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        config: SandboxConfig,
+    }
+    let parsed = Cli::parse_from([
+        "sandbox",
+        "--error-share",
+        "0.25",
+        "--reset-share",
+        "1",
+        "--retry-after",
+        "date",
+        "--rate-headers",
+        "ietf",
+        "--down-after-ms",
+        "100",
+        "--down-for-ms",
+        "200",
+        "--down-status",
+        "429",
+        "--stuck-share",
+        "0",
+    ])
+    .config;
+    assert_eq!(
+        (parsed.error_share, parsed.reset_share, parsed.stuck_share),
+        (0.25, 1.0, 0.0)
+    );
+    assert_eq!(parsed.retry_after, RetryAfter::Date);
+    assert_eq!(parsed.rate_headers, RateHeaders::Ietf);
+    assert_eq!((parsed.down_after_ms, parsed.down_for_ms), (100, 200));
+    assert_eq!(parsed.down_status, DownStatus::RateLimited);
+    for (flag, value) in [
+        ("--down-status", "503"),
+        ("--down-status", "reset"),
+        ("--rate-headers", "x"),
+        ("--retry-after", "seconds"),
+    ] {
+        assert!(
+            Cli::try_parse_from(["sandbox", flag, value]).is_ok(),
+            "{value}"
+        );
+    }
+    for (flag, value) in [
+        ("--error-share", "1.5"),
+        ("--reset-share", "-0.1"),
+        ("--stuck-share", "NaN"),
+        ("--stuck-share", "half"),
+        ("--down-status", "500"),
+        ("--rate-headers", "draft"),
+    ] {
+        let argument = format!("{flag}={value}");
+        let error = Cli::try_parse_from(["sandbox", &argument]).expect_err(value);
+        assert!(error.to_string().contains(flag), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn start_refuses_a_share_out_of_range() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let config = SandboxConfig {
+        reset_share: f64::NAN,
+        ..fast()
+    };
+    let error = Sandbox::start(config, listener)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            error,
+            SandboxError::ShareOutOfRange {
+                flag: "reset-share",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_share_of_one_answers_5xx_and_accepts_nothing() {
+    let sandbox = start(SandboxConfig {
+        error_share: 1.0,
+        ..fast()
+    })
+    .await;
+    let base = sandbox.base_url();
+    let client = client_with_issued_token(&base);
+    let response = http()
+        .post(format!("{base}/v1/authorize"))
+        .form(&[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .send()
+        .await
+        .expect("sends");
+    assert!(response.status().is_server_error(), "authorize too");
+    for _ in 0..6 {
+        let response = client
+            .request(Method::POST, "/v1/verification/async/post-udyam-details")
+            .query(&[("udyam_aadhaar_number", "UDYAM-MH-01-0000001")])
+            .send()
+            .await
+            .expect("sends");
+        assert!(
+            [502, 503, 504].contains(&response.status().as_u16()),
+            "{}",
+            response.status()
+        );
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(
+            response.text().await.expect("body"),
+            r#"{"detail":"Service temporarily unavailable"}"#
+        );
+    }
+    let (status, _) = client.upload(b"vpa\nravi@okicici\n").await;
+    assert!(status.is_server_error(), "{status}");
+    let stats = stats(&base).await;
+    assert_eq!(stats["requests"], 8);
+    assert_eq!(stats["server_errors"], 8);
+    assert_eq!(stats["rate_limited"], 0);
+    assert_eq!(stats["resets"], 0);
+    assert_eq!(stats["udyam_submissions"], json!({}));
+    assert_eq!(stats["batch_uploads"], json!({}));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reset_share_of_one_drops_the_connection_after_the_submission_is_accepted() {
+    let sandbox = start(SandboxConfig {
+        reset_share: 1.0,
+        ..fast()
+    })
+    .await;
+    let base = sandbox.base_url();
+    let client = client_with_issued_token(&base);
+    let error = client
+        .request(Method::POST, "/v1/verification/async/post-udyam-details")
+        .query(&[("udyam_aadhaar_number", "UDYAM-MH-01-0000001")])
+        .send()
+        .await
+        .expect_err("no answer at all, not even a status line");
+    assert!(error.is_request() && !error.is_timeout(), "{error:?}");
+    assert!(
+        error_chain(&error).contains("connection closed before message completed"),
+        "{error:?}"
+    );
+    // Authorize is dropped too: clients must cope there as well.
+    let error = http()
+        .post(format!("{base}/v1/authorize"))
+        .form(&[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(error.is_request(), "{error:?}");
+    let stats = stats(&base).await;
+    assert_eq!(stats["requests"], 2);
+    assert_eq!(stats["resets"], 2);
+    assert_eq!(stats["server_errors"], 0);
+    assert_eq!(
+        stats["udyam_submissions"],
+        json!({"UDYAM-MH-01-0000001": 1}),
+        "the submission was accepted and billed, and sent once"
+    );
+    sandbox.shutdown().await;
+}
+
+/// Wall-clock milliseconds as the client reads them, to compare with the sandbox's instants.
+fn wall_ms() -> u64 {
+    clock::now_ms()
+}
+
+/// One batch-status call keyed `key` without a token: admitted calls answer 401, refused 429.
+async fn keyed_call(base: &str, key: &str) -> reqwest::Response {
+    http()
+        .get(format!(
+            "{base}/v1/verification/batch-processing-status?request_id=x"
+        ))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("sends")
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .expect("text")
+}
+
+#[tokio::test]
+async fn retry_after_says_when_the_key_is_admitted_again() {
+    for style in [RetryAfter::Seconds, RetryAfter::Date] {
+        let sandbox = start(SandboxConfig {
+            per_minute: 2,
+            limit_window: LimitWindow::Sliding,
+            retry_after: style,
+            ..fast()
+        })
+        .await;
+        let base = sandbox.base_url();
+        // The oldest of the two admitted calls leaves the sliding minute 60 s after it arrived.
+        let first_sent = wall_ms();
+        assert_eq!(keyed_call(&base, "k").await.status(), 401);
+        let first_answered = wall_ms();
+        assert!(
+            keyed_call(&base, "k")
+                .await
+                .headers()
+                .get("retry-after")
+                .is_none()
+        );
+        let refused = keyed_call(&base, "k").await;
+        let received = wall_ms();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let value = header(&refused, "retry-after").to_owned();
+        let retry_at_ms = match style {
+            RetryAfter::Seconds => {
+                let seconds: u64 = value.parse().expect("whole seconds");
+                assert!(seconds >= 1);
+                received + seconds * 1000
+            }
+            _ => {
+                assert!(value.ends_with(" GMT") && value.len() == 29, "{value}");
+                let at = httpdate::parse_http_date(&value).expect("an HTTP date");
+                let since = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970");
+                u64::try_from(since.as_millis()).expect("fits")
+            }
+        };
+        // Rounded up to a whole second, so never early and at most 1 s late.
+        let earliest = first_sent + 60_000;
+        let latest = first_answered + 60_000 + 1000;
+        assert!(
+            (earliest..=latest).contains(&retry_at_ms),
+            "{value}: {retry_at_ms} not in {earliest}..={latest}"
+        );
+        assert_eq!(
+            refused.text().await.expect("body"),
+            r#"{"detail":"Rate limit exceeded. Please retry after some time."}"#
+        );
+        sandbox.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn x_rate_headers_count_down_the_tightest_window() {
+    let sandbox = start(SandboxConfig {
+        per_minute: 4,
+        per_day: 100,
+        limit_window: LimitWindow::Sliding,
+        rate_headers: RateHeaders::X,
+        ..fast()
+    })
+    .await;
+    let base = sandbox.base_url();
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let response = keyed_call(&base, "k").await;
+        assert_eq!(header(&response, "x-ratelimit-limit"), "4");
+        let reset: u64 = header(&response, "x-ratelimit-reset")
+            .parse()
+            .expect("seconds");
+        assert!((55..=60).contains(&reset), "{reset}");
+        assert!(response.headers().get("ratelimit").is_none());
+        remaining.push((
+            response.status().as_u16(),
+            header(&response, "x-ratelimit-remaining").to_owned(),
+        ));
+    }
+    let expected = [(401, "3"), (401, "2"), (401, "1"), (401, "0"), (429, "0")];
+    assert_eq!(
+        remaining,
+        expected.map(|(status, left)| (status, left.to_owned()))
+    );
+    // An authenticated answer carries them too, counted under its own key after authorize.
+    let client = Client::new(&base).await;
+    let response = client
+        .request(Method::GET, "/v1/verification/batch-processing-status")
+        .query(&[("request_id", "x")])
+        .send()
+        .await
+        .expect("sends");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "2");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn ietf_rate_headers_list_every_window_and_count_down_the_tightest() {
+    let sandbox = start(SandboxConfig {
+        per_second: 17,
+        per_minute: 3,
+        per_day: 50_000,
+        limit_window: LimitWindow::Sliding,
+        rate_headers: RateHeaders::Ietf,
+        ..fast()
+    })
+    .await;
+    let base = sandbox.base_url();
+    let mut states = Vec::new();
+    for _ in 0..4 {
+        let response = keyed_call(&base, "k").await;
+        assert_eq!(
+            header(&response, "ratelimit-policy"),
+            r#""per-second";q=17;w=1, "per-minute";q=3;w=60, "per-day";q=50000;w=86400"#
+        );
+        assert!(response.headers().get("x-ratelimit-remaining").is_none());
+        let state = header(&response, "ratelimit").to_owned();
+        let (left, t) = state
+            .strip_prefix(r#""per-minute";r="#)
+            .and_then(|rest| rest.split_once(";t="))
+            .unwrap_or_else(|| panic!("{state}"));
+        let t: u64 = t.parse().expect("seconds");
+        assert!((55..=60).contains(&t), "{state}");
+        states.push((response.status().as_u16(), left.to_owned()));
+    }
+    let expected = [(401, "2"), (401, "1"), (401, "0"), (429, "0")];
+    assert_eq!(
+        states,
+        expected.map(|(status, left)| (status, left.to_owned()))
+    );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_outage_answers_its_status_then_recovers() {
+    // A second before and one inside it: margin for a loaded machine, within 2.1 s in all.
+    const AFTER: u64 = 1000;
+    const FOR: u64 = 1000;
+    async fn case(down_status: DownStatus) {
+        let started = Instant::now();
+        let wall_before = wall_ms();
+        let sandbox = start(SandboxConfig {
+            down_after_ms: AFTER,
+            down_for_ms: FOR,
+            down_status,
+            retry_after: RetryAfter::Seconds,
+            rate_headers: RateHeaders::X,
+            per_minute: 1000,
+            ..fast()
+        })
+        .await;
+        let wall_after = wall_ms();
+        let base = sandbox.base_url();
+        // Before the outage: business as usual, authorize included.
+        let client = Client::new(&base).await;
+        tokio::time::sleep(Duration::from_millis(AFTER + 200).saturating_sub(started.elapsed()))
+            .await;
+        let authorize = http()
+            .post(format!("{base}/v1/authorize"))
+            .form(&[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)])
+            .send()
+            .await;
+        let submit = client
+            .request(Method::POST, "/v1/verification/async/post-udyam-details")
+            .query(&[("udyam_aadhaar_number", "UDYAM-MH-01-0000001")])
+            .send()
+            .await;
+        for answer in [authorize, submit] {
+            match down_status {
+                DownStatus::Reset => {
+                    let error = answer.expect_err("dropped");
+                    assert!(error.is_request(), "{error:?}");
+                }
+                DownStatus::Unavailable => {
+                    let response = answer.expect("answered");
+                    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                    assert!(response.headers().get("x-ratelimit-remaining").is_none());
+                    assert_eq!(
+                        response.text().await.expect("body"),
+                        r#"{"detail":"Service temporarily unavailable"}"#
+                    );
+                }
+                DownStatus::RateLimited => {
+                    let response = answer.expect("answered");
+                    let received = wall_ms();
+                    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+                    let seconds: u64 = header(&response, "retry-after").parse().expect("secs");
+                    // Points at the outage's end, rounded up to a whole second.
+                    let retry_at = received + seconds * 1000;
+                    let (earliest, latest) = (wall_before + AFTER + FOR, wall_after + AFTER + FOR);
+                    assert!(
+                        (earliest..=latest + 1200).contains(&retry_at),
+                        "{seconds} s: {retry_at} not in {earliest}..={latest}+1.2 s"
+                    );
+                    assert_eq!(
+                        response.text().await.expect("body"),
+                        r#"{"detail":"Rate limit exceeded. Please retry after some time."}"#
+                    );
+                }
+            }
+        }
+        // It recovers by itself, and not before the outage's end.
+        loop {
+            let answer = client
+                .request(Method::POST, "/v1/verification/async/post-udyam-details")
+                .query(&[("udyam_aadhaar_number", "UDYAM-MH-01-0000001")])
+                .send()
+                .await;
+            if let Ok(response) = answer
+                && response.status() == StatusCode::OK
+            {
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "never recovered");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(AFTER + FOR - 50),
+            "recovered after {:?}",
+            started.elapsed()
+        );
+        let stats = stats(&base).await;
+        let counter = match down_status {
+            DownStatus::Unavailable => "server_errors",
+            DownStatus::RateLimited => "rate_limited",
+            DownStatus::Reset => "resets",
+        };
+        let faults = stats[counter].as_u64().expect("count");
+        let requests = stats["requests"].as_u64().expect("count");
+        let accepted: u64 = stats["accepted_per_second"]
+            .as_object()
+            .expect("object")
+            .values()
+            .map(|n| n.as_u64().expect("count"))
+            .sum();
+        assert!(faults >= 2, "{stats}");
+        assert_eq!(
+            accepted, 2,
+            "the authorize before and the submission after: {stats}"
+        );
+        assert_eq!(requests, faults + accepted, "{stats}");
+        assert_eq!(
+            stats["udyam_submissions"],
+            json!({"UDYAM-MH-01-0000001": 1})
+        );
+        sandbox.shutdown().await;
+    }
+    tokio::join!(
+        case(DownStatus::Unavailable),
+        case(DownStatus::RateLimited),
+        case(DownStatus::Reset)
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_share_of_one_never_finishes() {
+    let sandbox = start(SandboxConfig {
+        stuck_share: 1.0,
+        udyam_delay_ms: 0,
+        batch_delay_ms: 0,
+        ..fast()
+    })
+    .await;
+    let client = Client::new(&sandbox.base_url()).await;
+    let udyam = client.submit_ok("UDYAM-MH-01-0000001").await;
+    let batch = client.upload_ok(b"vpa\nravi@okicici\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let (status, body) = client.result(&udyam).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "in_progress");
+        let (status, text) = client.status(&batch).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(body["data"]["status"], 102, "{text}");
+        assert_eq!(body["data"]["batch_output_file_url"], Value::Null);
+    }
+    // Nor can its output file be fetched with a URL signed by hand.
+    let path = format!("/bulk-data-processing/upi-basic-batch-output-files/{batch}.csv");
+    let date = clock::amz_date(clock::now_ms() / 1000);
+    let signature = Ids::new(SEED).url_signature(&path, &date, "3600");
+    let response = http()
+        .get(format!(
+            "{}{path}?X-Amz-Date={date}&X-Amz-Expires=3600&X-Amz-Signature={signature}",
+            sandbox.base_url()
+        ))
+        .send()
+        .await
+        .expect("sends");
+    assert_xml_error(response, StatusCode::NOT_FOUND, "NoSuchKey").await;
+    sandbox.shutdown().await;
+}

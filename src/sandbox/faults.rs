@@ -1,0 +1,151 @@
+//! The gateway's injected faults: 5xx answers, dropped connections, outages, and the headers
+//! that tell a client when it may come back.
+//!
+//! These answer before or after an endpoint, never instead of its bookkeeping: a request that
+//! ran and was then reset stays accepted and billed, which is the case a client must survive.
+
+use std::io;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+
+use super::limits::Decision;
+use super::{DownStatus, RateHeaders, RetryAfter, SandboxConfig, clock, deepvue};
+
+/// What the gateway does with a `/v1` request: answer it, or drop its connection unanswered.
+pub(super) enum Answer {
+    Respond(Response),
+    Reset,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Respond(response) => response,
+            Answer::Reset => reset(),
+        }
+    }
+}
+
+/// Whether `value` can be drawn against: a share from 0 to 1 inclusive (never NaN).
+pub(super) fn is_share(value: f64) -> bool {
+    (0.0..=1.0).contains(&value)
+}
+
+/// Parses a `--*-share` flag, refusing what [`is_share`] refuses at the command line already.
+pub(super) fn parse_share(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if is_share(value) {
+        Ok(value)
+    } else {
+        Err(format!("{text} is not a share between 0 and 1"))
+    }
+}
+
+/// True for a `share` of the calls, at random: these faults model a flaky network, not a
+/// scripted scenario, so they need not repeat from run to run.
+pub(super) fn draw(share: f64) -> bool {
+    share > 0.0 && rand::rng().random_bool(share)
+}
+
+/// A gateway's transient 5xx: 502, 503 or 504 at random, with FastAPI's JSON detail.
+pub(super) fn gateway_error() -> Response {
+    let statuses = [
+        StatusCode::BAD_GATEWAY,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::GATEWAY_TIMEOUT,
+    ];
+    let status = statuses[rand::rng().random_range(0..statuses.len())];
+    deepvue::detail(status, "Service temporarily unavailable")
+}
+
+/// A response whose body fails before its first byte. hyper has only buffered the head when it
+/// polls the body, and on the body's error it closes the connection without flushing it: the
+/// client sees the connection end with no answer at all, exactly like a reset mid-request.
+fn reset() -> Response {
+    let failing = futures_util::stream::iter([Err::<Bytes, _>(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "sandbox: connection reset",
+    ))]);
+    Body::from_stream(failing).into_response()
+}
+
+/// The outage's answer to every `/v1` request, whatever the limits say.
+pub(super) fn down(config: &SandboxConfig, until_ms: u64) -> Answer {
+    match config.down_status {
+        DownStatus::Unavailable => Answer::Respond(deepvue::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service temporarily unavailable",
+        )),
+        DownStatus::RateLimited => {
+            let mut response = deepvue::rate_limited();
+            retry_after(config.retry_after, until_ms, response.headers_mut());
+            Answer::Respond(response)
+        }
+        DownStatus::Reset => Answer::Reset,
+    }
+}
+
+/// Whole seconds from now until `at_ms`, rounded up so that a client waiting that long is
+/// never early.
+fn seconds_until(at_ms: u64) -> u64 {
+    at_ms.saturating_sub(clock::now_ms()).div_ceil(1000)
+}
+
+/// Adds `Retry-After` for a client that may come back at `at_ms`, in the form `style` asks.
+pub(super) fn retry_after(style: RetryAfter, at_ms: u64, headers: &mut HeaderMap) {
+    let value = match style {
+        RetryAfter::None => return,
+        RetryAfter::Seconds => HeaderValue::from(seconds_until(at_ms).max(1)),
+        RetryAfter::Date => {
+            // HTTP dates have whole seconds: round up, so the date is never early either.
+            let at = UNIX_EPOCH + Duration::from_secs(at_ms.div_ceil(1000));
+            text_value(httpdate::fmt_http_date(at))
+        }
+    };
+    headers.insert(RETRY_AFTER, value);
+}
+
+/// Adds the rate-limit headers `style` asks for, from the limiter's `decision` on this request.
+pub(super) fn rate_headers(style: RateHeaders, decision: &Decision, headers: &mut HeaderMap) {
+    let Some(tightest) = decision.tightest() else {
+        return;
+    };
+    let reset = seconds_until(tightest.frees_at_ms);
+    match style {
+        RateHeaders::None => {}
+        RateHeaders::X => {
+            for (name, value) in [
+                ("x-ratelimit-limit", tightest.limit),
+                ("x-ratelimit-remaining", tightest.remaining),
+                ("x-ratelimit-reset", reset),
+            ] {
+                headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+            }
+        }
+        RateHeaders::Ietf => {
+            let policy: Vec<String> = decision
+                .windows
+                .iter()
+                .map(|w| format!("\"{}\";q={};w={}", w.name, w.limit, w.length_ms / 1000))
+                .collect();
+            headers.insert(
+                HeaderName::from_static("ratelimit-policy"),
+                text_value(policy.join(", ")),
+            );
+            let state = format!("\"{}\";r={};t={reset}", tightest.name, tightest.remaining);
+            headers.insert(HeaderName::from_static("ratelimit"), text_value(state));
+        }
+    }
+}
+
+/// A header value from text built here of printable ASCII only, which is always valid.
+fn text_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

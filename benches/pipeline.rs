@@ -22,6 +22,13 @@
 //!   divides all accepted requests by the client's wall time, so it also counts start-up, the
 //!   final polls and the writing of the output.
 //!
+//! - `429 answers`: refused over arrived `/v1` requests. The goals: at most 0.5 % with a
+//!   known quota, at most 3 % with an unknown one.
+//! - For the unknown-quota scenario (no quota in the config, the sandbox enforcing 20/s), the
+//!   seconds until the client first reached 90 % of that limit and the utilisation over the
+//!   first 30 s (goal: 90 % within 30 s).
+//! - `client CPU per verified row`: the client's CPU over the rows that came back `verified`.
+//!
 //! A run whose exit code is not 0, or whose output does not hold one line per input row plus
 //! the header, prints an `ERROR` line (with the end of the client's stderr) above its figures.
 //! Timing is never asserted.
@@ -153,7 +160,8 @@ struct Scenario {
     sandbox_limits: Limits,
     /// Further `bulkverify sandbox` flags: the simulated processing times.
     sandbox_flags: &'static [&'static str],
-    client_limits: Limits,
+    /// The quotas written in the config; `None` writes none, so the client must find them.
+    client_limits: Option<Limits>,
     concurrency: Option<usize>,
     /// Lines of the `[checks.<check>]` section.
     check_settings: &'static [&'static str],
@@ -161,11 +169,13 @@ struct Scenario {
 
 impl Scenario {
     fn config(&self) -> String {
-        let l = self.client_limits;
-        let mut text = format!(
-            "[providers.deepvue]\nper_second = {}\nper_minute = {}\nper_day = {}\n",
-            l.per_second, l.per_minute, l.per_day
-        );
+        let mut text = "[providers.deepvue]\n".to_string();
+        if let Some(l) = self.client_limits {
+            text.push_str(&format!(
+                "per_second = {}\nper_minute = {}\nper_day = {}\n",
+                l.per_second, l.per_minute, l.per_day
+            ));
+        }
         if let Some(c) = self.concurrency {
             text.push_str(&format!("concurrency = {c}\n"));
         }
@@ -195,13 +205,42 @@ impl Scenario {
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
-            name: "udyam, Enterprise quotas",
+            name: "udyam, known quota (Enterprise), 300 ms latency",
             check: "deepvue-udyam",
             rows: Rows::Udyam,
             default_rows: ENTERPRISE_UDYAM_ROWS,
             sandbox_limits: Limits::ENTERPRISE,
-            sandbox_flags: &["--udyam-delay-ms", "3000"],
-            client_limits: Limits::ENTERPRISE,
+            sandbox_flags: &[
+                "--udyam-delay-ms",
+                "3000",
+                "--latency-ms",
+                "300",
+                "--latency-jitter-ms",
+                "100",
+            ],
+            client_limits: Some(Limits::ENTERPRISE),
+            concurrency: Some(32),
+            check_settings: &["poll_initial_secs = 3.0"],
+        },
+        Scenario {
+            name: "udyam, unknown quota (20/s), 300 ms latency",
+            check: "deepvue-udyam",
+            rows: Rows::Udyam,
+            default_rows: ENTERPRISE_UDYAM_ROWS,
+            sandbox_limits: Limits {
+                per_second: 20,
+                per_minute: 0,
+                per_day: 0,
+            },
+            sandbox_flags: &[
+                "--udyam-delay-ms",
+                "3000",
+                "--latency-ms",
+                "300",
+                "--latency-jitter-ms",
+                "100",
+            ],
+            client_limits: None,
             concurrency: Some(32),
             check_settings: &["poll_initial_secs = 3.0"],
         },
@@ -212,7 +251,7 @@ fn scenarios() -> Vec<Scenario> {
             default_rows: UNLIMITED_UDYAM_ROWS,
             sandbox_limits: Limits::NONE,
             sandbox_flags: &["--udyam-delay-ms", "200"],
-            client_limits: HUGE,
+            client_limits: Some(HUGE),
             concurrency: Some(64),
             check_settings: &["poll_initial_secs = 0.2", "poll_max_secs = 1.0"],
         },
@@ -223,7 +262,7 @@ fn scenarios() -> Vec<Scenario> {
             default_rows: UPI_BATCH_ROWS,
             sandbox_limits: Limits::NONE,
             sandbox_flags: &["--batch-delay-ms", "1000", "--batch-ms-per-row", "0"],
-            client_limits: HUGE,
+            client_limits: Some(HUGE),
             concurrency: None,
             check_settings: &["chunk_size = 10000", "poll_initial_secs = 0.5"],
         },
@@ -367,6 +406,23 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
 }
 
 /// Lines of a text file (a last line without a newline counts).
+/// Output rows whose `bv_status` is `verified` (0 without an output).
+fn count_verified(path: &Path) -> anyhow::Result<u64> {
+    let Ok(mut reader) = csv::Reader::from_path(path) else {
+        return Ok(0);
+    };
+    let Some(status) = reader.headers()?.iter().position(|h| h == "bv_status") else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for record in reader.records() {
+        if record?.get(status) == Some("verified") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 fn count_lines(path: &Path) -> anyhow::Result<usize> {
     let bytes = std::fs::read(path)?;
     let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
@@ -495,7 +551,15 @@ fn run_scenario(s: &Scenario, rows: usize) -> anyhow::Result<()> {
     figure("rows/s", format!("{:.1}", rows as f64 / wall));
     figure("requests accepted by the sandbox", accepted);
     figure("requests arrived, by endpoint", endpoints);
-    figure("429 answers", &stats["rate_limited"]);
+    let arrived = stats["requests"].as_u64().unwrap_or(0);
+    let refused = stats["rate_limited"].as_u64().unwrap_or(0);
+    figure(
+        "429 answers",
+        format!(
+            "{refused} of {arrived} requests = {:.2} %",
+            100.0 * refused as f64 / arrived.max(1) as f64
+        ),
+    );
     if let Some(rate) = s.sandbox_limits.tightest_rate() {
         let threshold = BUSY_SHARE * rate;
         match busy_period(&accepted_per_second(&stats), threshold) {
@@ -522,6 +586,26 @@ fn run_scenario(s: &Scenario, rows: usize) -> anyhow::Result<()> {
                 format!("n/a (no later second reached {threshold:.1} accepted requests)"),
             ),
         }
+        if s.client_limits.is_none() {
+            let per_second = accepted_per_second(&stats);
+            let first = per_second.keys().next().copied().unwrap_or(0);
+            let reached = per_second
+                .iter()
+                .find(|(_, n)| **n as f64 >= 0.9 * rate)
+                .map(|(sec, _)| sec - first);
+            figure(
+                "time to 90 % of the unknown limit",
+                reached.map_or("never".into(), |t| format!("{t} s after the first request")),
+            );
+            let early: u64 = per_second
+                .range(first + 1..=first + 30)
+                .map(|(_, n)| n)
+                .sum();
+            figure(
+                "utilisation in seconds 1-30",
+                format!("{:.1} %", 100.0 * early as f64 / 30.0 / rate),
+            );
+        }
         figure(
             "quota utilisation, whole run",
             format!(
@@ -534,6 +618,14 @@ fn run_scenario(s: &Scenario, rows: usize) -> anyhow::Result<()> {
     figure(
         "client CPU per row",
         format!("{:.3} ms", 1000.0 * run.cpu_secs / rows as f64),
+    );
+    let verified = count_verified(&out)?;
+    figure(
+        "client CPU per verified row",
+        format!(
+            "{:.3} ms ({verified} verified)",
+            1000.0 * run.cpu_secs / verified.max(1) as f64
+        ),
     );
     figure("client peak memory", format!("{:.1} MiB", run.max_rss_mib));
     let bytes = std::fs::metadata(&out).map_or(0, |m| m.len());

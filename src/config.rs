@@ -75,6 +75,12 @@ pub struct ProviderConfig {
     pub read_timeout_secs: Option<f64>,
     pub max_attempts: Option<u32>,
     pub pacing_guard_ms: Option<u64>,
+    /// Whether the provider counts polls and downloads against the quota (default: yes).
+    pub polls_count: Option<bool>,
+    /// Retries allowed, as a share of calls (default 0.2).
+    pub retry_budget: Option<f64>,
+    /// How long the provider may stay down before the run gives up on it (default 600 s).
+    pub give_up_after_secs: Option<f64>,
 }
 
 /// One `[checks.NAME]` section.
@@ -169,6 +175,12 @@ pub struct ProviderSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_attempts: u32,
+    /// Whether polls and downloads pass the quota gate's pacing and day window.
+    pub polls_count: bool,
+    /// Retries allowed as a share of calls, so that a sick provider is not hammered.
+    pub retry_budget: f64,
+    /// How long the circuit breaker waits for a provider that is down before the run ends.
+    pub give_up_after: Duration,
     pub client_id: Secret,
     pub client_secret: Secret,
 }
@@ -178,8 +190,6 @@ pub struct ProviderDefaults {
     pub name: &'static str,
     pub env_prefix: &'static str,
     pub base_url: &'static str,
-    /// The provider's smallest plan: safe for any account until the config names the real one.
-    pub quotas: Quotas,
 }
 
 impl ProviderSettings {
@@ -222,20 +232,14 @@ impl ProviderSettings {
             per_minute: window("per_minute", section.per_minute)?,
             per_day: window("per_day", section.per_day)?,
         };
-        let quotas = if let Some(q) = quotas {
-            q
-        } else if configured.per_second.is_none()
-            && configured.per_minute.is_none()
-            && configured.per_day.is_none()
-        {
-            tracing::warn!(
-                "no quota configured for {name}: using its smallest plan; set per_second, \
-                 per_minute and per_day in [providers.{name}] to use your plan's full rate"
+        let quotas = quotas.unwrap_or(configured);
+        if quotas.per_second.is_none() && quotas.per_minute.is_none() {
+            tracing::info!(
+                "no per_second or per_minute quota configured for {name}: the rate adapts to \
+                 the provider's answers; set them in [providers.{name}] to pace at your plan's \
+                 rate from the first request"
             );
-            defaults.quotas
-        } else {
-            configured
-        };
+        }
 
         let concurrency = section.concurrency.unwrap_or(16);
         if !(1..=1024).contains(&concurrency) {
@@ -251,6 +255,14 @@ impl ProviderSettings {
         };
         let connect_timeout = secs("connect_timeout_secs", section.connect_timeout_secs, 10.0)?;
         let read_timeout = secs("read_timeout_secs", section.read_timeout_secs, 60.0)?;
+        let give_up_after = secs("give_up_after_secs", section.give_up_after_secs, 600.0)?;
+        let retry_budget = section.retry_budget.unwrap_or(0.2);
+        if !(0.0..=10.0).contains(&retry_budget) {
+            return Err(config.invalid(
+                setting("retry_budget"),
+                "must be between 0 and 10 (retries per call)",
+            ));
+        }
         let max_attempts = section.max_attempts.unwrap_or(5);
         if !(1..=20).contains(&max_attempts) {
             return Err(config.invalid(setting("max_attempts"), "must be between 1 and 20"));
@@ -291,6 +303,9 @@ impl ProviderSettings {
             connect_timeout,
             read_timeout,
             max_attempts,
+            polls_count: section.polls_count.unwrap_or(true),
+            retry_budget,
+            give_up_after,
             client_id: Secret::new(client_id),
             client_secret: Secret::new(client_secret),
         })
@@ -434,7 +449,17 @@ mod tests {
         ]);
         let s = ProviderSettings::resolve(&DEFAULTS, &c, &e, None).unwrap();
         assert_eq!(s.base_url.as_str(), "http://127.0.0.1:9/");
-        assert_eq!(s.quotas, DEFAULTS.quotas);
+        assert_eq!(
+            s.quotas,
+            Quotas {
+                per_second: None,
+                per_minute: None,
+                per_day: None
+            },
+            "no quota configured: the rate adapts"
+        );
+        assert!(s.polls_count);
+        assert_eq!(s.give_up_after, Duration::from_secs(600));
     }
 
     #[test]

@@ -433,8 +433,9 @@ impl Journal {
 
     /// Settles what a dead run left in flight, before anything is dispatched: a call whose
     /// intent was committed but whose answer never arrived may have been billed, so it is held
-    /// as `unconfirmed` — or, when the user asked for it, planned again.
-    pub fn recover(&mut self, resend_unconfirmed: bool) -> Result<u64, JournalError> {
+    /// as `unconfirmed` — or, when the user asked for it, planned again. Returns the rows
+    /// held and the rows planned again.
+    pub fn recover(&mut self, resend_unconfirmed: bool) -> Result<(u64, u64), JournalError> {
         let sql = sql_error(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
         tx.execute(
@@ -447,12 +448,14 @@ impl Journal {
             [],
         )
         .map_err(sql)?;
+        let mut released = 0;
         if resend_unconfirmed {
-            tx.execute(
-                "UPDATE rows SET state = 'planned', batch_id = NULL WHERE state = 'unconfirmed'",
-                [],
-            )
-            .map_err(sql)?;
+            released = tx
+                .execute(
+                    "UPDATE rows SET state = 'planned', batch_id = NULL WHERE state = 'unconfirmed'",
+                    [],
+                )
+                .map_err(sql)?;
             tx.execute(
                 "UPDATE batches SET state = 'abandoned' WHERE state = 'unconfirmed'",
                 [],
@@ -467,7 +470,7 @@ impl Journal {
             )
             .map_err(sql)?;
         tx.commit().map_err(sql)?;
-        Ok(held as u64)
+        Ok((held as u64, released as u64))
     }
 
     /// Batches accepted by the provider whose results are not in yet.
@@ -1200,7 +1203,7 @@ mod tests {
             thread.join();
         }
         let mut j = Journal::open(&state, &ID, false).unwrap();
-        assert_eq!(j.recover(false).unwrap(), 1);
+        assert_eq!(j.recover(false).unwrap(), (1, 0));
         let page = j.reader().unwrap().page(None, 10).unwrap();
         let states: Vec<_> = page.iter().map(|r| r.state).collect();
         assert_eq!(
@@ -1217,7 +1220,7 @@ mod tests {
         assert_eq!(export[1].attempts, 2);
         assert_eq!(j.field_names().unwrap(), ["a"]);
         assert_eq!(export[1].fields, vec![("a".to_string(), "1".to_string())]);
-        assert_eq!(j.recover(true).unwrap(), 0);
+        assert_eq!(j.recover(true).unwrap(), (0, 1));
         let page = j
             .reader()
             .unwrap()

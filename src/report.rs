@@ -240,6 +240,34 @@ impl Summary<'_> {
             Stats::get(&st.retries),
             Stats::get(&st.unconfirmed)
         );
+        let (resent, denied) = (Stats::get(&st.resent), Stats::get(&st.retries_denied));
+        if resent > 0 {
+            let _ = writeln!(
+                s,
+                "  resent after a lost answer (may be billed twice): {}",
+                rows_word(resent)
+            );
+        }
+        if denied > 0 {
+            let _ = writeln!(
+                s,
+                "  retries not made (the retry budget was spent on a failing provider): {denied}"
+            );
+        }
+        if Stats::get(&st.provider_down) > 0 {
+            let _ = writeln!(
+                s,
+                "  the provider kept failing and the circuit breaker gave up: rows not sent are \
+                 error (provider_unavailable); run the same command when it is back"
+            );
+        }
+        if Stats::get(&st.day_spent) > 0 {
+            let _ = writeln!(
+                s,
+                "  the provider's daily quota is spent: rows not sent are pending \
+                 (daily_quota_exhausted); tomorrow's run of the same command continues"
+            );
+        }
         let _ = writeln!(s, "  output {}", self.output);
         let incomplete = self.incomplete();
         if incomplete > 0 {

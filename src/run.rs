@@ -14,7 +14,7 @@ use crate::checks::deepvue_udyam::Udyam;
 use crate::checks::deepvue_upi_batch::UpiBatch;
 use crate::checks::{BatchCheck, CheckInfo, CheckName, RowCheck, Subject};
 use crate::config::{ConfigFile, ProviderSettings, Quotas};
-use crate::engine::gate::{Gate, unix_minute};
+use crate::engine::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::stats::Stats;
 use crate::engine::stop::Stop;
@@ -340,7 +340,8 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
             &job.stats,
         )?;
     }
-    let held = journal.recover(job.resend_unconfirmed)?;
+    let (held, released) = journal.recover(job.resend_unconfirmed)?;
+    Stats::add(&job.stats.resent, released);
     if held > 0 {
         tracing::warn!(
             "{held} row(s) are held as unconfirmed: an earlier run sent their paid request but \
@@ -387,8 +388,12 @@ async fn dispatch(
     let (writer, writer_thread) = journal.writer()?;
     let usage_writer = writer.clone();
     let gate = Gate::new(
-        &settings.quotas,
-        settings.pacing_guard,
+        &GateSettings {
+            quotas: settings.quotas,
+            guard: settings.pacing_guard,
+            concurrency: settings.concurrency,
+            give_up_after: settings.give_up_after,
+        },
         d.used,
         Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
     );
@@ -438,6 +443,11 @@ async fn dispatch(
     }
     let fed = feeder.await?;
     interrupts.dispatching(None);
+    match ctx.api.gate().refusal() {
+        Some(GateError::ProviderDown) => Stats::add(&ctx.stats.provider_down, 1),
+        Some(GateError::DayExhausted) => Stats::add(&ctx.stats.day_spent, 1),
+        _ => {}
+    }
     // Ends the gate's grant loop, which holds a journal handle for the usage counts.
     ctx.api.gate().close();
     if let Err(e) = fed {

@@ -1,6 +1,8 @@
 //! Dispatch: the quota gate, retries, the per-row and batch pipelines.
 
+pub mod adaptive;
 pub mod batches;
+pub mod breaker;
 pub mod gate;
 pub mod plan;
 pub mod retry;
@@ -18,6 +20,7 @@ use crate::checks::PollSchedule;
 use crate::journal::JournalWriter;
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::{Api, CallError};
+use gate::GateError;
 use stats::Stats;
 use stop::Stop;
 
@@ -94,9 +97,14 @@ impl Ctx {
         if self.stop.is_set() {
             return None;
         }
-        if self.api.gate().day_exhausted() {
+        if let Some(refusal) = self.api.gate().refusal() {
+            let outcome = match refusal {
+                GateError::DayExhausted => daily_quota_pending(),
+                GateError::ProviderDown => provider_down(),
+                GateError::Closed => return None,
+            };
             for k in keys {
-                self.finish(*k, daily_quota_pending(), None);
+                self.finish(*k, outcome.clone(), None);
             }
             return None;
         }
@@ -115,10 +123,15 @@ impl Ctx {
     pub fn submit_failed(&self, keys: Vec<RowKey>, batch: Option<i64>, error: CallError) {
         match error {
             CallError::Stopped => self.journal.revert(keys, batch),
-            CallError::DayQuota => {
+            CallError::DayQuota | CallError::ProviderDown => {
+                let outcome = if matches!(error, CallError::DayQuota) {
+                    daily_quota_pending()
+                } else {
+                    provider_down()
+                };
                 self.journal.revert(keys.clone(), batch);
                 for k in keys {
-                    self.finish(k, daily_quota_pending(), None);
+                    self.finish(k, outcome.clone(), None);
                 }
             }
             CallError::GaveUp {
@@ -170,6 +183,12 @@ impl Ctx {
             CallError::Stopped => return,
             CallError::Fatal(message) => return self.fail(message),
             CallError::DayQuota => daily_quota_pending(),
+            CallError::ProviderDown => Outcome::new(Status::Pending)
+                .with_reason("provider_unavailable")
+                .with_message(
+                    "accepted, but the provider kept failing before the result could be \
+                     fetched; the next run polls again",
+                ),
             CallError::GaveUp {
                 reason, message, ..
             } => Outcome::new(Status::Error)
@@ -220,6 +239,16 @@ pub fn daily_quota_pending() -> Outcome {
     Outcome::new(Status::Pending)
         .with_reason("daily_quota_exhausted")
         .with_message("the provider's daily quota was used up; the next run continues")
+}
+
+/// A row not sent because the circuit breaker gave up on the provider: nothing was billed,
+/// and the next run sends it.
+pub fn provider_down() -> Outcome {
+    Outcome::new(Status::Error)
+        .with_reason("provider_unavailable")
+        .with_message(
+            "not sent: the provider kept failing and the run gave up on it; the next run sends it",
+        )
 }
 
 pub fn still_processing() -> Outcome {

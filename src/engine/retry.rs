@@ -1,5 +1,6 @@
-//! How long to wait before trying again.
+//! How long to wait before trying again, and whether to.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -26,9 +27,77 @@ impl Backoff {
     }
 }
 
+/// Retries at most a share of calls, as Finagle's and linkerd's retry budgets do: each first
+/// attempt deposits `ratio` of a retry, each retry withdraws one. A small reserve lets a
+/// quiet run retry its first failures; a sick provider soon finds the account empty, and
+/// its calls fail fast instead of multiplying its load by the attempt count.
+#[derive(Debug)]
+pub struct Budget {
+    ratio: f64,
+    balance: Mutex<f64>,
+}
+
+/// Retries available before any call was made, and the most that can be saved up.
+const BUDGET_RESERVE: f64 = 10.0;
+const BUDGET_CAP: f64 = 100.0;
+
+impl Budget {
+    pub fn new(ratio: f64) -> Budget {
+        Budget {
+            ratio,
+            balance: Mutex::new(BUDGET_RESERVE),
+        }
+    }
+
+    /// A first attempt was made.
+    pub fn deposit(&self) {
+        let mut b = self
+            .balance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *b = (*b + self.ratio).min(BUDGET_CAP);
+    }
+
+    /// Whether a retry may be made; takes it from the budget if so.
+    pub fn withdraw(&self) -> bool {
+        let mut b = self
+            .balance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *b >= 1.0 {
+            *b -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_keeps_retries_to_a_share_of_calls() {
+        let budget = Budget::new(0.2);
+        let mut retries = 0;
+        for _ in 0..1000 {
+            budget.deposit();
+            // Every call fails and would retry four times.
+            for _ in 0..4 {
+                if budget.withdraw() {
+                    retries += 1;
+                }
+            }
+        }
+        assert!((200..=210).contains(&retries), "{retries}");
+        let quiet = Budget::new(0.2);
+        assert!(
+            (0..10).all(|_| quiet.withdraw()),
+            "a reserve for the first failures"
+        );
+        assert!(!quiet.withdraw());
+    }
 
     #[test]
     fn grows_then_caps_and_stays_within_ceiling() {

@@ -19,8 +19,17 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     /// Requests sent again after a retryable failure.
     pub retries: AtomicU64,
+    /// Retries not made because the retry budget was spent.
+    pub retries_denied: AtomicU64,
     /// Rows whose paid call may have been billed without an answer.
     pub unconfirmed: AtomicU64,
+    /// Rows of earlier runs' unconfirmed calls sent again (--resend-unconfirmed): each may be
+    /// billed twice, so the summary counts them.
+    pub resent: AtomicU64,
+    /// 1 when the circuit breaker gave up on the provider.
+    pub provider_down: AtomicU64,
+    /// 1 when the provider's daily quota ran out.
+    pub day_spent: AtomicU64,
 }
 
 impl Stats {

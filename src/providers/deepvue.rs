@@ -2,7 +2,6 @@
 //! on every call.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use super::{Answer, Api, Authenticator, Billing, CallError, Request, provider_words};
-use crate::config::{ProviderDefaults, Quotas};
+use crate::config::ProviderDefaults;
 use crate::engine::gate::Priority;
 use crate::outcome::{Outcome, Status};
 use crate::secret::Secret;
@@ -19,12 +18,6 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "deepvue",
     env_prefix: "DEEPVUE",
     base_url: "https://production.deepvue.tech",
-    // The Starter plan: the smallest Deepvue sells.
-    quotas: Quotas {
-        per_second: NonZeroU32::new(1),
-        per_minute: NonZeroU32::new(30),
-        per_day: NonZeroU32::new(1000),
-    },
 };
 
 /// How long before its expiry a token is renewed: a call must never leave with a token that

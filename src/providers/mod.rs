@@ -4,16 +4,25 @@
 //! What is retried: 429, 5xx and 408 answers, failures to connect, and (for calls that cost
 //! nothing) any transport failure. What is not: a business answer (any other 4xx, returned to
 //! the check to read), and a paid call whose request may have reached the provider before the
-//! connection failed — resending that could bill twice, so it comes back as
-//! [`CallError::Unconfirmed`] and the row is held.
+//! connection failed or went silent — resending that could bill twice, so it comes back as
+//! [`CallError::Unconfirmed`] and the row goes to reconciliation.
+//!
+//! Retries are disciplined three ways: exponential backoff with full jitter up to a cap and a
+//! maximum number of attempts per call; a retry budget, so that retries stay a set share of
+//! the calls and a sick provider is not hammered; and the gate's circuit breaker, fed with
+//! every answer, which stops all calls when most recent ones fail. A 429 is not charged to
+//! the budget: the gate holds every worker until the provider's time, so its retry costs the
+//! provider nothing.
 
 pub mod deepvue;
+pub mod ratelimit;
 
 use std::error::Error as _;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -22,11 +31,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::config::ProviderSettings;
-use crate::engine::gate::{Gate, GateError, Priority};
-use crate::engine::retry::Backoff;
+use crate::engine::gate::{Gate, GateError, Priority, Signal};
+use crate::engine::retry::{Backoff, Budget};
 use crate::engine::stats::Stats;
 use crate::engine::stop::Stop;
 use crate::secret::Secret;
+use ratelimit::Hints;
 
 /// Whether a request costs money. Decides what may be resent after a lost answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +120,9 @@ pub enum CallError {
     },
     #[error("the provider's daily quota is used up")]
     DayQuota,
+    /// The circuit breaker gave up on the provider: nothing more is sent in this run.
+    #[error("the provider kept failing; no more calls in this run")]
+    ProviderDown,
     #[error("the run is stopping")]
     Stopped,
 }
@@ -118,6 +131,7 @@ impl From<GateError> for CallError {
     fn from(e: GateError) -> Self {
         match e {
             GateError::DayExhausted => CallError::DayQuota,
+            GateError::ProviderDown => CallError::ProviderDown,
             GateError::Closed => CallError::Stopped,
         }
     }
@@ -150,6 +164,9 @@ pub struct Api {
     slots: Semaphore,
     max_attempts: u32,
     backoff: Backoff,
+    budget: Budget,
+    /// Whether the provider counts polls and downloads against its quota.
+    polls_count: bool,
     pub stats: Arc<Stats>,
     stop: Arc<Stop>,
 }
@@ -185,6 +202,8 @@ impl Api {
                 base: std::time::Duration::from_millis(500),
                 cap: std::time::Duration::from_secs(30),
             },
+            budget: Budget::new(settings.retry_budget),
+            polls_count: settings.polls_count,
             stats,
             stop,
         })
@@ -241,7 +260,9 @@ impl Api {
         dest: Option<&Path>,
         slot: Slot,
     ) -> Result<Answer, CallError> {
-        let mut attempts = 0u32;
+        let counted = req.priority == Priority::Low || self.polls_count;
+        // Requests sent, and of those the failures that count against max_attempts.
+        let (mut attempts, mut failures) = (0u32, 0u32);
         // 401s in a row: a token can expire while its request waits for the quota gate, so a
         // 401 renews the token and tries again; only a run of them means the credentials are bad.
         let mut refused = 0u32;
@@ -257,12 +278,12 @@ impl Api {
             if req.authenticated {
                 self.auth.refresh(self).await?;
             }
-            let (headers, outcome) = {
+            let (headers, outcome, grant) = {
                 let _slot = match slot {
                     Slot::Take => Some(self.slots.acquire().await.map_err(|_| CallError::Stopped)?),
                     Slot::Bypass => None,
                 };
-                self.gate.acquire(req.priority).await?;
+                let grant = self.gate.acquire(req.priority, counted).await?;
                 let headers = if req.authenticated {
                     match self.auth.headers() {
                         Some(h) => Some(h),
@@ -276,61 +297,52 @@ impl Api {
                     builder = builder.headers(h.clone());
                 }
                 attempts += 1;
-                if attempts > 1 {
+                if attempts == 1 {
+                    self.budget.deposit();
+                } else {
                     Stats::add(&self.stats.retries, 1);
                 }
                 Stats::add(&self.stats.calls, 1);
-                (headers, receive(builder, dest).await)
+                (headers, receive(builder, dest).await, grant)
             };
-            let (reason, message) = match outcome {
+            let failure = match outcome {
                 Ok(answer) => {
                     let status = answer.status;
-                    if status == StatusCode::UNAUTHORIZED
-                        && let Some(h) = &headers
-                        && refused < 2
-                    {
-                        // The call was refused, not processed: safe to send again with fresh
-                        // credentials, and not counted as an attempt.
-                        self.auth.rejected(h);
-                        refused += 1;
-                        attempts -= 1;
-                        continue;
-                    }
-                    if req.authenticated
-                        && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                    {
-                        return Err(CallError::Fatal(format!(
-                            "{} refused the credentials on {} (HTTP {}{}); check the \
-                             {}_CLIENT_ID and {}_CLIENT_SECRET values",
-                            self.provider,
-                            req.label,
-                            status.as_u16(),
-                            provider_words(&answer)
-                                .map(|w| format!(": {w}"))
-                                .unwrap_or_default(),
-                            self.provider.to_uppercase(),
-                            self.provider.to_uppercase(),
-                        )));
-                    }
+                    let hints = Hints::read(&answer.headers, SystemTime::now());
                     if status == StatusCode::TOO_MANY_REQUESTS {
+                        grant.report(Signal::RateLimited(hints));
                         Stats::add(&self.stats.rate_limited, 1);
-                        self.gate.pause_for(self.backoff.delay(attempts - 1));
-                        (
-                            "rate_limited".to_string(),
-                            "the provider answered 429 (rate limit exceeded)".to_string(),
-                        )
+                        Failure::RateLimited
                     } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-                        (
-                            format!("http_{}", status.as_u16()),
-                            format!(
+                        grant.report(Signal::Failed { timeout: false });
+                        Failure::Other {
+                            reason: format!("http_{}", status.as_u16()),
+                            message: format!(
                                 "the provider answered HTTP {}{}",
                                 status.as_u16(),
                                 provider_words(&answer)
                                     .map(|w| format!(": {w}"))
                                     .unwrap_or_default()
                             ),
-                        )
+                        }
                     } else {
+                        grant.report(Signal::Answered(hints));
+                        if status == StatusCode::UNAUTHORIZED
+                            && let Some(h) = &headers
+                            && refused < 2
+                        {
+                            // The call was refused, not processed: safe to send again with
+                            // fresh credentials, and not counted as an attempt.
+                            self.auth.rejected(h);
+                            refused += 1;
+                            attempts -= 1;
+                            continue;
+                        }
+                        if req.authenticated
+                            && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                        {
+                            return Err(self.credentials_refused(req, &answer));
+                        }
                         return Ok(Answer { attempts, ..answer });
                     }
                 }
@@ -342,6 +354,9 @@ impl Api {
                     )));
                 }
                 Err(Failed::Transport { error, sent }) => {
+                    grant.report(Signal::Failed {
+                        timeout: error.is_timeout(),
+                    });
                     let message = describe(&error);
                     if sent && req.billing == Billing::Paid {
                         return Err(CallError::Unconfirmed {
@@ -355,28 +370,73 @@ impl Api {
                     } else {
                         "connect_failed"
                     };
-                    (reason.to_string(), message)
+                    Failure::Other {
+                        reason: reason.to_string(),
+                        message,
+                    }
                 }
+            };
+            let (reason, message) = match &failure {
+                Failure::RateLimited => (
+                    "rate_limited",
+                    "the provider answered 429 (rate limit exceeded)",
+                ),
+                Failure::Other { reason, message } => (reason.as_str(), message.as_str()),
             };
             tracing::debug!(
                 "{} {}: attempt {attempts}: {message}",
                 self.provider,
                 req.label
             );
-            if attempts >= self.max_attempts {
-                return Err(CallError::GaveUp {
-                    label: req.label,
-                    reason,
-                    message,
-                    attempts,
-                });
-            }
-            if reason != "rate_limited" && !self.stop.sleep(self.backoff.delay(attempts - 1)).await
-            {
-                return Err(CallError::Stopped);
+            let gave_up = |message: String| CallError::GaveUp {
+                label: req.label,
+                reason: reason.to_string(),
+                message,
+                attempts,
+            };
+            // After a 429 the gate holds every worker until the provider's time: no wait
+            // here, no charge to the budget, and no attempt used up (the provider did not
+            // process it); a provider that keeps refusing trips the gate's breaker instead.
+            if let Failure::Other { .. } = failure {
+                failures += 1;
+                if failures >= self.max_attempts {
+                    return Err(gave_up(message.to_string()));
+                }
+                if !self.budget.withdraw() {
+                    Stats::add(&self.stats.retries_denied, 1);
+                    return Err(gave_up(format!(
+                        "{message}; not retried: retries are capped at a share of calls \
+                         (retry_budget) while the provider fails this often"
+                    )));
+                }
+                if !self.stop.sleep(self.backoff.delay(failures - 1)).await {
+                    return Err(CallError::Stopped);
+                }
             }
         }
     }
+
+    fn credentials_refused(&self, req: &Request<'_>, answer: &Answer) -> CallError {
+        let prefix = self.provider.to_uppercase();
+        CallError::Fatal(format!(
+            "{} refused the credentials on {} (HTTP {}{}); check the {prefix}_CLIENT_ID and \
+             {prefix}_CLIENT_SECRET values",
+            self.provider,
+            req.label,
+            answer.status.as_u16(),
+            provider_words(answer)
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// Why an attempt got no usable answer.
+enum Failure {
+    /// A 429: the gate holds everyone until the provider's time.
+    RateLimited,
+    /// A 5xx, a 408 or a transport failure: waited out with backoff, under the budget.
+    Other { reason: String, message: String },
 }
 
 /// Whether a request takes one of the provider's concurrency slots.

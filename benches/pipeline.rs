@@ -202,6 +202,16 @@ impl Scenario {
     }
 }
 
+/// Udyam results after 3 s, every answer after 300 ± 100 ms: the latency.
+const SLOW_UDYAM: &[&str] = &[
+    "--udyam-delay-ms",
+    "3000",
+    "--latency-ms",
+    "300",
+    "--latency-jitter-ms",
+    "100",
+];
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -210,14 +220,7 @@ fn scenarios() -> Vec<Scenario> {
             rows: Rows::Udyam,
             default_rows: ENTERPRISE_UDYAM_ROWS,
             sandbox_limits: Limits::ENTERPRISE,
-            sandbox_flags: &[
-                "--udyam-delay-ms",
-                "3000",
-                "--latency-ms",
-                "300",
-                "--latency-jitter-ms",
-                "100",
-            ],
+            sandbox_flags: SLOW_UDYAM,
             client_limits: Some(Limits::ENTERPRISE),
             concurrency: Some(32),
             check_settings: &["poll_initial_secs = 3.0"],
@@ -232,14 +235,7 @@ fn scenarios() -> Vec<Scenario> {
                 per_minute: 0,
                 per_day: 0,
             },
-            sandbox_flags: &[
-                "--udyam-delay-ms",
-                "3000",
-                "--latency-ms",
-                "300",
-                "--latency-jitter-ms",
-                "100",
-            ],
+            sandbox_flags: SLOW_UDYAM,
             client_limits: None,
             concurrency: Some(32),
             check_settings: &["poll_initial_secs = 3.0"],

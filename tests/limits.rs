@@ -10,6 +10,10 @@ use common::*;
 
 const JOB_ARGS: &[&str] = &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
 
+/// No quota configured: the client has to find the provider's limit.
+const ADAPTIVE: &str = "[providers.deepvue]\nconcurrency = 16\n\n[checks.deepvue-udyam]\n\
+                        poll_initial_secs = 0.3\npoll_max_secs = 0.5\n";
+
 fn config(provider_extra: &str) -> String {
     format!(
         "[providers.deepvue]\nper_second = 50\nper_minute = 100000\nper_day = 1000000\n\
@@ -180,11 +184,7 @@ fn an_unknown_quota_is_found_and_used_without_many_429s() {
         "100",
     ]);
     let job = Job::new();
-    job.write(
-        "bulkverify.toml",
-        "[providers.deepvue]\nconcurrency = 16\n\n[checks.deepvue-udyam]\n\
-         poll_initial_secs = 0.3\npoll_max_secs = 0.5\n",
-    );
+    job.write("bulkverify.toml", ADAPTIVE);
     job.write("in.csv", udyam_input(&udyam_numbers(150)));
     let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -220,11 +220,7 @@ fn a_published_policy_sets_the_pace_of_an_unknown_quota() {
         "seconds",
     ]);
     let job = Job::new();
-    job.write(
-        "bulkverify.toml",
-        "[providers.deepvue]\nconcurrency = 16\n\n[checks.deepvue-udyam]\n\
-         poll_initial_secs = 0.3\npoll_max_secs = 0.5\n",
-    );
+    job.write("bulkverify.toml", ADAPTIVE);
     job.write("in.csv", udyam_input(&udyam_numbers(40)));
     let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
     assert_eq!(code(&o), 0, "{headers}: {}", stderr(&o));

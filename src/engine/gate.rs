@@ -454,7 +454,7 @@ async fn grant_loop(inner: Arc<Inner>) {
         let next = if !counted && !free {
             Next::Wait
         } else {
-            decide(&inner, Instant::now(), counted, free)
+            decide(&inner, Instant::now(), free)
         };
         match next {
             Next::Wait => notified.await,
@@ -478,9 +478,9 @@ async fn grant_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Whether a request may go now, and which kind: free requests first, since they cost no
-/// quota, then counted ones when the pacing allows.
-fn decide(inner: &Inner, now: Instant, counted: bool, free: bool) -> Next {
+/// Whether a request may go now, and which kind: free requests first (`free`: some wait),
+/// since they cost no quota, then counted ones when the pacing allows.
+fn decide(inner: &Inner, now: Instant, free: bool) -> Next {
     let mut c = lock(&inner.control);
     let probe = match c.breaker.admit(now) {
         Admit::GiveUp => return Next::Refuse(GateError::ProviderDown),
@@ -500,7 +500,6 @@ fn decide(inner: &Inner, now: Instant, counted: bool, free: bool) -> Next {
             counted: false,
         };
     }
-    debug_assert!(counted);
     if c.period().is_some() && c.next_grant > now {
         return Next::Sleep(c.next_grant);
     }

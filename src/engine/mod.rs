@@ -123,17 +123,8 @@ impl Ctx {
     pub fn submit_failed(&self, keys: Vec<RowKey>, batch: Option<i64>, error: CallError) {
         match error {
             CallError::Stopped => self.journal.revert(keys, batch),
-            CallError::DayQuota | CallError::ProviderDown => {
-                let outcome = if matches!(error, CallError::DayQuota) {
-                    daily_quota_pending()
-                } else {
-                    provider_down()
-                };
-                self.journal.revert(keys.clone(), batch);
-                for k in keys {
-                    self.finish(k, outcome.clone(), None);
-                }
-            }
+            CallError::DayQuota => self.not_sent(keys, batch, &daily_quota_pending()),
+            CallError::ProviderDown => self.not_sent(keys, batch, &provider_down()),
             CallError::GaveUp {
                 reason,
                 message,
@@ -160,6 +151,15 @@ impl Ctx {
                 self.journal.revert(keys, batch);
                 self.fail(message);
             }
+        }
+    }
+
+    /// Settles rows whose committed intent the gate refused to send: nothing left, nothing
+    /// was billed.
+    fn not_sent(&self, keys: Vec<RowKey>, batch: Option<i64>, outcome: &Outcome) {
+        self.journal.revert(keys.clone(), batch);
+        for k in keys {
+            self.finish(k, outcome.clone(), None);
         }
     }
 

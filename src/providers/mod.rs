@@ -5,7 +5,7 @@
 //! nothing) any transport failure. What is not: a business answer (any other 4xx, returned to
 //! the check to read), and a paid call whose request may have reached the provider before the
 //! connection failed or went silent — resending that could bill twice, so it comes back as
-//! [`CallError::Unconfirmed`] and the row goes to reconciliation.
+//! [`CallError::Unconfirmed`] and the row is held.
 //!
 //! Retries are disciplined three ways: exponential backoff with full jitter up to a cap and a
 //! maximum number of attempts per call; a retry budget, so that retries stay a set share of

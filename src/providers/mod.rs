@@ -297,7 +297,8 @@ impl Api {
                     builder = builder.headers(h.clone());
                 }
                 attempts += 1;
-                if attempts == 1 {
+                // A resend after a 401 is the same call again: it deposits nothing more.
+                if attempts == 1 && refused == 0 {
                     self.budget.deposit();
                 } else {
                     Stats::add(&self.stats.retries, 1);

@@ -73,6 +73,385 @@ pub fn vpa(value: &str) -> Result<String, Invalid> {
     }
 }
 
+/// Verhoeff multiplication table: the dihedral group D5, whose non-commutativity is what lets
+/// the checksum see swapped digits.
+const VERHOEFF_D: [[u8; 10]; 10] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+];
+
+/// Verhoeff position permutations: row `i % 8` is applied to the digit `i` places from the right,
+/// so that equal digits in different places weigh differently.
+const VERHOEFF_P: [[u8; 10]; 8] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+];
+
+/// Inverse of each element of D5 under `VERHOEFF_D`: the digit that brings a checksum back to 0.
+const VERHOEFF_INV: [u8; 10] = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9];
+
+/// The Verhoeff accumulator over `digits`, the rightmost digit taken at position `first`;
+/// `None` when a character is not an ASCII digit.
+fn verhoeff_accumulate(digits: &str, first: usize) -> Option<u8> {
+    digits.bytes().rev().enumerate().try_fold(0u8, |c, (i, b)| {
+        b.is_ascii_digit().then(|| {
+            VERHOEFF_D[usize::from(c)]
+                [usize::from(VERHOEFF_P[(i + first) % 8][usize::from(b - b'0')])]
+        })
+    })
+}
+
+/// Whether `digits` ends in its Verhoeff check digit. UIDAI uses Verhoeff because it catches
+/// every single-digit typo and every swap of two adjacent digits, the two commonest errors in a
+/// hand-typed Aadhaar number; catching them locally saves a paid call that could only fail.
+/// Anything that is not a non-empty string of ASCII digits is not valid.
+pub fn verhoeff_valid(digits: &str) -> bool {
+    !digits.is_empty() && verhoeff_accumulate(digits, 0) == Some(0)
+}
+
+/// The digit to append to `digits` so that the result passes [`verhoeff_valid`]: tests and
+/// synthetic inputs need well-formed Aadhaar numbers that were made up, not copied from people.
+///
+/// # Panics
+/// If `digits` holds anything but ASCII digits: that is a bug in the caller, not bad input.
+pub fn verhoeff_check_digit(digits: &str) -> char {
+    let c = verhoeff_accumulate(digits, 1).expect("verhoeff_check_digit takes ASCII digits only");
+    char::from(b'0' + VERHOEFF_INV[usize::from(c)])
+}
+
+/// Aadhaar number: 12 digits, not starting with 0 or 1, ending in a Verhoeff check digit.
+/// People write it in groups (`2341 2341 2346`, `2341-2341-2346`), so spaces and hyphens are
+/// dropped; the normalised value is the 12 digits. The messages never quote the value, because
+/// an Aadhaar number must not be displayed in full (Aadhaar Act s.29(4)).
+pub fn aadhaar(value: &str) -> Result<String, Invalid> {
+    let v: String = required(value, "Aadhaar number")?
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    let format = |message: &str| Err(Invalid::new("aadhaar_format", message));
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return format("an Aadhaar number has only digits (spaces and hyphens aside)");
+    }
+    if v.len() != 12 {
+        return format("an Aadhaar number has exactly 12 digits");
+    }
+    if v.starts_with(['0', '1']) {
+        return format("an Aadhaar number never starts with 0 or 1");
+    }
+    if !verhoeff_valid(&v) {
+        return Err(Invalid::new(
+            "aadhaar_checksum",
+            "the Aadhaar number's check digit does not match (a digit is mistyped or two are swapped)",
+        ));
+    }
+    Ok(v)
+}
+
+/// The only form in which an Aadhaar number may be shown: logs, progress lines, the journal and
+/// reports must never hold the full number, and the last four digits are what UIDAI itself
+/// displays so that a person can tell their own number apart. Works on any text (valid or not,
+/// grouped or not) so that callers can mask before validating; with fewer than four digits
+/// nothing is revealed.
+pub fn mask_aadhaar(value: &str) -> String {
+    let digits: Vec<char> = value.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 4 {
+        return "XXXX XXXX XXXX".to_owned();
+    }
+    let last4: String = digits[digits.len() - 4..].iter().collect();
+    format!("XXXX XXXX {last4}")
+}
+
+/// Udyog Aadhaar Memorandum number, the pre-2020 MSME registration some exports still carry:
+/// state letters, district digits, a category letter and a 7-digit serial (`MH26A0012345`).
+/// Lower case is accepted and normalised to upper case.
+pub fn uam(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "Udyog Aadhaar number")?.to_ascii_uppercase();
+    let b = v.as_bytes();
+    let ok = b.len() == 12
+        && b[..2].iter().all(u8::is_ascii_uppercase)
+        && b[2..4].iter().all(u8::is_ascii_digit)
+        && b[4].is_ascii_uppercase()
+        && b[5..].iter().all(u8::is_ascii_digit);
+    if ok {
+        Ok(v)
+    } else {
+        Err(Invalid::new(
+            "uam_format",
+            "not a Udyog Aadhaar number of the form XX00X0000000 (12 characters)",
+        ))
+    }
+}
+
+/// The PAN holder types, by the 4th letter of the PAN.
+const PAN_HOLDER_TYPES: [(u8, &str); 11] = [
+    (b'P', "individual"),
+    (b'C', "company"),
+    (b'F', "firm"),
+    (b'H', "hindu_undivided_family"),
+    (b'A', "association_of_persons"),
+    (b'B', "body_of_individuals"),
+    (b'G', "government"),
+    (b'J', "artificial_juridical_person"),
+    (b'L', "local_authority"),
+    (b'T', "trust"),
+    (b'K', "krish"),
+];
+
+/// Who holds a PAN, in words, from its 4th letter: a name match against a company's PAN is a
+/// different check from one against a person's, and reports group on it. Anything without a
+/// known 4th letter (including text that is not a PAN at all) is `"unknown"`; pass a value that
+/// went through [`pan`] to be sure of an answer.
+pub fn pan_holder_type(pan: &str) -> &'static str {
+    pan.as_bytes()
+        .get(3)
+        .map(u8::to_ascii_uppercase)
+        .and_then(|code| PAN_HOLDER_TYPES.iter().find(|(c, _)| *c == code))
+        .map_or("unknown", |(_, words)| words)
+}
+
+/// Whether `b` is shaped like a PAN (`AAAAA9999A`), whatever its serial and holder type.
+fn pan_shaped(b: &[u8]) -> bool {
+    b.len() == 10
+        && b[..5].iter().all(u8::is_ascii_uppercase)
+        && b[5..9].iter().all(u8::is_ascii_digit)
+        && b[9].is_ascii_uppercase()
+}
+
+/// The PAN rule a correctly shaped PAN breaks, if any.
+fn pan_rules(b: &[u8]) -> Result<(), Invalid> {
+    if &b[5..9] == b"0000" {
+        return Err(Invalid::new(
+            "pan_serial",
+            "a PAN's four digits are never 0000",
+        ));
+    }
+    if !PAN_HOLDER_TYPES.iter().any(|(c, _)| *c == b[3]) {
+        return Err(Invalid::new(
+            "pan_holder_type",
+            "a PAN's 4th letter must be a holder type (one of P C F H A B G J L T K)",
+        ));
+    }
+    Ok(())
+}
+
+/// Permanent Account Number: five letters, four digits, a letter (`ABCPE1234F`). The serial
+/// `0000` is never issued and the 4th letter must name a holder type, so either mistake is
+/// caught here instead of by a paid "not found". Lower case is normalised to upper case.
+pub fn pan(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "PAN")?.to_ascii_uppercase();
+    if !pan_shaped(v.as_bytes()) {
+        return Err(Invalid::new(
+            "pan_format",
+            "not a PAN of the form AAAAA9999A (five letters, four digits, a letter)",
+        ));
+    }
+    pan_rules(v.as_bytes())?;
+    Ok(v)
+}
+
+/// GST state codes in use: the states and union territories (01–38), "other territory" (97)
+/// and "centre jurisdiction" (99).
+fn gst_state_code(code: &[u8]) -> bool {
+    code.len() == 2
+        && code.iter().all(u8::is_ascii_digit)
+        && matches!((code[0] - b'0') * 10 + (code[1] - b'0'), 1..=38 | 97 | 99)
+}
+
+/// Value of a GSTIN character in base 36 (`0-9A-Z`); `None` for anything else.
+fn base36(b: u8) -> Option<u32> {
+    match b {
+        b'0'..=b'9' => Some(u32::from(b - b'0')),
+        b'A'..=b'Z' => Some(u32::from(b - b'A') + 10),
+        _ => None,
+    }
+}
+
+/// The GSTIN check character for its first 14 characters (Luhn mod 36): tests and synthetic
+/// inputs need well-formed GSTINs that were made up, not copied from real taxpayers.
+///
+/// # Panics
+/// If `first14` holds anything but upper-case ASCII letters and digits: that is a bug in the
+/// caller, not bad input.
+pub fn gstin_check_char(first14: &str) -> char {
+    let sum: u32 = first14
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            let v = base36(b).expect("gstin_check_char takes 0-9 and A-Z only");
+            let p = v * if i % 2 == 0 { 1 } else { 2 };
+            p / 36 + p % 36
+        })
+        .sum();
+    let check = (36 - sum % 36) % 36;
+    char::from_digit(check, 36)
+        .expect("a value below 36 is a base-36 digit")
+        .to_ascii_uppercase()
+}
+
+/// GST identification number of a regular taxpayer: state code, the holder's PAN, an entity
+/// number (1–9, A–Z), `Z`, and a check character (`27AAPFU0939F1ZV`). The check character
+/// catches any single mistyped character, so a typo costs nothing. Lower case is normalised to
+/// upper case.
+pub fn gstin(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "GSTIN")?.to_ascii_uppercase();
+    let b = v.as_bytes();
+    let format = |message: &str| Err(Invalid::new("gstin_format", message));
+    if b.len() != 15 || !b.iter().all(u8::is_ascii_alphanumeric) {
+        return format("a GSTIN has exactly 15 letters and digits");
+    }
+    if !gst_state_code(&b[..2]) {
+        return format("a GSTIN starts with a GST state code (01 to 38, 97 or 99)");
+    }
+    if !pan_shaped(&b[2..12]) || pan_rules(&b[2..12]).is_err() {
+        return format("characters 3 to 12 of a GSTIN are a valid PAN");
+    }
+    if b[12] == b'0' {
+        return format("the 13th character of a GSTIN (the entity number) is 1-9 or A-Z");
+    }
+    if b[13] != b'Z' {
+        return format("the 14th character of a GSTIN is Z");
+    }
+    if char::from(b[14]) != gstin_check_char(&v[..14]) {
+        return Err(Invalid::new(
+            "gstin_checksum",
+            "the GSTIN's check character does not match (a character is mistyped)",
+        ));
+    }
+    Ok(v)
+}
+
+/// Indian Financial System Code of a bank branch: bank letters, a reserved `0`, then the branch
+/// code (`SBIN0001234`). Lower case is normalised to upper case.
+pub fn ifsc(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "IFSC")?.to_ascii_uppercase();
+    let b = v.as_bytes();
+    let ok = b.len() == 11
+        && b[..4].iter().all(u8::is_ascii_uppercase)
+        && b[4] == b'0'
+        && b[5..].iter().all(u8::is_ascii_alphanumeric);
+    if ok {
+        Ok(v)
+    } else {
+        Err(Invalid::new(
+            "ifsc_format",
+            "not an IFSC of the form AAAA0XXXXXX (four letters, a zero, six letters or digits)",
+        ))
+    }
+}
+
+/// Indian mobile number. Exports carry it as `+91 98765 43210`, `919876543210`,
+/// `09876543210` or `98765-43210`; the APIs and duplicate detection want the bare 10 digits, which
+/// start with 6, 7, 8 or 9. A `91` prefix is dropped only from 12 digits, so a 10-digit number
+/// that happens to start with 91 is kept whole.
+pub fn mobile(value: &str) -> Result<String, Invalid> {
+    let v: String = required(value, "mobile number")?
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    let national = if let Some(rest) = v.strip_prefix("+91") {
+        rest
+    } else if v.len() == 12 && v.starts_with("91") {
+        &v[2..]
+    } else if v.len() == 11 && v.starts_with('0') {
+        &v[1..]
+    } else {
+        &v
+    };
+    let b = national.as_bytes();
+    if b.len() == 10 && matches!(b[0], b'6'..=b'9') && b.iter().all(u8::is_ascii_digit) {
+        Ok(national.to_owned())
+    } else {
+        Err(Invalid::new(
+            "mobile_format",
+            "not an Indian mobile number (10 digits starting with 6-9, optionally after +91 or 0)",
+        ))
+    }
+}
+
+/// Bank account number: banks print it in groups, so spaces are dropped; Indian account numbers
+/// are 9 to 18 digits. Leading zeros are significant and kept.
+pub fn bank_account(value: &str) -> Result<String, Invalid> {
+    let v: String = required(value, "bank account number")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if (9..=18).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(v)
+    } else {
+        Err(Invalid::new(
+            "bank_account_format",
+            "a bank account number has 9 to 18 digits and nothing else",
+        ))
+    }
+}
+
+/// DigiLocker `verification_id` (Cashfree): the caller's own reference for a consent flow, so it
+/// is kept exactly as written apart from surrounding blanks; Cashfree accepts up to 50 letters,
+/// digits, `.`, `-` and `_`.
+pub fn digilocker_id(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "verification id")?;
+    if v.len() <= 50
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        Ok(v.to_owned())
+    } else {
+        Err(Invalid::new(
+            "verification_id_format",
+            "a verification id has 1 to 50 letters, digits, '.', '-' or '_'",
+        ))
+    }
+}
+
+/// One-time password as the OTP flows (Aadhaar, Udyam) take it: exactly six digits. A wrong
+/// shape is caught here because providers count every wrong OTP against a small allowance.
+pub fn otp(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "OTP")?;
+    if v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(v.to_owned())
+    } else {
+        Err(Invalid::new("otp_format", "an OTP is exactly 6 digits"))
+    }
+}
+
+/// A person's or business's name for a name match: blanks are trimmed and runs of blanks
+/// collapsed, since exports are full of double spaces that would otherwise lower a match score.
+/// Names are compared, never parsed, so any script is accepted as long as there is at least one
+/// letter; at most 100 characters.
+pub fn person_name(value: &str) -> Result<String, Invalid> {
+    let v = required(value, "name")?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if v.chars().count() > 100 {
+        return Err(Invalid::new(
+            "name_format",
+            "a name has at most 100 characters",
+        ));
+    }
+    if !v.chars().any(char::is_alphabetic) {
+        return Err(Invalid::new(
+            "name_format",
+            "a name has at least one letter",
+        ));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +497,481 @@ mod tests {
             assert_eq!(vpa(bad).unwrap_err().reason, "vpa_format", "{bad}");
         }
         assert_eq!(vpa("").unwrap_err().reason, "missing_value");
+    }
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const CASES: usize = 3000;
+    const BASE36: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+    fn random_digits(rng: &mut StdRng, first: std::ops::RangeInclusive<u8>, len: usize) -> String {
+        let mut s = String::with_capacity(len);
+        s.push(char::from(b'0' + rng.random_range(first)));
+        for _ in 1..len {
+            s.push(char::from(b'0' + rng.random_range(0..10u8)));
+        }
+        s
+    }
+
+    fn random_aadhaar(rng: &mut StdRng) -> String {
+        let prefix = random_digits(rng, 2..=9, 11);
+        let check = verhoeff_check_digit(&prefix);
+        format!("{prefix}{check}")
+    }
+
+    fn random_letter(rng: &mut StdRng) -> char {
+        char::from(b'A' + rng.random_range(0..26u8))
+    }
+
+    fn random_gstin14(rng: &mut StdRng) -> String {
+        let state = match rng.random_range(0..40u8) {
+            38 => 97,
+            39 => 99,
+            n => n + 1,
+        };
+        let holder = PAN_HOLDER_TYPES[rng.random_range(0..PAN_HOLDER_TYPES.len())].0;
+        let serial = rng.random_range(1..10_000u32);
+        let entity = BASE36[rng.random_range(1..BASE36.len())];
+        format!(
+            "{state:02}{}{}{}{}{}{serial:04}{}{}Z",
+            random_letter(rng),
+            random_letter(rng),
+            random_letter(rng),
+            char::from(holder),
+            random_letter(rng),
+            random_letter(rng),
+            char::from(entity),
+        )
+    }
+
+    /// True when `s` holds `n` or more ASCII digits in a row.
+    fn has_digit_run(s: &str, n: usize) -> bool {
+        s.split(|c: char| !c.is_ascii_digit())
+            .any(|run| run.len() >= n)
+    }
+
+    #[test]
+    fn verhoeff_tables_are_the_reference_ones() {
+        let d = "0123456789 1234067895 2340178956 3401289567 4012395678 \
+                 5987604321 6598710432 7659821043 8765932104 9876543210";
+        let p = "0123456789 1576283094 5803796142 8916043527 9453126870 \
+                 4286573901 2793806415 7046913258";
+        let rows = |t: &str| -> Vec<Vec<u8>> {
+            t.split_whitespace()
+                .map(|r| r.bytes().map(|b| b - b'0').collect())
+                .collect()
+        };
+        assert_eq!(rows(d), VERHOEFF_D.map(|r| r.to_vec()).to_vec());
+        assert_eq!(rows(p), VERHOEFF_P.map(|r| r.to_vec()).to_vec());
+        for (i, inv) in VERHOEFF_INV.iter().enumerate() {
+            assert_eq!(VERHOEFF_D[i][usize::from(*inv)], 0, "inverse of {i}");
+        }
+    }
+
+    #[test]
+    fn verhoeff_reference_examples() {
+        assert!(verhoeff_valid("234123412346"));
+        assert!(!verhoeff_valid("234123412347"));
+        assert_eq!(verhoeff_check_digit("23412341234"), '6');
+        // The textbook example: 236 takes check digit 3.
+        assert_eq!(verhoeff_check_digit("236"), '3');
+        assert!(verhoeff_valid("2363"));
+        for bad in ["", "23412341234a", "2341 2341 2346", "-234123412346"] {
+            assert!(!verhoeff_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn aadhaar_table() {
+        for (input, want) in [
+            ("234123412346", "234123412346"),
+            (" 2341 2341 2346 ", "234123412346"),
+            ("2341-2341-2346", "234123412346"),
+            ("2341\t2341  2346", "234123412346"),
+        ] {
+            assert_eq!(aadhaar(input).unwrap(), want, "{input:?}");
+        }
+        for (input, reason) in [
+            ("234123412347", "aadhaar_checksum"),
+            ("2341 2341 2347", "aadhaar_checksum"),
+            ("23412341234", "aadhaar_format"),
+            ("2341234123466", "aadhaar_format"),
+            ("034123412346", "aadhaar_format"),
+            ("134123412346", "aadhaar_format"),
+            ("2341.2341.2346", "aadhaar_format"),
+            ("2341234123A6", "aadhaar_format"),
+            ("XXXX XXXX 2346", "aadhaar_format"),
+            ("२३४१२३४१२३४६", "aadhaar_format"),
+            ("  ", "missing_value"),
+        ] {
+            assert_eq!(aadhaar(input).unwrap_err().reason, reason, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn aadhaar_messages_never_hold_the_number() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut inputs: Vec<String> = [
+            "234123412347",
+            "2341 2341 2347",
+            "034123412346",
+            "23412341234",
+            "2341234123466",
+            "2341234123A6",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..CASES {
+            let mut v = random_aadhaar(&mut rng).into_bytes();
+            let i = rng.random_range(0..v.len());
+            v[i] = b'0' + (v[i] - b'0' + rng.random_range(1..10u8)) % 10;
+            inputs.push(String::from_utf8(v).unwrap());
+        }
+        for input in &inputs {
+            let err = aadhaar(input).unwrap_err();
+            let digits: String = input.chars().filter(char::is_ascii_digit).collect();
+            assert!(!err.message.contains(input.as_str()), "{}", err.message);
+            assert!(!err.message.contains(&digits), "{}", err.message);
+            assert!(!has_digit_run(&err.message, 3), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn verhoeff_check_digit_makes_valid_aadhaar_numbers() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..CASES {
+            let prefix = random_digits(&mut rng, 2..=9, 11);
+            let number = format!("{prefix}{}", verhoeff_check_digit(&prefix));
+            assert!(verhoeff_valid(&number), "{number}");
+            assert_eq!(aadhaar(&number).unwrap(), number);
+        }
+    }
+
+    #[test]
+    fn verhoeff_catches_every_single_digit_substitution() {
+        let mut rng = StdRng::seed_from_u64(2);
+        for _ in 0..CASES {
+            let number = random_aadhaar(&mut rng);
+            for i in 0..number.len() {
+                for d in b'0'..=b'9' {
+                    let mut v = number.clone().into_bytes();
+                    if v[i] == d {
+                        continue;
+                    }
+                    v[i] = d;
+                    let typo = String::from_utf8(v).unwrap();
+                    assert!(!verhoeff_valid(&typo), "{number} -> {typo}");
+                    assert!(aadhaar(&typo).is_err(), "{number} -> {typo}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verhoeff_catches_every_adjacent_transposition() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..CASES {
+            let number = random_aadhaar(&mut rng);
+            for i in 0..number.len() - 1 {
+                let mut v = number.clone().into_bytes();
+                if v[i] == v[i + 1] {
+                    continue;
+                }
+                v.swap(i, i + 1);
+                let swapped = String::from_utf8(v).unwrap();
+                assert!(!verhoeff_valid(&swapped), "{number} -> {swapped}");
+                assert!(aadhaar(&swapped).is_err(), "{number} -> {swapped}");
+            }
+        }
+    }
+
+    #[test]
+    fn mask_aadhaar_table() {
+        for (input, want) in [
+            ("234123412346", "XXXX XXXX 2346"),
+            ("2341 2341 2346", "XXXX XXXX 2346"),
+            ("2341-2341-2347", "XXXX XXXX 2347"),
+            ("12345", "XXXX XXXX 2345"),
+            ("1234", "XXXX XXXX 1234"),
+            ("123", "XXXX XXXX XXXX"),
+            ("", "XXXX XXXX XXXX"),
+            ("not a number", "XXXX XXXX XXXX"),
+        ] {
+            assert_eq!(mask_aadhaar(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn mask_aadhaar_reveals_only_the_last_four_digits() {
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..CASES {
+            let number = random_aadhaar(&mut rng);
+            let grouped = format!("{} {} {}", &number[..4], &number[4..8], &number[8..]);
+            for shown in [&number, &grouped] {
+                let mask = mask_aadhaar(shown);
+                let digits: String = mask.chars().filter(char::is_ascii_digit).collect();
+                assert_eq!(digits, number[8..], "{mask}");
+                assert!(!has_digit_run(&mask, 5), "{mask}");
+                assert!(!mask.contains(&number[..8]), "{mask}");
+            }
+        }
+    }
+
+    #[test]
+    fn uam_table() {
+        assert_eq!(uam("MH26A0012345").unwrap(), "MH26A0012345");
+        assert_eq!(uam(" dl01b1234567 ").unwrap(), "DL01B1234567");
+        for bad in [
+            "MH26A001234",
+            "MH26A00123456",
+            "M226A0012345",
+            "MH2AA0012345",
+            "MH2610012345",
+            "MH26A001234X",
+            "MH-26-A-0012345",
+            "UDYAM-MH-01-0000001",
+        ] {
+            assert_eq!(uam(bad).unwrap_err().reason, "uam_format", "{bad}");
+        }
+        assert_eq!(uam("").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn pan_table() {
+        assert_eq!(pan("ABCPE1234F").unwrap(), "ABCPE1234F");
+        assert_eq!(pan(" aapfu0939f ").unwrap(), "AAPFU0939F");
+        for (input, reason) in [
+            ("ABCPE1234", "pan_format"),
+            ("ABCPE12345F", "pan_format"),
+            ("ABCP1234FF", "pan_format"),
+            ("ABCPE123F4", "pan_format"),
+            ("1BCPE1234F", "pan_format"),
+            ("ABCPE 1234F", "pan_format"),
+            ("ABCPE0000F", "pan_serial"),
+            ("ABCDE1234F", "pan_holder_type"),
+            ("ABCZE1234F", "pan_holder_type"),
+            ("", "missing_value"),
+        ] {
+            assert_eq!(pan(input).unwrap_err().reason, reason, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn pan_holder_types_in_words() {
+        for (input, want) in [
+            ("ABCPE1234F", "individual"),
+            ("AAACR5055K", "company"),
+            ("AAPFU0939F", "firm"),
+            ("AAAHA1234B", "hindu_undivided_family"),
+            ("AAAAA1234B", "association_of_persons"),
+            ("AAABA1234B", "body_of_individuals"),
+            ("AAAGA1234B", "government"),
+            ("AAAJA1234B", "artificial_juridical_person"),
+            ("AAALA1234B", "local_authority"),
+            ("AAATA1234B", "trust"),
+            ("AAAKA1234B", "krish"),
+            ("abcpe1234f", "individual"),
+            ("ABCDE1234F", "unknown"),
+            ("ABC", "unknown"),
+            ("", "unknown"),
+        ] {
+            assert_eq!(pan_holder_type(input), want, "{input:?}");
+        }
+        for (code, _) in PAN_HOLDER_TYPES {
+            let p = format!("ABC{}E1234F", char::from(code));
+            assert!(pan(&p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn gstin_table() {
+        assert_eq!(gstin_check_char("27AAPFU0939F1Z"), 'V');
+        assert_eq!(gstin("27AAPFU0939F1ZV").unwrap(), "27AAPFU0939F1ZV");
+        assert_eq!(gstin(" 27aapfu0939f1zv ").unwrap(), "27AAPFU0939F1ZV");
+        for (input, reason) in [
+            ("27AAPFU0939F1ZW", "gstin_checksum"),
+            ("27AAPFU0939F1Z", "gstin_format"),
+            ("27AAPFU0939F1ZVV", "gstin_format"),
+            ("27AAPFU0939F1Z-", "gstin_format"),
+            ("00AAPFU0939F1ZV", "gstin_format"),
+            ("39AAPFU0939F1ZV", "gstin_format"),
+            ("2AAAPFU0939F1ZV", "gstin_format"),
+            ("27AAPFU0000F1ZV", "gstin_format"),
+            ("27AAPXU0939F1ZV", "gstin_format"),
+            ("27AAPFU093XF1ZV", "gstin_format"),
+            ("27AAPFU0939F0ZV", "gstin_format"),
+            ("27AAPFU0939F1YV", "gstin_format"),
+            ("", "missing_value"),
+        ] {
+            assert_eq!(gstin(input).unwrap_err().reason, reason, "{input:?}");
+        }
+        for state in ["01", "38", "97", "99"] {
+            let first14 = format!("{state}AAPFU0939F1Z");
+            let g = format!("{first14}{}", gstin_check_char(&first14));
+            assert!(gstin(&g).is_ok(), "{g}");
+        }
+    }
+
+    #[test]
+    fn gstin_check_char_makes_valid_gstins_and_only_one_char_fits() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..CASES {
+            let first14 = random_gstin14(&mut rng);
+            let check = gstin_check_char(&first14);
+            assert_eq!(
+                gstin(&format!("{first14}{check}")).unwrap(),
+                format!("{first14}{check}")
+            );
+            for &other in BASE36 {
+                let other = char::from(other);
+                if other != check {
+                    let g = format!("{first14}{other}");
+                    assert_eq!(gstin(&g).unwrap_err().reason, "gstin_checksum", "{g}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gstin_catches_every_single_character_substitution() {
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..CASES {
+            let first14 = random_gstin14(&mut rng);
+            let check = gstin_check_char(&first14);
+            for i in 0..14 {
+                let mut v = first14.clone().into_bytes();
+                let replacement = BASE36[rng.random_range(0..BASE36.len())];
+                if v[i] == replacement {
+                    continue;
+                }
+                v[i] = replacement;
+                let typo = String::from_utf8(v).unwrap();
+                assert_ne!(gstin_check_char(&typo), check, "{first14} -> {typo}");
+                assert!(gstin(&format!("{typo}{check}")).is_err(), "{typo}{check}");
+            }
+        }
+    }
+
+    #[test]
+    fn ifsc_table() {
+        assert_eq!(ifsc("SBIN0001234").unwrap(), "SBIN0001234");
+        assert_eq!(ifsc(" hdfc0abc12x ").unwrap(), "HDFC0ABC12X");
+        for bad in [
+            "SBIN1001234",
+            "SBIN000123",
+            "SBIN00012345",
+            "SB1N0001234",
+            "SBIN0-01234",
+            "SBIN 001234",
+        ] {
+            assert_eq!(ifsc(bad).unwrap_err().reason, "ifsc_format", "{bad}");
+        }
+        assert_eq!(ifsc("").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn mobile_table() {
+        for (input, want) in [
+            ("9876543210", "9876543210"),
+            ("+91 98765 43210", "9876543210"),
+            ("+919876543210", "9876543210"),
+            ("919876543210", "9876543210"),
+            ("09876543210", "9876543210"),
+            ("98765-43210", "9876543210"),
+            ("+91-98765-43210", "9876543210"),
+            ("6000000000", "6000000000"),
+            ("9123456789", "9123456789"),
+        ] {
+            assert_eq!(mobile(input).unwrap(), want, "{input:?}");
+        }
+        for bad in [
+            "5876543210",
+            "0987654321",
+            "987654321",
+            "98765432100",
+            "919876543",
+            "+19876543210",
+            "+9109876543210",
+            "001234567890",
+            "(98765) 43210",
+            "98765O3210",
+            "+91",
+        ] {
+            assert_eq!(mobile(bad).unwrap_err().reason, "mobile_format", "{bad}");
+        }
+        assert_eq!(mobile(" ").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn bank_account_table() {
+        for (input, want) in [
+            ("123456789", "123456789"),
+            ("000123456789012345", "000123456789012345"),
+            ("1234 5678 9012", "123456789012"),
+        ] {
+            assert_eq!(bank_account(input).unwrap(), want, "{input:?}");
+        }
+        for bad in [
+            "12345678",
+            "1234567890123456789",
+            "12345-67890",
+            "12345678A",
+            "SBIN0001234",
+        ] {
+            assert_eq!(
+                bank_account(bad).unwrap_err().reason,
+                "bank_account_format",
+                "{bad}"
+            );
+        }
+        assert_eq!(bank_account("").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn digilocker_id_table() {
+        for (input, want) in [
+            ("a", "a"),
+            (" Ver_01.abc-XYZ ", "Ver_01.abc-XYZ"),
+            (&"x".repeat(50), &"x".repeat(50)),
+        ] {
+            assert_eq!(digilocker_id(input).unwrap(), want, "{input:?}");
+        }
+        for bad in ["a b", "id#1", "id/1", "idé", &"x".repeat(51)] {
+            assert_eq!(
+                digilocker_id(bad).unwrap_err().reason,
+                "verification_id_format",
+                "{bad}"
+            );
+        }
+        assert_eq!(digilocker_id("  ").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn otp_table() {
+        assert_eq!(otp("123456").unwrap(), "123456");
+        assert_eq!(otp(" 000000 ").unwrap(), "000000");
+        for bad in ["12345", "1234567", "12 3456", "12345a", "１２３４５６"] {
+            assert_eq!(otp(bad).unwrap_err().reason, "otp_format", "{bad}");
+        }
+        assert_eq!(otp("").unwrap_err().reason, "missing_value");
+    }
+
+    #[test]
+    fn person_name_table() {
+        for (input, want) in [
+            ("Ravi Kumar", "Ravi Kumar"),
+            ("  Ravi \t  Kumar  ", "Ravi Kumar"),
+            ("R. K. Sharma", "R. K. Sharma"),
+            ("रवि कुमार", "रवि कुमार"),
+            ("M/s Acme & Sons 2", "M/s Acme & Sons 2"),
+            (&"a".repeat(100), &"a".repeat(100)),
+        ] {
+            assert_eq!(person_name(input).unwrap(), want, "{input:?}");
+        }
+        for bad in ["12345", "-- . --", "1/2", &"a".repeat(101)] {
+            assert_eq!(person_name(bad).unwrap_err().reason, "name_format", "{bad}");
+        }
+        assert_eq!(person_name(" \t ").unwrap_err().reason, "missing_value");
     }
 }

@@ -37,13 +37,13 @@ pub enum ConfigError {
         message: String,
     },
     #[error(
-        "no credentials for {provider}: set {id_var} and {secret_var} in the environment, \
-         or name a credentials_file in [providers.{provider}] of the config"
+        "no credentials for {provider}: set {vars} in the environment, or name a \
+         credentials_file in [providers.{provider}] of the config"
     )]
     MissingCredentials {
         provider: &'static str,
-        id_var: String,
-        secret_var: String,
+        /// The variables, joined for the message (`A and B`).
+        vars: String,
     },
     #[error("credentials file {path}: {message}")]
     CredentialsFile { path: String, message: String },
@@ -81,6 +81,11 @@ pub struct ProviderConfig {
     pub retry_budget: Option<f64>,
     /// How long the provider may stay down before the run gives up on it (default 600 s).
     pub give_up_after_secs: Option<f64>,
+    /// Cashfree's `x-api-version` (a date), sent when set.
+    pub api_version: Option<String>,
+    /// Cashfree's public key (PEM) for the `x-cf-signature` of accounts that use public-key 2FA
+    /// instead of an IP allow-list.
+    pub public_key_file: Option<PathBuf>,
 }
 
 /// One `[checks.NAME]` section.
@@ -165,7 +170,7 @@ pub const DEFAULT_PACING_GUARD: Duration = Duration::from_millis(10);
 /// How a provider is reached: resolved from the config, the environment and the defaults.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
-    pub name: &'static str,
+    pub defaults: &'static ProviderDefaults,
     pub base_url: reqwest::Url,
     pub quotas: Quotas,
     /// Slack added to each paced window against the jitter between our send and the
@@ -181,22 +186,41 @@ pub struct ProviderSettings {
     pub retry_budget: f64,
     /// How long the circuit breaker waits for a provider that is down before the run ends.
     pub give_up_after: Duration,
-    pub client_id: Secret,
-    pub client_secret: Secret,
+    /// The credentials, in the order of [`ProviderDefaults::credentials`].
+    pub credentials: Vec<Secret>,
+    /// Cashfree's `x-api-version`.
+    pub api_version: Option<String>,
+    /// Cashfree's public key, PEM text, for `x-cf-signature`.
+    pub public_key: Option<String>,
 }
 
 /// A provider's published defaults, used where the config is silent.
+#[derive(Debug)]
 pub struct ProviderDefaults {
     pub name: &'static str,
     pub env_prefix: &'static str,
     pub base_url: &'static str,
+    /// The credentials it needs, as environment variables after the prefix (`CLIENT_ID`):
+    /// Deepvue, Cashfree and Equal take an id and a secret, Attestr one opaque token.
+    pub credentials: &'static [&'static str],
+}
+
+impl ProviderDefaults {
+    /// The environment variables that carry the credentials, for messages.
+    pub fn credential_vars(&self) -> String {
+        self.credentials
+            .iter()
+            .map(|c| format!("{}_{c}", self.env_prefix))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
 }
 
 impl ProviderSettings {
     /// Resolves a provider's settings. `env` is the process environment in production and a
     /// map in tests; `quotas` replaces the configured ones (the sandbox knows its own).
     pub fn resolve(
-        defaults: &ProviderDefaults,
+        defaults: &'static ProviderDefaults,
         config: &ConfigFile,
         env: &dyn Fn(&str) -> Option<String>,
         quotas: Option<Quotas>,
@@ -268,8 +292,6 @@ impl ProviderSettings {
             return Err(config.invalid(setting("max_attempts"), "must be between 1 and 20"));
         }
 
-        let id_var = format!("{}_CLIENT_ID", defaults.env_prefix);
-        let secret_var = format!("{}_CLIENT_SECRET", defaults.env_prefix);
         let from_file = match &section.credentials_file {
             Some(p) => read_credentials_file(p)?,
             None => BTreeMap::new(),
@@ -279,12 +301,33 @@ impl ProviderSettings {
                 .filter(|v| !v.is_empty())
                 .or_else(|| from_file.get(var).cloned())
         };
-        let (Some(client_id), Some(client_secret)) = (lookup(&id_var), lookup(&secret_var)) else {
-            return Err(ConfigError::MissingCredentials {
+        let credentials = defaults
+            .credentials
+            .iter()
+            .map(|c| lookup(&format!("{}_{c}", defaults.env_prefix)).map(Secret::new))
+            .collect::<Option<Vec<Secret>>>()
+            .ok_or_else(|| ConfigError::MissingCredentials {
                 provider: name,
-                id_var,
-                secret_var,
-            });
+                vars: defaults.credential_vars(),
+            })?;
+        if name != "cashfree" {
+            for (key, set) in [
+                ("api_version", section.api_version.is_some()),
+                ("public_key_file", section.public_key_file.is_some()),
+            ] {
+                if set {
+                    return Err(config.invalid(setting(key), "only [providers.cashfree] reads it"));
+                }
+            }
+        }
+        let public_key = match &section.public_key_file {
+            None => None,
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                config.invalid(
+                    setting("public_key_file"),
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?),
         };
 
         let pacing_guard = match section.pacing_guard_ms {
@@ -295,7 +338,7 @@ impl ProviderSettings {
             }
         };
         Ok(ProviderSettings {
-            name,
+            defaults,
             base_url,
             quotas,
             pacing_guard,
@@ -306,8 +349,9 @@ impl ProviderSettings {
             polls_count: section.polls_count.unwrap_or(true),
             retry_budget,
             give_up_after,
-            client_id: Secret::new(client_id),
-            client_secret: Secret::new(client_secret),
+            credentials,
+            api_version: section.api_version.clone(),
+            public_key,
         })
     }
 }
@@ -435,7 +479,7 @@ mod tests {
         assert_eq!(s.quotas.per_second, NonZeroU32::new(17));
         assert_eq!(s.quotas.per_day, NonZeroU32::new(50000));
         assert_eq!(s.concurrency, 32);
-        assert_eq!(s.client_secret.expose(), "live_s3cret");
+        assert_eq!(s.credentials[1].expose(), "live_s3cret");
         assert!(!format!("{s:?}").contains("live_s3cret"));
     }
 
@@ -534,9 +578,9 @@ mod tests {
         let text = format!("[providers.deepvue]\ncredentials_file = {:?}\n", f);
         let c = ConfigFile::parse(&text, Path::new("b")).unwrap();
         let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(&[]), None).unwrap();
-        assert_eq!(s.client_id.expose(), "file_id");
-        assert_eq!(s.client_secret.expose(), "file_secret");
+        assert_eq!(s.credentials[0].expose(), "file_id");
+        assert_eq!(s.credentials[1].expose(), "file_secret");
         let s = ProviderSettings::resolve(&DEFAULTS, &c, &env(CREDS), None).unwrap();
-        assert_eq!(s.client_secret.expose(), "live_s3cret");
+        assert_eq!(s.credentials[1].expose(), "live_s3cret");
     }
 }

@@ -177,7 +177,12 @@ pub struct RowRecord {
 pub struct OpenBatch {
     pub batch_id: i64,
     pub request_id: String,
-    pub rows: Vec<RowKey>,
+    /// The batch's rows, each with the hash of its identifier (results echoed by identifier
+    /// are matched on it).
+    pub rows: Vec<(RowKey, [u8; 16])>,
+    /// False for an upload under a name we chose whose answer was lost: polling that name
+    /// tells whether the provider has it.
+    pub confirmed: bool,
 }
 
 /// The durable state of one job.
@@ -438,6 +443,21 @@ impl Journal {
     pub fn recover(&mut self, resend_unconfirmed: bool) -> Result<(u64, u64), JournalError> {
         let sql = sql_error(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
+        // An upload under a name we chose is reconciled by asking for that name, not held.
+        tx.execute(
+            "UPDATE rows SET state = 'running',
+                    request_id = (SELECT b.request_id FROM batches b WHERE b.batch_id = rows.batch_id)
+             WHERE state = 'sending' AND batch_id IN
+                   (SELECT batch_id FROM batches WHERE state = 'sending' AND request_id IS NOT NULL)",
+            [],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "UPDATE batches SET state = 'reconcile'
+             WHERE state = 'sending' AND request_id IS NOT NULL",
+            [],
+        )
+        .map_err(sql)?;
         tx.execute(
             "UPDATE rows SET state = 'unconfirmed' WHERE state = 'sending'",
             [],
@@ -478,9 +498,9 @@ impl Journal {
         let mut st = self
             .conn
             .prepare(
-                "SELECT b.batch_id, b.request_id, r.row_key FROM batches b
-                 JOIN rows r ON r.batch_id = b.batch_id
-                 WHERE b.state = 'uploaded'
+                "SELECT b.batch_id, b.request_id, r.row_key, r.ident, b.state = 'uploaded'
+                 FROM batches b JOIN rows r ON r.batch_id = b.batch_id
+                 WHERE b.state IN ('uploaded', 'reconcile')
                    AND (r.state = 'running' OR r.status IN ('pending', 'error'))
                  ORDER BY b.batch_id, r.row_key",
             )
@@ -492,21 +512,40 @@ impl Journal {
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         for row in rows {
-            let (batch_id, request_id, key) = row.map_err(|e| self.sql(e))?;
+            let (batch_id, request_id, key, ident, confirmed) = row.map_err(|e| self.sql(e))?;
+            let mut hash = [0u8; 16];
+            if let Some(ident) = ident.filter(|i| i.len() == 16) {
+                hash.copy_from_slice(&ident);
+            }
+            let row = (RowKey(key as u64), hash);
             match out.last_mut() {
-                Some(b) if b.batch_id == batch_id => b.rows.push(RowKey(key as u64)),
+                Some(b) if b.batch_id == batch_id => b.rows.push(row),
                 _ => out.push(OpenBatch {
                     batch_id,
                     request_id,
-                    rows: vec![RowKey(key as u64)],
+                    rows: vec![row],
+                    confirmed,
                 }),
             }
         }
         Ok(out)
+    }
+
+    /// A random name for this job's state, made on first use: it makes the names we give
+    /// uploads unique across every job that shares the provider account.
+    pub fn job_token(&self) -> Result<String, JournalError> {
+        if let Some(t) = self.meta("token")? {
+            return Ok(t);
+        }
+        let token = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        self.set_meta("token", &token)?;
+        Ok(token)
     }
 
     /// The next free batch id.
@@ -666,7 +705,7 @@ impl JournalReader {
             .conn
             .prepare_cached(
                 "SELECT r.row_key, r.state, r.status, r.request_id, r.batch_id,
-                        coalesce(b.state = 'uploaded', 0)
+                        coalesce(b.state IN ('uploaded', 'reconcile'), 0)
                  FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
                  WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
             )
@@ -693,6 +732,8 @@ enum Op {
     Intent {
         keys: Vec<RowKey>,
         batch_id: Option<i64>,
+        /// The name the batch is uploaded under, when we choose it.
+        name: Option<String>,
         ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
     },
     Revert {
@@ -709,6 +750,9 @@ enum Op {
         batch_id: Option<i64>,
         request_id: String,
         attempts: u32,
+        /// The batch's state: `uploaded`, or `reconcile` while it is unknown whether the
+        /// provider has it.
+        batch_state: &'static str,
     },
     Done {
         key: RowKey,
@@ -756,16 +800,20 @@ impl JournalWriter {
 
     /// Commits the intent to call for these rows (and their batch) and waits until it is
     /// durable. No paid request may leave before this returns `Ok`.
+    /// `name` is the name a batch is uploaded under, when we choose it: recorded with the
+    /// intent, so that a run that dies before the answer asks the provider for it.
     pub async fn intent(
         &self,
         keys: Vec<RowKey>,
         batch_id: Option<i64>,
+        name: Option<String>,
     ) -> Result<(), JournalError> {
         self.check()?;
         let (ack, done) = tokio::sync::oneshot::channel();
         self.send(Op::Intent {
             keys,
             batch_id,
+            name,
             ack,
         });
         done.await
@@ -800,6 +848,19 @@ impl JournalWriter {
             batch_id,
             request_id,
             attempts,
+            batch_state: "uploaded",
+        });
+    }
+
+    /// A batch uploaded under `name` got no answer: its rows wait while that name is asked
+    /// for, and are never uploaded under another name until the provider says it has none.
+    pub fn reconciling(&self, keys: Vec<RowKey>, batch_id: i64, name: String, attempts: u32) {
+        self.send(Op::Running {
+            keys,
+            batch_id: Some(batch_id),
+            request_id: name,
+            attempts,
+            batch_state: "reconcile",
         });
     }
 
@@ -931,12 +992,18 @@ fn set_state(
 
 fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
     match op {
-        Op::Intent { keys, batch_id, .. } => {
+        Op::Intent {
+            keys,
+            batch_id,
+            name,
+            ..
+        } => {
             if let Some(b) = batch_id {
                 tx.execute(
-                    "INSERT INTO batches (batch_id, state, created_at) VALUES (?1, 'sending', ?2)
+                    "INSERT INTO batches (batch_id, state, request_id, created_at)
+                     VALUES (?1, 'sending', ?2, ?3)
                      ON CONFLICT (batch_id) DO UPDATE SET state = 'sending'",
-                    params![b, now_rfc3339()],
+                    params![b, name, now_rfc3339()],
                 )?;
             }
             set_state(tx, keys, *batch_id, RowState::Sending, None, None)
@@ -969,12 +1036,13 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
             batch_id,
             request_id,
             attempts,
+            batch_state,
         } => {
             if let Some(b) = batch_id {
                 tx.execute(
-                    "UPDATE batches SET state = 'uploaded', request_id = ?2, attempts = ?3
+                    "UPDATE batches SET state = ?4, request_id = ?2, attempts = ?3
                      WHERE batch_id = ?1",
-                    params![b, request_id, i64::from(*attempts)],
+                    params![b, request_id, i64::from(*attempts), batch_state],
                 )?;
             }
             set_state(
@@ -1190,15 +1258,15 @@ mod tests {
             )
             .unwrap();
             let (w, thread) = j.writer().unwrap();
-            w.intent(vec![keys[0]], None).await.unwrap();
+            w.intent(vec![keys[0]], None, None).await.unwrap();
             w.running(vec![keys[0]], None, "req-0".into(), 1);
-            w.intent(vec![keys[1]], None).await.unwrap();
+            w.intent(vec![keys[1]], None, None).await.unwrap();
             w.done(
                 keys[1],
                 Outcome::new(Status::Verified).with_fields(vec![("a".into(), "1".into())]),
                 Some(2),
             );
-            w.intent(vec![keys[2]], None).await.unwrap();
+            w.intent(vec![keys[2]], None, None).await.unwrap();
             w.close().await.unwrap();
             thread.join();
         }

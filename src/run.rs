@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
+use crate::checks::cashfree_bulk::{CashfreeBulk, Kind};
+use crate::checks::cashfree_digilocker::Digilocker;
 use crate::checks::deepvue_udyam::Udyam;
 use crate::checks::deepvue_upi_batch::UpiBatch;
 use crate::checks::{BatchCheck, CheckInfo, CheckName, RowCheck, Subject};
@@ -24,7 +26,6 @@ use crate::input::{ColumnMap, InputFile};
 use crate::journal::{Identity, Journal, JournalReader, OpenBatch, create_private_dir};
 use crate::progress::{Phase, Progress, ProgressMode};
 use crate::providers::Api;
-use crate::providers::deepvue::DeepvueAuth;
 use crate::report::{Collector, Summary};
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 
@@ -43,18 +44,46 @@ pub struct RunOptions {
     pub inputs: Vec<PathBuf>,
 }
 
-/// A built check, of either shape.
+/// A built check.
 #[derive(Clone)]
 enum Check {
-    Rows(Arc<Udyam>),
-    Batches(Arc<UpiBatch>),
+    Udyam(Arc<Udyam>),
+    UpiBatch(Arc<UpiBatch>),
+    Digilocker(Arc<Digilocker>),
+    CashfreeBulk(Arc<CashfreeBulk>),
 }
 
 impl Check {
+    fn build(name: CheckName, config: &ConfigFile) -> anyhow::Result<Check> {
+        let section = config
+            .checks
+            .get(name.info().name)
+            .cloned()
+            .unwrap_or_default();
+        let bulk = |kind| -> anyhow::Result<Check> {
+            Ok(Check::CashfreeBulk(Arc::new(CashfreeBulk::new(
+                kind, config, &section,
+            )?)))
+        };
+        Ok(match name {
+            CheckName::DeepvueUdyam => Check::Udyam(Arc::new(Udyam::new(config, &section)?)),
+            CheckName::DeepvueUpiBatch => {
+                Check::UpiBatch(Arc::new(UpiBatch::new(config, &section)?))
+            }
+            CheckName::CashfreeDigilocker => {
+                Check::Digilocker(Arc::new(Digilocker::new(config, &section)?))
+            }
+            CheckName::CashfreeBankBulk => bulk(Kind::Bank)?,
+            CheckName::CashfreePanBulk => bulk(Kind::Pan)?,
+        })
+    }
+
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         match self {
-            Check::Rows(c) => c.subject(values),
-            Check::Batches(c) => c.subject(values),
+            Check::Udyam(c) => c.subject(values),
+            Check::UpiBatch(c) => c.subject(values),
+            Check::Digilocker(c) => c.subject(values),
+            Check::CashfreeBulk(c) => c.subject(values),
         }
     }
 }
@@ -111,10 +140,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     validate_sections(&config)?;
     let info = opts.check.info();
     let section = config.checks.get(info.name).cloned().unwrap_or_default();
-    let check = match opts.check {
-        CheckName::DeepvueUdyam => Check::Rows(Arc::new(Udyam::new(&config, &section)?)),
-        CheckName::DeepvueUpiBatch => Check::Batches(Arc::new(UpiBatch::new(&config, &section)?)),
-    };
+    let check = Check::build(opts.check, &config)?;
 
     let mut mapping: BTreeMap<String, String> = section.columns.clone();
     mapping.extend(opts.columns.iter().cloned());
@@ -196,6 +222,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         open_batches,
         next_batch_id,
         used,
+        token,
     } = prepared;
     let scratch = state_dir.join("scratch");
 
@@ -213,6 +240,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             &journal,
             Dispatch {
                 check,
+                check_name: info.name,
                 settings: &settings,
                 inputs: inputs.clone(),
                 maps: maps.clone(),
@@ -221,6 +249,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
                 open_batches,
                 next_batch_id,
                 used,
+                token,
             },
             &interrupts,
         )
@@ -300,6 +329,8 @@ struct Prepared {
     next_batch_id: i64,
     /// Requests sent in the last 24 hours, per Unix minute.
     used: Vec<(i64, u64)>,
+    /// The job's token, for the names of its uploads.
+    token: String,
 }
 
 /// Opens the state, checks the inputs against it, plans first-seen rows, settles what a dead
@@ -357,6 +388,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
             .sum::<u64>();
     Stats::add(&job.stats.work_total, work);
     Ok(Prepared {
+        token: journal.job_token()?,
         next_batch_id: journal.next_batch_id()?,
         used: journal.usage_since(unix_minute() - 24 * 60)?,
         journal,
@@ -368,6 +400,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
 /// What dispatch works with.
 struct Dispatch<'a> {
     check: Check,
+    check_name: &'static str,
     settings: &'a ProviderSettings,
     inputs: Arc<Vec<InputFile>>,
     maps: Arc<Vec<ColumnMap>>,
@@ -376,6 +409,7 @@ struct Dispatch<'a> {
     open_batches: Vec<OpenBatch>,
     next_batch_id: i64,
     used: Vec<(i64, u64)>,
+    token: String,
 }
 
 /// Sends every row that needs a call; returns the fatal error that stopped it, if any.
@@ -398,16 +432,11 @@ async fn dispatch(
         Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
     );
     let stop = Arc::new(Stop::default());
-    let auth = DeepvueAuth::new(settings.client_id.clone(), settings.client_secret.clone());
-    let api = Api::new(
-        settings,
-        Box::new(auth),
-        gate,
-        d.stats.clone(),
-        stop.clone(),
-    )
-    .context("cannot set up the HTTP client")?;
+    let provider = crate::providers::provider(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let api = Api::new(settings, provider, gate, d.stats.clone(), stop.clone())
+        .context("cannot set up the HTTP client")?;
     let ctx = Arc::new(Ctx::new(
+        d.check_name,
         api,
         writer.clone(),
         d.stats,
@@ -426,19 +455,20 @@ async fn dispatch(
         })
     };
     let concurrency = settings.concurrency;
+    let in_flight = (concurrency * 64).max(1024);
+    let place = batches::Place {
+        scratch: d.scratch,
+        token: d.token,
+    };
+    let (open, next) = (d.open_batches, d.next_batch_id);
     match d.check {
-        Check::Rows(c) => rows::run(ctx.clone(), c, rx, (concurrency * 64).max(1024)).await,
-        Check::Batches(c) => {
-            batches::run(
-                ctx.clone(),
-                c,
-                rx,
-                d.open_batches,
-                d.next_batch_id,
-                d.scratch,
-                concurrency,
-            )
-            .await;
+        Check::Udyam(c) => rows::run(ctx.clone(), c, rx, in_flight).await,
+        Check::Digilocker(c) => rows::run(ctx.clone(), c, rx, in_flight).await,
+        Check::UpiBatch(c) => {
+            batches::run(ctx.clone(), c, rx, open, next, place, concurrency).await
+        }
+        Check::CashfreeBulk(c) => {
+            batches::run(ctx.clone(), c, rx, open, next, place, concurrency).await;
         }
     }
     let fed = feeder.await?;
@@ -503,7 +533,7 @@ fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
 /// run's polls find the requests the previous run's sandbox accepted.
 async fn start_sandbox(
     config: &ConfigFile,
-    provider: &crate::config::ProviderDefaults,
+    provider: &'static crate::config::ProviderDefaults,
     state_dir: &Path,
 ) -> anyhow::Result<(Sandbox, ProviderSettings)> {
     let sandbox_config = SandboxConfig {
@@ -521,14 +551,28 @@ async fn start_sandbox(
         .context("cannot open a loopback port for the sandbox")?;
     let sb = Sandbox::start(sandbox_config, listener).await?;
     let base_url = sb.base_url();
-    let env = move |k: &str| match k {
-        "DEEPVUE_BASE_URL" => Some(base_url.clone()),
-        "DEEPVUE_CLIENT_ID" => Some(sandbox::CLIENT_ID.to_string()),
-        "DEEPVUE_CLIENT_SECRET" => Some(sandbox::CLIENT_SECRET.to_string()),
-        _ => None,
-    };
+    let env = move |k: &str| sandbox_env(&base_url, k);
     let settings = ProviderSettings::resolve(provider, config, &env, Some(quotas))?;
     Ok((sb, settings))
+}
+
+/// The environment a job on the built-in sandbox sees: every provider's base URL on it and the
+/// sandbox's public credentials.
+pub fn sandbox_env(base_url: &str, var: &str) -> Option<String> {
+    let value = match var {
+        "DEEPVUE_BASE_URL" | "ATTESTR_BASE_URL" | "EQUAL_BASE_URL" => base_url.to_string(),
+        "CASHFREE_BASE_URL" => format!("{base_url}/verification"),
+        "DEEPVUE_CLIENT_ID" => sandbox::CLIENT_ID.into(),
+        "DEEPVUE_CLIENT_SECRET" => sandbox::CLIENT_SECRET.into(),
+        "CASHFREE_CLIENT_ID" => sandbox::CASHFREE_CLIENT_ID.into(),
+        "CASHFREE_CLIENT_SECRET" => sandbox::CASHFREE_CLIENT_SECRET.into(),
+        "ATTESTR_AUTH_TOKEN" => sandbox::ATTESTR_AUTH_TOKEN.into(),
+        "EQUAL_CLIENT_ID" => sandbox::EQUAL_CLIENT_ID.into(),
+        "EQUAL_CLIENT_SECRET" => sandbox::EQUAL_CLIENT_SECRET.into(),
+        "EQUAL_JOURNEY_ID" => sandbox::EQUAL_JOURNEY_ID.into(),
+        _ => return None,
+    };
+    Some(value)
 }
 
 /// Config sections must name things that exist: a typo should not silently do nothing.

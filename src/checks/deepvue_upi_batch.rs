@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{BatchCheck, BatchStep, CheckInfo, PollSchedule, Subject, Uploaded};
+use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::engine::gate::Priority;
 use crate::input::reader::ColumnSpec;
@@ -96,6 +96,7 @@ impl BatchCheck for UpiBatch {
         &self,
         api: &Api,
         rows: &[(RowKey, Subject)],
+        _name: &str,
     ) -> Result<(Uploaded, u32), CallError> {
         let file = bytes::Bytes::from(batch_file(rows));
         let url = api.url("/v1/verification/upi-basic/batch");
@@ -261,7 +262,7 @@ pub fn read_status(answer: &Answer) -> BatchStatus {
 
 /// Reads a downloaded output file into outcomes by row key. Tolerates a BOM, CRLF, extra and
 /// reordered columns; needs our key column.
-pub fn read_output(path: &Path) -> Result<Vec<(RowKey, Outcome)>, String> {
+pub fn read_output(path: &Path) -> Result<Vec<(Match, Outcome)>, String> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
@@ -305,7 +306,7 @@ pub fn read_output(path: &Path) -> Result<Vec<(RowKey, Outcome)>, String> {
         };
         let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
         out.push((
-            RowKey(key),
+            Match::Row(RowKey(key)),
             row_outcome(
                 get(cols[0]),
                 get(cols[1]),
@@ -419,7 +420,14 @@ mod tests {
     fn output_rows_match_by_key_in_any_order() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/contract/deepvue-upi-batch-output.csv");
-        let mut rows = read_output(&path).unwrap();
+        let mut rows: Vec<(RowKey, Outcome)> = read_output(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(m, o)| match m {
+                Match::Row(k) => (k, o),
+                Match::Ident(_) => panic!("matched by row key"),
+            })
+            .collect();
         rows.sort_by_key(|(k, _)| *k);
         let keys: Vec<u64> = rows.iter().map(|(k, _)| k.0).collect();
         assert_eq!(keys, [0, 1, 3, 4]);

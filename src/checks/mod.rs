@@ -2,6 +2,8 @@
 //! answer into an [`Outcome`]. The engine does the rest (quota, retries, journal, merge), the
 //! same for every check.
 
+pub mod cashfree_bulk;
+pub mod cashfree_digilocker;
 pub mod deepvue_udyam;
 pub mod deepvue_upi_batch;
 pub mod flatten;
@@ -23,15 +25,30 @@ pub enum CheckName {
     DeepvueUdyam,
     /// Deepvue UPI address check (batch file).
     DeepvueUpiBatch,
+    /// Cashfree DigiLocker consent status (one lookup per row).
+    CashfreeDigilocker,
+    /// Cashfree bank account verification (JSON bulk requests).
+    CashfreeBankBulk,
+    /// Cashfree PAN verification (JSON bulk requests).
+    CashfreePanBulk,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 2] = [CheckName::DeepvueUdyam, CheckName::DeepvueUpiBatch];
+    pub const ALL: [CheckName; 5] = [
+        CheckName::DeepvueUdyam,
+        CheckName::DeepvueUpiBatch,
+        CheckName::CashfreeDigilocker,
+        CheckName::CashfreeBankBulk,
+        CheckName::CashfreePanBulk,
+    ];
 
     pub fn info(self) -> &'static CheckInfo {
         match self {
             CheckName::DeepvueUdyam => &deepvue_udyam::INFO,
             CheckName::DeepvueUpiBatch => &deepvue_upi_batch::INFO,
+            CheckName::CashfreeDigilocker => &cashfree_digilocker::INFO,
+            CheckName::CashfreeBankBulk => &cashfree_bulk::BANK_INFO,
+            CheckName::CashfreePanBulk => &cashfree_bulk::PAN_INFO,
         }
     }
 }
@@ -171,31 +188,51 @@ pub enum Uploaded {
     Refused(Outcome),
 }
 
+/// How a batch result finds its row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Match {
+    /// By the row key we sent along (a column of the uploaded file).
+    Row(RowKey),
+    /// By the normalised identifier ([`Subject::ident`]) rebuilt from what the provider echoes:
+    /// JSON bulk APIs leave no room for our key, and a run never sends one identifier twice.
+    Ident(String),
+}
+
 /// Where a batch stands.
 #[derive(Debug)]
 pub enum BatchStep {
     Running,
-    /// The results found, by row key. Rows of the batch missing here are errors.
-    Done(Vec<(RowKey, Outcome)>),
+    /// The results found. Rows of the batch missing here are errors.
+    Done(Vec<(Match, Outcome)>),
     /// The results could not be had this time (an unreadable file, a failing status call):
     /// every row of the batch gets this outcome, and the batch stays open for a later run to
     /// poll again. An accepted batch is never uploaded again.
     Failed(Outcome),
-    /// The provider no longer knows the batch: its rows are held like an unconfirmed upload.
+    /// The provider does not know the batch: its rows are held like an unconfirmed upload,
+    /// unless it was uploaded under a name we chose and never confirmed (then nothing was
+    /// taken, and the rows are sent again).
     Lost(String),
 }
 
 /// A check that uploads rows in batches and collects a result per row.
 pub trait BatchCheck: Send + Sync + 'static {
+    /// Whether each upload goes under a name we choose, that the provider refuses to take
+    /// twice (Cashfree's `bulk_verification_id`, answered 409 when repeated). Then an upload
+    /// whose answer was lost is safe to send again under the same name, and a run that died
+    /// mid-upload asks for that name instead of holding the rows.
+    const NAMES_UPLOADS: bool = false;
+
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
 
     fn chunk_size(&self) -> usize;
 
-    /// Sends the paid upload. Returns its answer and how many times it was sent.
+    /// Sends the paid upload, under `name` where the check names its uploads. Returns its
+    /// answer and how many times it was sent.
     fn upload<'a>(
         &'a self,
         api: &'a Api,
         rows: &'a [(RowKey, Subject)],
+        name: &'a str,
     ) -> impl Future<Output = Result<(Uploaded, u32), CallError>> + Send + 'a;
 
     /// Asks how the batch is doing; when done, fetches and reads its results. `scratch` is a

@@ -7,13 +7,21 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::plan::Work;
+use super::plan::{Work, ident_hash};
 use super::rows::reap;
 use super::stats::Stats;
 use super::{Ctx, still_processing};
-use crate::checks::{BatchCheck, BatchStep, Subject, Uploaded};
+use crate::checks::{BatchCheck, BatchStep, Match, Subject, Uploaded};
 use crate::journal::OpenBatch;
 use crate::outcome::{Outcome, RowKey, Status};
+use crate::providers::CallError;
+
+/// Where batches go: the private directory for files in transit, and the job's token that
+/// makes the names of its uploads unique.
+pub struct Place {
+    pub scratch: PathBuf,
+    pub token: String,
+}
 
 /// Polls the batches earlier runs uploaded, and uploads the rows the feed sends in chunks.
 /// At most `max_batches` batches are in flight at once.
@@ -23,18 +31,21 @@ pub async fn run<C: BatchCheck>(
     mut feed: mpsc::Receiver<Work>,
     open: Vec<OpenBatch>,
     mut next_batch_id: i64,
-    scratch: PathBuf,
+    place: Place,
     max_batches: usize,
 ) {
     let slots = Arc::new(Semaphore::new(max_batches));
-    let scratch = Arc::new(scratch);
+    let place = Arc::new(place);
     let mut tasks = JoinSet::new();
     for b in open {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let (c, k, s) = (ctx.clone(), check.clone(), scratch.clone());
+        let (c, k, p) = (ctx.clone(), check.clone(), place.clone());
+        if !b.confirmed {
+            Stats::add(&ctx.stats.reconciled, b.rows.len() as u64);
+        }
         tasks.spawn(async move {
             let _permit = permit;
-            poll_batch(&c, &*k, b.batch_id, b.request_id, b.rows, &s).await;
+            poll_batch(&c, &*k, b, &p.scratch).await;
         });
     }
     let mut chunk: Vec<(RowKey, Subject)> = Vec::new();
@@ -63,10 +74,10 @@ pub async fn run<C: BatchCheck>(
         let rows = std::mem::take(&mut chunk);
         let batch_id = next_batch_id;
         next_batch_id += 1;
-        let (c, k, s) = (ctx.clone(), check.clone(), scratch.clone());
+        let (c, k, p) = (ctx.clone(), check.clone(), place.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            batch(&c, &*k, batch_id, rows, &s).await;
+            batch(&c, &*k, batch_id, rows, &p).await;
         });
         while let Some(done) = tasks.try_join_next() {
             reap(&ctx, done);
@@ -83,43 +94,70 @@ async fn batch<C: BatchCheck>(
     check: &C,
     batch_id: i64,
     rows: Vec<(RowKey, Subject)>,
-    scratch: &Path,
+    place: &Place,
 ) {
     let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
-    let Some(sending) = ctx.begin_paid(&keys, Some(batch_id)).await else {
+    let name = C::NAMES_UPLOADS.then(|| format!("bv-{}-{batch_id}", place.token));
+    let Some(sending) = ctx.begin_paid(&keys, Some(batch_id), name.clone()).await else {
         return;
     };
-    let uploaded = check.upload(&ctx.api, &rows).await;
+    let label = name.as_deref().unwrap_or_default();
+    let mut uploaded = check.upload(&ctx.api, &rows, label).await;
+    if name.is_some() && matches!(uploaded, Err(CallError::Unconfirmed { .. })) {
+        // The provider takes a name once and answers 409 to it again: sending it again
+        // cannot be billed twice, and most often gets the answer that was lost.
+        Stats::add(&ctx.stats.safe_resends, 1);
+        uploaded = check.upload(&ctx.api, &rows, label).await;
+    }
     drop(sending);
-    match uploaded {
-        Ok((Uploaded::Accepted(id), attempts)) => {
-            drop(rows);
+    let open = |request_id: String, confirmed: bool| OpenBatch {
+        batch_id,
+        request_id,
+        rows: rows
+            .iter()
+            .map(|(k, s)| (*k, ident_hash(ctx.check, &s.ident)))
+            .collect(),
+        confirmed,
+    };
+    match (uploaded, name) {
+        (Ok((Uploaded::Accepted(id), attempts)), _) => {
             ctx.journal
                 .running(keys.clone(), Some(batch_id), id.clone(), attempts);
             Stats::add(&ctx.stats.submitted, keys.len() as u64);
-            poll_batch(ctx, check, batch_id, id, keys, scratch).await;
+            let open = open(id, true);
+            drop(rows);
+            poll_batch(ctx, check, open, &place.scratch).await;
         }
-        Ok((Uploaded::Refused(outcome), attempts)) => {
+        (Err(CallError::Unconfirmed { attempts, .. }), Some(name)) => {
+            ctx.journal
+                .reconciling(keys.clone(), batch_id, name.clone(), attempts);
+            Stats::add(&ctx.stats.submitted, keys.len() as u64);
+            Stats::add(&ctx.stats.reconciled, keys.len() as u64);
+            let open = open(name, false);
+            drop(rows);
+            poll_batch(ctx, check, open, &place.scratch).await;
+        }
+        (Ok((Uploaded::Refused(outcome), attempts)), _) => {
             Stats::add(&ctx.stats.submitted, keys.len() as u64);
             ctx.journal.batch_closed(batch_id, "refused");
             for k in keys {
                 ctx.finish(k, outcome.clone(), Some(attempts));
             }
         }
-        Err(e) => ctx.submit_failed(keys, Some(batch_id), e),
+        (Err(e), _) => ctx.submit_failed(keys, Some(batch_id), e),
     }
 }
 
 /// Polls an accepted batch until its results, the deadline or a stop. Whatever goes wrong,
 /// the batch stays open: its rows are polled again by a later run, never uploaded again.
-async fn poll_batch<C: BatchCheck>(
-    ctx: &Ctx,
-    check: &C,
-    batch_id: i64,
-    request_id: String,
-    keys: Vec<RowKey>,
-    scratch: &Path,
-) {
+async fn poll_batch<C: BatchCheck>(ctx: &Ctx, check: &C, batch: OpenBatch, scratch: &Path) {
+    let OpenBatch {
+        batch_id,
+        request_id,
+        rows,
+        confirmed,
+    } = batch;
+    let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
     let answer = ctx
         .poll_until(
             check.schedule(),
@@ -138,25 +176,48 @@ async fn poll_batch<C: BatchCheck>(
         .await;
     match answer {
         None | Some(Ok(BatchStep::Running)) => {}
-        Some(Ok(BatchStep::Done(results))) => settle(ctx, batch_id, keys, results),
+        Some(Ok(BatchStep::Done(results))) => settle(ctx, batch_id, &rows, results),
         Some(Ok(BatchStep::Failed(outcome))) => {
             for k in keys {
                 ctx.finish(k, outcome.clone(), None);
             }
         }
+        // Uploaded under our name, never confirmed, and the provider has no such name: it
+        // took nothing, so the rows are sent again by the next run.
+        Some(Ok(BatchStep::Lost(_))) if !confirmed => ctx.not_sent(
+            keys,
+            Some(batch_id),
+            &Outcome::new(Status::Error)
+                .with_reason("not_accepted")
+                .with_message(
+                    "the upload's answer was lost and the provider has no batch under its \
+                     name: nothing was taken; the next run sends the row again",
+                ),
+        ),
         Some(Ok(BatchStep::Lost(why))) => ctx.hold(keys, Some(batch_id), &why, None),
         Some(Err(e)) => ctx.poll_failed(keys, e),
     }
 }
 
-/// Gives every row of the batch its result, by key; a row the result file left out is an
-/// error that a later run sends again, in a new batch.
-fn settle(ctx: &Ctx, batch_id: i64, keys: Vec<RowKey>, results: Vec<(RowKey, Outcome)>) {
+/// Gives every row of the batch its result, by key or by identifier; a row the result left out
+/// is an error that a later run sends again, in a new batch.
+fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(Match, Outcome)>) {
+    let by_ident: HashMap<[u8; 16], RowKey> = rows.iter().map(|(k, h)| (*h, *k)).collect();
     let mut by_key: HashMap<RowKey, Outcome> = HashMap::with_capacity(results.len());
-    for (k, o) in results {
-        by_key.entry(k).or_insert(o);
+    let mut unmatched = 0usize;
+    for (m, o) in results {
+        let key = match m {
+            Match::Row(k) => Some(k),
+            Match::Ident(ident) => by_ident.get(&ident_hash(ctx.check, &ident)).copied(),
+        };
+        match key {
+            Some(k) => {
+                by_key.entry(k).or_insert(o);
+            }
+            None => unmatched += 1,
+        }
     }
-    for k in keys {
+    for &(k, _) in rows {
         let outcome = by_key.remove(&k).unwrap_or_else(|| {
             Outcome::new(Status::Error)
                 .with_reason("missing_from_result")
@@ -164,11 +225,9 @@ fn settle(ctx: &Ctx, batch_id: i64, keys: Vec<RowKey>, results: Vec<(RowKey, Out
         });
         ctx.finish(k, outcome, None);
     }
-    if !by_key.is_empty() {
-        tracing::warn!(
-            "{} row(s) of a batch result file match no row of that batch; ignored",
-            by_key.len()
-        );
+    let unmatched = unmatched + by_key.len();
+    if unmatched > 0 {
+        tracing::warn!("{unmatched} result(s) of a batch match no row of that batch; ignored");
     }
     ctx.journal.batch_closed(batch_id, "done");
 }

@@ -26,6 +26,8 @@ use stop::Stop;
 
 /// What every task of a run shares.
 pub struct Ctx {
+    /// The check's name: identifiers are hashed with it.
+    pub check: &'static str,
     pub api: Api,
     pub journal: JournalWriter,
     pub stats: Arc<Stats>,
@@ -40,6 +42,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(
+        check: &'static str,
         api: Api,
         journal: JournalWriter,
         stats: Arc<Stats>,
@@ -47,6 +50,7 @@ impl Ctx {
         concurrency: usize,
     ) -> Ctx {
         Ctx {
+            check,
             api,
             journal,
             stats,
@@ -93,6 +97,7 @@ impl Ctx {
         &self,
         keys: &[RowKey],
         batch: Option<i64>,
+        name: Option<String>,
     ) -> Option<SemaphorePermit<'_>> {
         if self.stop.is_set() {
             return None;
@@ -112,7 +117,7 @@ impl Ctx {
         if self.stop.is_set() {
             return None;
         }
-        if let Err(e) = self.journal.intent(keys.to_vec(), batch).await {
+        if let Err(e) = self.journal.intent(keys.to_vec(), batch, name).await {
             self.fail(e.to_string());
             return None;
         }
@@ -156,7 +161,7 @@ impl Ctx {
 
     /// Settles rows whose committed intent the gate refused to send: nothing left, nothing
     /// was billed.
-    fn not_sent(&self, keys: Vec<RowKey>, batch: Option<i64>, outcome: &Outcome) {
+    pub fn not_sent(&self, keys: Vec<RowKey>, batch: Option<i64>, outcome: &Outcome) {
         self.journal.revert(keys.clone(), batch);
         for k in keys {
             self.finish(k, outcome.clone(), None);

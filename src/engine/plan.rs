@@ -23,7 +23,7 @@ pub enum PassError {
 pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync);
 
 /// The hash duplicates are detected on: the identifier itself never enters the journal.
-fn ident_hash(check: &str, ident: &str) -> [u8; 16] {
+pub fn ident_hash(check: &str, ident: &str) -> [u8; 16] {
     let digest = Sha256::new()
         .chain_update(check.as_bytes())
         .chain_update([0])

@@ -71,7 +71,7 @@ async fn submit<C: RowCheck>(
     key: RowKey,
     subject: &Subject,
 ) -> Option<String> {
-    let _sending = ctx.begin_paid(&[key], None).await?;
+    let _sending = ctx.begin_paid(&[key], None, None).await?;
     match check.submit(&ctx.api, subject).await {
         Ok((step, attempts)) => {
             Stats::add(&ctx.stats.submitted, 1);

@@ -26,6 +26,12 @@ pub struct Stats {
     /// Rows of earlier runs' unconfirmed calls sent again (--resend-unconfirmed): each may be
     /// billed twice, so the summary counts them.
     pub resent: AtomicU64,
+    /// Uploads sent again under the same name after a lost answer: the provider takes a name
+    /// once, so none of them can be billed twice.
+    pub safe_resends: AtomicU64,
+    /// Rows of uploads whose answer was lost, reconciled by asking the provider for the
+    /// upload's name instead of being held.
+    pub reconciled: AtomicU64,
     /// 1 when the circuit breaker gave up on the provider.
     pub provider_down: AtomicU64,
     /// 1 when the provider's daily quota ran out.

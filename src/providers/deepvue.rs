@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
-use super::{Answer, Api, Authenticator, Billing, CallError, Request, provider_words};
+use super::{Answer, Api, Billing, CallError, Provider, Request, provider_words};
 use crate::config::ProviderDefaults;
 use crate::engine::gate::Priority;
 use crate::outcome::{Outcome, Status};
@@ -18,6 +18,7 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "deepvue",
     env_prefix: "DEEPVUE",
     base_url: "https://production.deepvue.tech",
+    credentials: &["CLIENT_ID", "CLIENT_SECRET"],
 };
 
 /// How long before its expiry a token is renewed: a call must never leave with a token that
@@ -141,7 +142,7 @@ impl DeepvueAuth {
     }
 }
 
-impl Authenticator for DeepvueAuth {
+impl Provider for DeepvueAuth {
     fn refresh<'a>(
         &'a self,
         api: &'a Api,

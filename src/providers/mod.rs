@@ -14,7 +14,10 @@
 //! the budget: the gate holds every worker until the provider's time, so its retry costs the
 //! provider nothing.
 
+pub mod attestr;
+pub mod cashfree;
 pub mod deepvue;
+pub mod equal;
 pub mod ratelimit;
 
 use std::error::Error as _;
@@ -137,8 +140,9 @@ impl From<GateError> for CallError {
     }
 }
 
-/// A provider's way of authenticating calls.
-pub trait Authenticator: Send + Sync {
+/// A provider's own ways: how its calls are authenticated, and what its refusals mean beyond
+/// the HTTP status.
+pub trait Provider: Send + Sync {
     /// Makes sure fresh credentials are at hand, obtaining or renewing them when needed.
     fn refresh<'a>(
         &'a self,
@@ -152,6 +156,62 @@ pub trait Authenticator: Send + Sync {
     /// The provider answered 401 to a call made with `headers`: forget them, so that the next
     /// call authenticates afresh.
     fn rejected(&self, headers: &HeaderMap);
+
+    /// Whether a 429 says the day's quota is spent (Attestr's 4293 and 4294) rather than "slow
+    /// down": waiting would not help, so the run stops sending for today.
+    fn day_spent(&self, _answer: &Answer) -> bool {
+        false
+    }
+}
+
+/// Credentials that are the same on every call: a key pair or a token in headers.
+pub struct FixedHeaders {
+    headers: HeaderMap,
+    day_spent: fn(&Answer) -> bool,
+}
+
+impl FixedHeaders {
+    pub fn new(headers: HeaderMap, day_spent: fn(&Answer) -> bool) -> FixedHeaders {
+        FixedHeaders { headers, day_spent }
+    }
+}
+
+impl Provider for FixedHeaders {
+    fn refresh<'a>(
+        &'a self,
+        _api: &'a Api,
+    ) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn headers(&self) -> Option<HeaderMap> {
+        Some(self.headers.clone())
+    }
+
+    /// Nothing to renew: a second refusal ends the run with the credentials named.
+    fn rejected(&self, _headers: &HeaderMap) {}
+
+    fn day_spent(&self, answer: &Answer) -> bool {
+        (self.day_spent)(answer)
+    }
+}
+
+/// The provider behind a check's settings, set up before any call so that a bad key file or
+/// credential is said at once.
+pub fn provider(
+    settings: &crate::config::ProviderSettings,
+) -> Result<Box<dyn Provider>, CallError> {
+    Ok(match settings.defaults.name {
+        "cashfree" => Box::new(
+            cashfree::CashfreeAuth::new(settings).map_err(|e| CallError::Fatal(e.to_string()))?,
+        ),
+        "attestr" => Box::new(attestr::provider(settings)?),
+        "equal" => Box::new(equal::provider(settings)?),
+        _ => Box::new(deepvue::DeepvueAuth::new(
+            settings.credentials[0].clone(),
+            settings.credentials[1].clone(),
+        )),
+    })
 }
 
 /// One provider, reached within its quota.
@@ -159,7 +219,9 @@ pub struct Api {
     pub provider: &'static str,
     http: reqwest::Client,
     base: Url,
-    auth: Box<dyn Authenticator>,
+    auth: Box<dyn Provider>,
+    /// The environment variables of the credentials, for the message when they are refused.
+    credential_vars: String,
     gate: Gate,
     slots: Semaphore,
     max_attempts: u32,
@@ -174,7 +236,7 @@ pub struct Api {
 impl Api {
     pub fn new(
         settings: &ProviderSettings,
-        auth: Box<dyn Authenticator>,
+        auth: Box<dyn Provider>,
         gate: Gate,
         stats: Arc<Stats>,
         stop: Arc<Stop>,
@@ -191,7 +253,8 @@ impl Api {
             .user_agent(concat!("bulkverify/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Api {
-            provider: settings.name,
+            provider: settings.defaults.name,
+            credential_vars: settings.defaults.credential_vars(),
             http,
             base: settings.base_url.clone(),
             auth,
@@ -310,7 +373,12 @@ impl Api {
                 Ok(answer) => {
                     let status = answer.status;
                     let hints = Hints::read(&answer.headers, SystemTime::now());
-                    if status == StatusCode::TOO_MANY_REQUESTS {
+                    if status == StatusCode::TOO_MANY_REQUESTS && self.auth.day_spent(&answer) {
+                        grant.report(Signal::Answered(hints));
+                        self.gate.exhaust();
+                        Stats::add(&self.stats.rate_limited, 1);
+                        return Err(CallError::DayQuota);
+                    } else if status == StatusCode::TOO_MANY_REQUESTS {
                         grant.report(Signal::RateLimited(hints));
                         Stats::add(&self.stats.rate_limited, 1);
                         Failure::RateLimited
@@ -418,16 +486,15 @@ impl Api {
     }
 
     fn credentials_refused(&self, req: &Request<'_>, answer: &Answer) -> CallError {
-        let prefix = self.provider.to_uppercase();
         CallError::Fatal(format!(
-            "{} refused the credentials on {} (HTTP {}{}); check the {prefix}_CLIENT_ID and \
-             {prefix}_CLIENT_SECRET values",
+            "{} refused the credentials on {} (HTTP {}{}); check {}",
             self.provider,
             req.label,
             answer.status.as_u16(),
             provider_words(answer)
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default(),
+            self.credential_vars,
         ))
     }
 }

@@ -61,6 +61,12 @@ pub const CLIENT_ID: &str = "sandbox_client";
 /// The sandbox's client secret: public too, and shaped like a real trial secret (which starts
 /// with `free_tier`).
 pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
+pub const CASHFREE_CLIENT_ID: &str = "sandbox_cf_client";
+pub const CASHFREE_CLIENT_SECRET: &str = "sandbox_cf_secret";
+pub const ATTESTR_AUTH_TOKEN: &str = "sandbox_attestr_token";
+pub const EQUAL_CLIENT_ID: &str = "sandbox_equal_client";
+pub const EQUAL_CLIENT_SECRET: &str = "sandbox_equal_secret";
+pub const EQUAL_JOURNEY_ID: &str = "sandbox-aadhaar-otp";
 
 const DEFAULT_PER_SECOND: u64 = 17;
 const DEFAULT_PER_MINUTE: u64 = 1000;

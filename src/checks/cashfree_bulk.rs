@@ -1,0 +1,688 @@
+//! `cashfree-bank-bulk` and `cashfree-pan-bulk`: Cashfree's JSON bulk endpoints. Both work the
+//! same way, so they are one module with two entry shapes:
+//!
+//! - each chunk is posted under a `bulk_verification_id` the tool makes
+//!   (`bv-<job token>-<batch>`), recorded in the journal before the call. Cashfree takes an id
+//!   once and answers 409 to it again, so an upload whose answer was lost is sent again under
+//!   the same id (a 409 then means "already accepted"), and a run that died mid-upload asks
+//!   for the id instead of holding its rows;
+//! - the status endpoint is polled by that id until no entry is in process;
+//! - entries come back in the provider's order, and are matched to rows by the identifier
+//!   the tool sent (the account, IFSC, name and phone, or the PAN and name), which a run never
+//!   sends twice.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Map, Value, json};
+
+use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
+use crate::config::{CheckConfig, ConfigError, ConfigFile};
+use crate::engine::gate::Priority;
+use crate::input::reader::ColumnSpec;
+use crate::input::validate::{self, Invalid};
+use crate::outcome::{Outcome, RowKey, Status};
+use crate::providers::cashfree::{self, refusal};
+use crate::providers::{Answer, Api, Billing, CallError, Request};
+
+const NAME_COLUMN: ColumnSpec = ColumnSpec {
+    name: "name",
+    required: false,
+    aliases: &[
+        "name",
+        "accountholder",
+        "accountholdername",
+        "holdername",
+        "fullname",
+    ],
+    help: "the holder's name, for the name match (sent when present)",
+};
+
+pub const BANK_INFO: CheckInfo = CheckInfo {
+    name: "cashfree-bank-bulk",
+    provider: &cashfree::DEFAULTS,
+    summary: "bank account verification at Cashfree, in bulk requests of up to 1,000 entries",
+    columns: &[
+        ColumnSpec {
+            name: "bank_account",
+            required: true,
+            aliases: &[
+                "bankaccount",
+                "accountnumber",
+                "accountno",
+                "bankaccountnumber",
+                "acno",
+            ],
+            help: "the account number (9 to 18 digits)",
+        },
+        ColumnSpec {
+            name: "ifsc",
+            required: true,
+            aliases: &["ifsc", "ifsccode", "ifscode"],
+            help: "the branch's IFSC",
+        },
+        NAME_COLUMN,
+        ColumnSpec {
+            name: "phone",
+            required: false,
+            aliases: &["phone", "mobile", "mobileno", "phonenumber", "mobilenumber"],
+            help: "the holder's mobile number (sent when present)",
+        },
+    ],
+    fields: &[
+        ("name_at_bank", "the holder's name as the bank has it"),
+        (
+            "name_match_result, name_match_score",
+            "how well the given name matched it",
+        ),
+        (
+            "account_status, account_status_code",
+            "Cashfree's verdict and its code",
+        ),
+        (
+            "bank_name, branch, city, micr, utr",
+            "what the bank reported",
+        ),
+        ("reference_id", "Cashfree's reference for the entry"),
+    ],
+};
+
+pub const PAN_INFO: CheckInfo = CheckInfo {
+    name: "cashfree-pan-bulk",
+    provider: &cashfree::DEFAULTS,
+    summary: "PAN verification at Cashfree, in bulk requests",
+    columns: &[
+        ColumnSpec {
+            name: "pan",
+            required: true,
+            aliases: &["pan", "pannumber", "panno", "pancard"],
+            help: "the PAN, AAAAA9999A",
+        },
+        NAME_COLUMN,
+    ],
+    fields: &[
+        ("registered_name", "the name the income-tax department has"),
+        ("type", "the holder type the PAN belongs to"),
+        ("pan_status", "VALID, INVALID, DELETED or DEACTIVATED"),
+        (
+            "name_match_result, name_match_score",
+            "how well the given name matched",
+        ),
+        (
+            "aadhaar_seeding_status",
+            "whether the PAN is linked to an Aadhaar",
+        ),
+        ("reference_id", "Cashfree's reference for the entry"),
+    ],
+};
+
+/// Cashfree's limit per bank-account bulk request; used for PAN too, which publishes none.
+pub const MAX_CHUNK: usize = 1000;
+
+const DEFAULT_SCHEDULE: PollSchedule = PollSchedule {
+    first: Duration::from_secs(5),
+    max: Duration::from_secs(60),
+    deadline: Duration::from_secs(2 * 3600),
+};
+
+/// Which of the two bulk products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bank,
+    Pan,
+}
+
+impl Kind {
+    fn info(self) -> &'static CheckInfo {
+        match self {
+            Kind::Bank => &BANK_INFO,
+            Kind::Pan => &PAN_INFO,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Bank => "/bank-account/bulk",
+            Kind::Pan => "/pan/bulk",
+        }
+    }
+
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Bank => ("bank bulk upload", "bank bulk status"),
+            Kind::Pan => ("pan bulk upload", "pan bulk status"),
+        }
+    }
+}
+
+pub struct CashfreeBulk {
+    kind: Kind,
+    chunk_size: usize,
+    schedule: PollSchedule,
+}
+
+impl CashfreeBulk {
+    pub fn new(
+        kind: Kind,
+        config: &ConfigFile,
+        section: &CheckConfig,
+    ) -> Result<CashfreeBulk, ConfigError> {
+        let name = kind.info().name;
+        let chunk_size = section.chunk_size.unwrap_or(MAX_CHUNK);
+        if !(1..=MAX_CHUNK).contains(&chunk_size) {
+            return Err(config.invalid(
+                format!("[checks.{name}] chunk_size"),
+                format!("must be between 1 and {MAX_CHUNK}"),
+            ));
+        }
+        Ok(CashfreeBulk {
+            kind,
+            chunk_size,
+            schedule: DEFAULT_SCHEDULE.from_config(config, name, section)?,
+        })
+    }
+}
+
+/// A name as it is sent and matched: trimmed, inner spaces collapsed, upper case.
+fn name_key(value: &str) -> Result<String, Invalid> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    Ok(validate::person_name(value)?.to_uppercase())
+}
+
+/// The identifier of a bank entry, from what was sent or what came back.
+fn bank_ident(account: &str, ifsc: &str, name: &str, phone: &str) -> String {
+    format!("{account}|{ifsc}|{name}|{phone}")
+}
+
+impl BatchCheck for CashfreeBulk {
+    const NAMES_UPLOADS: bool = true;
+
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
+        match self.kind {
+            Kind::Bank => {
+                let account = validate::bank_account(values[0])?;
+                let ifsc = validate::ifsc(values[1])?;
+                let name = name_key(values[2])?;
+                let phone = if values[3].trim().is_empty() {
+                    String::new()
+                } else {
+                    validate::mobile(values[3])?
+                };
+                Ok(Subject {
+                    ident: bank_ident(&account, &ifsc, &name, &phone),
+                    values: vec![account, ifsc, name, phone],
+                })
+            }
+            Kind::Pan => {
+                let pan = validate::pan(values[0])?;
+                let name = name_key(values[1])?;
+                Ok(Subject {
+                    ident: format!("{pan}|{name}"),
+                    values: vec![pan, name],
+                })
+            }
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    async fn upload(
+        &self,
+        api: &Api,
+        rows: &[(RowKey, Subject)],
+        name: &str,
+    ) -> Result<(Uploaded, u32), CallError> {
+        let body = Bytes::from(request_body(self.kind, rows, name).to_string());
+        let url = api.url(self.kind.path());
+        let build = move |c: &reqwest::Client| {
+            c.post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
+        let (label, _) = self.kind.label();
+        let answer = api
+            .send(&Request {
+                label,
+                billing: Billing::Paid,
+                priority: Priority::Low,
+                authenticated: true,
+                build: &build,
+            })
+            .await?;
+        Ok((read_upload(&answer, label, name)?, answer.attempts))
+    }
+
+    async fn poll(
+        &self,
+        api: &Api,
+        request_id: &str,
+        _scratch: &Path,
+    ) -> Result<BatchStep, CallError> {
+        let mut url = api.url(self.kind.path());
+        url.query_pairs_mut()
+            .append_pair("bulk_verification_id", request_id);
+        let build = move |c: &reqwest::Client| c.get(url.clone());
+        let (_, label) = self.kind.label();
+        let answer = api
+            .send(&Request {
+                label,
+                billing: Billing::Free,
+                priority: Priority::High,
+                authenticated: true,
+                build: &build,
+            })
+            .await?;
+        read_status(self.kind, &answer, request_id)
+    }
+
+    fn schedule(&self) -> PollSchedule {
+        self.schedule
+    }
+}
+
+/// The JSON posted for a chunk. Empty optional values are left out rather than sent empty.
+pub fn request_body(kind: Kind, rows: &[(RowKey, Subject)], name: &str) -> Value {
+    let keys: &[&str] = match kind {
+        Kind::Bank => &["bank_account", "ifsc", "name", "phone"],
+        Kind::Pan => &["pan", "name"],
+    };
+    let entries: Vec<Value> = rows
+        .iter()
+        .map(|(_, s)| {
+            let mut entry = Map::new();
+            for (k, v) in keys.iter().zip(&s.values) {
+                if !v.is_empty() {
+                    entry.insert((*k).into(), Value::String(v.clone()));
+                }
+            }
+            Value::Object(entry)
+        })
+        .collect();
+    json!({ "bulk_verification_id": name, "entries": entries })
+}
+
+/// Reads the upload's answer: accepted (a 409 too: the id was taken by an earlier send whose
+/// answer was lost), refused as a whole, or the end of the run.
+pub fn read_upload(answer: &Answer, label: &str, name: &str) -> Result<Uploaded, CallError> {
+    if answer.status.is_success() || answer.status.as_u16() == 409 {
+        return Ok(Uploaded::Accepted(name.to_string()));
+    }
+    if let Some(fatal) = cashfree::fatal(answer, label) {
+        return Err(fatal);
+    }
+    let refused = refusal(answer, Status::Error);
+    Ok(Uploaded::Refused(Outcome {
+        reason: Some(format!(
+            "batch_refused_{}",
+            refused.reason.clone().unwrap_or_default()
+        )),
+        ..refused
+    }))
+}
+
+/// Reads a status answer: still running while any entry is in process, else every entry's
+/// outcome by its identifier.
+pub fn read_status(kind: Kind, answer: &Answer, request_id: &str) -> Result<BatchStep, CallError> {
+    if answer.status.as_u16() == 404 {
+        return Ok(BatchStep::Lost(format!(
+            "cashfree has no bulk request {request_id} (HTTP 404)"
+        )));
+    }
+    if let Some(fatal) = cashfree::fatal(answer, kind.label().1) {
+        return Err(fatal);
+    }
+    if !answer.status.is_success() {
+        return Ok(BatchStep::Failed(
+            refusal(answer, Status::Error).with_request_id(request_id),
+        ));
+    }
+    let body = answer.json().unwrap_or_default();
+    let entries = body
+        .get("entries")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if entries.is_empty() {
+        return Ok(BatchStep::Running);
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let read = match kind {
+            Kind::Bank => bank_entry(entry),
+            Kind::Pan => pan_entry(entry),
+        };
+        match read {
+            Entry::InProcess => return Ok(BatchStep::Running),
+            Entry::Unmatched => {
+                tracing::warn!("a cashfree bulk entry echoes values that match no row; ignored");
+            }
+            Entry::Done(ident, outcome) => {
+                out.push((Match::Ident(ident), outcome.with_request_id(request_id)));
+            }
+        }
+    }
+    Ok(BatchStep::Done(out))
+}
+
+enum Entry {
+    InProcess,
+    /// The echoed values do not make an identifier (the provider changed them).
+    Unmatched,
+    Done(String, Outcome),
+}
+
+fn text(entry: &Value, key: &str) -> String {
+    entry.get(key).map(value_text).unwrap_or_default()
+}
+
+/// A scalar as a cell; anything else is empty.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The entry's own columns: every field but the values we sent.
+fn fields(entry: &Value, sent: &[&str]) -> Vec<(String, String)> {
+    entry
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !sent.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), value_text(v)))
+                .filter(|(_, v)| !v.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A name match the provider flags as poor or absent: the account or PAN exists, but a
+/// person has to look at whose it is.
+fn weak_match(result: &str) -> bool {
+    matches!(result, "POOR_PARTIAL_MATCH" | "NO_MATCH")
+}
+
+fn bank_entry(entry: &Value) -> Entry {
+    let status = text(entry, "account_status").to_ascii_uppercase();
+    if matches!(
+        status.as_str(),
+        "RECEIVED" | "IN_PROCESS" | "PROCESSING" | "APPROVAL_PENDING" | "PARTIALLY_APPROVED"
+    ) {
+        return Entry::InProcess;
+    }
+    let ident = (|| {
+        let account = validate::bank_account(&text(entry, "bank_account")).ok()?;
+        let ifsc = validate::ifsc(&text(entry, "ifsc")).ok()?;
+        let name = name_key(&text(entry, "name")).ok()?;
+        let phone = match text(entry, "phone") {
+            p if p.is_empty() => p,
+            p => validate::mobile(&p).ok()?,
+        };
+        Some(bank_ident(&account, &ifsc, &name, &phone))
+    })();
+    let Some(ident) = ident else {
+        return Entry::Unmatched;
+    };
+    let code = text(entry, "account_status_code");
+    let reason = |fallback: &str| {
+        if code.is_empty() {
+            fallback.to_string()
+        } else {
+            code.to_ascii_lowercase()
+        }
+    };
+    let matched = text(entry, "name_match_result").to_ascii_uppercase();
+    let outcome = match status.as_str() {
+        "VALID" if weak_match(&matched) => Outcome::new(Status::NeedsReview)
+            .with_reason(matched.to_ascii_lowercase())
+            .with_message("the account is valid but the name at the bank does not match well"),
+        "VALID" => Outcome::new(Status::Verified),
+        "INVALID" => Outcome::new(Status::NotVerified).with_reason(reason("invalid")),
+        "REJECTED" | "MANUALLY_REJECTED" | "CANCELLED" => {
+            Outcome::new(Status::NotVerified).with_reason(reason(&status.to_ascii_lowercase()))
+        }
+        "FAILED" => Outcome::new(Status::Error)
+            .with_reason(reason("failed"))
+            .with_message(
+                "the bank could not be reached for this account; the next run tries again",
+            ),
+        _ => Outcome::new(Status::Error)
+            .with_reason("unknown_status")
+            .with_message("cashfree answered a status this tool does not know"),
+    };
+    let sent = ["bank_account", "ifsc", "name", "phone"];
+    Entry::Done(
+        ident,
+        outcome
+            .with_provider_status(status)
+            .with_fields(fields(entry, &sent)),
+    )
+}
+
+fn pan_entry(entry: &Value) -> Entry {
+    let status = text(entry, "pan_status").to_ascii_uppercase();
+    let ident = (|| {
+        let pan = validate::pan(&text(entry, "pan")).ok()?;
+        let name = name_key(&text(entry, "name_provided")).ok()?;
+        Some(format!("{pan}|{name}"))
+    })();
+    let Some(ident) = ident else {
+        return Entry::Unmatched;
+    };
+    let matched = text(entry, "name_match_result").to_ascii_uppercase();
+    let valid = text(entry, "valid");
+    let outcome = match status.as_str() {
+        "VALID" if weak_match(&matched) => Outcome::new(Status::NeedsReview)
+            .with_reason(matched.to_ascii_lowercase())
+            .with_message("the PAN is valid but the registered name does not match well"),
+        "VALID" => Outcome::new(Status::Verified),
+        "INVALID" => Outcome::new(Status::NotVerified).with_reason("pan_invalid"),
+        "DELETED" => Outcome::new(Status::NotVerified).with_reason("pan_deleted"),
+        "DEACTIVATED" => Outcome::new(Status::NotVerified).with_reason("pan_deactivated"),
+        "" if valid == "false" => Outcome::new(Status::NotVerified).with_reason("pan_invalid"),
+        "" => return Entry::InProcess,
+        _ => Outcome::new(Status::Error)
+            .with_reason("unknown_status")
+            .with_message("cashfree answered a status this tool does not know"),
+    };
+    let outcome = match text(entry, "message") {
+        m if m.is_empty() || outcome.message.is_some() => outcome,
+        m => outcome.with_message(m),
+    };
+    Entry::Done(
+        ident,
+        outcome
+            .with_provider_status(status)
+            .with_fields(fields(entry, &["pan", "name_provided", "message"])),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(kind: Kind) -> CashfreeBulk {
+        CashfreeBulk::new(kind, &ConfigFile::default(), &CheckConfig::default()).unwrap()
+    }
+
+    fn done(step: BatchStep) -> Vec<(String, Outcome)> {
+        match step {
+            BatchStep::Done(v) => v
+                .into_iter()
+                .map(|(m, o)| match m {
+                    Match::Ident(i) => (i, o),
+                    Match::Row(_) => panic!("matched by identifier"),
+                })
+                .collect(),
+            other => panic!("not done: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bank_rows_go_out_normalised_and_come_back_by_identifier() {
+        let b = bulk(Kind::Bank);
+        let s = b
+            .subject(&[
+                " 026291800001191 ",
+                "ybes0000001",
+                "  john   doe ",
+                "+91 98765 43210",
+            ])
+            .unwrap();
+        assert_eq!(s.ident, "026291800001191|YBES0000001|JOHN DOE|9876543210");
+        let body = request_body(Kind::Bank, &[(RowKey(1), s.clone())], "bv-x-1");
+        assert_eq!(body["bulk_verification_id"], "bv-x-1");
+        assert_eq!(body["entries"][0]["phone"], "9876543210");
+        let answer = Answer::sample(
+            200,
+            r#"{"bulk_reference_id":1,"bulk_verification_id":"bv-x-1","entries":[
+              {"bank_account":"026291800001191","ifsc":"YBES0000001","name":"John Doe","phone":"9876543210",
+               "reference_id":7,"name_at_bank":"JOHN DOE","bank_name":"YES BANK","utr":"U1","city":"X",
+               "branch":"Y","micr":0,"name_match_score":"90.00","name_match_result":"DIRECT_MATCH",
+               "account_status":"VALID","account_status_code":"ACCOUNT_IS_VALID"}]}"#,
+        );
+        let rows = done(read_status(Kind::Bank, &answer, "bv-x-1").unwrap());
+        assert_eq!(rows[0].0, s.ident);
+        assert_eq!(rows[0].1.status, Status::Verified);
+        assert!(
+            rows[0]
+                .1
+                .fields
+                .contains(&("name_at_bank".into(), "JOHN DOE".into()))
+        );
+        assert!(!rows[0].1.fields.iter().any(|(k, _)| k == "bank_account"));
+    }
+
+    #[test]
+    fn bank_statuses() {
+        let entry = |status: &str, code: &str, matched: &str| {
+            Answer::sample(
+                200,
+                &format!(
+                    r#"{{"entries":[{{"bank_account":"123456789","ifsc":"SBIN0000001","account_status":"{status}",
+                    "account_status_code":"{code}","name_match_result":"{matched}"}}]}}"#
+                ),
+            )
+        };
+        let one = |a: Answer| done(read_status(Kind::Bank, &a, "b").unwrap()).remove(0).1;
+        let o = one(entry("INVALID", "INVALID_IFSC_FAIL", ""));
+        assert_eq!(
+            (o.status, o.reason.as_deref()),
+            (Status::NotVerified, Some("invalid_ifsc_fail"))
+        );
+        for weak in ["POOR_PARTIAL_MATCH", "NO_MATCH"] {
+            assert_eq!(
+                one(entry("VALID", "ACCOUNT_IS_VALID", weak)).status,
+                Status::NeedsReview
+            );
+        }
+        assert_eq!(
+            one(entry("VALID", "", "MODERATE_PARTIAL_MATCH")).status,
+            Status::Verified
+        );
+        assert_eq!(one(entry("FAILED", "", "")).status, Status::Error);
+        assert_eq!(
+            one(entry("REJECTED", "", "")).reason.as_deref(),
+            Some("rejected")
+        );
+        for running in ["RECEIVED", "IN_PROCESS", "PROCESSING", "APPROVAL_PENDING"] {
+            assert!(matches!(
+                read_status(Kind::Bank, &entry(running, "", ""), "b").unwrap(),
+                BatchStep::Running
+            ));
+        }
+        assert!(matches!(
+            read_status(Kind::Bank, &Answer::sample(404, r#"{"code":"x"}"#), "b").unwrap(),
+            BatchStep::Lost(_)
+        ));
+    }
+
+    #[test]
+    fn pan_answers() {
+        let p = bulk(Kind::Pan);
+        let s = p.subject(&["abcpe1234f", "Ravi Kumar"]).unwrap();
+        assert_eq!(s.ident, "ABCPE1234F|RAVI KUMAR");
+        let processing = Answer::sample(
+            200,
+            r#"{"message":"File is being processed. Try again after some time.","entries":[]}"#,
+        );
+        assert!(matches!(
+            read_status(Kind::Pan, &processing, "p").unwrap(),
+            BatchStep::Running
+        ));
+        let entry = |status: &str, matched: &str| {
+            Answer::sample(
+                200,
+                &format!(
+                    r#"{{"reference_id":612,"count":1,"entries":[{{"pan":"ABCPE1234F","type":"Individual",
+                    "reference_id":9,"name_provided":"Ravi Kumar","registered_name":"RAVI KUMAR","valid":true,
+                    "message":"PAN verified successfully","name_match_score":"100.00",
+                    "name_match_result":"{matched}","aadhaar_seeding_status":"Y","pan_status":"{status}"}}]}}"#
+                ),
+            )
+        };
+        let one = |a: Answer| done(read_status(Kind::Pan, &a, "p").unwrap()).remove(0);
+        let (ident, ok) = one(entry("VALID", "DIRECT_MATCH"));
+        assert_eq!(ident, s.ident);
+        assert_eq!(ok.status, Status::Verified);
+        assert!(
+            ok.fields
+                .contains(&("registered_name".into(), "RAVI KUMAR".into()))
+        );
+        assert_eq!(
+            one(entry("VALID", "NO_MATCH")).1.status,
+            Status::NeedsReview
+        );
+        for (status, reason) in [
+            ("INVALID", "pan_invalid"),
+            ("DELETED", "pan_deleted"),
+            ("DEACTIVATED", "pan_deactivated"),
+        ] {
+            let o = one(entry(status, "")).1;
+            assert_eq!(
+                (o.status, o.reason.as_deref()),
+                (Status::NotVerified, Some(reason))
+            );
+        }
+    }
+
+    #[test]
+    fn uploads() {
+        let ok = read_upload(&Answer::sample(200, r#"{"reference_id":612}"#), "x", "n").unwrap();
+        assert!(matches!(ok, Uploaded::Accepted(n) if n == "n"));
+        let again = read_upload(&Answer::sample(409, r#"{"code":"id_exists"}"#), "x", "n").unwrap();
+        assert!(
+            matches!(again, Uploaded::Accepted(n) if n == "n"),
+            "a 409 is already accepted"
+        );
+        let refused = read_upload(
+            &Answer::sample(
+                400,
+                r#"{"type":"validation_error","code":"entries_invalid","message":"m"}"#,
+            ),
+            "x",
+            "n",
+        )
+        .unwrap();
+        assert!(
+            matches!(refused, Uploaded::Refused(o) if o.reason.as_deref() == Some("batch_refused_entries_invalid"))
+        );
+        assert!(
+            read_upload(
+                &Answer::sample(422, r#"{"code":"insufficient_balance"}"#),
+                "x",
+                "n"
+            )
+            .is_err()
+        );
+    }
+}

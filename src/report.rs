@@ -248,6 +248,22 @@ impl Summary<'_> {
                 rows_word(resent)
             );
         }
+        let (safe, reconciled) = (Stats::get(&st.safe_resends), Stats::get(&st.reconciled));
+        if safe > 0 {
+            let _ = writeln!(
+                s,
+                "  uploads sent again under the same name after a lost answer (never billed \
+                 twice: the provider takes a name once): {safe}"
+            );
+        }
+        if reconciled > 0 {
+            let _ = writeln!(
+                s,
+                "  rows of uploads without an answer, asked for by the upload's name instead of \
+                 held: {}",
+                rows_word(reconciled)
+            );
+        }
         if denied > 0 {
             let _ = writeln!(
                 s,

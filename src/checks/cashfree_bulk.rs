@@ -25,7 +25,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::cashfree::{self, refusal};
-use crate::providers::{Answer, Api, Billing, CallError, Request};
+use crate::providers::{Answer, Api, Billing, CallError};
 
 const NAME_COLUMN: ColumnSpec = ColumnSpec {
     name: "name",
@@ -247,13 +247,7 @@ impl BatchCheck for CashfreeBulk {
         };
         let (label, _) = self.kind.label();
         let answer = api
-            .send(&Request {
-                label,
-                billing: Billing::Paid,
-                priority: Priority::Low,
-                authenticated: true,
-                build: &build,
-            })
+            .call(label, Billing::Paid, Priority::Low, &build)
             .await?;
         Ok((read_upload(&answer, label, name)?, answer.attempts))
     }
@@ -270,13 +264,7 @@ impl BatchCheck for CashfreeBulk {
         let build = move |c: &reqwest::Client| c.get(url.clone());
         let (_, label) = self.kind.label();
         let answer = api
-            .send(&Request {
-                label,
-                billing: Billing::Free,
-                priority: Priority::High,
-                authenticated: true,
-                build: &build,
-            })
+            .call(label, Billing::Free, Priority::High, &build)
             .await?;
         read_status(self.kind, &answer, request_id)
     }

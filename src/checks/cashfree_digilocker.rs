@@ -16,7 +16,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::cashfree::{self, refusal};
-use crate::providers::{Answer, Api, Billing, CallError, Request};
+use crate::providers::{Answer, Api, Billing, CallError};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "cashfree-digilocker",
@@ -102,13 +102,7 @@ impl Digilocker {
         url.query_pairs_mut().append_pair(param, id);
         let build = move |c: &reqwest::Client| c.get(url.clone());
         let answer = api
-            .send(&Request {
-                label: "digilocker status",
-                billing: Billing::Free,
-                priority: Priority::Low,
-                authenticated: true,
-                build: &build,
-            })
+            .call("digilocker status", Billing::Free, Priority::Low, &build)
             .await?;
         Ok((Step::Done(read_status(&answer)?), answer.attempts))
     }

@@ -14,7 +14,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError, Request};
+use crate::providers::{Answer, Api, Billing, CallError};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-udyam",
@@ -84,13 +84,7 @@ impl RowCheck for Udyam {
             .append_pair("udyam_aadhaar_number", &subject.ident);
         let build = move |c: &reqwest::Client| c.post(url.clone());
         let answer = api
-            .send(&Request {
-                label: "udyam submit",
-                billing: Billing::Paid,
-                priority: Priority::Low,
-                authenticated: true,
-                build: &build,
-            })
+            .call("udyam submit", Billing::Paid, Priority::Low, &build)
             .await?;
         Ok((read_submit(&answer)?, answer.attempts))
     }
@@ -100,13 +94,7 @@ impl RowCheck for Udyam {
         url.query_pairs_mut().append_pair("request_id", request_id);
         let build = move |c: &reqwest::Client| c.get(url.clone());
         let answer = api
-            .send(&Request {
-                label: "udyam result",
-                billing: Billing::Free,
-                priority: Priority::High,
-                authenticated: true,
-                build: &build,
-            })
+            .call("udyam result", Billing::Free, Priority::High, &build)
             .await?;
         Ok(read_result(&answer, request_id))
     }

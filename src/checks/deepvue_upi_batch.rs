@@ -15,7 +15,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError, Request};
+use crate::providers::{Answer, Api, Billing, CallError};
 use crate::secret::Secret;
 
 pub const INFO: CheckInfo = CheckInfo {
@@ -111,13 +111,7 @@ impl BatchCheck for UpiBatch {
                 .multipart(reqwest::multipart::Form::new().part("batch_file", part))
         };
         let answer = api
-            .send(&Request {
-                label: "upi batch upload",
-                billing: Billing::Paid,
-                priority: Priority::Low,
-                authenticated: true,
-                build: &build,
-            })
+            .call("upi batch upload", Billing::Paid, Priority::Low, &build)
             .await?;
         Ok((read_upload(&answer)?, answer.attempts))
     }
@@ -132,13 +126,7 @@ impl BatchCheck for UpiBatch {
         url.query_pairs_mut().append_pair("request_id", request_id);
         let build = move |c: &reqwest::Client| c.get(url.clone());
         let answer = api
-            .send(&Request {
-                label: "upi batch status",
-                billing: Billing::Free,
-                priority: Priority::High,
-                authenticated: true,
-                build: &build,
-            })
+            .call("upi batch status", Billing::Free, Priority::High, &build)
             .await?;
         let url = match read_status(&answer) {
             BatchStatus::Running => return Ok(BatchStep::Running),

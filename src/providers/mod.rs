@@ -289,6 +289,24 @@ impl Api {
         self.exchange(req, None, Slot::Take).await
     }
 
+    /// A check's authenticated call: `send` with the request the checks all make.
+    pub async fn call(
+        &self,
+        label: &'static str,
+        billing: Billing,
+        priority: Priority,
+        build: Build<'_>,
+    ) -> Result<Answer, CallError> {
+        self.send(&Request {
+            label,
+            billing,
+            priority,
+            authenticated: true,
+            build,
+        })
+        .await
+    }
+
     /// Sends an authenticator's own request (a token renewal) under the quota and the retry
     /// policy, but without a concurrency slot: the requests waiting for the new token hold the
     /// slots, so waiting for one could wait for ever.

@@ -1297,6 +1297,52 @@ mod tests {
         assert_eq!(page[0].state, RowState::Planned);
     }
 
+    /// A run killed between committing a named upload and its answer: the next run asks for
+    /// the name (the batch is open, unconfirmed), while an unnamed upload is held.
+    #[tokio::test]
+    async fn recovery_reconciles_named_uploads_and_holds_unnamed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s");
+        let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+        let token = {
+            let mut j = Journal::open(&state, &ID, false).unwrap();
+            j.plan_rows(
+                &keys
+                    .iter()
+                    .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let (w, thread) = j.writer().unwrap();
+            w.intent(keys[..2].to_vec(), Some(1), Some("bv-t-1".into()))
+                .await
+                .unwrap();
+            w.intent(keys[2..].to_vec(), Some(2), None).await.unwrap();
+            w.close().await.unwrap();
+            thread.join();
+            j.job_token().unwrap()
+        };
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        assert_eq!(j.job_token().unwrap(), token, "the token is kept");
+        assert_eq!(
+            j.recover(false).unwrap(),
+            (2, 0),
+            "the unnamed batch is held"
+        );
+        let open = j.open_batches().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].request_id, "bv-t-1");
+        assert!(!open[0].confirmed);
+        assert_eq!(open[0].rows, vec![(keys[0], hash(1)), (keys[1], hash(2))]);
+        let page = j.reader().unwrap().page(None, 10).unwrap();
+        assert!(
+            page[..2]
+                .iter()
+                .all(|r| r.batch_open && r.state == RowState::Running)
+        );
+        assert!(page[2..].iter().all(|r| r.state == RowState::Unconfirmed));
+    }
+
     #[test]
     fn a_second_run_on_the_same_state_is_refused() {
         let dir = tempfile::tempdir().unwrap();

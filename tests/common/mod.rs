@@ -175,7 +175,10 @@ impl Job {
             .env_remove("RUST_LOG")
             .env("DEEPVUE_BASE_URL", &sandbox.url)
             .env("DEEPVUE_CLIENT_ID", CLIENT_ID)
-            .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET);
+            .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET)
+            .env("CASHFREE_BASE_URL", format!("{}/verification", sandbox.url))
+            .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
+            .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret");
         c
     }
 }

@@ -207,13 +207,13 @@ fn is_mobile(text: &str) -> bool {
     b.len() == 10 && (b'6'..=b'9').contains(&b[0]) && b.iter().all(u8::is_ascii_digit)
 }
 
-/// A well-formed `reg` of a JSON body, or the 4001 that refuses it.
-fn reg_of(reg: Option<String>) -> Result<String, Response> {
-    let reg = reg.ok_or_else(|| malformed("reg is required"))?;
+/// A well-formed `reg` of a JSON body, or the `details` of the 4001 that refuses it.
+fn reg_of(reg: Option<String>) -> Result<String, &'static str> {
+    let reg = reg.ok_or("reg is required")?;
     if udyam::is_udyam_number(&reg) {
         Ok(reg)
     } else {
-        Err(malformed("reg must be a UDYAM number UDYAM-XX-00-0000000"))
+        Err("reg must be a UDYAM number UDYAM-XX-00-0000000")
     }
 }
 
@@ -310,7 +310,7 @@ pub(super) async fn otp_gen(State(app): State<Shared>, body: Bytes) -> Response 
     };
     let reg = match reg_of(body.reg) {
         Ok(reg) => reg,
-        Err(refusal) => return refusal,
+        Err(details) => return malformed(details),
     };
     let Some(mobile) = body.mobile.filter(|mobile| is_mobile(mobile)) else {
         return malformed("mobile must be a 10 digit mobile number");
@@ -451,7 +451,7 @@ pub(super) async fn lookup(State(app): State<Shared>, body: Bytes) -> Response {
     };
     let reg = match reg_of(body.reg) {
         Ok(reg) => reg,
-        Err(refusal) => return refusal,
+        Err(details) => return malformed(details),
     };
     let scenario = Scenario::of(&reg);
     if let Some(refusal) = scenario.refusal() {

@@ -703,42 +703,54 @@ async fn submit<E: Entry>(app: &Shared, body: &[u8]) -> Result<Bulk<E>, Response
     Ok(bulk)
 }
 
-/// The bulk a status call names by reference, by id or by both; the refusal otherwise.
-fn find<E: Entry>(
-    app: &Shared,
-    params: &HashMap<String, String>,
-) -> Result<Arc<Bulk<E>>, Response> {
-    let reference_param = E::REFERENCE_PARAM;
-    let reference = params.get(reference_param).map(|text| text.trim());
-    let id = params.get("bulk_verification_id").map(String::as_str);
-    if reference.is_none() && id.is_none() {
-        return Err(missing(reference_param));
-    }
-    let reference = match reference {
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            invalid(
+/// Why a status call found no bulk.
+enum Unfound {
+    /// Neither the reference nor the id was given.
+    Unnamed,
+    /// The reference is not an integer.
+    BadReference,
+    /// No bulk has this parameter's value (or both values name different bulks).
+    Unknown(&'static str),
+}
+
+impl Unfound {
+    fn response<E: Entry>(self) -> Response {
+        let reference_param = E::REFERENCE_PARAM;
+        match self {
+            Unfound::Unnamed => missing(reference_param),
+            Unfound::BadReference => invalid(
                 StatusCode::BAD_REQUEST,
                 reference_param,
                 &format!("{reference_param} must be an integer"),
-            )
-        })?),
+            ),
+            Unfound::Unknown(field) => invalid(
+                StatusCode::NOT_FOUND,
+                field,
+                &format!("{field} does not exist"),
+            ),
+        }
+    }
+}
+
+/// The bulk a status call names by reference, by id or by both.
+fn find<E: Entry>(app: &Shared, params: &HashMap<String, String>) -> Result<Arc<Bulk<E>>, Unfound> {
+    let reference = params.get(E::REFERENCE_PARAM).map(|text| text.trim());
+    let id = params.get("bulk_verification_id").map(String::as_str);
+    if reference.is_none() && id.is_none() {
+        return Err(Unfound::Unnamed);
+    }
+    let reference = match reference {
+        Some(text) => Some(text.parse::<u64>().map_err(|_| Unfound::BadReference)?),
         None => None,
     };
     let found = app
         .store
         .read(|jobs| E::bulks(&jobs.cashfree).find(reference, id));
-    found.ok_or_else(|| {
-        let field = if reference.is_some() {
-            reference_param
-        } else {
-            "bulk_verification_id"
-        };
-        invalid(
-            StatusCode::NOT_FOUND,
-            field,
-            &format!("{field} does not exist"),
-        )
-    })
+    found.ok_or(Unfound::Unknown(if reference.is_some() {
+        E::REFERENCE_PARAM
+    } else {
+        "bulk_verification_id"
+    }))
 }
 
 /// Where a bulk is in its processing at `now_ms`.
@@ -1041,7 +1053,7 @@ fn bank_result<'a>(
 pub(super) async fn bank_bulk_status(State(app): State<Shared>, Query(params): Params) -> Response {
     let bulk = match find::<BankEntry>(&app, &params) {
         Ok(bulk) => bulk,
-        Err(refusal) => return refusal,
+        Err(unfound) => return unfound.response::<BankEntry>(),
     };
     let progress = progress(&app, &bulk, clock::now_ms());
     let entries = shuffled(bulk.entries.len(), &bulk.bulk_verification_id)
@@ -1212,7 +1224,7 @@ fn pan_result<'a>(bulk: &Bulk<PanEntry>, index: usize, entry: &'a PanEntry) -> P
 pub(super) async fn pan_bulk_status(State(app): State<Shared>, Query(params): Params) -> Response {
     let bulk = match find::<PanEntry>(&app, &params) {
         Ok(bulk) => bulk,
-        Err(refusal) => return refusal,
+        Err(unfound) => return unfound.response::<PanEntry>(),
     };
     if progress(&app, &bulk, clock::now_ms()) != Progress::Done {
         return Json(PanProcessing {

@@ -3,11 +3,7 @@
 //! The output is generated from the stored upload whenever it is downloaded, deterministically,
 //! so a persisted upload is all a restarted sandbox needs to serve it.
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-
-use super::ids::sha256;
+use super::ids::shuffled;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -88,11 +84,7 @@ impl Batch {
                 })
             })
             .collect();
-        let mut order: Vec<usize> = (0..results.len()).collect();
-        order.shuffle(&mut StdRng::from_seed(sha256(request_id.as_bytes())));
-        if order.is_sorted() {
-            order.rotate_left(1);
-        }
+        let order = shuffled(results.len(), request_id);
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_writer(BOM.to_vec());

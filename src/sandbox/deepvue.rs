@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, FromRequest, Multipart, Query, Request, State};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, STATUS_DOWN_ANSWERS};
+use super::gateway::header_text;
 use super::ids::sha256_hex;
+use super::stats::Endpoint;
 use super::udyam::{self, Scenario, SourceOutput};
 use super::{CLIENT_ID, CLIENT_SECRET, MAX_AUTHORIZE_BYTES, SandboxError, Shared, clock, lock, s3};
 
@@ -42,6 +44,29 @@ struct Missing {
     msg: &'static str,
     #[serde(rename = "type")]
     kind: &'static str,
+}
+
+/// The refusal of a call without a valid token and API key; authorize needs neither.
+pub(super) fn authenticate(
+    app: &Shared,
+    endpoint: Option<Endpoint>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if endpoint == Some(Endpoint::Authorize) {
+        return None;
+    }
+    let authorization = header_text(headers, "authorization");
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "));
+    let valid = token.is_some_and(|token| app.ids.token_is_valid(token.trim(), clock::now_ms()));
+    if !valid {
+        return Some(detail(StatusCode::UNAUTHORIZED, "Invalid or expired token"));
+    }
+    if header_text(headers, "x-api-key") != CLIENT_SECRET {
+        return Some(detail(StatusCode::FORBIDDEN, "Invalid API key"));
+    }
+    None
 }
 
 /// FastAPI's 422 for required fields that are absent, one entry per field.

@@ -13,10 +13,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
+use super::gateway::Provider;
 use super::limits::Decision;
-use super::{DownStatus, RateHeaders, RetryAfter, SandboxConfig, clock, deepvue};
+use super::{DownStatus, RateHeaders, RetryAfter, SandboxConfig, clock};
 
-/// What the gateway does with a `/v1` request: answer it, or drop its connection unanswered.
+/// What the gateway does with a provider request: answer it, or drop its connection unanswered.
 pub(super) enum Answer {
     Respond(Response),
     Reset,
@@ -54,15 +55,15 @@ pub(super) fn draw(share: f64) -> bool {
     share > 0.0 && rand::rng().random_bool(share)
 }
 
-/// A gateway's transient 5xx: 502, 503 or 504 at random, with FastAPI's JSON detail.
-pub(super) fn gateway_error() -> Response {
+/// A gateway's transient 5xx: 502, 503 or 504 at random, in the provider's error shape.
+pub(super) fn gateway_error(provider: Provider) -> Response {
     let statuses = [
         StatusCode::BAD_GATEWAY,
         StatusCode::SERVICE_UNAVAILABLE,
         StatusCode::GATEWAY_TIMEOUT,
     ];
     let status = statuses[rand::rng().random_range(0..statuses.len())];
-    deepvue::detail(status, "Service temporarily unavailable")
+    provider.unavailable(status)
 }
 
 /// A response whose body fails before its first byte. hyper has only buffered the head when it
@@ -76,17 +77,14 @@ fn reset() -> Response {
     Body::from_stream(failing).into_response()
 }
 
-/// The outage's answer to every `/v1` request, whatever the limits say.
-pub(super) fn down(config: &SandboxConfig, until_ms: u64) -> Answer {
+/// The outage's answer to every provider request, whatever the limits say.
+pub(super) fn down(config: &SandboxConfig, provider: Provider, until_ms: u64) -> Answer {
     match config.down_status {
-        DownStatus::Unavailable => Answer::Respond(deepvue::detail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service temporarily unavailable",
-        )),
+        DownStatus::Unavailable => {
+            Answer::Respond(provider.unavailable(StatusCode::SERVICE_UNAVAILABLE))
+        }
         DownStatus::RateLimited => {
-            let mut response = deepvue::rate_limited();
-            retry_after(config.retry_after, until_ms, response.headers_mut());
-            Answer::Respond(response)
+            Answer::Respond(provider.too_many(config, false, Some(until_ms)))
         }
         DownStatus::Reset => Answer::Reset,
     }

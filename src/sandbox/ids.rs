@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -81,6 +84,41 @@ impl Ids {
         // The top 53 bits make a fraction in [0, 1) that an f64 holds exactly.
         let fraction = (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
         fraction < share
+    }
+
+    /// A provider's integer reference for `key`, in `low..high`: derived, so the same key gets
+    /// the same number in every run; the caller steps past one already taken.
+    pub(super) fn reference(&self, purpose: &str, key: &str, low: u64, high: u64) -> u64 {
+        let bytes = self.derive(purpose, &[key.as_bytes()]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&bytes[..8]);
+        low + u64::from_le_bytes(first) % high.saturating_sub(low).max(1)
+    }
+
+    /// Attestr's `_id` (24 hex, like the document ids it returns) and `number` (12 digits) of
+    /// the `prior`-th OTP request for `reg` and `mobile`.
+    pub(super) fn otp_request(&self, reg: &str, mobile: &str, prior: u64) -> (String, String) {
+        let bytes = self.derive(
+            "otp request",
+            &[reg.as_bytes(), mobile.as_bytes(), &prior.to_le_bytes()],
+        );
+        let mut id = hex(&bytes);
+        id.truncate(24);
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&bytes[24..]);
+        let number = format!("{:012}", u64::from_le_bytes(tail) % 1_000_000_000_000);
+        (id, number)
+    }
+
+    /// Equal's `journey_transaction_id` of the journey the client calls `transaction_id`.
+    pub(super) fn journey_transaction_id(&self, transaction_id: &str) -> String {
+        uuid(&self.derive("journey", &[transaction_id.as_bytes()]))
+    }
+
+    /// A keyed digest of a secret identifier (an Aadhaar number), to recognise it again without
+    /// keeping it: the key is the seed, so the digest is no lookup table for anyone without it.
+    pub(super) fn digest_of(&self, secret: &str) -> String {
+        hex(&self.derive("secret identifier", &[secret.as_bytes()]))
     }
 
     pub(super) fn group_id(&self, request_id: &str) -> String {
@@ -176,7 +214,19 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// Positions `0..len` in an order drawn from `key`: the same for the same key, and never the
+/// input order when there are two or more, so a client that matches results by position fails
+/// at once instead of by luck.
+pub(super) fn shuffled(len: usize, key: &str) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut StdRng::from_seed(sha256(key.as_bytes())));
+    if order.is_sorted() {
+        order.rotate_left(1);
+    }
+    order
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 

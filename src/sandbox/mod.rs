@@ -1,28 +1,39 @@
-//! The built-in Deepvue simulator: the tool's own test double and an offline rehearsal ground.
+//! The built-in simulator of every provider the tool calls: Deepvue, Cashfree, Attestr and
+//! Equal, one process, each under its own path prefix (`/v1`, `/verification`,
+//! `/api/v1/public`, `/ie`). It is the tool's own test double and an offline rehearsal ground.
 //!
-//! It serves the provider's shapes field for field (see `REFERENCE.md`), including the faults a
-//! real nightly job meets, so a client can be rehearsed against each of them:
+//! It serves the providers' shapes field for field (see `REFERENCE.md`), including the faults a
+//! real nightly job meets, so a client can be rehearsed against each of them. Every provider's
+//! requests pass the same gateway (`gateway.rs`), each answered in that provider's shapes:
 //!
-//! - rate limits per key, per second, minute and day, fixed or sliding (`--per-*`,
-//!   `--limit-window`), answered 429 with no headers like Deepvue, or with `Retry-After`
-//!   (`--retry-after`) and rate-limit headers (`--rate-headers`) like other providers;
+//! - rate limits per provider and credential, per second, minute and day, fixed or sliding
+//!   (`--per-*`, `--limit-window`), answered 429 as each provider does, with `Retry-After`
+//!   (`--retry-after`) and rate-limit headers (`--rate-headers`) where a flag asks or the
+//!   provider always sends them (Cashfree);
 //! - latency (`--latency-ms`, `--latency-jitter-ms`) and slow async results and batches;
 //! - gateway 5xx answers before the endpoint runs (`--error-share`), and connections dropped
 //!   without an answer after it ran, a paid request the client never hears of (`--reset-share`);
-//! - an outage: from `--down-after-ms` for `--down-for-ms`, every `/v1` call is answered 503,
+//! - an outage: from `--down-after-ms` for `--down-for-ms`, every provider call is answered 503,
 //!   429 or a dropped connection (`--down-status`) before the rate limiter;
 //! - jobs and batches that never finish (`--stuck-share`, and test identifiers);
-//! - scripted faults per test identifier (see `udyam.rs` and `batch.rs`), expired tokens and
-//!   expired pre-signed URLs.
+//! - OTPs that expire (`--otp-ttl-secs`) and journeys that resolve late (`--journey-delay-ms`);
+//! - scripted outcomes and faults per test identifier, documented in a table in each provider's
+//!   module (`udyam.rs`, `batch.rs`, `cashfree.rs`, `attestr.rs`, `equal.rs`), expired tokens
+//!   and expired pre-signed URLs.
 //!
 //! Everything that decides an answer, except the random shares of 5xx answers and resets, is
 //! derived from the seed and the request, so two sandboxes fed the same calls answer the same ids
-//! and files.
+//! and files. What a later run must still find (accepted jobs, bulks, OTP requests, journeys) is
+//! persisted in `--data-dir`.
 
+mod attestr;
 mod batch;
+mod cashfree;
 mod clock;
 mod deepvue;
+mod equal;
 mod faults;
+mod gateway;
 mod ids;
 mod limits;
 mod s3;
@@ -36,37 +47,43 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
-use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use faults::Answer;
 use ids::Ids;
 use limits::RateLimiter;
-use stats::{Endpoint, Stats};
+use stats::Stats;
 use store::Store;
 
-/// The sandbox's client id: public, so `bulkverify sandbox` may print it for ops teams.
+/// The sandbox's Deepvue client id: public, so `bulkverify sandbox` may print it for ops teams.
 pub const CLIENT_ID: &str = "sandbox_client";
-/// The sandbox's client secret: public too, and shaped like a real trial secret (which starts
-/// with `free_tier`).
+/// The sandbox's Deepvue client secret: public too, and shaped like a real trial secret (which
+/// starts with `free_tier`).
 pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
+/// The sandbox's Cashfree `x-client-id`: public, like every sandbox credential, so a rehearsal
+/// needs no account.
 pub const CASHFREE_CLIENT_ID: &str = "sandbox_cf_client";
+/// The sandbox's Cashfree `x-client-secret`.
 pub const CASHFREE_CLIENT_SECRET: &str = "sandbox_cf_secret";
+/// The sandbox's Attestr auth token, sent as `Authorization: Basic <token>`: opaque, as Attestr
+/// documents it (the dashboard shows it ready to use, it is not base64 of anything).
 pub const ATTESTR_AUTH_TOKEN: &str = "sandbox_attestr_token";
+/// The sandbox's Equal client id, sent as `Authorization: Basic base64(id:secret)`.
 pub const EQUAL_CLIENT_ID: &str = "sandbox_equal_client";
+/// The sandbox's Equal client secret.
 pub const EQUAL_CLIENT_SECRET: &str = "sandbox_equal_secret";
+/// The Equal journey the sandbox runs: the Aadhaar OTP journey (Equal shares the real id at
+/// onboarding; any other id is refused).
 pub const EQUAL_JOURNEY_ID: &str = "sandbox-aadhaar-otp";
+/// The right OTP for every OTP the sandbox "sends" (Attestr and Equal); any other is wrong.
+pub const SANDBOX_OTP: &str = "123456";
 
 const DEFAULT_PER_SECOND: u64 = 17;
 const DEFAULT_PER_MINUTE: u64 = 1000;
@@ -77,6 +94,9 @@ const DEFAULT_BATCH_MS_PER_ROW: u64 = 1;
 const DEFAULT_BATCH_MAX_ROWS: u64 = 10_000;
 const DEFAULT_TOKEN_TTL_SECS: u64 = 86_400;
 const DEFAULT_URL_TTL_SECS: u64 = 3600;
+/// Attestr documents OTPs valid for 10 minutes.
+const DEFAULT_OTP_TTL_SECS: u64 = 600;
+const DEFAULT_JOURNEY_DELAY_MS: u64 = 4000;
 const DEFAULT_SEED: &str = "bulkverify-sandbox";
 /// Longest token or URL lifetime accepted: keeps every expiry a representable date.
 const MAX_TTL_SECS: u64 = 100 * 366 * 86_400;
@@ -95,7 +115,7 @@ pub enum LimitWindow {
 }
 
 /// Whether a 429 says when to come back: clients must work without it (Deepvue sends none) and
-/// should use it when a provider does.
+/// should use it when a provider does (Cashfree always does: seconds unless `date` is asked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RetryAfter {
     /// No header, as Deepvue answers.
@@ -106,8 +126,8 @@ pub enum RetryAfter {
     Date,
 }
 
-/// Which rate-limit headers every `/v1` answer carries, to rehearse clients that pace themselves
-/// by them.
+/// Which rate-limit headers every provider answer carries, to rehearse clients that pace
+/// themselves by them. Cashfree always sends `X-RateLimit-*`, whatever this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RateHeaders {
     /// None, as Deepvue answers.
@@ -121,10 +141,10 @@ pub enum RateHeaders {
 /// How the simulated outage answers, so a client meets both a dead provider and a 429 storm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DownStatus {
-    /// 503 with a JSON detail.
+    /// 503, in each provider's error shape (Equal's with no body).
     #[value(name = "503")]
     Unavailable,
-    /// 429 with Deepvue's body, and Retry-After (as --retry-after says) at the outage's end.
+    /// Each provider's 429, and Retry-After (as --retry-after says) at the outage's end.
     #[value(name = "429")]
     RateLimited,
     /// The connection is dropped without an answer.
@@ -134,19 +154,19 @@ pub enum DownStatus {
 /// Settings of the simulator: the flags of `bulkverify sandbox`, and what `run --sandbox` uses.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SandboxConfig {
-    /// Requests per second allowed per API key (0 = no limit)
+    /// Requests per second allowed per provider and credential (0 = no limit)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_SECOND)]
     pub per_second: u64,
-    /// Requests per minute allowed per API key (0 = no limit)
+    /// Requests per minute allowed per provider and credential (0 = no limit)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_MINUTE)]
     pub per_minute: u64,
-    /// Requests per day allowed per API key (0 = no limit)
+    /// Requests per day allowed per provider and credential (0 = no limit)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_DAY)]
     pub per_day: u64,
     /// How the rate-limit windows count: aligned to UTC boundaries, or sliding
     #[arg(long, value_enum, default_value_t = LimitWindow::Fixed)]
     pub limit_window: LimitWindow,
-    /// Mean latency added to every /v1 answer, in milliseconds
+    /// Mean latency added to every provider answer, in milliseconds
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub latency_ms: u64,
     /// Latency is uniform in mean ± this many milliseconds (clamped at 0)
@@ -170,6 +190,12 @@ pub struct SandboxConfig {
     /// Lifetime of a pre-signed download URL, in seconds
     #[arg(long, value_name = "N", default_value_t = DEFAULT_URL_TTL_SECS)]
     pub url_ttl_secs: u64,
+    /// Lifetime of an OTP (Attestr Udyam, Equal Aadhaar), in seconds, judged by the wall clock
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_OTP_TTL_SECS)]
+    pub otp_ttl_secs: u64,
+    /// Milliseconds until a delayed Equal journey (a test Aadhaar) resolves after its OTP
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_JOURNEY_DELAY_MS)]
+    pub journey_delay_ms: u64,
     /// Persist accepted jobs in this directory, so a restarted sandbox answers earlier requests
     /// (in memory only when absent)
     #[arg(long, value_name = "DIR")]
@@ -177,16 +203,16 @@ pub struct SandboxConfig {
     /// Key for request ids, token and URL signatures: same seed, same answers
     #[arg(long, value_name = "TEXT", default_value = DEFAULT_SEED)]
     pub seed: String,
-    /// Share (0 to 1) of admitted /v1 requests answered 502, 503 or 504 before the endpoint runs
+    /// Share (0 to 1) of admitted provider requests answered 502, 503 or 504 before the endpoint runs
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
     pub error_share: f64,
-    /// Share (0 to 1) of admitted /v1 requests whose connection is dropped after the endpoint ran
+    /// Share (0 to 1) of admitted provider requests whose connection is dropped after the endpoint ran
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
     pub reset_share: f64,
-    /// Whether a 429 carries Retry-After: none (as Deepvue), seconds, or an HTTP date
+    /// Whether a 429 carries Retry-After: none (as Deepvue), seconds, or an HTTP date (Cashfree: always)
     #[arg(long, value_enum, default_value_t = RetryAfter::None)]
     pub retry_after: RetryAfter,
-    /// Rate-limit headers on every /v1 answer: none (as Deepvue), x (X-RateLimit-*), ietf
+    /// Rate-limit headers on every provider answer: none (as Deepvue), x (X-RateLimit-*), ietf (Cashfree: always x)
     #[arg(long, value_enum, default_value_t = RateHeaders::None)]
     pub rate_headers: RateHeaders,
     /// Milliseconds after the start when the outage begins
@@ -195,10 +221,10 @@ pub struct SandboxConfig {
     /// Milliseconds the outage lasts (0 = never down)
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub down_for_ms: u64,
-    /// What every /v1 request gets during the outage: 503, 429, or reset (a dropped connection)
+    /// What every provider request gets during the outage: 503, 429, or reset (a dropped connection)
     #[arg(long, value_enum, default_value_t = DownStatus::Unavailable)]
     pub down_status: DownStatus,
-    /// Share (0 to 1) of accepted Udyam requests and batches that never finish, chosen by id
+    /// Share (0 to 1) of accepted Udyam requests and batches (Deepvue, Cashfree) that never finish, chosen by id
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = faults::parse_share)]
     pub stuck_share: f64,
 }
@@ -218,6 +244,8 @@ impl Default for SandboxConfig {
             batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
             url_ttl_secs: DEFAULT_URL_TTL_SECS,
+            otp_ttl_secs: DEFAULT_OTP_TTL_SECS,
+            journey_delay_ms: DEFAULT_JOURNEY_DELAY_MS,
             data_dir: None,
             seed: DEFAULT_SEED.to_owned(),
             error_share: 0.0,
@@ -278,6 +306,7 @@ impl Sandbox {
         for (flag, value) in [
             ("token-ttl-secs", config.token_ttl_secs),
             ("url-ttl-secs", config.url_ttl_secs),
+            ("otp-ttl-secs", config.otp_ttl_secs),
         ] {
             if value > MAX_TTL_SECS {
                 return Err(SandboxError::TtlTooLong { flag, value });
@@ -351,10 +380,7 @@ pub async fn serve(port: u16, config: SandboxConfig) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(config, listener).await?;
     // One write, and no failure if nobody reads on: a caller that read the first line and
     // closed the pipe must not bring the server down.
-    let banner = format!(
-        "bulkverify sandbox listening on {}\nclient id:     {CLIENT_ID}\nclient secret: {CLIENT_SECRET}\n",
-        sandbox.base_url()
-    );
+    let banner = banner(&sandbox.base_url());
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
         tracing::warn!("could not print the sandbox's address: {e}");
@@ -363,6 +389,27 @@ pub async fn serve(port: u16, config: SandboxConfig) -> anyhow::Result<()> {
     wait_for_stop_signal().await?;
     sandbox.shutdown().await;
     Ok(())
+}
+
+/// The address, then every provider's base URL and public credentials: a public sandbox hides
+/// nothing, and an ops team rehearsing a nightly job needs all of them at hand.
+fn banner(base: &str) -> String {
+    format!(
+        "bulkverify sandbox listening on {base}\n\
+         deepvue   base url {base}\n\
+         \x20         client id:     {CLIENT_ID}\n\
+         \x20         client secret: {CLIENT_SECRET}\n\
+         cashfree  base url {base}/verification\n\
+         \x20         client id:     {CASHFREE_CLIENT_ID}\n\
+         \x20         client secret: {CASHFREE_CLIENT_SECRET}\n\
+         attestr   base url {base}\n\
+         \x20         auth token:    {ATTESTR_AUTH_TOKEN}\n\
+         equal     base url {base}\n\
+         \x20         client id:     {EQUAL_CLIENT_ID}\n\
+         \x20         client secret: {EQUAL_CLIENT_SECRET}\n\
+         \x20         journey id:    {EQUAL_JOURNEY_ID}\n\
+         OTP for every OTP request: {SANDBOX_OTP}\n"
+    )
 }
 
 #[cfg(unix)]
@@ -440,129 +487,30 @@ fn router(app: Shared) -> Router {
             "/bulk-data-processing/upi-basic-batch-output-files/{file}",
             get(s3::download),
         )
+        .route(
+            "/verification/digilocker",
+            get(cashfree::digilocker_status).post(cashfree::digilocker_create),
+        )
+        .route(
+            "/verification/bank-account/bulk",
+            get(cashfree::bank_bulk_status).post(cashfree::bank_bulk_submit),
+        )
+        .route(
+            "/verification/pan/bulk",
+            get(cashfree::pan_bulk_status).post(cashfree::pan_bulk_submit),
+        )
+        .route("/api/v1/public/corpx/udyam", post(attestr::lookup))
+        .route("/api/v1/public/corpx/udyam/otp-gen", post(attestr::otp_gen))
+        .route(
+            "/api/v1/public/corpx/udyam/otp-verify",
+            post(attestr::otp_verify),
+        )
+        .route("/ie/transaction/journey/execute", post(equal::execute))
+        .route("/ie/transaction/journey/data/fetch", post(equal::fetch))
         .route("/_sandbox/stats", get(stats::handler))
-        .fallback(|| async { deepvue::detail(StatusCode::NOT_FOUND, "Not Found") })
-        .method_not_allowed_fallback(|| async {
-            deepvue::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-        })
-        .layer(middleware::from_fn_with_state(app.clone(), gate))
+        .fallback(gateway::not_found)
+        .method_not_allowed_fallback(gateway::method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), gateway::gate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
-}
-
-/// The provider's gateway: counts every request, then for `/v1` applies, in the provider's
-/// order, the outage, the rate limit, the latency, the injected 5xx and the authentication
-/// before the endpoint runs, and the injected reset after it.
-async fn gate(State(app): State<Shared>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let endpoint = Endpoint::of(path);
-    let is_v1 = path.starts_with("/v1/");
-    if let Some(endpoint) = endpoint {
-        lock(&app.stats).arrived(endpoint);
-    }
-    if !is_v1 {
-        return next.run(request).await;
-    }
-    lock(&app.stats).v1_arrived();
-    let answer = v1_answer(&app, endpoint, request, next).await;
-    lock(&app.stats).v1_answered(&answer);
-    answer.into_response()
-}
-
-/// A `/v1` request through the outage and the rate limiter, with the headers a flag asks for.
-async fn v1_answer(
-    app: &Shared,
-    endpoint: Option<Endpoint>,
-    request: Request,
-    next: Next,
-) -> Answer {
-    let arrival = clock::now_ms();
-    if let Some(until) = app.down_until(arrival) {
-        return faults::down(&app.config, until);
-    }
-    let (request, key) = if endpoint == Some(Endpoint::Authorize) {
-        deepvue::read_authorize_form(request).await
-    } else {
-        let key = header_text(request.headers(), "x-api-key").to_owned();
-        (request, key)
-    };
-    let decision = lock(&app.limiter).admit(&key, arrival);
-    let mut answer = if decision.admitted {
-        lock(&app.stats).admitted(arrival / 1000);
-        admitted(app, endpoint, request, next).await
-    } else {
-        let mut refusal = deepvue::rate_limited();
-        if let Some(retry_at) = decision.retry_at_ms() {
-            faults::retry_after(app.config.retry_after, retry_at, refusal.headers_mut());
-        }
-        Answer::Respond(refusal)
-    };
-    if let Answer::Respond(response) = &mut answer {
-        faults::rate_headers(app.config.rate_headers, &decision, response.headers_mut());
-    }
-    answer
-}
-
-/// A request the rate limiter let through, on its way past the gateway's other steps.
-async fn admitted(
-    app: &Shared,
-    endpoint: Option<Endpoint>,
-    request: Request,
-    next: Next,
-) -> Answer {
-    let latency = latency_ms(&app.config);
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
-    if faults::draw(app.config.error_share) {
-        return Answer::Respond(faults::gateway_error());
-    }
-    let response = match authenticate(app, endpoint, request.headers()) {
-        Some(refusal) => refusal,
-        None => next.run(request).await,
-    };
-    if faults::draw(app.config.reset_share) {
-        Answer::Reset
-    } else {
-        Answer::Respond(response)
-    }
-}
-
-/// A header's value as text; absent or non-text headers read as empty, which matches nothing.
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-}
-
-fn latency_ms(config: &SandboxConfig) -> u64 {
-    if config.latency_jitter_ms == 0 {
-        return config.latency_ms;
-    }
-    let low = config.latency_ms.saturating_sub(config.latency_jitter_ms);
-    let high = config.latency_ms.saturating_add(config.latency_jitter_ms);
-    rand::rng().random_range(low..=high)
-}
-
-/// The refusal of a call without a valid token and API key; authorize needs neither.
-fn authenticate(app: &App, endpoint: Option<Endpoint>, headers: &HeaderMap) -> Option<Response> {
-    if endpoint == Some(Endpoint::Authorize) {
-        return None;
-    }
-    let authorization = header_text(headers, "authorization");
-    let token = authorization
-        .strip_prefix("Bearer ")
-        .or_else(|| authorization.strip_prefix("bearer "));
-    let valid = token.is_some_and(|token| app.ids.token_is_valid(token.trim(), clock::now_ms()));
-    if !valid {
-        return Some(deepvue::detail(
-            StatusCode::UNAUTHORIZED,
-            "Invalid or expired token",
-        ));
-    }
-    if header_text(headers, "x-api-key") != CLIENT_SECRET {
-        return Some(deepvue::detail(StatusCode::FORBIDDEN, "Invalid API key"));
-    }
-    None
 }

@@ -4,6 +4,11 @@
 //! sandbox must answer polls for what the previous one accepted. So every accepted job, and every
 //! one-shot fault already served, is written before the answer that reveals it is sent, and read
 //! back at start. The journal is append-only JSON lines; each batch's upload is a file of its own.
+//!
+//! The Cashfree, Attestr and Equal books keep their state in the provider's module; here they are
+//! only journaled and replayed. Their changes go through [`Store::update`], which decides, writes
+//! and applies one record at a time, so two concurrent calls never both see the state before
+//! the other (a bulk id taken twice, an OTP attempt counted once for two wrong OTPs).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -15,7 +20,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::ids::Ids;
-use super::{SandboxError, lock};
+use super::{SandboxError, attestr, cashfree, equal, lock};
 
 const JOURNAL: &str = "jobs.jsonl";
 const BATCH_DIR: &str = "batches";
@@ -36,7 +41,7 @@ pub(super) struct BatchJob {
 /// One journal line.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Record {
+pub(super) enum Record {
     Udyam {
         request_id: String,
         number: String,
@@ -44,19 +49,31 @@ enum Record {
         ready_ms: u64,
     },
     /// The one-time 503 of a number was served: later submissions are accepted.
-    UdyamUnavailableServed { number: String },
+    UdyamUnavailableServed {
+        number: String,
+    },
     /// The one-time 500 of a result was served: later fetches answer normally.
-    UdyamResultFaultServed { request_id: String },
+    UdyamResultFaultServed {
+        request_id: String,
+    },
     Batch {
         request_id: String,
         sha256: String,
         created_ms: u64,
         ready_ms: u64,
     },
+    Digilocker(cashfree::Digilocker),
+    BankBulk(cashfree::BankBulk),
+    PanBulk(cashfree::PanBulk),
+    OtpRequest(attestr::OtpRequest),
+    OtpAttempt(attestr::OtpAttempt),
+    Journey(equal::Journey),
+    JourneyVerified(equal::JourneyVerified),
 }
 
+/// Everything accepted so far; the newer providers' books are theirs to read.
 #[derive(Debug, Default)]
-struct Jobs {
+pub(super) struct Jobs {
     udyam: HashMap<String, UdyamJob>,
     /// Accepted submissions per number: numbers the next request id.
     udyam_accepted: HashMap<String, u64>,
@@ -65,6 +82,9 @@ struct Jobs {
     batches: HashMap<String, BatchJob>,
     /// Accepted uploads per content hash: numbers the next request id.
     batch_accepted: HashMap<String, u64>,
+    pub(super) cashfree: cashfree::Books,
+    pub(super) attestr: attestr::Books,
+    pub(super) equal: equal::Books,
 }
 
 impl Jobs {
@@ -107,6 +127,13 @@ impl Jobs {
                     },
                 );
             }
+            Record::Digilocker(record) => self.cashfree.digilocker(record),
+            Record::BankBulk(record) => self.cashfree.bank_bulk(record),
+            Record::PanBulk(record) => self.cashfree.pan_bulk(record),
+            Record::OtpRequest(record) => self.attestr.request(record),
+            Record::OtpAttempt(record) => self.attestr.attempt(&record),
+            Record::Journey(record) => self.equal.journey(record),
+            Record::JourneyVerified(record) => self.equal.verified(&record),
         }
     }
 }
@@ -125,7 +152,7 @@ impl Journal {
 
     /// Writes the batch file (if any) first, then the journal line: a line never points to a
     /// file that is not there.
-    fn write(&self, record: &Record, batch: Option<(&str, &[u8])>) -> Result<(), SandboxError> {
+    fn write(&self, line: &[u8], batch: Option<(&str, &[u8])>) -> Result<(), SandboxError> {
         if let Some((request_id, bytes)) = batch {
             let path = batch_path(&self.dir, request_id);
             let mut file = private_file()
@@ -139,11 +166,8 @@ impl Journal {
                 .map_err(self.io_error(path))?;
         }
         let path = self.dir.join(JOURNAL);
-        let mut line = serde_json::to_vec(record)
-            .map_err(|error| self.io_error(path.clone())(io::Error::other(error)))?;
-        line.push(b'\n');
         let mut file = lock(&self.file);
-        file.write_all(&line)
+        file.write_all(line)
             .and_then(|()| file.sync_data())
             .map_err(self.io_error(path))
     }
@@ -152,6 +176,8 @@ impl Journal {
 pub(super) struct Store {
     jobs: Mutex<Jobs>,
     journal: Option<Arc<Journal>>,
+    /// Held by [`Store::update`] from its decision until its record is applied.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -162,6 +188,7 @@ impl Store {
             return Ok(Store {
                 jobs: Mutex::default(),
                 journal: None,
+                writer: tokio::sync::Mutex::default(),
             });
         };
         let io_error = |path: &Path| {
@@ -219,22 +246,28 @@ impl Store {
                 dir: dir.to_path_buf(),
                 file: Mutex::new(file),
             })),
+            writer: tokio::sync::Mutex::default(),
         })
     }
 
     /// Journals `record` (and the batch upload) off the async threads; a no-op in memory.
     async fn persist(
         &self,
-        record: Record,
+        record: &Record,
         batch: Option<(String, Bytes)>,
     ) -> Result<(), SandboxError> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
         };
         let dir = journal.dir.clone();
+        let mut line = serde_json::to_vec(record).map_err(|error| SandboxError::Io {
+            path: dir.join(JOURNAL),
+            source: io::Error::other(error),
+        })?;
+        line.push(b'\n');
         tokio::task::spawn_blocking(move || {
             journal.write(
-                &record,
+                &line,
                 batch
                     .as_ref()
                     .map(|(request_id, bytes)| (request_id.as_str(), &bytes[..])),
@@ -276,7 +309,7 @@ impl Store {
             created_ms,
             ready_ms,
         };
-        if let Err(error) = self.persist(record, None).await {
+        if let Err(error) = self.persist(&record, None).await {
             lock(&self.jobs).udyam.remove(&request_id);
             return Err(error);
         }
@@ -296,7 +329,7 @@ impl Store {
             let record = Record::UdyamUnavailableServed {
                 number: number.to_owned(),
             };
-            self.persist(record, None).await?;
+            self.persist(&record, None).await?;
         }
         Ok(first)
     }
@@ -310,7 +343,7 @@ impl Store {
             let record = Record::UdyamResultFaultServed {
                 request_id: request_id.to_owned(),
             };
-            self.persist(record, None).await?;
+            self.persist(&record, None).await?;
         }
         Ok(first)
     }
@@ -338,7 +371,7 @@ impl Store {
             request_id
         };
         let persisted = self
-            .persist(record(&request_id), Some((request_id.clone(), file)))
+            .persist(&record(&request_id), Some((request_id.clone(), file)))
             .await;
         if let Err(error) = persisted {
             lock(&self.jobs).batches.remove(&request_id);
@@ -349,6 +382,27 @@ impl Store {
 
     pub(super) fn batch(&self, request_id: &str) -> Option<BatchJob> {
         lock(&self.jobs).batches.get(request_id).cloned()
+    }
+
+    /// Reads the books under the lock: `read` must be quick, it holds up every other call.
+    pub(super) fn read<T>(&self, read: impl FnOnce(&Jobs) -> T) -> T {
+        read(&lock(&self.jobs))
+    }
+
+    /// Decides from the books what to record, journals it, then applies it, one update at a
+    /// time: the record is on disk before the answer that reveals it leaves, and no other update
+    /// decides in between. `decide` returns the record (if any) and the value to hand back.
+    pub(super) async fn update<T>(
+        &self,
+        decide: impl FnOnce(&Jobs) -> (Option<Record>, T),
+    ) -> Result<T, SandboxError> {
+        let _writer = self.writer.lock().await;
+        let (record, value) = self.read(decide);
+        if let Some(record) = record {
+            self.persist(&record, None).await?;
+            lock(&self.jobs).apply(record, None);
+        }
+        Ok(value)
     }
 }
 

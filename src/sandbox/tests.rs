@@ -14,6 +14,10 @@ use tokio::net::TcpListener;
 use super::ids::{Ids, sha256_hex};
 use super::*;
 
+mod attestr;
+mod cashfree;
+mod equal;
+
 const SEED: &str = "test-seed";
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -182,6 +186,78 @@ async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Everything a test may check of an answer; `body` is `Null` when the body is empty.
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header: {}", self.text))
+            .to_str()
+            .expect("text")
+    }
+
+    /// Asserts the status and returns the body, for the common case.
+    fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        &self.body
+    }
+}
+
+async fn reply(request: RequestBuilder) -> Reply {
+    let response = request.send().await.expect("sends");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    Reply {
+        status,
+        headers,
+        text,
+        body,
+    }
+}
+
+/// A sandbox on a data directory that outlives it, to start again on the same one.
+struct Restartable {
+    _temp: tempfile::TempDir,
+    config: SandboxConfig,
+}
+
+impl Restartable {
+    fn new(config: SandboxConfig) -> Restartable {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let config = SandboxConfig {
+            data_dir: Some(temp.path().join("data")),
+            ..config
+        };
+        Restartable {
+            _temp: temp,
+            config,
+        }
+    }
+
+    async fn start(&self) -> Sandbox {
+        start(self.config.clone()).await
+    }
+
+    /// The journal's text, to check what was (and was not) written down.
+    fn journal(&self) -> String {
+        let dir = self.config.data_dir.as_ref().expect("a data dir");
+        std::fs::read_to_string(dir.join("jobs.jsonl")).expect("reads")
+    }
+}
+
 async fn stats(base: &str) -> Value {
     let response = http()
         .get(format!("{base}/_sandbox/stats"))
@@ -191,6 +267,20 @@ async fn stats(base: &str) -> Value {
     let (status, body) = json_of(response).await;
     assert_eq!(status, StatusCode::OK);
     body
+}
+
+/// Asserts that the counters named in `nonzero` have those values and every other one is 0.
+fn assert_counts(counts: &Value, nonzero: &[(&str, u64)]) {
+    for (key, count) in counts.as_object().expect("object") {
+        let expected = nonzero
+            .iter()
+            .find(|(name, _)| name == key)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(count, expected, "{key} in {counts}");
+    }
+    for (name, _) in nonzero {
+        assert!(counts.get(name).is_some(), "{name} missing in {counts}");
+    }
 }
 
 /// Asserts that `keys` appear in this order in the JSON text (as top-level or nested keys).
@@ -281,8 +371,20 @@ fn defaults_are_the_flags_defaults() {
         "/tmp/x",
         "--seed",
         "s",
+        "--otp-ttl-secs",
+        "5",
+        "--journey-delay-ms",
+        "7",
     ])
     .config;
+    assert_eq!((parsed.otp_ttl_secs, parsed.journey_delay_ms), (5, 7));
+    assert_eq!(
+        (
+            SandboxConfig::default().otp_ttl_secs,
+            SandboxConfig::default().journey_delay_ms
+        ),
+        (600, 4000)
+    );
     assert_eq!(parsed.per_second, 2);
     assert_eq!(parsed.limit_window, LimitWindow::Sliding);
     assert_eq!(parsed.data_dir, Some(PathBuf::from("/tmp/x")));
@@ -291,6 +393,26 @@ fn defaults_are_the_flags_defaults() {
         (parsed.per_minute, parsed.per_day, parsed.udyam_delay_ms),
         (1000, 50_000, 4000)
     );
+}
+
+#[test]
+fn the_banner_prints_every_provider_and_credential() {
+    let banner = banner("http://127.0.0.1:9");
+    assert!(banner.starts_with("bulkverify sandbox listening on http://127.0.0.1:9\n"));
+    for needle in [
+        CLIENT_ID,
+        CLIENT_SECRET,
+        "http://127.0.0.1:9/verification",
+        CASHFREE_CLIENT_ID,
+        CASHFREE_CLIENT_SECRET,
+        ATTESTR_AUTH_TOKEN,
+        EQUAL_CLIENT_ID,
+        EQUAL_CLIENT_SECRET,
+        EQUAL_JOURNEY_ID,
+        SANDBOX_OTP,
+    ] {
+        assert!(banner.contains(needle), "{needle} in {banner}");
+    }
 }
 
 #[tokio::test]
@@ -1525,10 +1647,21 @@ async fn stats_report_what_the_sandbox_saw() {
             .sum::<u64>(),
         5
     );
-    assert_eq!(
-        stats["by_endpoint"],
-        json!({"authorize":1,"udyam_submit":1,"udyam_result":1,"batch_upload":1,"batch_status":1,"download":0})
+    assert_counts(
+        &stats["by_endpoint"],
+        &[
+            ("authorize", 1),
+            ("udyam_submit", 1),
+            ("udyam_result", 1),
+            ("batch_upload", 1),
+            ("batch_status", 1),
+        ],
     );
+    assert_eq!(
+        stats["by_provider"]["deepvue"],
+        json!({"requests": 5, "rate_limited": 0, "server_errors": 0, "resets": 0})
+    );
+    assert_eq!(stats["by_provider"]["cashfree"]["requests"], 0);
     assert_eq!(
         stats["udyam_submissions"],
         json!({"UDYAM-MH-01-0000001": 1})

@@ -51,10 +51,6 @@ pub(super) fn is_udyam_number(text: &str) -> bool {
         && b[12..].iter().all(u8::is_ascii_digit)
 }
 
-fn serial(number: &str) -> &str {
-    number.get(12..).unwrap_or_default()
-}
-
 fn state_letters(number: &str) -> &str {
     number.get(6..8).unwrap_or_default()
 }
@@ -90,7 +86,7 @@ pub(super) struct SourceOutput {
     nic_codes: Vec<NicCode>,
 }
 
-/// A handful of real states, so rows read plausibly; other letters stand for themselves.
+/// A handful of real states and their chief district.
 const STATES: &[(&str, &str, &str, &str)] = &[
     ("MH", "MAHARASHTRA", "MUMBAI", "400001"),
     ("DL", "DELHI", "NEW DELHI", "110001"),
@@ -101,20 +97,46 @@ const STATES: &[(&str, &str, &str, &str)] = &[
     ("WB", "WEST BENGAL", "KOLKATA", "700001"),
 ];
 
+/// Where a registration is: the state from the number's letters, its district and PIN code.
+pub(super) struct Place {
+    pub(super) state: String,
+    pub(super) district: String,
+    pub(super) pin: String,
+}
+
+/// The place of a number already checked by [`is_udyam_number`]: a real state for a handful of
+/// letters, so rows read plausibly; other letters stand for themselves.
+pub(super) fn place(number: &str) -> Place {
+    let letters = state_letters(number);
+    match STATES.iter().find(|(code, ..)| *code == letters) {
+        Some(&(_, state, district, pin)) => Place {
+            state: state.to_owned(),
+            district: district.to_owned(),
+            pin: pin.to_owned(),
+        },
+        None => Place {
+            state: letters.to_owned(),
+            district: format!("{letters} DISTRICT {}", district_digits(number)),
+            pin: format!("9999{}", district_digits(number)),
+        },
+    }
+}
+
+/// The 7-digit serial of a number already checked by [`is_udyam_number`].
+pub(super) fn serial(number: &str) -> &str {
+    number.get(12..).unwrap_or_default()
+}
+
 /// Deterministic from the number: state from the letters, enterprise type from the serial
 /// mod 3, one NIC code or two when the serial is even, so tests can tell rows apart.
 pub(super) fn source_output(number: &str) -> SourceOutput {
     let serial_text = serial(number);
     let serial: u64 = serial_text.parse().unwrap_or_default();
-    let letters = state_letters(number);
-    let (state, district, pin) = match STATES.iter().find(|(code, ..)| *code == letters) {
-        Some(&(_, state, district, pin)) => (state.to_owned(), district.to_owned(), pin.to_owned()),
-        None => (
-            letters.to_owned(),
-            format!("{letters} DISTRICT {}", district_digits(number)),
-            format!("9999{}", district_digits(number)),
-        ),
-    };
+    let Place {
+        state,
+        district,
+        pin,
+    } = place(number);
     let enterprise_type = ["Medium", "Micro", "Small"][(serial % 3) as usize];
     let mut nic_codes = vec![NicCode {
         nic_2_digit: "62 - Computer programming",

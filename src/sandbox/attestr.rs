@@ -16,7 +16,7 @@
 //!
 //! | `reg` serial / `mobile` | `otp-gen` (and the plain lookup) | `otp-verify` |
 //! |---|---|---|
-//! | `8000001` (e.g. `UDYAM-MH-01-8000001`) | 200 `{"valid":false,"status":"INVALID"}` (not registered) | — |
+//! | `8000001` (e.g. `UDYAM-MH-01-8000001`) | 200 `{"valid":false,"status":"INVALID"}` (not registered; the lookup: `{"valid":false,"message":"Udyam number not found"}`) | — |
 //! | `mobile` `6000000000`, any `reg` | 200 `INVALID` (mobile not linked; the lookup ignores it) | — |
 //! | `8000002` | 200 `SUCCESS` | 200 `{"valid":false,"status":"ARCHIVED"}` |
 //! | `8004001` | 400 code 4001 | — |

@@ -4,8 +4,9 @@
 //! Every call needs `x-client-id: sandbox_cf_client` and `x-client-secret: sandbox_cf_secret`,
 //! else 401 `authentication_error` / `authentication_failed`; an `x-cf-signature` header is
 //! accepted and not verified. Errors are `{"type","code","message"}`. Every answer that passed
-//! the rate limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`; a 429 is
-//! `rate_limit_error` / `too_many_requests_per_operation` with `Retry-After`.
+//! the rate limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the tightest
+//! configured window (none when every `--per-*` is 0); a 429 is `rate_limit_error` /
+//! `too_many_requests_per_operation` with `Retry-After`.
 //!
 //! Outcomes are deterministic from test identifiers, like a payment sandbox's test cards; any
 //! value that matches no row gets the happy path.

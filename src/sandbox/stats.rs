@@ -213,8 +213,9 @@ pub(super) struct Stats {
     udyam_otp_requests: PerId,
     /// Attestr OTP verifications of a known request, whatever their status, per `reg`.
     udyam_otp_verifications: PerId,
-    /// Equal step 1 calls answered 200 that were not a repeat of a known journey, per masked
-    /// Aadhaar number (`XXXXXXXX1234`: never a full number, here either).
+    /// Equal step 1 calls that sent an OTP (a repeat of a known journey sends none) or were
+    /// answered `document_not_found`, per masked Aadhaar number (`XXXXXXXX1234`: never a full
+    /// number, here either).
     aadhaar_otp_requests: PerId,
     /// Equal step 2 calls that reached a journey, whatever their outcome, per masked Aadhaar.
     aadhaar_otp_verifications: PerId,

@@ -82,7 +82,10 @@ fn every_digilocker_status_has_its_outcome() {
     let lookups = sandbox.stats()["digilocker_lookups"].clone();
     let lookups = lookups.as_object().unwrap();
     assert_eq!(lookups.len(), 5, "{lookups:?}");
-    assert!(lookups.values().all(|n| n.as_u64() == Some(1)), "{lookups:?}");
+    assert!(
+        lookups.values().all(|n| n.as_u64() == Some(1)),
+        "{lookups:?}"
+    );
 }
 
 #[test]
@@ -97,7 +100,10 @@ fn a_pending_digilocker_row_is_looked_up_again_by_the_next_run() {
     }
     let calls = sandbox.stats()["digilocker_lookups"].clone();
     assert_eq!(calls["pending-1"], 2, "{calls}");
-    assert_eq!(calls["LINK-2"], 1, "a final row is never looked up again: {calls}");
+    assert_eq!(
+        calls["LINK-2"], 1,
+        "a final row is never looked up again: {calls}"
+    );
 }
 
 #[test]
@@ -126,9 +132,16 @@ fn every_bank_entry_status_has_its_outcome_and_no_entry_is_sent_twice() {
     let o = output(job.run(&sandbox, "cashfree-bank-bulk", JOB_ARGS));
     assert_eq!(code(&o), 75, "{}", stderr(&o));
     let stats = sandbox.stats();
-    let entries = stats["bank_account_submissions"].as_object().unwrap().clone();
+    let entries = stats["bank_account_submissions"]
+        .as_object()
+        .unwrap()
+        .clone();
     for (account, n) in &entries {
-        let expected = if account.starts_with("123456782222") { 2 } else { 1 };
+        let expected = if account.starts_with("123456782222") {
+            2
+        } else {
+            1
+        };
         assert_eq!(n.as_u64(), Some(expected), "{account}: {entries:?}");
     }
     assert_eq!(entries.len(), 11, "{entries:?}");
@@ -190,7 +203,10 @@ fn a_lost_bulk_answer_is_sent_again_under_the_same_name_and_never_accepted_twice
         assert!(runs < 8, "no end after {runs} runs: {}", stderr(&o));
     }
     let stats = sandbox.stats();
-    let entries = stats["bank_account_submissions"].as_object().unwrap().clone();
+    let entries = stats["bank_account_submissions"]
+        .as_object()
+        .unwrap()
+        .clone();
     assert_eq!(entries.len(), 80);
     assert!(
         entries.values().all(|n| n.as_u64() == Some(1)),
@@ -201,4 +217,19 @@ fn a_lost_bulk_answer_is_sent_again_under_the_same_name_and_never_accepted_twice
         summaries.contains("uploads sent again under the same name"),
         "{summaries}"
     );
+}
+
+#[test]
+fn answers_that_end_the_run_say_what_to_do_and_never_show_the_secret() {
+    let sandbox = Sandbox::quick(&[]);
+    for (id, words) in [("ipblocked-1", "allow-list"), ("nobalance-1", "top it up")] {
+        let job = Job::new();
+        job.write("bulkverify.toml", CONFIG);
+        job.write("in.csv", format!("id,verification_id\n1,{id}\n"));
+        let o = output(job.run(&sandbox, "cashfree-digilocker", JOB_ARGS));
+        let err = stderr(&o);
+        assert_eq!(code(&o), 1, "{err}");
+        assert!(err.contains(words), "{err}");
+        assert!(!err.contains("sandbox_cf_secret"), "{err}");
+    }
 }

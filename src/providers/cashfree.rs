@@ -182,16 +182,14 @@ pub fn refusal(answer: &Answer, status: Status) -> Outcome {
     }
 }
 
-/// The answers that say the run cannot go on for any row: no balance left, a refused IP, an
-/// endpoint that does not exist (a mistyped base URL).
+/// The answers that say the run cannot go on for any row: no balance left, an endpoint that
+/// does not exist (a mistyped base URL). A 401 or 403 (a refused IP) never gets here: the
+/// client stops the run on those for every provider.
 pub fn fatal(answer: &Answer, label: &str) -> Option<CallError> {
     let code = refusal(answer, Status::Error).reason.unwrap_or_default();
     let advice = match (answer.status.as_u16(), code.as_str()) {
         (422, "insufficient_balance") => {
             "the cashfree account has no balance left; top it up and run the same command again"
-        }
-        (403, _) => {
-            "cashfree refused this machine (ip_validation_failed): allow its IP in the dashboard, or set public_key_file in [providers.cashfree] for signature authentication"
         }
         (404 | 405, _) if answer.json().is_none() => {
             "check CASHFREE_BASE_URL (or base_url in [providers.cashfree])"

@@ -14,10 +14,8 @@
 //! the budget: the gate holds every worker until the provider's time, so its retry costs the
 //! provider nothing.
 
-pub mod attestr;
 pub mod cashfree;
 pub mod deepvue;
-pub mod equal;
 pub mod ratelimit;
 
 use std::error::Error as _;
@@ -205,8 +203,6 @@ pub fn provider(
         "cashfree" => Box::new(
             cashfree::CashfreeAuth::new(settings).map_err(|e| CallError::Fatal(e.to_string()))?,
         ),
-        "attestr" => Box::new(attestr::provider(settings)?),
-        "equal" => Box::new(equal::provider(settings)?),
         _ => Box::new(deepvue::DeepvueAuth::new(
             settings.credentials[0].clone(),
             settings.credentials[1].clone(),
@@ -504,15 +500,23 @@ impl Api {
     }
 
     fn credentials_refused(&self, req: &Request<'_>, answer: &Answer) -> CallError {
+        let advice = if answer.status == StatusCode::FORBIDDEN {
+            format!(
+                "check that the account behind {} may use this API and that this machine's IP \
+                 address is on the provider's allow-list",
+                self.credential_vars
+            )
+        } else {
+            format!("check {}", self.credential_vars)
+        };
         CallError::Fatal(format!(
-            "{} refused the credentials on {} (HTTP {}{}); check {}",
+            "{} refused the credentials on {} (HTTP {}{}); {advice}",
             self.provider,
             req.label,
             answer.status.as_u16(),
             provider_words(answer)
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default(),
-            self.credential_vars,
         ))
     }
 }

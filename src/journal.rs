@@ -1012,7 +1012,8 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
             if let Some(b) = batch_id {
                 tx.execute("DELETE FROM batches WHERE batch_id = ?1", [b])?;
                 tx.execute(
-                    "UPDATE rows SET state = 'planned', batch_id = NULL WHERE batch_id = ?1",
+                    "UPDATE rows SET state = 'planned', batch_id = NULL, request_id = NULL
+                     WHERE batch_id = ?1",
                     [b],
                 )?;
             }

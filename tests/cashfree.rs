@@ -220,6 +220,45 @@ fn a_lost_bulk_answer_is_sent_again_under_the_same_name_and_never_accepted_twice
 }
 
 #[test]
+fn a_bulk_answered_5xx_is_asked_for_by_name_and_sent_again_only_once_unknown() {
+    let job = Job::new();
+    job.write("bulkverify.toml", CONFIG);
+    job.write("in.csv", "id,pan\n1,ABCPE1234F\n2,ABCPE1235F\n");
+    // Every call is answered 503: the upload may have been taken before the gateway failed.
+    let failing = Sandbox::quick(&["--error-share", "1"]);
+    let o = output(job.run(&failing, "cashfree-pan-bulk", JOB_ARGS));
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    assert!(rows_by_id(&job).values().all(|r| r["bv_status"] == "error"));
+    assert!(
+        stderr(&o).contains("asked for by the upload's name"),
+        "{}",
+        stderr(&o)
+    );
+    let port = failing.port();
+    drop(failing);
+    // The provider back, with no bulk under that name: it took nothing, so the rows are sent
+    // again.
+    let sandbox = Sandbox::start_on(port, &quick_flags(&[]));
+    let o = output(job.run(&sandbox, "cashfree-pan-bulk", JOB_ARGS));
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    assert!(
+        rows_by_id(&job)
+            .values()
+            .all(|r| r["bv_reason"] == "not_accepted")
+    );
+    let o = output(job.run(&sandbox, "cashfree-pan-bulk", JOB_ARGS));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        rows_by_id(&job)
+            .values()
+            .all(|r| r["bv_status"] == "verified")
+    );
+    let sent = sandbox.stats()["pan_submissions"].clone();
+    assert_eq!(sent["ABCPE1234F"], 1, "{sent}");
+    assert_eq!(sent["ABCPE1235F"], 1, "{sent}");
+}
+
+#[test]
 fn answers_that_end_the_run_say_what_to_do_and_never_show_the_secret() {
     let sandbox = Sandbox::quick(&[]);
     for (id, words) in [("ipblocked-1", "allow-list"), ("nobalance-1", "top it up")] {

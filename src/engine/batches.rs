@@ -128,7 +128,13 @@ async fn batch<C: BatchCheck>(
             drop(rows);
             poll_batch(ctx, check, open, &place.scratch).await;
         }
-        (Err(CallError::Unconfirmed { attempts, .. }), Some(name)) => {
+        // A named upload that got no usable answer (lost, or 5xx past the retry policy: a
+        // gateway can time out after the provider took it) is asked for by its name, so that
+        // rows are never sent again under another name while the provider may hold them.
+        (
+            Err(CallError::Unconfirmed { attempts, .. } | CallError::GaveUp { attempts, .. }),
+            Some(name),
+        ) => {
             ctx.journal
                 .reconciling(keys.clone(), batch_id, name.clone(), attempts);
             Stats::add(&ctx.stats.submitted, keys.len() as u64);

@@ -16,14 +16,6 @@ const CONFIG: &str = "[providers.cashfree]\nconcurrency = 4\nmax_attempts = 3\n\
     [checks.cashfree-pan-bulk]\nchunk_size = 4\npoll_initial_secs = 0.3\npoll_max_secs = 0.5\n\
     poll_deadline_secs = 4\n";
 
-/// Output rows by their first column, each as a map of column to value.
-fn rows_by_id(job: &Job) -> BTreeMap<String, BTreeMap<String, String>> {
-    let (headers, rows) = read_csv(&job.path("out.csv"));
-    rows.iter()
-        .map(|r| (r[0].clone(), row_map(&headers, r)))
-        .collect()
-}
-
 /// Runs `check` over the fixture `file` and checks each row's status and reason.
 fn run_fixture(
     sandbox: &Sandbox,

@@ -23,14 +23,6 @@ fn config(provider_extra: &str) -> String {
     )
 }
 
-/// Output rows by their `id` column, each as a map of column to value.
-fn rows_by_id(job: &Job) -> BTreeMap<String, BTreeMap<String, String>> {
-    let (headers, rows) = read_csv(&job.path("out.csv"));
-    rows.iter()
-        .map(|r| (r[0].clone(), row_map(&headers, r)))
-        .collect()
-}
-
 fn count(stats: &serde_json::Value, key: &str) -> u64 {
     stats[key]
         .as_u64()

@@ -110,23 +110,11 @@ async fn batch<C: BatchCheck>(
         uploaded = check.upload(&ctx.api, &rows, label).await;
     }
     drop(sending);
-    let open = |request_id: String, confirmed: bool| OpenBatch {
-        batch_id,
-        request_id,
-        rows: rows
-            .iter()
-            .map(|(k, s)| (*k, ident_hash(ctx.check, &s.ident)))
-            .collect(),
-        confirmed,
-    };
-    match (uploaded, name) {
+    let (request_id, confirmed) = match (uploaded, name) {
         (Ok((Uploaded::Accepted(id), attempts)), _) => {
             ctx.journal
                 .running(keys.clone(), Some(batch_id), id.clone(), attempts);
-            Stats::add(&ctx.stats.submitted, keys.len() as u64);
-            let open = open(id, true);
-            drop(rows);
-            poll_batch(ctx, check, open, &place.scratch).await;
+            (id, true)
         }
         // A named upload that got no usable answer (lost, or 5xx past the retry policy: a
         // gateway can time out after the provider took it) is asked for by its name, so that
@@ -137,11 +125,8 @@ async fn batch<C: BatchCheck>(
         ) => {
             ctx.journal
                 .reconciling(keys.clone(), batch_id, name.clone(), attempts);
-            Stats::add(&ctx.stats.submitted, keys.len() as u64);
             Stats::add(&ctx.stats.reconciled, keys.len() as u64);
-            let open = open(name, false);
-            drop(rows);
-            poll_batch(ctx, check, open, &place.scratch).await;
+            (name, false)
         }
         (Ok((Uploaded::Refused(outcome), attempts)), _) => {
             Stats::add(&ctx.stats.submitted, keys.len() as u64);
@@ -149,9 +134,21 @@ async fn batch<C: BatchCheck>(
             for k in keys {
                 ctx.finish(k, outcome.clone(), Some(attempts));
             }
+            return;
         }
-        (Err(e), _) => ctx.submit_failed(keys, Some(batch_id), e),
-    }
+        (Err(e), _) => return ctx.submit_failed(keys, Some(batch_id), e),
+    };
+    Stats::add(&ctx.stats.submitted, keys.len() as u64);
+    let open = OpenBatch {
+        batch_id,
+        request_id,
+        rows: rows
+            .into_iter()
+            .map(|(k, s)| (k, ident_hash(ctx.check, &s.ident)))
+            .collect(),
+        confirmed,
+    };
+    poll_batch(ctx, check, open, &place.scratch).await;
 }
 
 /// Polls an accepted batch until its results, the deadline or a stop. Whatever goes wrong,

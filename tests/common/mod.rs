@@ -195,6 +195,16 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The job's `out.csv` rows by their first column, each as a map of column to value.
+pub fn rows_by_id(
+    job: &Job,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let (headers, rows) = read_csv(&job.path("out.csv"));
+    rows.iter()
+        .map(|r| (r[0].clone(), row_map(&headers, r)))
+        .collect()
+}
+
 /// An output CSV as a header and records of strings.
 pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_path(path).unwrap();

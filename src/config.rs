@@ -98,6 +98,10 @@ pub struct CheckConfig {
     pub poll_initial_secs: Option<f64>,
     pub poll_max_secs: Option<f64>,
     pub poll_deadline_secs: Option<f64>,
+    /// Two-step checks: how long an OTP stays valid after it is sent.
+    pub otp_valid_secs: Option<f64>,
+    /// `equal-aadhaar-otp`: the journey Equal set up for the account (or `EQUAL_JOURNEY_ID`).
+    pub journey_id: Option<String>,
 }
 
 impl ConfigFile {

@@ -159,6 +159,71 @@ pub enum RowPlan {
     Subject([u8; 16]),
 }
 
+/// Where a two-step check's OTP request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpPhase {
+    /// The OTP went to the owner's phone; step two waits for it in the input.
+    Awaiting,
+    /// Step two was accepted and its result is being prepared: fetch it, never resend.
+    Verifying,
+    /// The provider will take no OTP for this request any more (expired, archived, already
+    /// used): a new OTP is needed.
+    Closed,
+}
+
+impl OtpPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            OtpPhase::Awaiting => "awaiting",
+            OtpPhase::Verifying => "verifying",
+            OtpPhase::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<OtpPhase> {
+        Some(match s {
+            "awaiting" => OtpPhase::Awaiting,
+            "verifying" => OtpPhase::Verifying,
+            "closed" => OtpPhase::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// What the journal keeps of a row's OTP request between the two steps: never the OTP, only
+/// digests of the ones the provider refused, so that a re-run does not spend one of the
+/// owner's few attempts on an OTP already known to be wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpRequest {
+    /// What step two and a later fetch need (the provider's request id, or ours and theirs).
+    pub handle: String,
+    /// When the OTP expires, in Unix seconds.
+    pub expires_at: i64,
+    pub phase: OtpPhase,
+    /// Digests of the OTPs the provider refused, and of any OTP already in the cell when this
+    /// request was made (it cannot be this request's).
+    pub tried: Vec<String>,
+    /// OTPs sent for the row so far.
+    pub sent: u32,
+}
+
+/// A change to a row's OTP request, recorded with the row's outcome in one transaction.
+#[derive(Debug, Clone)]
+pub enum OtpChange {
+    /// A new OTP went out: a fresh request replaces any old one.
+    Sent {
+        handle: String,
+        expires_at: i64,
+        /// The digest of an OTP already in the cell.
+        stale: Option<String>,
+    },
+    /// The OTP was refused (by the provider: its digest is kept; or before sending it, for its
+    /// format or because it was refused before) and the request waits for another.
+    Refused(Option<String>),
+    Verifying,
+    Closed,
+}
+
 /// A row as the dispatcher sees it when resuming.
 #[derive(Debug, Clone)]
 pub struct RowRecord {
@@ -170,6 +235,8 @@ pub struct RowRecord {
     /// Whether the row's batch was accepted and is still to be polled: such a row is never
     /// sent again on its own, whatever its status.
     pub batch_open: bool,
+    /// A two-step check's OTP request, once one was made.
+    pub otp: Option<OtpRequest>,
 }
 
 /// A batch the provider accepted and that still needs polling.
@@ -250,7 +317,14 @@ impl Journal {
                      attempts INTEGER NOT NULL DEFAULT 0,
                      created_at TEXT NOT NULL) STRICT;
                  CREATE TABLE IF NOT EXISTS usage (
-                     minute INTEGER PRIMARY KEY, requests INTEGER NOT NULL) STRICT;",
+                     minute INTEGER PRIMARY KEY, requests INTEGER NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS otp_requests (
+                     row_key INTEGER PRIMARY KEY,
+                     handle TEXT NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     phase TEXT NOT NULL,
+                     tried TEXT NOT NULL DEFAULT '',
+                     sent INTEGER NOT NULL DEFAULT 1) STRICT;",
             )
             .map_err(|e| self.sql(e))?;
         match self.meta("format")? {
@@ -705,14 +779,31 @@ impl JournalReader {
             .conn
             .prepare_cached(
                 "SELECT r.row_key, r.state, r.status, r.request_id, r.batch_id,
-                        coalesce(b.state IN ('uploaded', 'reconcile'), 0)
+                        coalesce(b.state IN ('uploaded', 'reconcile'), 0),
+                        o.handle, o.expires_at, o.phase, o.tried, o.sent
                  FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
+                      LEFT JOIN otp_requests o ON o.row_key = r.row_key
                  WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
             )
             .map_err(sql)?;
         let after = after.map_or(-1, |k| k.0 as i64);
         st.query_map(params![after, limit as i64], |r| {
             let status: Option<String> = r.get(2)?;
+            let otp = match r.get::<_, Option<String>>(6)? {
+                None => None,
+                Some(handle) => {
+                    let phase: String = r.get(8)?;
+                    let tried: String = r.get(9)?;
+                    Some(OtpRequest {
+                        handle,
+                        expires_at: r.get(7)?,
+                        // An unknown word is read as closed: a new OTP, never a resend.
+                        phase: OtpPhase::parse(&phase).unwrap_or(OtpPhase::Closed),
+                        tried: tried.split_whitespace().map(str::to_owned).collect(),
+                        sent: r.get::<_, i64>(10)?.try_into().unwrap_or(u32::MAX),
+                    })
+                }
+            };
             Ok(RowRecord {
                 key: RowKey(r.get::<_, i64>(0)? as u64),
                 state: r.get(1)?,
@@ -720,6 +811,7 @@ impl JournalReader {
                 request_id: r.get(3)?,
                 batch_id: r.get(4)?,
                 batch_open: r.get(5)?,
+                otp,
             })
         })
         .and_then(Iterator::collect)
@@ -756,6 +848,12 @@ enum Op {
     },
     Done {
         key: RowKey,
+        outcome: Outcome,
+        attempts: Option<u32>,
+    },
+    Otp {
+        key: RowKey,
+        change: OtpChange,
         outcome: Outcome,
         attempts: Option<u32>,
     },
@@ -869,6 +967,16 @@ impl JournalWriter {
     pub fn done(&self, key: RowKey, outcome: Outcome, attempts: Option<u32>) {
         self.send(Op::Done {
             key,
+            outcome,
+            attempts,
+        });
+    }
+
+    /// A two-step check's row: its OTP request changed, and this is its outcome now.
+    pub fn otp(&self, key: RowKey, change: OtpChange, outcome: Outcome, attempts: Option<u32>) {
+        self.send(Op::Otp {
+            key,
+            change,
             outcome,
             attempts,
         });
@@ -1059,27 +1167,15 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
             key,
             outcome,
             attempts,
+        } => done(tx, *key, outcome, *attempts),
+        Op::Otp {
+            key,
+            change,
+            outcome,
+            attempts,
         } => {
-            let fields = (!outcome.fields.is_empty())
-                .then(|| serde_json::to_string(&outcome.fields).unwrap_or_default());
-            tx.prepare_cached(
-                "UPDATE rows SET state = 'done', status = ?2, reason = ?3, message = ?4,
-                        provider_status = ?5, request_id = coalesce(?6, request_id),
-                        checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
-                 WHERE row_key = ?1",
-            )?
-            .execute(params![
-                key.0 as i64,
-                outcome.status.as_str(),
-                outcome.reason,
-                outcome.message,
-                outcome.provider_status,
-                outcome.request_id,
-                now_rfc3339(),
-                fields,
-                attempts.map(i64::from),
-            ])
-            .map(drop)
+            otp_change(tx, *key, change)?;
+            done(tx, *key, outcome, *attempts)
         }
         Op::BatchClosed { batch_id, state } => tx
             .execute(
@@ -1096,6 +1192,75 @@ fn apply(tx: &Transaction, op: &Op) -> rusqlite::Result<()> {
             .map(drop),
         Op::Flush { .. } => Ok(()),
     }
+}
+
+fn otp_change(tx: &Transaction, key: RowKey, change: &OtpChange) -> rusqlite::Result<()> {
+    let key = key.0 as i64;
+    match change {
+        OtpChange::Sent {
+            handle,
+            expires_at,
+            stale,
+        } => tx.execute(
+            "INSERT INTO otp_requests (row_key, handle, expires_at, phase, tried, sent)
+             VALUES (?1, ?2, ?3, 'awaiting', ?4, 1)
+             ON CONFLICT (row_key) DO UPDATE SET handle = excluded.handle,
+                 expires_at = excluded.expires_at, phase = 'awaiting', tried = excluded.tried,
+                 sent = sent + 1",
+            params![
+                key,
+                handle,
+                expires_at,
+                stale.as_deref().unwrap_or_default()
+            ],
+        ),
+        OtpChange::Refused(digest) => tx.execute(
+            "UPDATE otp_requests SET phase = 'awaiting',
+                    tried = CASE WHEN ?2 IS NULL THEN tried ELSE ltrim(tried || ' ' || ?2) END
+             WHERE row_key = ?1",
+            params![key, digest],
+        ),
+        OtpChange::Verifying | OtpChange::Closed => {
+            let phase = if matches!(change, OtpChange::Verifying) {
+                OtpPhase::Verifying
+            } else {
+                OtpPhase::Closed
+            };
+            tx.execute(
+                "UPDATE otp_requests SET phase = ?2 WHERE row_key = ?1",
+                params![key, phase.as_str()],
+            )
+        }
+    }
+    .map(drop)
+}
+
+fn done(
+    tx: &Transaction,
+    key: RowKey,
+    outcome: &Outcome,
+    attempts: Option<u32>,
+) -> rusqlite::Result<()> {
+    let fields = (!outcome.fields.is_empty())
+        .then(|| serde_json::to_string(&outcome.fields).unwrap_or_default());
+    tx.prepare_cached(
+        "UPDATE rows SET state = 'done', status = ?2, reason = ?3, message = ?4,
+                provider_status = ?5, request_id = coalesce(?6, request_id),
+                checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
+         WHERE row_key = ?1",
+    )?
+    .execute(params![
+        key.0 as i64,
+        outcome.status.as_str(),
+        outcome.reason,
+        outcome.message,
+        outcome.provider_status,
+        outcome.request_id,
+        now_rfc3339(),
+        fields,
+        attempts.map(i64::from),
+    ])
+    .map(drop)
 }
 
 /// Wraps SQLite errors with the state directory they concern.

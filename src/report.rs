@@ -264,6 +264,15 @@ impl Summary<'_> {
                 rows_word(reconciled)
             );
         }
+        let (sent, awaiting) = (Stats::get(&st.otps_sent), Stats::get(&st.awaiting_otp));
+        if sent > 0 || awaiting > 0 {
+            let _ = writeln!(
+                s,
+                "  OTPs sent in this run: {sent}; {} wait for their OTP: fill the otp column of \
+                 the input and run the same command again before bv_otp_expires_at",
+                rows_word(awaiting)
+            );
+        }
         if denied > 0 {
             let _ = writeln!(
                 s,

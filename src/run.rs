@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
+use crate::checks::attestr_udyam_otp::UdyamOtp;
 use crate::checks::cashfree_bulk::{CashfreeBulk, Kind};
 use crate::checks::cashfree_digilocker::Digilocker;
 use crate::checks::deepvue_udyam::Udyam;
 use crate::checks::deepvue_upi_batch::UpiBatch;
-use crate::checks::{BatchCheck, CheckInfo, CheckName, RowCheck, Subject};
+use crate::checks::equal_aadhaar_otp::AadhaarOtp;
+use crate::checks::{BatchCheck, CheckInfo, CheckName, OtpCheck, RowCheck, Subject};
 use crate::config::{ConfigFile, ProviderSettings, Quotas};
 use crate::engine::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::stats::Stats;
 use crate::engine::stop::Stop;
-use crate::engine::{Ctx, batches, rows};
+use crate::engine::{Ctx, batches, otp, rows};
 use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputFile};
 use crate::journal::{Identity, Journal, JournalReader, OpenBatch, create_private_dir};
@@ -51,15 +53,42 @@ enum Check {
     UpiBatch(Arc<UpiBatch>),
     Digilocker(Arc<Digilocker>),
     CashfreeBulk(Arc<CashfreeBulk>),
+    UdyamOtp(Arc<UdyamOtp>),
+    AadhaarOtp(Arc<AadhaarOtp>),
 }
 
 impl Check {
-    fn build(name: CheckName, config: &ConfigFile) -> anyhow::Result<Check> {
-        let section = config
-            .checks
-            .get(name.info().name)
-            .cloned()
-            .unwrap_or_default();
+    /// `env` is where settings outside the config are looked up: the process environment,
+    /// or the sandbox's.
+    fn build(
+        name: CheckName,
+        config: &ConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Check> {
+        let info = name.info();
+        let section = config.checks.get(info.name).cloned().unwrap_or_default();
+        let two_step = info.columns.iter().any(|c| c.filled_later);
+        for (key, set, only) in [
+            (
+                "otp_valid_secs",
+                section.otp_valid_secs.is_some() && !two_step,
+                "the OTP checks",
+            ),
+            (
+                "journey_id",
+                section.journey_id.is_some() && name != CheckName::EqualAadhaarOtp,
+                "equal-aadhaar-otp",
+            ),
+        ] {
+            if set {
+                return Err(config
+                    .invalid(
+                        format!("[checks.{}] {key}", info.name),
+                        format!("only {only} read it"),
+                    )
+                    .into());
+            }
+        }
         let bulk = |kind| -> anyhow::Result<Check> {
             Ok(Check::CashfreeBulk(Arc::new(CashfreeBulk::new(
                 kind, config, &section,
@@ -75,6 +104,12 @@ impl Check {
             }
             CheckName::CashfreeBankBulk => bulk(Kind::Bank)?,
             CheckName::CashfreePanBulk => bulk(Kind::Pan)?,
+            CheckName::AttestrUdyamOtp => {
+                Check::UdyamOtp(Arc::new(UdyamOtp::new(config, &section)?))
+            }
+            CheckName::EqualAadhaarOtp => {
+                Check::AadhaarOtp(Arc::new(AadhaarOtp::new(config, &section, env)?))
+            }
         })
     }
 
@@ -84,6 +119,8 @@ impl Check {
             Check::UpiBatch(c) => c.subject(values),
             Check::Digilocker(c) => c.subject(values),
             Check::CashfreeBulk(c) => c.subject(values),
+            Check::UdyamOtp(c) => c.subject(values),
+            Check::AadhaarOtp(c) => c.subject(values),
         }
     }
 }
@@ -140,7 +177,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     validate_sections(&config)?;
     let info = opts.check.info();
     let section = config.checks.get(info.name).cloned().unwrap_or_default();
-    let check = Check::build(opts.check, &config)?;
+    let check = if opts.sandbox {
+        Check::build(opts.check, &config, &|k| sandbox_env("", k))?
+    } else {
+        Check::build(opts.check, &config, &|k| std::env::var(k).ok())?
+    };
 
     let mut mapping: BTreeMap<String, String> = section.columns.clone();
     mapping.extend(opts.columns.iter().cloned());
@@ -250,6 +291,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
                 next_batch_id,
                 used,
                 token,
+                otp_at: info
+                    .columns
+                    .iter()
+                    .position(|c| c.filled_later)
+                    .unwrap_or(usize::MAX),
             },
             &interrupts,
         )
@@ -348,7 +394,13 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
     let fingerprints = job
         .inputs
         .iter()
-        .map(|f| Ok((f.display(), f.fingerprint()?)))
+        .zip(job.maps.iter())
+        .map(|(f, m)| {
+            Ok((
+                f.display(),
+                f.fingerprint(m.fingerprint_skip(job.info.columns))?,
+            ))
+        })
         .collect::<Result<Vec<_>, crate::input::InputError>>()?;
     let columns = job
         .inputs
@@ -410,6 +462,8 @@ struct Dispatch<'a> {
     next_batch_id: i64,
     used: Vec<(i64, u64)>,
     token: String,
+    /// A two-step check's OTP among a subject's values.
+    otp_at: usize,
 }
 
 /// Sends every row that needs a call; returns the fatal error that stopped it, if any.
@@ -470,6 +524,8 @@ async fn dispatch(
         Check::CashfreeBulk(c) => {
             batches::run(ctx.clone(), c, rx, open, next, place, concurrency).await;
         }
+        Check::UdyamOtp(c) => otp::run(ctx.clone(), c, d.otp_at, rx, in_flight).await,
+        Check::AadhaarOtp(c) => otp::run(ctx.clone(), c, d.otp_at, rx, in_flight).await,
     }
     let fed = feeder.await?;
     interrupts.dispatching(None);

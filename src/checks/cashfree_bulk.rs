@@ -38,6 +38,7 @@ const NAME_COLUMN: ColumnSpec = ColumnSpec {
         "fullname",
     ],
     help: "the holder's name, for the name match (sent when present)",
+    filled_later: false,
 };
 
 pub const BANK_INFO: CheckInfo = CheckInfo {
@@ -56,12 +57,14 @@ pub const BANK_INFO: CheckInfo = CheckInfo {
                 "acno",
             ],
             help: "the account number (9 to 18 digits)",
+            filled_later: false,
         },
         ColumnSpec {
             name: "ifsc",
             required: true,
             aliases: &["ifsc", "ifsccode", "ifscode"],
             help: "the branch's IFSC",
+            filled_later: false,
         },
         NAME_COLUMN,
         ColumnSpec {
@@ -69,6 +72,7 @@ pub const BANK_INFO: CheckInfo = CheckInfo {
             required: false,
             aliases: &["phone", "mobile", "mobileno", "phonenumber", "mobilenumber"],
             help: "the holder's mobile number (sent when present)",
+            filled_later: false,
         },
     ],
     fields: &[
@@ -99,6 +103,7 @@ pub const PAN_INFO: CheckInfo = CheckInfo {
             required: true,
             aliases: &["pan", "pannumber", "panno", "pancard"],
             help: "the PAN, AAAAA9999A",
+            filled_later: false,
         },
         NAME_COLUMN,
     ],

@@ -33,12 +33,14 @@ pub const INFO: CheckInfo = CheckInfo {
                 "cfverificationid",
             ],
             help: "the verification_id given when the DigiLocker link was created",
+            filled_later: false,
         },
         ColumnSpec {
             name: "reference_id",
             required: false,
             aliases: &["referenceid", "cfreferenceid", "digilockerreferenceid"],
             help: "Cashfree's reference_id of the link, used when verification_id is empty",
+            filled_later: false,
         },
     ],
     fields: &[

@@ -31,6 +31,7 @@ pub const INFO: CheckInfo = CheckInfo {
             "udyamaadhaarnumber",
         ],
         help: "the Udyam registration number, UDYAM-XX-00-0000000",
+        filled_later: false,
     }],
     fields: &[
         (

@@ -28,12 +28,14 @@ pub const INFO: CheckInfo = CheckInfo {
             required: true,
             aliases: &["vpa", "upi", "upiid", "vpaid", "upiaddress", "upihandle"],
             help: "the UPI address, handle@psp",
+            filled_later: false,
         },
         ColumnSpec {
             name: "name",
             required: false,
             aliases: &["name"],
             help: "the account holder's name, sent along when present",
+            filled_later: false,
         },
     ],
     fields: &[

@@ -2,10 +2,12 @@
 //! answer into an [`Outcome`]. The engine does the rest (quota, retries, journal, merge), the
 //! same for every check.
 
+pub mod attestr_udyam_otp;
 pub mod cashfree_bulk;
 pub mod cashfree_digilocker;
 pub mod deepvue_udyam;
 pub mod deepvue_upi_batch;
+pub mod equal_aadhaar_otp;
 pub mod flatten;
 
 use std::future::Future;
@@ -31,15 +33,21 @@ pub enum CheckName {
     CashfreeBankBulk,
     /// Cashfree PAN verification (JSON bulk requests).
     CashfreePanBulk,
+    /// Attestr Udyam details by the owner's OTP (two runs: send the OTP, then verify it).
+    AttestrUdyamOtp,
+    /// Equal Aadhaar verification by OTP (two runs: send the OTP, then verify it).
+    EqualAadhaarOtp,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 5] = [
+    pub const ALL: [CheckName; 7] = [
         CheckName::DeepvueUdyam,
         CheckName::DeepvueUpiBatch,
         CheckName::CashfreeDigilocker,
         CheckName::CashfreeBankBulk,
         CheckName::CashfreePanBulk,
+        CheckName::AttestrUdyamOtp,
+        CheckName::EqualAadhaarOtp,
     ];
 
     pub fn info(self) -> &'static CheckInfo {
@@ -49,6 +57,8 @@ impl CheckName {
             CheckName::CashfreeDigilocker => &cashfree_digilocker::INFO,
             CheckName::CashfreeBankBulk => &cashfree_bulk::BANK_INFO,
             CheckName::CashfreePanBulk => &cashfree_bulk::PAN_INFO,
+            CheckName::AttestrUdyamOtp => &attestr_udyam_otp::INFO,
+            CheckName::EqualAadhaarOtp => &equal_aadhaar_otp::INFO,
         }
     }
 }
@@ -177,6 +187,94 @@ pub trait RowCheck: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Step, CallError>> + Send + 'a;
 
     fn schedule(&self) -> PollSchedule;
+}
+
+/// A two-step check's answer to step one.
+#[derive(Debug)]
+pub enum OtpSent {
+    /// The OTP is on its way to the owner's phone. `handle` is what step two and a fetch need,
+    /// kept in the journal; `outcome` is the row's until then (`pending`, `otp_sent`, with the
+    /// request id to show).
+    Sent { handle: String, outcome: Outcome },
+    /// No OTP was sent, and this is the row's outcome (an unknown registration, a mobile that
+    /// is not linked, a refusal).
+    Done(Outcome),
+}
+
+/// A two-step check's answer to step two, or to a fetch of its result.
+#[derive(Debug)]
+pub enum OtpAnswer {
+    /// The row's outcome: the request has served.
+    Done(Outcome),
+    /// The OTP was wrong; the request waits for another one.
+    Refused(Outcome),
+    /// The request takes no OTP any more (expired, archived, used): a new OTP is needed.
+    Closed(Outcome),
+    /// Accepted; the result is being prepared: fetch it.
+    Running,
+}
+
+/// A check in two steps around an OTP sent to a phone: step one asks the provider to send it,
+/// the ops team collects it and fills the row's OTP cell, step two sends it back and gets the
+/// result. The engine decides which step a row needs from its journal and its cells; the check
+/// only speaks to its provider.
+pub trait OtpCheck: Send + Sync + 'static {
+    /// The row's values. The identifier (duplicates, the journal's hash) leaves the OTP out;
+    /// the OTP cell, trimmed and unvalidated, is among the values at the position of the
+    /// check's `filled_later` column.
+    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
+
+    /// How long an OTP stays valid after step one: rows whose OTP is older are not sent.
+    fn otp_validity(&self) -> Duration;
+
+    /// Step one: the paid request that sends the OTP.
+    fn send_otp<'a>(
+        &'a self,
+        api: &'a Api,
+        subject: &'a Subject,
+    ) -> impl Future<Output = Result<(OtpSent, u32), CallError>> + Send + 'a;
+
+    /// Step two: the paid request that sends the OTP back.
+    fn verify<'a>(
+        &'a self,
+        api: &'a Api,
+        handle: &'a str,
+        subject: &'a Subject,
+        otp: &'a str,
+    ) -> impl Future<Output = Result<(OtpAnswer, u32), CallError>> + Send + 'a;
+
+    /// Asks for the result of a step two that answered [`OtpAnswer::Running`].
+    fn fetch<'a>(
+        &'a self,
+        api: &'a Api,
+        handle: &'a str,
+        subject: &'a Subject,
+    ) -> impl Future<Output = Result<OtpAnswer, CallError>> + Send + 'a;
+
+    fn schedule(&self) -> PollSchedule;
+}
+
+/// A two-step check's own settings: how long its OTP stays valid (by default, what the
+/// provider documents). It sends rows one by one, so a batch size would mean nothing.
+pub fn otp_settings(
+    config: &ConfigFile,
+    check: &str,
+    section: &CheckConfig,
+    validity: Duration,
+) -> Result<Duration, ConfigError> {
+    if section.chunk_size.is_some() {
+        return Err(config.invalid(
+            format!("[checks.{check}] chunk_size"),
+            "this check sends rows one by one",
+        ));
+    }
+    check_secs(
+        config,
+        check,
+        "otp_valid_secs",
+        section.otp_valid_secs,
+        validity,
+    )
 }
 
 /// A batch upload's answer.

@@ -62,8 +62,9 @@ pub async fn run<C: BatchCheck>(
                     continue;
                 }
             }
-            // Batch rows are polled by batch: the feed never sends them one by one.
-            Some(Work::Poll { .. }) => continue,
+            // Batch rows are polled by batch, and batch checks make no OTP requests: the feed
+            // sends neither.
+            Some(Work::Poll { .. } | Work::Otp { .. }) => continue,
             None if chunk.is_empty() => break,
             None => fed_all = true,
         }

@@ -4,6 +4,7 @@ pub mod adaptive;
 pub mod batches;
 pub mod breaker;
 pub mod gate;
+pub mod otp;
 pub mod plan;
 pub mod retry;
 pub mod rows;
@@ -253,6 +254,16 @@ pub fn provider_down() -> Outcome {
         .with_reason("provider_unavailable")
         .with_message(
             "not sent: the provider kept failing and the run gave up on it; the next run sends it",
+        )
+}
+
+/// A row whose journal record belongs to another kind of check (an OTP request for a one-step
+/// check, a request id for a two-step one): never sent, and said.
+pub fn misrouted() -> Outcome {
+    Outcome::new(Status::Error)
+        .with_reason("state_mismatch")
+        .with_message(
+            "the state holds a request this check does not make; run with --fresh to start over",
         )
 }
 

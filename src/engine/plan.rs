@@ -8,7 +8,7 @@ use super::stats::Stats;
 use crate::checks::Subject;
 use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputError, InputFile};
-use crate::journal::{Journal, JournalError, JournalReader, RowPlan, RowState};
+use crate::journal::{Journal, JournalError, JournalReader, OtpRequest, RowPlan, RowState};
 use crate::outcome::{Outcome, RowKey, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,24 +82,44 @@ pub enum Work {
     Submit { key: RowKey, subject: Subject },
     /// Already accepted: poll its result, never resend.
     Poll { key: RowKey, request_id: String },
+    /// A two-step check's row with an OTP request: what it needs (step two, a fetch, a new
+    /// OTP, or nothing yet) depends on the request and on the row's cells as they are now.
+    Otp {
+        key: RowKey,
+        subject: Subject,
+        request: OtpRequest,
+    },
 }
 
-/// What a row needs, from its journal record: `Some(None)` a submission, `Some(Some(id))` a
-/// poll of that request. A row of a batch still open is polled through its batch, whatever
-/// its status: an accepted batch is never uploaded again.
-pub fn work_for(rec: &crate::journal::RowRecord) -> Option<Option<String>> {
+/// What a row needs in this run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need {
+    Submit,
+    Poll(String),
+    Otp(OtpRequest),
+}
+
+/// What a row needs, from its journal record. A row of a batch still open is polled through
+/// its batch, whatever its status: an accepted batch is never uploaded again.
+pub fn work_for(rec: &crate::journal::RowRecord) -> Option<Need> {
     let unsettled = matches!(rec.status, Some(Status::Pending | Status::Error));
     if rec.batch_open {
         return None;
     }
+    if let Some(otp) = &rec.otp {
+        // Held and duplicate rows stay as they are; a final outcome is final.
+        let open = matches!(rec.state, RowState::Planned | RowState::Running)
+            || (rec.state == RowState::Done && unsettled);
+        return open.then(|| Need::Otp(otp.clone()));
+    }
     match (rec.state, rec.batch_id, &rec.request_id) {
-        (RowState::Planned, _, _) => Some(None),
-        (RowState::Running, None, Some(id)) => Some(Some(id.clone())),
-        (RowState::Done, None, Some(id)) if unsettled => Some(Some(id.clone())),
-        (RowState::Done, None, None) if unsettled => Some(None),
+        (RowState::Planned, _, _) => Some(Need::Submit),
+        (RowState::Running, None, Some(id)) => Some(Need::Poll(id.clone())),
+        (RowState::Done, None, Some(id)) if unsettled => Some(Need::Poll(id.clone())),
+        (RowState::Done, None, None) if unsettled => Some(Need::Submit),
         // A batch row in error whose batch is closed: the batch was refused, or its result
         // file left the row out. It goes into a new batch.
-        (RowState::Done, Some(_), _) if rec.status == Some(Status::Error) => Some(None),
+        (RowState::Done, Some(_), _) if rec.status == Some(Status::Error) => Some(Need::Submit),
         _ => None,
     }
 }
@@ -145,11 +165,14 @@ pub fn feed(
                 continue;
             };
             last = Some(rec.key);
-            let work = match work_for(&rec) {
-                None => continue,
-                Some(Some(request_id)) => Work::Poll { key, request_id },
-                Some(None) => match subject(&map.values(records.record())) {
-                    Ok(subject) => Work::Submit { key, subject },
+            let Some(need) = work_for(&rec) else {
+                continue;
+            };
+            let work = if let Need::Poll(request_id) = need {
+                Work::Poll { key, request_id }
+            } else {
+                let subject = match subject(&map.values(records.record())) {
+                    Ok(subject) => subject,
                     Err(e) => {
                         tracing::warn!(
                             "row {} of {} no longer passes validation ({}); skipped",
@@ -159,7 +182,15 @@ pub fn feed(
                         );
                         continue;
                     }
-                },
+                };
+                match need {
+                    Need::Otp(request) => Work::Otp {
+                        key,
+                        subject,
+                        request,
+                    },
+                    _ => Work::Submit { key, subject },
+                }
             };
             if tx.blocking_send(work).is_err() {
                 // The engine stopped taking work: the run is ending.
@@ -188,6 +219,7 @@ mod tests {
             request_id: request.map(str::to_owned),
             batch_id: batch.map(|(b, _)| b),
             batch_open: batch.is_some_and(|(_, open)| open),
+            otp: None,
         }
     }
 
@@ -195,8 +227,8 @@ mod tests {
     fn what_each_journal_state_needs() {
         use RowState::*;
         use Status::*;
-        let poll = |id: &str| Some(Some(id.to_string()));
-        let submit = Some(None);
+        let poll = |id: &str| Some(Need::Poll(id.to_string()));
+        let submit = Some(Need::Submit);
         assert_eq!(work_for(&rec(Planned, None, None, None)), submit);
         assert_eq!(work_for(&rec(Running, None, Some("r"), None)), poll("r"));
         assert_eq!(
@@ -229,6 +261,39 @@ mod tests {
             work_for(&rec(Done, Some(Pending), Some("b"), Some((3, false)))),
             None
         );
+    }
+
+    /// A row with an OTP request goes to the two-step pipeline while it is open, whatever its
+    /// request id; held, duplicate and final rows stay as they are.
+    #[test]
+    fn rows_with_an_otp_request() {
+        use RowState::*;
+        use Status::*;
+        let request = OtpRequest {
+            handle: "h".into(),
+            expires_at: 0,
+            phase: crate::journal::OtpPhase::Awaiting,
+            tried: vec![],
+            sent: 1,
+        };
+        let with = |state, status| RowRecord {
+            otp: Some(request.clone()),
+            ..rec(state, status, Some("r"), None)
+        };
+        let otp = Some(Need::Otp(request.clone()));
+        assert_eq!(work_for(&with(Done, Some(Pending))), otp);
+        assert_eq!(work_for(&with(Done, Some(Error))), otp);
+        assert_eq!(
+            work_for(&with(Planned, Some(Pending))),
+            otp,
+            "a reverted step two"
+        );
+        assert_eq!(work_for(&with(Running, None)), otp);
+        for status in [Verified, NotVerified, NeedsReview] {
+            assert_eq!(work_for(&with(Done, Some(status))), None);
+        }
+        assert_eq!(work_for(&with(Unconfirmed, Some(Pending))), None, "held");
+        assert_eq!(work_for(&with(Duplicate, None)), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The per-row pipeline: submit each row's paid request, then poll its result.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -7,7 +8,7 @@ use tokio::task::JoinSet;
 
 use super::plan::Work;
 use super::stats::Stats;
-use super::{Ctx, still_processing};
+use super::{Ctx, misrouted, still_processing};
 use crate::checks::{RowCheck, Step, Subject};
 use crate::outcome::RowKey;
 
@@ -16,9 +17,27 @@ use crate::outcome::RowKey;
 pub async fn run<C: RowCheck>(
     ctx: Arc<Ctx>,
     check: Arc<C>,
-    mut feed: mpsc::Receiver<Work>,
+    feed: mpsc::Receiver<Work>,
     max_in_flight: usize,
 ) {
+    each(ctx, feed, max_in_flight, move |ctx, work| {
+        let check = check.clone();
+        async move { row(&ctx, &*check, work).await }
+    })
+    .await;
+}
+
+/// Hands each row the feed sends to `handle`, at most `max_in_flight` at once, until the feed
+/// ends or the run stops; then waits for the rows under way.
+pub(super) async fn each<F, Fut>(
+    ctx: Arc<Ctx>,
+    mut feed: mpsc::Receiver<Work>,
+    max_in_flight: usize,
+    handle: F,
+) where
+    F: Fn(Arc<Ctx>, Work) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
     loop {
@@ -31,10 +50,10 @@ pub async fn run<C: RowCheck>(
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = ctx.stop.wait() => break,
         };
-        let (c, k) = (ctx.clone(), check.clone());
+        let task = handle(ctx.clone(), work);
         tasks.spawn(async move {
             let _permit = permit;
-            row(&c, &*k, work).await;
+            task.await;
         });
         while let Some(done) = tasks.try_join_next() {
             reap(&ctx, done);
@@ -56,6 +75,7 @@ pub(super) fn reap(ctx: &Ctx, done: Result<(), tokio::task::JoinError>) {
 async fn row<C: RowCheck>(ctx: &Ctx, check: &C, work: Work) {
     let (key, request_id) = match work {
         Work::Poll { key, request_id } => (key, request_id),
+        Work::Otp { key, .. } => return ctx.finish(key, misrouted(), None),
         Work::Submit { key, subject } => match submit(ctx, check, key, &subject).await {
             Some(id) => (key, id),
             None => return,

@@ -32,6 +32,10 @@ pub struct Stats {
     /// Rows of uploads whose answer was lost, reconciled by asking the provider for the
     /// upload's name instead of being held.
     pub reconciled: AtomicU64,
+    /// OTPs a two-step check had sent in this run.
+    pub otps_sent: AtomicU64,
+    /// Rows of a two-step check whose OTP is on its way and not yet in the input.
+    pub awaiting_otp: AtomicU64,
     /// 1 when the circuit breaker gave up on the provider.
     pub provider_down: AtomicU64,
     /// 1 when the provider's daily quota ran out.

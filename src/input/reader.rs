@@ -67,6 +67,10 @@ pub struct ColumnSpec {
     /// anything but letters and digits (`Udyam No.` matches `udyamno`).
     pub aliases: &'static [&'static str],
     pub help: &'static str,
+    /// Filled in by the ops team between the two runs of a two-step check (the OTP the owner
+    /// received): left out of the input's fingerprint and of the recorded column mapping, so
+    /// that filling it, or adding the column, is not a changed input.
+    pub filled_later: bool,
 }
 
 /// An input export, opened once to learn its header.
@@ -135,8 +139,14 @@ impl InputFile {
     }
 
     /// SHA-256 of the file's bytes: a resumed run must be reading the very rows the journal
-    /// describes, or old outcomes would be attached to new rows.
-    pub fn fingerprint(&self) -> Result<String, InputError> {
+    /// describes, or old outcomes would be attached to new rows. With `skip`, a column filled
+    /// in between runs, the hash is over the parsed header and records without that column
+    /// instead, so that filling it (or adding it, or a spreadsheet re-quoting the file) is not
+    /// a change, while any other cell that changes still is.
+    pub fn fingerprint(&self, skip: Option<usize>) -> Result<String, InputError> {
+        if let Some(skip) = skip {
+            return self.fingerprint_without(skip);
+        }
         let mut f = File::open(&self.path).map_err(|e| self.io_error(e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -146,6 +156,29 @@ impl InputFile {
                 break;
             }
             hasher.update(&buf[..n]);
+        }
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+
+    fn fingerprint_without(&self, skip: usize) -> Result<String, InputError> {
+        let mut hasher = Sha256::new();
+        let mut add = |record: &csv::StringRecord| {
+            for (i, field) in record.iter().enumerate() {
+                if i != skip {
+                    hasher.update((field.len() as u64).to_le_bytes());
+                    hasher.update(field.as_bytes());
+                }
+            }
+            hasher.update(u64::MAX.to_le_bytes());
+        };
+        let mut rdr = self.csv_reader()?;
+        add(rdr.headers().map_err(|e| self.csv_error(e))?);
+        let mut record = csv::StringRecord::new();
+        while rdr
+            .read_record(&mut record)
+            .map_err(|e| self.csv_error(e))?
+        {
+            add(&record);
         }
         Ok(format!("{:x}", hasher.finalize()))
     }
@@ -350,6 +383,7 @@ impl ColumnMap {
         specs
             .iter()
             .zip(&self.indices)
+            .filter(|(spec, _)| !spec.filled_later)
             .map(|(spec, i)| {
                 let header = i
                     .and_then(|i| file.headers.get(i))
@@ -358,6 +392,18 @@ impl ColumnMap {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// What [`InputFile::fingerprint`] leaves out for a check with a column filled in between
+    /// runs: that column's index in this file, or `usize::MAX` while the file lacks it (so
+    /// that adding it later keeps the fingerprint). `None` for other checks: their files are
+    /// hashed byte for byte.
+    pub fn fingerprint_skip(&self, specs: &[ColumnSpec]) -> Option<usize> {
+        specs
+            .iter()
+            .zip(&self.indices)
+            .find(|(spec, _)| spec.filled_later)
+            .map(|(_, i)| i.unwrap_or(usize::MAX))
     }
 
     /// The values of the logical columns in spec order; an absent optional column reads as "".
@@ -393,12 +439,14 @@ mod tests {
         required: true,
         aliases: &["udyam", "udyamnumber", "udyamno"],
         help: "",
+        filled_later: false,
     };
     const NAME: ColumnSpec = ColumnSpec {
         name: "name",
         required: false,
         aliases: &["name"],
         help: "",
+        filled_later: false,
     };
 
     #[test]
@@ -493,8 +541,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "f.csv", b"a\n1\n");
         let f = &InputFile::open_all(std::slice::from_ref(&p)).unwrap()[0];
-        let before = f.fingerprint().unwrap();
+        let before = f.fingerprint(None).unwrap();
         std::fs::write(&p, b"a\n2\n").unwrap();
-        assert_ne!(before, f.fingerprint().unwrap());
+        assert_ne!(before, f.fingerprint(None).unwrap());
+    }
+
+    /// Filling the OTP column, adding it, or re-quoting the file keeps the fingerprint of a
+    /// two-step check's input; any other cell that changes does not.
+    #[test]
+    fn fingerprint_leaves_out_the_column_filled_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = |name: &str, data: &[u8], skip: Option<usize>| {
+            let p = write(dir.path(), name, data);
+            InputFile::open_all(std::slice::from_ref(&p)).unwrap()[0]
+                .fingerprint(skip)
+                .unwrap()
+        };
+        let before = fp("a.csv", b"reg,mobile\nU1,98\nU2,97\n", None);
+        let spec = |skip| fp("a.csv", b"reg,mobile\nU1,98\nU2,97\n", skip);
+        assert_eq!(before, spec(None), "the same bytes");
+        let plain = fp("b.csv", b"reg,mobile,otp\nU1,98,\nU2,97,\n", Some(2));
+        let filled = fp(
+            "c.csv",
+            b"reg,mobile,otp\nU1,98,123456\n\"U2\",97,654321\n",
+            Some(2),
+        );
+        let without = fp("d.csv", b"reg,mobile\nU1,98\nU2,97\n", Some(usize::MAX));
+        assert_eq!(plain, filled);
+        assert_eq!(plain, without, "the column added later");
+        let changed = fp("e.csv", b"reg,mobile,otp\nU1,98,123456\nU3,97,\n", Some(2));
+        assert_ne!(plain, changed);
     }
 }

@@ -14,8 +14,10 @@
 //! the budget: the gate holds every worker until the provider's time, so its retry costs the
 //! provider nothing.
 
+pub mod attestr;
 pub mod cashfree;
 pub mod deepvue;
+pub mod equal;
 pub mod ratelimit;
 
 use std::error::Error as _;
@@ -200,6 +202,8 @@ pub fn provider(
     settings: &crate::config::ProviderSettings,
 ) -> Result<Box<dyn Provider>, CallError> {
     Ok(match settings.defaults.name {
+        "attestr" => Box::new(attestr::provider(settings)?),
+        "equal" => Box::new(equal::provider(settings)?),
         "cashfree" => Box::new(
             cashfree::CashfreeAuth::new(settings).map_err(|e| CallError::Fatal(e.to_string()))?,
         ),

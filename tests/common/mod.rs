@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
 pub const CLIENT_ID: &str = "sandbox_client";
 pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
+pub const ATTESTR_TOKEN: &str = "sandbox_attestr_token";
+pub const EQUAL_SECRET: &str = "sandbox_equal_secret";
 
 /// `bulkverify sandbox`, killed when dropped.
 pub struct Sandbox {
@@ -178,7 +180,13 @@ impl Job {
             .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET)
             .env("CASHFREE_BASE_URL", format!("{}/verification", sandbox.url))
             .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
-            .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret");
+            .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
+            .env("ATTESTR_BASE_URL", &sandbox.url)
+            .env("ATTESTR_AUTH_TOKEN", ATTESTR_TOKEN)
+            .env("EQUAL_BASE_URL", &sandbox.url)
+            .env("EQUAL_CLIENT_ID", "sandbox_equal_client")
+            .env("EQUAL_CLIENT_SECRET", EQUAL_SECRET)
+            .env("EQUAL_JOURNEY_ID", "sandbox-aadhaar-otp");
         c
     }
 }

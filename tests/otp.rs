@@ -362,8 +362,9 @@ fn equal_runs_both_steps_and_no_aadhaar_number_is_written_unmasked() {
     let mut logs = String::new();
     let mut step = |input: String, exit: i32| -> Rows {
         job.write("in.csv", input);
-        let mut c = job.run(&sandbox, "equal-aadhaar-otp", JOB_ARGS);
-        c.arg("-vv").env("RUST_LOG", "trace");
+        let mut c = job.run_showing(&sandbox, "equal-aadhaar-otp", "lines", JOB_ARGS);
+        c.args(["-vv", "--progress-interval", "1"])
+            .env("RUST_LOG", "trace");
         let o = output(c);
         logs.push_str(&stderr(&o));
         logs.push_str(&String::from_utf8_lossy(&o.stdout));
@@ -429,7 +430,12 @@ fn equal_runs_both_steps_and_no_aadhaar_number_is_written_unmasked() {
     assert_eq!(count(&sandbox, "aadhaar_otp_requests", "XXXXXXXX2346"), 1);
 
     // Nothing the tool wrote but the output's own input column holds a full number: not
-    // the logs at trace level, not the summary, not the journal or anything else in the state.
+    // the logs at trace level, the progress lines, the summary, the journal or anything else
+    // in the state.
+    assert!(
+        logs.contains("rows done"),
+        "progress lines were shown: {logs}"
+    );
     let state = job.path("out.csv.bulkverify");
     for n in numbers {
         assert!(!logs.contains(n), "{n} in the logs");

@@ -170,9 +170,20 @@ impl Job {
     /// `bulkverify run --check CHECK --config bulkverify.toml -o out.csv --progress off ARGS`,
     /// in the job's directory, against `sandbox`.
     pub fn run(&self, sandbox: &Sandbox, check: &str, args: &[&str]) -> Command {
+        self.run_showing(sandbox, check, "off", args)
+    }
+
+    /// [`Job::run`] with another `--progress` mode.
+    pub fn run_showing(
+        &self,
+        sandbox: &Sandbox,
+        check: &str,
+        progress: &str,
+        args: &[&str],
+    ) -> Command {
         let mut c = Command::new(BIN);
         c.current_dir(self.dir.path())
-            .args(["run", "--check", check, "--progress", "off"])
+            .args(["run", "--check", check, "--progress", progress])
             .args(args)
             .env_remove("RUST_LOG")
             .env("DEEPVUE_BASE_URL", &sandbox.url)

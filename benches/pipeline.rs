@@ -53,6 +53,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
 const ENTERPRISE_UDYAM_ROWS: usize = 600;
 const UNLIMITED_UDYAM_ROWS: usize = 5_000;
 const UPI_BATCH_ROWS: usize = 50_000;
+/// A minute at Cashfree's per-minute pacing of 1,200 requests.
+const DIGILOCKER_ROWS: usize = 1_200;
+const UNLIMITED_DIGILOCKER_ROWS: usize = 5_000;
 
 /// A second counts as busy when the sandbox accepted at least this share of the tightest rate.
 const BUSY_SHARE: f64 = 0.8;
@@ -114,6 +117,8 @@ impl Limits {
 enum Rows {
     Udyam,
     Vpa,
+    /// DigiLocker verification ids the sandbox answers AUTHENTICATED.
+    Digilocker,
 }
 
 impl Rows {
@@ -131,6 +136,12 @@ impl Rows {
                 writeln!(out, "loan_id,vpa")?;
                 for i in 0..n {
                     writeln!(out, "L{i:07},user{i}@okicici")?;
+                }
+            }
+            Rows::Digilocker => {
+                writeln!(out, "customer_id,verification_id")?;
+                for i in 0..n {
+                    writeln!(out, "C{i:07},LINK-{i:07}")?;
                 }
             }
         }
@@ -155,6 +166,8 @@ fn udyam_number(i: usize) -> anyhow::Result<String> {
 struct Scenario {
     name: &'static str,
     check: &'static str,
+    /// The `[providers.<provider>]` section the client limits go to.
+    provider: &'static str,
     rows: Rows,
     default_rows: usize,
     sandbox_limits: Limits,
@@ -169,12 +182,18 @@ struct Scenario {
 
 impl Scenario {
     fn config(&self) -> String {
-        let mut text = "[providers.deepvue]\n".to_string();
+        let mut text = format!("[providers.{}]\n", self.provider);
         if let Some(l) = self.client_limits {
-            text.push_str(&format!(
-                "per_second = {}\nper_minute = {}\nper_day = {}\n",
-                l.per_second, l.per_minute, l.per_day
-            ));
+            // A zero is no such window: the config leaves it out.
+            for (key, n) in [
+                ("per_second", l.per_second),
+                ("per_minute", l.per_minute),
+                ("per_day", l.per_day),
+            ] {
+                if n > 0 {
+                    text.push_str(&format!("{key} = {n}\n"));
+                }
+            }
         }
         if let Some(c) = self.concurrency {
             text.push_str(&format!("concurrency = {c}\n"));
@@ -217,6 +236,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "udyam, known quota (Enterprise), 300 ms latency",
             check: "deepvue-udyam",
+            provider: "deepvue",
             rows: Rows::Udyam,
             default_rows: ENTERPRISE_UDYAM_ROWS,
             sandbox_limits: Limits::ENTERPRISE,
@@ -228,6 +248,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "udyam, unknown quota (20/s), 300 ms latency",
             check: "deepvue-udyam",
+            provider: "deepvue",
             rows: Rows::Udyam,
             default_rows: ENTERPRISE_UDYAM_ROWS,
             sandbox_limits: Limits {
@@ -243,6 +264,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "udyam, unlimited provider",
             check: "deepvue-udyam",
+            provider: "deepvue",
             rows: Rows::Udyam,
             default_rows: UNLIMITED_UDYAM_ROWS,
             sandbox_limits: Limits::NONE,
@@ -254,6 +276,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "upi batch",
             check: "deepvue-upi-batch",
+            provider: "deepvue",
             rows: Rows::Vpa,
             default_rows: UPI_BATCH_ROWS,
             sandbox_limits: Limits::NONE,
@@ -261,6 +284,38 @@ fn scenarios() -> Vec<Scenario> {
             client_limits: Some(HUGE),
             concurrency: None,
             check_settings: &["chunk_size = 10000", "poll_initial_secs = 0.5"],
+        },
+        Scenario {
+            name: "digilocker, known quota (1200/min), 300 ms latency",
+            check: "cashfree-digilocker",
+            provider: "cashfree",
+            rows: Rows::Digilocker,
+            default_rows: DIGILOCKER_ROWS,
+            sandbox_limits: Limits {
+                per_second: 0,
+                per_minute: 1200,
+                per_day: 0,
+            },
+            sandbox_flags: &["--latency-ms", "300", "--latency-jitter-ms", "100"],
+            client_limits: Some(Limits {
+                per_second: 0,
+                per_minute: 1200,
+                per_day: 0,
+            }),
+            concurrency: Some(32),
+            check_settings: &[],
+        },
+        Scenario {
+            name: "digilocker, unlimited provider",
+            check: "cashfree-digilocker",
+            provider: "cashfree",
+            rows: Rows::Digilocker,
+            default_rows: UNLIMITED_DIGILOCKER_ROWS,
+            sandbox_limits: Limits::NONE,
+            sandbox_flags: &[],
+            client_limits: Some(HUGE),
+            concurrency: Some(64),
+            check_settings: &[],
         },
     ]
 }
@@ -373,6 +428,9 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         .env("DEEPVUE_BASE_URL", sandbox_url)
         .env("DEEPVUE_CLIENT_ID", "sandbox_client")
         .env("DEEPVUE_CLIENT_SECRET", "free_tier_sandbox_secret")
+        .env("CASHFREE_BASE_URL", format!("{sandbox_url}/verification"))
+        .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
+        .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
         .stdin(Stdio::null())
         .stdout(File::create(dir.join("client.stdout"))?)
         .stderr(File::create(dir.join("client.stderr"))?)

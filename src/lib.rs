@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod input;
 pub mod journal;
+pub mod ledger;
 pub mod merge;
 pub mod outcome;
 pub mod progress;

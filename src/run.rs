@@ -296,6 +296,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
                     .iter()
                     .position(|c| c.filled_later)
                     .unwrap_or(usize::MAX),
+                ledger: if opts.sandbox {
+                    None
+                } else {
+                    crate::ledger::default_dir(&|k| std::env::var(k).ok())
+                },
             },
             &interrupts,
         )
@@ -464,6 +469,8 @@ struct Dispatch<'a> {
     token: String,
     /// A two-step check's OTP among a subject's values.
     otp_at: usize,
+    /// The usage ledger shared by the jobs on one account (live runs only).
+    ledger: Option<PathBuf>,
 }
 
 /// Sends every row that needs a call; returns the fatal error that stopped it, if any.
@@ -475,6 +482,14 @@ async fn dispatch(
     let settings = d.settings;
     let (writer, writer_thread) = journal.writer()?;
     let usage_writer = writer.clone();
+    let (ledger, used) = match d.ledger {
+        Some(dir) => {
+            let account = crate::ledger::account(settings);
+            tokio::task::spawn_blocking(move || shared_usage(&dir, account, d.used)).await?
+        }
+        None => (None, d.used),
+    };
+    let (grants, granted) = std::sync::mpsc::channel::<i64>();
     let gate = Gate::new(
         &GateSettings {
             quotas: settings.quotas,
@@ -482,9 +497,14 @@ async fn dispatch(
             concurrency: settings.concurrency,
             give_up_after: settings.give_up_after,
         },
-        d.used,
-        Some(Box::new(move |minute| usage_writer.usage(minute, 1))),
+        used,
+        Some(Box::new(move |minute| {
+            usage_writer.usage(minute, 1);
+            // The ledger's thread may be gone (no ledger): the journal still has it.
+            let _ = grants.send(minute);
+        })),
     );
+    let ledger_thread = ledger.map(|l| l.follow(gate.downgrade(), granted));
     let stop = Arc::new(Stop::default());
     let provider = crate::providers::provider(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let api = Api::new(settings, provider, gate, d.stats.clone(), stop.clone())
@@ -542,11 +562,47 @@ async fn dispatch(
     let closed = writer.close().await;
     let fatal = ctx.fatal();
     drop(ctx);
-    tokio::task::spawn_blocking(move || writer_thread.join()).await?;
+    tokio::task::spawn_blocking(move || {
+        writer_thread.join();
+        // The gate and its usage sink are gone: the ledger's thread writes what is left.
+        if let Some(t) = ledger_thread {
+            let _ = t.join();
+        }
+    })
+    .await?;
     match (fatal, closed) {
         (Some(message), _) => Ok(Some(message)),
         (None, Err(e)) => Ok(Some(e.to_string())),
         (None, Ok(())) => Ok(None),
+    }
+}
+
+/// What the account spent in the last day, as far as this machine knows: per minute, the
+/// larger of the job's own count and the shared ledger's (which holds the job's earlier runs
+/// too, when it was reachable then), and the ledger to keep following. Without a ledger, the
+/// job's own count.
+fn shared_usage(
+    dir: &Path,
+    account: String,
+    own: Vec<(i64, u64)>,
+) -> (Option<crate::ledger::Ledger>, Vec<(i64, u64)>) {
+    let opened = crate::ledger::Ledger::open(dir, account).and_then(|mut l| {
+        let spent = l.spent_since(unix_minute() - 24 * 60)?;
+        Ok((l, spent))
+    });
+    match opened {
+        Ok((ledger, spent)) => {
+            let mut merged: BTreeMap<i64, u64> = own.into_iter().collect();
+            for (minute, n) in spent {
+                let m = merged.entry(minute).or_default();
+                *m = (*m).max(n);
+            }
+            (Some(ledger), merged.into_iter().collect())
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            (None, own)
+        }
     }
 }
 

@@ -218,3 +218,38 @@ fn a_published_policy_sets_the_pace_of_an_unknown_quota() {
         .unwrap();
     assert!((8..=11).contains(&busiest), "{headers}: {stats}");
 }
+
+/// Two jobs on one provider account, each with its own state directory, draw on one day: the
+/// second spends only what the first left of `per_day`, and its other rows wait for tomorrow.
+#[test]
+fn jobs_on_one_account_share_the_days_quota() {
+    let sandbox = Sandbox::quick(&[]);
+    let ledger = tempfile::tempdir().unwrap();
+    let config = "[providers.cashfree]\nper_day = 5\nconcurrency = 2\n";
+    let job = |ids: &[&str]| {
+        let job = Job::new();
+        job.write("bulkverify.toml", config);
+        let rows: String = ids.iter().map(|i| format!("{i},LINK-{i}\n")).collect();
+        job.write("in.csv", format!("id,verification_id\n{rows}"));
+        let mut c = job.run(
+            &sandbox,
+            "cashfree-digilocker",
+            &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"],
+        );
+        c.env("BULKVERIFY_LEDGER_DIR", ledger.path());
+        let o = output(c);
+        (job, o)
+    };
+    let (_, first) = job(&["a1", "a2", "a3"]);
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let (second, o) = job(&["b1", "b2", "b3", "b4"]);
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    let rows = rows_by_id(&second);
+    let waiting = rows
+        .values()
+        .filter(|r| r["bv_reason"] == "daily_quota_exhausted")
+        .count();
+    assert_eq!(waiting, 2, "{rows:?}");
+    let lookups = sandbox.stats()["digilocker_lookups"].clone();
+    assert_eq!(lookups.as_object().unwrap().len(), 5, "{lookups}");
+}

@@ -480,3 +480,53 @@ fn equal_refusals_are_classified() {
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("EQUAL_JOURNEY_ID"), "{}", stderr(&o));
 }
+
+/// Attestr's 4291 and Equal's bodiless 429, and 502/503/504 from either gateway, are waited
+/// out: every OTP goes out once, none twice.
+#[test]
+fn rate_limits_and_gateway_errors_are_waited_out_without_a_second_otp() {
+    let sandbox = Sandbox::quick(&["--per-second", "3", "--error-share", "0.3"]);
+    let config = "[providers.attestr]\nconcurrency = 8\nmax_attempts = 10\nretry_budget = 10\n\n\
+        [providers.equal]\nconcurrency = 8\nmax_attempts = 10\nretry_budget = 10\n";
+    let attestr = Job::new();
+    attestr.write("bulkverify.toml", config);
+    let regs: Vec<String> = (0..12)
+        .map(|i| format!("UDYAM-GJ-05-{:07}", 100 + i))
+        .collect();
+    let input: String = std::iter::once("id,reg,mobile\n".to_string())
+        .chain(regs.iter().map(|r| format!("{r},{r},9876543210\n")))
+        .collect();
+    let rows = run(&attestr, &sandbox, "attestr-udyam-otp", &input, 75);
+    assert!(
+        rows.values().all(|r| r["bv_reason"] == "otp_sent"),
+        "{rows:?}"
+    );
+    let stats = sandbox.stats();
+    assert!(
+        stats["rate_limited"].as_u64().unwrap() > 0,
+        "the limit was hit"
+    );
+    for r in &regs {
+        assert_eq!(count(&sandbox, "udyam_otp_requests", r), 1, "{r}");
+    }
+
+    let equal = Job::new();
+    equal.write("bulkverify.toml", config);
+    let input = "id,aadhaar\nG1,234123412346\nG2,987654321096\nG3,999900000028\n\
+                 G4,999900000037\nG5,999900000044\n";
+    let rows = run(&equal, &sandbox, "equal-aadhaar-otp", input, 75);
+    assert!(
+        rows.values().all(|r| r["bv_reason"] == "otp_sent"),
+        "{rows:?}"
+    );
+    let requests = sandbox.stats()["aadhaar_otp_requests"].clone();
+    assert!(
+        requests
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n.as_u64() == Some(1)),
+        "{requests}"
+    );
+    assert_eq!(requests.as_object().unwrap().len(), 5, "{requests}");
+}

@@ -37,7 +37,7 @@ use super::retry::Backoff;
 use crate::config::Quotas;
 use crate::providers::ratelimit::Hints;
 
-const DAY_MINUTES: i64 = 24 * 60;
+pub const DAY_MINUTES: i64 = 24 * 60;
 
 /// The wait after a 429 that says nothing of when to come back: short, because the pacing
 /// (known quotas) or the rate controller (unknown ones) is what slows the stream; growing, in
@@ -89,6 +89,15 @@ pub struct GateSettings {
 #[derive(Clone)]
 pub struct Gate {
     inner: Arc<Inner>,
+}
+
+/// A gate held without keeping it alive: for a helper that must end with it.
+pub struct WeakGate(std::sync::Weak<Inner>);
+
+impl WeakGate {
+    pub fn upgrade(&self) -> Option<Gate> {
+        self.0.upgrade().map(|inner| Gate { inner })
+    }
 }
 
 struct Inner {
@@ -278,6 +287,16 @@ struct DayWindow {
 }
 
 impl DayWindow {
+    /// Counts `n` requests made at `minute`, keeping the minutes in order.
+    fn add(&mut self, minute: i64, n: u64) {
+        self.used += n;
+        let at = self.minutes.partition_point(|(m, _)| *m <= minute);
+        match at.checked_sub(1).map(|i| &mut self.minutes[i]) {
+            Some((m, count)) if *m == minute => *count += n,
+            _ => self.minutes.insert(at, (minute, n)),
+        }
+    }
+
     fn take(&mut self, minute: i64) -> bool {
         while let Some(&(m, n)) = self.minutes.front() {
             if m > minute - DAY_MINUTES {
@@ -289,11 +308,7 @@ impl DayWindow {
         if self.used >= self.limit {
             return false;
         }
-        self.used += 1;
-        match self.minutes.back_mut() {
-            Some((m, n)) if *m == minute => *n += 1,
-            _ => self.minutes.push_back((minute, 1)),
-        }
+        self.add(minute, 1);
         true
     }
 }
@@ -388,6 +403,21 @@ impl Gate {
     /// Why new paid requests would be refused now, if they would.
     pub fn refusal(&self) -> Option<GateError> {
         lock(&self.inner.queues).refused
+    }
+
+    pub fn downgrade(&self) -> WeakGate {
+        WeakGate(Arc::downgrade(&self.inner))
+    }
+
+    /// Other runs on the same provider account spent these requests (per Unix minute): they
+    /// count against this run's per-day window too.
+    pub fn spent_elsewhere(&self, spent: &[(i64, u64)]) {
+        if let Some(day) = &self.inner.day {
+            let mut day = lock(day);
+            for &(minute, n) in spent {
+                day.add(minute, n);
+            }
+        }
     }
 
     /// The provider said its quota is spent for the day (a daily-limit error code): refuse
@@ -711,6 +741,21 @@ mod tests {
             "what the provider does not count still goes"
         );
         assert_eq!(*lock(&recorded), 2);
+    }
+
+    /// What other runs on the account spend counts too, from when it is heard of; minutes of
+    /// theirs older than a day drop out like this run's own.
+    #[tokio::test]
+    async fn requests_spent_elsewhere_count_against_the_day() {
+        let now = unix_minute();
+        let gate = gate_with(q(None, None, Some(5)), vec![(now - 1, 1)], None);
+        gate.spent_elsewhere(&[(now - DAY_MINUTES, 40), (now - 2, 2), (now, 1)]);
+        drop(gate.acquire(Priority::Low, true).await.unwrap());
+        assert_eq!(
+            gate.acquire(Priority::Low, true).await.err(),
+            Some(GateError::DayExhausted),
+            "1 earlier + 3 elsewhere + 1 now spend the 5"
+        );
     }
 
     #[tokio::test]

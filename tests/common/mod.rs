@@ -186,6 +186,7 @@ impl Job {
             .args(["run", "--check", check, "--progress", progress])
             .args(args)
             .env_remove("RUST_LOG")
+            .env("BULKVERIFY_LEDGER_DIR", self.path("ledger"))
             .env("DEEPVUE_BASE_URL", &sandbox.url)
             .env("DEEPVUE_CLIENT_ID", CLIENT_ID)
             .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET)

@@ -17,8 +17,8 @@ use crate::sandbox::SandboxConfig;
 /// Verify the rows of CSV exports against Indian verification APIs, within the provider's
 /// quota, resumably: every row comes back with a definite outcome.
 ///
-/// Credentials are read from the environment only (DEEPVUE_CLIENT_ID, DEEPVUE_CLIENT_SECRET),
-/// or from a credentials_file named in the config.
+/// Credentials are read from the environment only (each provider's own variables, listed by
+/// `bulkverify checks`), or from a credentials_file named in the config.
 #[derive(Debug, Parser)]
 #[command(name = "bulkverify", version, propagate_version = true)]
 struct Cli {
@@ -40,6 +40,20 @@ enum Command {
     Sandbox(SandboxArgs),
     /// List the checks, the input columns each reads and the output columns each writes.
     Checks,
+    /// Delete a job's state (its journal holds the providers' answers) once its output has
+    /// served its purpose; the output itself is kept.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PurgeArgs {
+    /// The job's output: its state is <output>.bulkverify.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The job's state directory, when it was given with --state.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +152,7 @@ pub fn main() -> ExitCode {
                 print_checks();
                 Ok(0)
             }
+            Command::Purge(a) => purge(a),
         }
     });
     // Background tasks (a sandbox's connections, timers) must not hold up the exit.
@@ -146,6 +161,17 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => fatal(&e),
     }
+}
+
+fn purge(a: PurgeArgs) -> anyhow::Result<u8> {
+    let dir = a
+        .state
+        .or_else(|| a.output.as_deref().map(crate::run::default_state))
+        .ok_or_else(|| anyhow::anyhow!("give the job's output (-o) or its --state"))?;
+    for deleted in crate::journal::Journal::purge(&dir)? {
+        let _ = writeln!(LogWriter, "bulkverify: deleted {}", deleted.display());
+    }
+    Ok(0)
 }
 
 fn fatal(e: &anyhow::Error) -> ExitCode {

@@ -88,6 +88,8 @@ pub enum JournalError {
          Free disk space and run the same command again to resume"
     )]
     WriteFailed(String),
+    #[error("{dir} is not a bulkverify state directory (it holds no journal); nothing was deleted")]
+    NotAState { dir: String },
 }
 
 /// Where a row is in its life. Stored as text so the journal can be read with `sqlite3`.
@@ -286,6 +288,51 @@ impl Journal {
         journal.migrate()?;
         journal.check_identity(identity)?;
         Ok(journal)
+    }
+
+    /// Deletes a job's state (the journal holds the providers' answers, which are personal
+    /// data) and the old states `--fresh` moved aside beside it, once no run uses it. Returns
+    /// the directories deleted.
+    pub fn purge(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
+        let io = |source| JournalError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let is_state = |d: &Path| d.join(DB_FILE).is_file() && d.join(LOCK_FILE).is_file();
+        if !is_state(dir) {
+            return Err(JournalError::NotAState {
+                dir: dir.display().to_string(),
+            });
+        }
+        let mut doomed = vec![dir.to_path_buf()];
+        if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let aside = format!("{}.old-", name.to_string_lossy());
+            for entry in std::fs::read_dir(parent).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                let named = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&aside));
+                if named && is_state(&path) {
+                    doomed.push(path);
+                }
+            }
+        }
+        let mut deleted = Vec::new();
+        for d in doomed {
+            // Held while deleting: a run that starts meanwhile finds it taken.
+            let _lock = take_lock(&d)?;
+            std::fs::remove_dir_all(&d).map_err(|source| JournalError::Io {
+                dir: d.display().to_string(),
+                source,
+            })?;
+            deleted.push(d);
+        }
+        Ok(deleted)
     }
 
     fn sql(&self, source: rusqlite::Error) -> JournalError {
@@ -1520,6 +1567,41 @@ mod tests {
             err.to_string()
                 .contains(&format!("pid {}", std::process::id()))
         );
+    }
+
+    /// Purging deletes the state and the old states moved aside, never a directory that is
+    /// not a state, and never a state a run is using.
+    #[test]
+    fn purge_deletes_states_only_when_no_run_uses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("out.csv.bulkverify");
+        drop(Journal::open(&state, &ID, false).unwrap());
+        drop(Journal::open(&state, &ID, true).unwrap());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".old-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "--fresh moved one aside");
+        let other = dir.path().join("out.csv.bulkverify.old-notes");
+        std::fs::create_dir(&other).unwrap();
+
+        let running = Journal::open(&state, &ID, false).unwrap();
+        let busy = Journal::purge(&state).unwrap_err();
+        assert!(matches!(busy, JournalError::Busy { .. }), "{busy}");
+        assert!(state.join(DB_FILE).exists());
+        drop(running);
+
+        let deleted = Journal::purge(&state).unwrap();
+        assert_eq!(deleted.len(), 2, "{deleted:?}");
+        assert!(!state.exists() && !aside[0].exists());
+        assert!(other.exists(), "not a state: kept");
+        let gone = Journal::purge(&state).unwrap_err();
+        assert!(matches!(gone, JournalError::NotAState { .. }), "{gone}");
+        assert!(matches!(
+            Journal::purge(&other).unwrap_err(),
+            JournalError::NotAState { .. }
+        ));
     }
 
     #[test]

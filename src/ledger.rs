@@ -15,7 +15,8 @@
 //! journal's own count still holds the job's quota.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -216,27 +217,36 @@ impl Ledger {
     }
 
     /// Keeps the ledger in step with a running gate, on its own thread: records the minutes
-    /// `grants` sends, and tells the gate what other runs spent. Ends when `grants` closes
-    /// (the gate, whose usage sink sends them, is gone), after a last write.
-    pub fn follow(mut self, gate: WeakGate, grants: mpsc::Receiver<i64>) -> JoinHandle<()> {
-        std::thread::spawn(move || {
+    /// `grants` sends, and tells the gate what other runs spent, until
+    /// [`Following::finish`].
+    pub fn follow(mut self, gate: WeakGate, grants: mpsc::Receiver<i64>) -> Following {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
             let mut pending: Vec<(i64, u64)> = Vec::new();
+            let count = |minute: i64, pending: &mut Vec<(i64, u64)>| match pending.last_mut() {
+                Some((m, n)) if *m == minute => *n += 1,
+                _ => pending.push((minute, 1)),
+            };
             let mut warned = false;
             let mut last = Instant::now();
             loop {
                 let open = match grants.recv_timeout(Duration::from_millis(250)) {
                     Ok(minute) => {
-                        match pending.last_mut() {
-                            Some((m, n)) if *m == minute => *n += 1,
-                            _ => pending.push((minute, 1)),
-                        }
+                        count(minute, &mut pending);
                         true
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => true,
                     Err(mpsc::RecvTimeoutError::Disconnected) => false,
                 };
+                let open = open && !stopped.load(Ordering::Acquire);
                 if open && last.elapsed() < Duration::from_secs(1) {
                     continue;
+                }
+                if !open {
+                    while let Ok(minute) = grants.try_recv() {
+                        count(minute, &mut pending);
+                    }
                 }
                 last = Instant::now();
                 let synced = self.record(&pending).and_then(|()| self.others());
@@ -257,7 +267,22 @@ impl Ledger {
                     return;
                 }
             }
-        })
+        });
+        Following { stop, thread }
+    }
+}
+
+/// The thread that keeps the ledger in step with a run.
+pub struct Following {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Following {
+    /// Records what is left and ends the thread: the run sends nothing more.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
     }
 }
 

@@ -358,9 +358,23 @@ fn join_and_sink(
         path: output.display().to_string(),
         source,
     };
+    // A run killed while writing leaves its temporary file behind: it holds personal data,
+    // and only a run of this job (which holds the job's lock) writes under this name.
+    let prefix = format!(
+        ".{}.bulkverify-",
+        output
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    );
+    for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     // tempfile creates the file 0600; polars truncates and fills it, keeping the mode.
     let temp = tempfile::Builder::new()
-        .prefix(".bulkverify-")
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io)?;
@@ -576,7 +590,16 @@ mod tests {
         let files = inputs(dir.path(), &[("in.csv", b"id\n1\n")]);
         let out = dir.path().join("out.csv");
         std::fs::write(&out, "previous").unwrap();
+        // What a run killed while writing left, and another output's file in progress.
+        std::fs::write(dir.path().join(".out.csv.bulkverify-x1Y2z3.tmp"), "torn").unwrap();
+        let other = dir.path().join(".other.csv.bulkverify-a1B2c3.tmp");
+        std::fs::write(&other, "someone else's").unwrap();
         write_output(&files, results(dir.path(), vec![0]), &out, dir.path()).unwrap();
+        assert!(
+            other.exists(),
+            "another output's temporary file is left alone"
+        );
+        std::fs::remove_file(&other).unwrap();
         assert_eq!(
             std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
             0o600

@@ -220,10 +220,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             output.display()
         );
     }
-    let state_dir = opts
-        .state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.bulkverify", output.display())));
+    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
 
     // Resolved before anything is opened, so that a missing credential stops the run first.
     let live = if opts.sandbox {
@@ -564,9 +561,9 @@ async fn dispatch(
     drop(ctx);
     tokio::task::spawn_blocking(move || {
         writer_thread.join();
-        // The gate and its usage sink are gone: the ledger's thread writes what is left.
-        if let Some(t) = ledger_thread {
-            let _ = t.join();
+        // Nothing is sent any more: the ledger's thread writes what is left.
+        if let Some(following) = ledger_thread {
+            following.finish();
         }
     })
     .await?;
@@ -710,6 +707,11 @@ fn validate_sections(config: &ConfigFile) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A job's state directory when `--state` is not given: beside its output.
+pub fn default_state(output: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.bulkverify", output.display()))
 }
 
 /// `exports/jan.csv` → `jan.verified.csv` in the working directory.

@@ -708,6 +708,53 @@ fn a_second_run_on_the_same_state_is_refused_while_the_first_runs() {
     assert!(sandbox.submissions().values().all(|n| *n == 1));
 }
 
+/// `purge` deletes a finished job's state and keeps its output; it never deletes a state a
+/// run is using, nor a directory that is not a state.
+#[test]
+fn purge_deletes_the_state_and_keeps_the_output() {
+    let sandbox = Sandbox::quick(&["--udyam-delay-ms", "3000"]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(3)));
+    let purge = || {
+        let mut c = std::process::Command::new(BIN);
+        c.current_dir(job.dir.path())
+            .args(["purge", "-o", "out.csv"]);
+        output(c)
+    };
+    let mut running = job
+        .run(&sandbox, "deepvue-udyam", JOB_ARGS)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the run to submit", || {
+        !sandbox.submissions().is_empty()
+    });
+    let busy = purge();
+    assert_eq!(code(&busy), 1);
+    assert!(
+        stderr(&busy).contains("another bulkverify run"),
+        "{}",
+        stderr(&busy)
+    );
+    assert_eq!(running.wait().unwrap().code(), Some(0));
+
+    let state = job.path("out.csv.bulkverify");
+    assert!(state.is_dir());
+    let done = purge();
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    assert!(stderr(&done).contains("deleted"), "{}", stderr(&done));
+    assert!(!state.exists());
+    assert!(job.path("out.csv").is_file(), "the output is kept");
+    let again = purge();
+    assert_eq!(code(&again), 1);
+    assert!(
+        stderr(&again).contains("not a bulkverify state directory"),
+        "{}",
+        stderr(&again)
+    );
+}
+
 #[test]
 fn a_changed_input_is_not_resumed_against_old_results() {
     let sandbox = Sandbox::quick(&[]);

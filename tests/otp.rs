@@ -84,15 +84,18 @@ fn attestr_sends_otps_then_verifies_what_the_ops_team_filled_in() {
     let sandbox = Sandbox::quick(&[]);
     let job = Job::new();
     job.write("bulkverify.toml", CONFIG);
+    let step = |otps: Option<&[(&str, &str)]>, exit| {
+        run(
+            &job,
+            &sandbox,
+            "attestr-udyam-otp",
+            &attestr_input(otps),
+            exit,
+        )
+    };
 
     // Run 1: the export as it is, without an otp column.
-    let rows = run(
-        &job,
-        &sandbox,
-        "attestr-udyam-otp",
-        &attestr_input(None),
-        75,
-    );
+    let rows = step(None, 75);
     expect(
         &rows,
         &[
@@ -118,13 +121,7 @@ fn attestr_sends_otps_then_verifies_what_the_ops_team_filled_in() {
 
     // Run 2: the ops team added the otp column and filled what the owners read out.
     let filled = [("A1", "123456"), ("A4", "123456"), ("A5", "111111")];
-    let rows = run(
-        &job,
-        &sandbox,
-        "attestr-udyam-otp",
-        &attestr_input(Some(&filled)),
-        75,
-    );
+    let rows = step(Some(&filled), 75);
     expect(
         &rows,
         &[
@@ -159,13 +156,7 @@ fn attestr_sends_otps_then_verifies_what_the_ops_team_filled_in() {
     );
 
     // Run 3, the same file: the wrong OTP is not spent again, nothing final is sent again.
-    let rows = run(
-        &job,
-        &sandbox,
-        "attestr-udyam-otp",
-        &attestr_input(Some(&filled)),
-        75,
-    );
+    let rows = step(Some(&filled), 75);
     expect(
         &rows,
         &[
@@ -184,13 +175,7 @@ fn attestr_sends_otps_then_verifies_what_the_ops_team_filled_in() {
 
     // Run 4: the right OTP for A5.
     let filled = [("A1", "123456"), ("A4", "123456"), ("A5", "123456")];
-    let rows = run(
-        &job,
-        &sandbox,
-        "attestr-udyam-otp",
-        &attestr_input(Some(&filled)),
-        75,
-    );
+    let rows = step(Some(&filled), 75);
     expect(&rows, &[("A5", "verified", "")]);
     assert_eq!(
         count(&sandbox, "udyam_otp_requests", "UDYAM-MH-01-0000015"),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::flatten::{flatten, snake_case};
-use super::{CheckInfo, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings};
+use super::{
+    CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
+};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::engine::gate::Priority;
 use crate::input::reader::ColumnSpec;
@@ -49,14 +51,7 @@ pub const INFO: CheckInfo = CheckInfo {
             help: "the mobile number registered with Udyam (+91, 0 and spaces are accepted)",
             filled_later: false,
         },
-        ColumnSpec {
-            name: "otp",
-            required: false,
-            aliases: &["otp", "otpcode", "udyamotp"],
-            help: "the OTP the owner received, filled in after the first run (the column may \
-                   be added then)",
-            filled_later: true,
-        },
+        OTP_COLUMN,
     ],
     fields: &[
         (

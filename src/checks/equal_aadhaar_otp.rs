@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::flatten::flatten;
-use super::{CheckInfo, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings};
+use super::{
+    CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
+};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::engine::gate::Priority;
 use crate::input::reader::ColumnSpec;
@@ -42,14 +44,7 @@ pub const INFO: CheckInfo = CheckInfo {
             help: "the 12-digit Aadhaar number (spaces and hyphens are accepted)",
             filled_later: false,
         },
-        ColumnSpec {
-            name: "otp",
-            required: false,
-            aliases: &["otp", "otpcode", "aadhaarotp"],
-            help: "the OTP the holder received, filled in after the first run (the column may \
-                   be added then)",
-            filled_later: true,
-        },
+        OTP_COLUMN,
     ],
     fields: &[
         (

@@ -254,6 +254,17 @@ pub trait OtpCheck: Send + Sync + 'static {
     fn schedule(&self) -> PollSchedule;
 }
 
+/// The column of the OTP in a two-step check's input: filled in by the ops team between the
+/// two runs, so it is left out of the input's fingerprint.
+pub const OTP_COLUMN: ColumnSpec = ColumnSpec {
+    name: "otp",
+    required: false,
+    aliases: &["otp", "otpcode"],
+    help: "the OTP sent to the registered mobile, filled in after the first run (the column \
+           may be added then)",
+    filled_later: true,
+};
+
 /// A two-step check's own settings: how long its OTP stays valid (by default, what the
 /// provider documents). It sends rows one by one, so a batch size would mean nothing.
 pub fn otp_settings(

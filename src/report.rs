@@ -1,5 +1,6 @@
 //! What the run produced: the result columns of the output, the summary, the exit code.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -21,6 +22,30 @@ pub const EXIT_USAGE: u8 = 2;
 /// Some rows are `pending` or `error`: run the same command again to resume.
 /// (75 is EX_TEMPFAIL: "try again later", which cron wrappers understand.)
 pub const EXIT_INCOMPLETE: u8 = 75;
+
+/// A result cell as written: one that a spreadsheet would run as a formula (it starts with
+/// `=`, `+`, `-`, `@`, a tab, CR or LF) gets a `'` in front, OWASP's rule against CSV
+/// injection, since result cells carry what providers and their sources say. A plain number
+/// (`-1200`, `+919876543210`) is left as it is: it cannot run, and a turnover or a phone
+/// number stays usable; a phone number with spaces or hyphens (`+91 98765 43210`) gets the
+/// quote. The input's own columns are never changed.
+pub fn neutralise(value: &str) -> Cow<'_, str> {
+    let risky = value.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']);
+    if risky && !is_plain_number(value) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// An optional sign, then digits with at most one decimal point.
+fn is_plain_number(value: &str) -> bool {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !(int.is_empty() && frac.is_empty())
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// One row's result as written.
 struct Written<'r> {
@@ -132,19 +157,24 @@ impl<'a> Collector<'a> {
         self.duplicates += u64::from(row.duplicate_of.is_some());
         let done = row.state == RowState::Done;
         let duplicate_of = row.duplicate_of.map(|k| row_reference(self.inputs, k));
-        let mut fields: Vec<Option<&str>> = vec![None; self.field_columns.len()];
+        let mut fields: Vec<Option<Cow<str>>> = vec![None; self.field_columns.len()];
         for (name, value) in &row.fields {
             if let Some(&i) = self.field_index.get(name) {
-                fields[i] = Some(value);
+                fields[i] = Some(neutralise(value));
             }
         }
+        let (reason, message) = (w.reason.map(neutralise), w.message.map(neutralise));
+        let (provider_status, request_id) = (
+            row.provider_status.as_deref().map(neutralise),
+            row.request_id.as_deref().map(neutralise),
+        );
         // In the order of COMMON_FIELDS, then the check's own.
         let common = [
             Cell::Text(Some(w.status.as_str())),
-            Cell::Text(w.reason),
-            Cell::Text(w.message),
-            Cell::Text(row.provider_status.as_deref()),
-            Cell::Text(row.request_id.as_deref()),
+            Cell::Text(reason.as_deref()),
+            Cell::Text(message.as_deref()),
+            Cell::Text(provider_status.as_deref()),
+            Cell::Text(request_id.as_deref()),
             Cell::Text(if done {
                 row.checked_at.as_deref()
             } else {
@@ -155,7 +185,9 @@ impl<'a> Collector<'a> {
         ];
         self.results.push(
             row.key.0,
-            common.into_iter().chain(fields.into_iter().map(Cell::Text)),
+            common
+                .into_iter()
+                .chain(fields.iter().map(|f| Cell::Text(f.as_deref()))),
         )
     }
 
@@ -387,6 +419,66 @@ mod tests {
         assert_eq!(tally.counts[&Status::Pending], 2);
         assert_eq!(tally.counts[&Status::Error], 1);
         assert_eq!(tally.duplicates, 1);
+    }
+
+    #[test]
+    fn formula_like_result_cells_are_neutralised() {
+        for (value, written) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("\n=1", "'\n=1"),
+            ("+91 98765 43210", "'+91 98765 43210"),
+            ("+91-98765-43210", "'+91-98765-43210"),
+            ("-", "'-"),
+            ("+919876543210", "+919876543210"),
+            ("-1200", "-1200"),
+            ("-12.50", "-12.50"),
+            ("RAVI KUMAR", "RAVI KUMAR"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralise(value), written, "{value:?}");
+        }
+    }
+
+    /// Through the output: result cells are neutralised, the input's cells are not.
+    #[test]
+    fn result_cells_are_neutralised_and_input_cells_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(
+            &input,
+            "id,note
+a,=1+1
+",
+        )
+        .unwrap();
+        let inputs = InputFile::open_all(&[input]).unwrap();
+        let mut r = row(0, RowState::Done, Some(Status::NotVerified));
+        r.message = Some("=cmd()".into());
+        r.fields = vec![
+            ("name".into(), "@evil".into()),
+            ("turnover".into(), "-5".into()),
+        ];
+        let results_path = dir.path().join("results.parquet");
+        let mut c = Collector::new(
+            &inputs,
+            vec!["name".into(), "turnover".into()],
+            &results_path,
+        )
+        .unwrap();
+        c.add(&r).unwrap();
+        let (results, _) = c.finish().unwrap();
+        let out = dir.path().join("out.csv");
+        crate::merge::write_output(&inputs, results, &out, dir.path()).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("a,=1+1,not_verified,,'=cmd(),"), "{line}");
+        assert!(line.ends_with(",'@evil,-5"), "{line}");
     }
 
     #[test]

@@ -187,9 +187,10 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
     let status = text(&body, "status")
         .unwrap_or_default()
         .to_ascii_uppercase();
-    let valid = body.get("valid").and_then(Value::as_bool) == Some(true);
+    // Only what the answer says counts: a missing or mistyped `valid` is not a "no".
+    let valid = body.get("valid").and_then(Value::as_bool);
     match (valid, text(&body, "_id")) {
-        (true, Some(id)) if !id.is_empty() => {
+        (Some(true), Some(id)) if !id.is_empty() => {
             let mut outcome = Outcome::new(Status::Pending)
                 .with_reason("otp_sent")
                 .with_message(
@@ -206,7 +207,7 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
                 outcome,
             })
         }
-        (false, _) => Ok(OtpSent::Done(
+        (Some(false), _) => Ok(OtpSent::Done(
             Outcome::new(Status::NotVerified)
                 .with_reason("reg_or_mobile_invalid")
                 .with_message(
@@ -215,7 +216,7 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
                 )
                 .with_provider_status(status),
         )),
-        (true, _) => Ok(OtpSent::Done(unexpected(status))),
+        _ => Ok(OtpSent::Done(unexpected(status))),
     }
 }
 

@@ -137,12 +137,16 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
                 .get("result")
                 .and_then(|r| r.get("source_output"))
                 .filter(|s| s.is_object());
-            Step::Done(
-                Outcome::new(Status::Verified)
-                    .with_provider_status(status)
-                    .with_request_id(id)
-                    .with_fields(source.map(flatten).unwrap_or_default()),
-            )
+            // "completed" without the source's answer confirms nothing.
+            let outcome = match source {
+                Some(source) => Outcome::new(Status::Verified).with_fields(flatten(source)),
+                None => Outcome::new(Status::Error)
+                    .with_reason("unexpected_answer")
+                    .with_message(
+                        "deepvue said completed but sent no source_output; the next run asks again",
+                    ),
+            };
+            Step::Done(outcome.with_provider_status(status).with_request_id(id))
         }
         "failed" => {
             let mut outcome = Outcome::new(Status::NotVerified)

@@ -359,6 +359,109 @@ pub trait BatchCheck: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Status;
+    use crate::providers::Answer;
+
+    /// Bodies no provider should send, but a proxy, a bug or an attacker on the path might:
+    /// empty, not JSON, not UTF-8, the wrong types, nested past any parser's depth, 1 MB.
+    fn hostile_bodies() -> Vec<Vec<u8>> {
+        vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"{}".to_vec(),
+            b"\"SUCCESS\"".to_vec(),
+            b"<html>gateway</html>".to_vec(),
+            br#"{"status":5,"valid":"yes","data":[],"entries":{},"code":[1],"_id":7}"#.to_vec(),
+            br#"{"status":{"a":1},"data":{"keys":5},"result":"x","decision":3}"#.to_vec(),
+            br#"{"status":"completed","result":null,"data":"s","request_id":null}"#.to_vec(),
+            vec![0xff, 0xfe, b'{', 0x80],
+            "[".repeat(100_000).into_bytes(),
+            format!(r#"{{"status":"{}"}}"#, "A".repeat(1 << 20)).into_bytes(),
+        ]
+    }
+
+    /// A 2xx answer that makes no sense is never read as a verdict: only `error` or `pending`,
+    /// with a reason. Anything else may be a refusal, or a stop with a message.
+    fn judge(who: &str, status: u16, body: &[u8], outcome: Option<&Outcome>) {
+        let Some(o) = outcome else { return };
+        if (200..300).contains(&status) {
+            assert!(
+                matches!(o.status, Status::Error | Status::Pending),
+                "{who}: HTTP {status} {:?} read as {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(80)]),
+                o.status
+            );
+        }
+        if o.status == Status::Error {
+            assert!(o.reason.as_deref().is_some_and(|r| !r.is_empty()), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_answers_never_panic_nor_pass_for_verdicts() {
+        for status in [200, 202, 400, 404, 409, 422, 500] {
+            for body in hostile_bodies() {
+                let a = Answer {
+                    status: reqwest::StatusCode::from_u16(status).unwrap(),
+                    headers: reqwest::header::HeaderMap::new(),
+                    body: bytes::Bytes::from(body.clone()),
+                    attempts: 1,
+                };
+                let step = |s: Step| match s {
+                    Step::Done(o) => judge("deepvue udyam", status, &body, Some(&o)),
+                    Step::Running(id) => assert!(!id.is_empty() && status < 300),
+                    Step::Lost(_) => {}
+                };
+                if let Ok(s) = deepvue_udyam::read_submit(&a) {
+                    step(s);
+                }
+                step(deepvue_udyam::read_result(&a, "r"));
+                if let Ok(Uploaded::Refused(o)) = deepvue_upi_batch::read_upload(&a) {
+                    judge("upi upload", status, &body, Some(&o));
+                }
+                if let deepvue_upi_batch::BatchStatus::Failed(o) =
+                    deepvue_upi_batch::read_status(&a)
+                {
+                    judge("upi status", status, &body, Some(&o));
+                }
+                judge(
+                    "digilocker",
+                    status,
+                    &body,
+                    cashfree_digilocker::read_status(&a).ok().as_ref(),
+                );
+                if let Ok(Uploaded::Refused(o)) = cashfree_bulk::read_upload(&a, "x", "n") {
+                    judge("bulk upload", status, &body, Some(&o));
+                }
+                for kind in [cashfree_bulk::Kind::Bank, cashfree_bulk::Kind::Pan] {
+                    match cashfree_bulk::read_status(kind, &a, "r") {
+                        Ok(BatchStep::Done(rows)) => {
+                            for (_, o) in &rows {
+                                judge("bulk entries", status, &body, Some(o));
+                            }
+                        }
+                        Ok(BatchStep::Failed(o)) => judge("bulk status", status, &body, Some(&o)),
+                        _ => {}
+                    }
+                }
+                if let Ok(OtpSent::Done(o)) = attestr_udyam_otp::read_sent(&a) {
+                    judge("attestr otp-gen", status, &body, Some(&o));
+                }
+                let otp = |who: &str, r: Result<OtpAnswer, CallError>| {
+                    if let Ok(OtpAnswer::Done(o) | OtpAnswer::Refused(o) | OtpAnswer::Closed(o)) = r
+                    {
+                        judge(who, status, &body, Some(&o));
+                    }
+                };
+                otp("attestr otp-verify", attestr_udyam_otp::read_verified(&a));
+                otp(
+                    "equal journey",
+                    equal_aadhaar_otp::read_journey(&a, "234123412346"),
+                );
+            }
+        }
+    }
 
     #[test]
     fn poll_delays_grow_and_cap() {

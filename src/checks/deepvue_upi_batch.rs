@@ -291,8 +291,10 @@ pub fn read_output(path: &Path) -> Result<Vec<(Match, Outcome)>, String> {
             .get(key_col)
             .and_then(|k| k.trim().parse::<u64>().ok())
         else {
-            tracing::warn!("a row of a UPI batch result has no usable {KEY_COLUMN}; ignored");
-            continue;
+            // A row that cannot be matched makes the whole file suspect: nothing is merged.
+            return Err(format!(
+                "a row of the result file has no usable {KEY_COLUMN}; nothing of it was merged"
+            ));
         };
         let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").trim();
         out.push((
@@ -446,6 +448,9 @@ mod tests {
         let p = dir.path().join("o.csv");
         std::fs::write(&p, "vpa,account_exists\r\na@b,true\r\n").unwrap();
         assert!(read_output(&p).unwrap_err().contains(KEY_COLUMN));
+        std::fs::write(&p, "bv_row_key,account_exists\n0,true\nx,true\n").unwrap();
+        let err = read_output(&p).unwrap_err();
+        assert!(err.contains("nothing of it was merged"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The batch pipeline: chunk the rows, upload each chunk, poll it, and settle every row of it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -204,34 +204,141 @@ async fn poll_batch<C: BatchCheck>(ctx: &Ctx, check: &C, batch: OpenBatch, scrat
 }
 
 /// Gives every row of the batch its result, by key or by identifier; a row the result left out
-/// is an error that a later run sends again, in a new batch.
+/// is an error that a later run sends again, in a new batch. A result that names a row the
+/// batch never sent, or one row twice, is not the batch's: nothing of it is merged, its rows
+/// are errors, and the batch stays open for the next run to fetch again (never to upload).
 fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(Match, Outcome)>) {
+    match match_results(ctx.check, rows, results) {
+        Ok(mut by_key) => {
+            for &(k, _) in rows {
+                let outcome = by_key.remove(&k).unwrap_or_else(|| {
+                    Outcome::new(Status::Error)
+                        .with_reason("missing_from_result")
+                        .with_message(
+                            "the provider's result file has no row for this one; the next run \
+                             sends it again",
+                        )
+                });
+                ctx.finish(k, outcome, None);
+            }
+            ctx.journal.batch_closed(batch_id, "done");
+        }
+        Err(rejected) => {
+            tracing::warn!("the result of batch {batch_id} was rejected: {rejected}");
+            let outcome = Outcome::new(Status::Error)
+                .with_reason("result_rejected")
+                .with_message(format!(
+                    "the provider's result was not merged: {rejected}; the next run fetches it \
+                     again (the batch is never uploaded again)"
+                ));
+            for &(k, _) in rows {
+                ctx.finish(k, outcome.clone(), None);
+            }
+        }
+    }
+}
+
+/// Why a batch's result is not the batch's.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("{0} of its rows name no row of the batch")]
+    Unknown(usize),
+    #[error("it holds {0} row(s) of the batch more than once")]
+    Duplicate(usize),
+}
+
+/// Pairs each result with its row of the batch, or rejects the whole result.
+pub fn match_results(
+    check: &str,
+    rows: &[(RowKey, [u8; 16])],
+    results: Vec<(Match, Outcome)>,
+) -> Result<HashMap<RowKey, Outcome>, Rejected> {
     let by_ident: HashMap<[u8; 16], RowKey> = rows.iter().map(|(k, h)| (*h, *k)).collect();
+    let in_batch: HashSet<RowKey> = rows.iter().map(|(k, _)| *k).collect();
     let mut by_key: HashMap<RowKey, Outcome> = HashMap::with_capacity(results.len());
-    let mut unmatched = 0usize;
+    let (mut unknown, mut repeated) = (0usize, 0usize);
     for (m, o) in results {
         let key = match m {
-            Match::Row(k) => Some(k),
-            Match::Ident(ident) => by_ident.get(&ident_hash(ctx.check, &ident)).copied(),
+            Match::Row(k) => Some(k).filter(|k| in_batch.contains(k)),
+            Match::Ident(ident) => by_ident.get(&ident_hash(check, &ident)).copied(),
         };
         match key {
             Some(k) => {
-                by_key.entry(k).or_insert(o);
+                if by_key.insert(k, o).is_some() {
+                    repeated += 1;
+                }
             }
-            None => unmatched += 1,
+            None => unknown += 1,
         }
     }
-    for &(k, _) in rows {
-        let outcome = by_key.remove(&k).unwrap_or_else(|| {
-            Outcome::new(Status::Error)
-                .with_reason("missing_from_result")
-                .with_message("the provider's result file has no row for this one; the next run sends it again")
-        });
-        ctx.finish(k, outcome, None);
+    if unknown > 0 {
+        return Err(Rejected::Unknown(unknown));
     }
-    let unmatched = unmatched + by_key.len();
-    if unmatched > 0 {
-        tracing::warn!("{unmatched} result(s) of a batch match no row of that batch; ignored");
+    if repeated > 0 {
+        return Err(Rejected::Duplicate(repeated));
     }
-    ctx.journal.batch_closed(batch_id, "done");
+    Ok(by_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<(RowKey, [u8; 16])> {
+        vec![
+            (RowKey(1), ident_hash("c", "a")),
+            (RowKey(2), ident_hash("c", "b")),
+        ]
+    }
+
+    fn ok() -> Outcome {
+        Outcome::new(Status::Verified)
+    }
+
+    #[test]
+    fn results_are_matched_by_key_or_identifier() {
+        let got = match_results(
+            "c",
+            &rows(),
+            vec![
+                (Match::Row(RowKey(1)), ok()),
+                (Match::Ident("b".into()), ok()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2);
+        let partial = match_results("c", &rows(), vec![(Match::Row(RowKey(2)), ok())]).unwrap();
+        assert_eq!(
+            partial.len(),
+            1,
+            "a row left out is the caller's missing_from_result"
+        );
+    }
+
+    #[test]
+    fn unknown_or_repeated_rows_reject_the_whole_result() {
+        assert_eq!(
+            match_results(
+                "c",
+                &rows(),
+                vec![(Match::Row(RowKey(1)), ok()), (Match::Row(RowKey(9)), ok())]
+            ),
+            Err(Rejected::Unknown(1))
+        );
+        assert_eq!(
+            match_results("c", &rows(), vec![(Match::Ident("zzz".into()), ok())]),
+            Err(Rejected::Unknown(1))
+        );
+        assert_eq!(
+            match_results(
+                "c",
+                &rows(),
+                vec![
+                    (Match::Row(RowKey(1)), ok()),
+                    (Match::Ident("a".into()), ok())
+                ]
+            ),
+            Err(Rejected::Duplicate(1))
+        );
+    }
 }

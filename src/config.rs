@@ -86,6 +86,13 @@ pub struct ProviderConfig {
     /// Cashfree's public key (PEM) for the `x-cf-signature` of accounts that use public-key 2FA
     /// instead of an IP allow-list.
     pub public_key_file: Option<PathBuf>,
+    /// Hosts result files may be downloaded from (exact, or `*.suffix`), besides the
+    /// provider's own base URL.
+    pub download_hosts: Option<Vec<String>>,
+    /// The largest result file fetched, in MiB (default 2048).
+    pub max_download_mb: Option<u64>,
+    /// The longest a result file's download may take (default 1800 s).
+    pub download_timeout_secs: Option<f64>,
 }
 
 /// One `[checks.NAME]` section.
@@ -196,6 +203,7 @@ pub struct ProviderSettings {
     pub api_version: Option<String>,
     /// Cashfree's public key, PEM text, for `x-cf-signature`.
     pub public_key: Option<String>,
+    pub downloads: crate::providers::downloads::DownloadPolicy,
 }
 
 /// A provider's published defaults, used where the config is silent.
@@ -207,6 +215,8 @@ pub struct ProviderDefaults {
     /// The credentials it needs, as environment variables after the prefix (`CLIENT_ID`):
     /// Deepvue, Cashfree and Equal take an id and a secret, Attestr one opaque token.
     pub credentials: &'static [&'static str],
+    /// Hosts its result files come from, when it hands out download URLs.
+    pub download_hosts: &'static [&'static str],
 }
 
 impl ProviderDefaults {
@@ -334,6 +344,33 @@ impl ProviderSettings {
             })?),
         };
 
+        let max_download_mb = section.max_download_mb.unwrap_or(2048);
+        if !(1..=1 << 20).contains(&max_download_mb) {
+            return Err(config.invalid(setting("max_download_mb"), "must be between 1 and 1048576"));
+        }
+        let download_timeout = match section.download_timeout_secs {
+            None => Duration::from_secs(1800),
+            Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Duration::from_secs_f64(v),
+            Some(_) => {
+                return Err(config.invalid(
+                    setting("download_timeout_secs"),
+                    "must be between 0 and 86400 seconds",
+                ));
+            }
+        };
+        let downloads = crate::providers::downloads::DownloadPolicy {
+            base: base_url.clone(),
+            hosts: section.download_hosts.clone().unwrap_or_else(|| {
+                defaults
+                    .download_hosts
+                    .iter()
+                    .map(|h| (*h).to_string())
+                    .collect()
+            }),
+            max_bytes: max_download_mb * 1024 * 1024,
+            max_time: download_timeout,
+        };
+
         let pacing_guard = match section.pacing_guard_ms {
             None => DEFAULT_PACING_GUARD,
             Some(ms) if ms <= 1000 => Duration::from_millis(ms),
@@ -356,6 +393,7 @@ impl ProviderSettings {
             credentials,
             api_version: section.api_version.clone(),
             public_key,
+            downloads,
         })
     }
 }

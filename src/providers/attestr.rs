@@ -13,6 +13,7 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     env_prefix: "ATTESTR",
     base_url: "https://api.attestr.com",
     credentials: &["AUTH_TOKEN"],
+    download_hosts: &[],
 };
 
 pub fn provider(settings: &ProviderSettings) -> Result<FixedHeaders, CallError> {

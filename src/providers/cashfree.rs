@@ -23,6 +23,7 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     env_prefix: "CASHFREE",
     base_url: "https://api.cashfree.com/verification",
     credentials: &["CLIENT_ID", "CLIENT_SECRET"],
+    download_hosts: &[],
 };
 
 /// How long a signature is reused. Cashfree checks the timestamp inside it against its clock;

@@ -19,6 +19,7 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     env_prefix: "DEEPVUE",
     base_url: "https://production.deepvue.tech",
     credentials: &["CLIENT_ID", "CLIENT_SECRET"],
+    download_hosts: &["*.amazonaws.com"],
 };
 
 /// How long before its expiry a token is renewed: a call must never leave with a token that

@@ -12,6 +12,7 @@ pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     env_prefix: "EQUAL",
     base_url: "https://business-api.equal.in",
     credentials: &["CLIENT_ID", "CLIENT_SECRET"],
+    download_hosts: &[],
 };
 
 pub fn provider(settings: &ProviderSettings) -> Result<FixedHeaders, CallError> {

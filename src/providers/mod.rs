@@ -17,6 +17,7 @@
 pub mod attestr;
 pub mod cashfree;
 pub mod deepvue;
+pub mod downloads;
 pub mod equal;
 pub mod ratelimit;
 
@@ -229,6 +230,7 @@ pub struct Api {
     budget: Budget,
     /// Whether the provider counts polls and downloads against its quota.
     polls_count: bool,
+    downloads: downloads::DownloadPolicy,
     pub stats: Arc<Stats>,
     stop: Arc<Stop>,
 }
@@ -267,6 +269,7 @@ impl Api {
             },
             budget: Budget::new(settings.retry_budget),
             polls_count: settings.polls_count,
+            downloads: settings.downloads.clone(),
             stats,
             stop,
         })
@@ -316,8 +319,39 @@ impl Api {
 
     /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
     /// make S3 refuse the request), and its body never sits in memory whole. A non-2xx answer
-    /// is returned with its body and nothing written.
+    /// is returned with its body and nothing written. The URL must pass the download policy
+    /// ([`downloads`]); the body is capped in size and in time, and a body cut short (fewer
+    /// bytes than announced, a chunked body without its end) is a transport failure, fetched
+    /// again.
     pub async fn download(
+        &self,
+        label: &'static str,
+        url: &Secret,
+        dest: &Path,
+    ) -> Result<Answer, CallError> {
+        let refused = |reason: &str, message: String| CallError::GaveUp {
+            label,
+            reason: reason.into(),
+            message,
+            attempts: 0,
+        };
+        if let Err(why) = self.downloads.check(url.expose()).await {
+            return Err(refused("download_refused", why));
+        }
+        let fetched = tokio::time::timeout(self.downloads.max_time, self.fetch(label, url, dest));
+        match fetched.await {
+            Ok(answer) => answer,
+            Err(_) => Err(refused(
+                "download_timeout",
+                format!(
+                    "the result file took longer than {} s to download (download_timeout_secs)",
+                    self.downloads.max_time.as_secs()
+                ),
+            )),
+        }
+    }
+
+    async fn fetch(
         &self,
         label: &'static str,
         url: &Secret,
@@ -385,6 +419,7 @@ impl Api {
                     Stats::add(&self.stats.retries, 1);
                 }
                 Stats::add(&self.stats.calls, 1);
+                let dest = dest.map(|d| (d, self.downloads.max_bytes));
                 (headers, receive(builder, dest).await, grant)
             };
             let failure = match outcome {
@@ -432,6 +467,18 @@ impl Api {
                         }
                         return Ok(Answer { attempts, ..answer });
                     }
+                }
+                Err(Failed::TooLarge(max)) => {
+                    return Err(CallError::GaveUp {
+                        label: req.label,
+                        reason: "download_too_large".into(),
+                        message: format!(
+                            "the result file is larger than {} MiB (max_download_mb): not \
+                             fetched",
+                            max / (1024 * 1024)
+                        ),
+                        attempts,
+                    });
                 }
                 Err(Failed::Local(e)) => {
                     return Err(CallError::Fatal(format!(
@@ -547,9 +594,15 @@ enum Failed {
     Transport { error: reqwest::Error, sent: bool },
     /// The answer could not be written to disk.
     Local(std::io::Error),
+    /// The body passed this many bytes.
+    TooLarge(u64),
 }
 
-async fn receive(builder: reqwest::RequestBuilder, dest: Option<&Path>) -> Result<Answer, Failed> {
+/// Sends and reads the answer; with `dest`, a 2xx body is streamed to that file, up to a size.
+async fn receive(
+    builder: reqwest::RequestBuilder,
+    dest: Option<(&Path, u64)>,
+) -> Result<Answer, Failed> {
     let transport = |error: reqwest::Error| Failed::Transport {
         sent: !error.is_connect(),
         error,
@@ -558,11 +611,19 @@ async fn receive(builder: reqwest::RequestBuilder, dest: Option<&Path>) -> Resul
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = match dest {
-        Some(path) if status.is_success() => {
+        Some((path, max)) if status.is_success() => {
+            if resp.content_length().is_some_and(|n| n > max) {
+                return Err(Failed::TooLarge(max));
+            }
             let mut out = crate::journal::create_private_file_async(path)
                 .await
                 .map_err(Failed::Local)?;
+            let mut written = 0u64;
             while let Some(bytes) = resp.chunk().await.map_err(transport)? {
+                written += bytes.len() as u64;
+                if written > max {
+                    return Err(Failed::TooLarge(max));
+                }
                 out.write_all(&bytes).await.map_err(Failed::Local)?;
             }
             out.flush().await.map_err(Failed::Local)?;
@@ -616,4 +677,121 @@ pub fn provider_words(answer: &Answer) -> Option<String> {
     ["message", "detail", "error"]
         .iter()
         .find_map(|k| v.get(k).and_then(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::ConfigFile;
+    use crate::engine::gate::GateSettings;
+
+    /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
+    /// 3 MiB on `/big`, and streams without end on `/endless`.
+    async fn server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shorts = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let shorts = shorts.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let body = [b'x'; 100];
+                    if request.starts_with("GET /short") {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let cut = if shorts.fetch_add(1, Ordering::SeqCst) == 0 {
+                            10
+                        } else {
+                            100
+                        };
+                        let _ = conn.write_all(&body[..cut]).await;
+                    } else if request.starts_with("GET /big") {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                    } else {
+                        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+                        while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    async fn api(base: &str) -> Api {
+        let config = ConfigFile::parse(
+            "[providers.deepvue]\nmax_download_mb = 1\nmax_attempts = 3\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "DEEPVUE_BASE_URL" => Some(base.to_string()),
+            "DEEPVUE_CLIENT_ID" | "DEEPVUE_CLIENT_SECRET" => Some("x".into()),
+            _ => None,
+        };
+        let settings = ProviderSettings::resolve(&deepvue::DEFAULTS, &config, &env, None).unwrap();
+        let gate = Gate::new(
+            &GateSettings {
+                quotas: settings.quotas,
+                guard: settings.pacing_guard,
+                concurrency: settings.concurrency,
+                give_up_after: settings.give_up_after,
+            },
+            vec![],
+            None,
+        );
+        let auth = Box::new(FixedHeaders::new(HeaderMap::new(), |_| false));
+        Api::new(&settings, auth, gate, Arc::default(), Arc::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn downloads_cut_short_are_fetched_again_and_oversized_ones_refused() {
+        let base = server().await;
+        let api = api(&base).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+
+        let got = api
+            .download("t", &Secret::new(format!("{base}/short")), &dest)
+            .await
+            .unwrap();
+        assert_eq!(got.attempts, 2, "the cut answer was fetched again");
+        assert_eq!(std::fs::read(&dest).unwrap().len(), 100);
+
+        for path in ["/big", "/endless"] {
+            let err = api
+                .download("t", &Secret::new(format!("{base}{path}")), &dest)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, CallError::GaveUp { reason, .. } if reason == "download_too_large"),
+                "{path}: {err}"
+            );
+        }
+
+        let err = api
+            .download(
+                "t",
+                &Secret::new("https://elsewhere.example/f.csv?X-Amz-Signature=s"),
+                &dest,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::GaveUp { reason, .. } if reason == "download_refused"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("Signature"), "{err}");
+    }
 }

@@ -426,6 +426,8 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         .args(["--progress", "off"])
         .arg(dir.join("input.csv"))
         .env("DEEPVUE_BASE_URL", sandbox_url)
+        // Each scenario is its own account: no usage ledger shared with earlier runs.
+        .env("BULKVERIFY_LEDGER_DIR", "")
         .env("DEEPVUE_CLIENT_ID", "sandbox_client")
         .env("DEEPVUE_CLIENT_SECRET", "free_tier_sandbox_secret")
         .env("CASHFREE_BASE_URL", format!("{sandbox_url}/verification"))

@@ -92,6 +92,8 @@ pub struct Ledger {
     run: String,
     /// The last entry read.
     seen: i64,
+    /// The minute of the last sweep of old entries.
+    swept: i64,
 }
 
 impl Ledger {
@@ -130,6 +132,7 @@ impl Ledger {
             account,
             run: format!("{:016x}", rand::random::<u64>()),
             seen: 0,
+            swept: 0,
         })
     }
 
@@ -170,7 +173,8 @@ impl Ledger {
         Ok(rows)
     }
 
-    /// Records this run's requests, per minute, and forgets entries older than two days.
+    /// Records this run's requests, per minute, and (once an hour) forgets entries older than
+    /// two days.
     pub fn record(&mut self, spent: &[(i64, u64)]) -> Result<(), LedgerError> {
         let fail = |source| LedgerError::Sqlite {
             dir: self.dir.display().to_string(),
@@ -184,14 +188,22 @@ impl Ledger {
             )
             .map_err(fail)?;
         }
-        if let Some((minute, _)) = spent.last() {
+        let sweep = spent
+            .last()
+            .map(|(m, _)| *m)
+            .filter(|m| *m >= self.swept + 60);
+        if let Some(minute) = sweep {
             tx.execute(
                 "DELETE FROM spent WHERE minute < ?1",
                 [minute - 2 * DAY_MINUTES],
             )
             .map_err(fail)?;
         }
-        tx.commit().map_err(fail)
+        tx.commit().map_err(fail)?;
+        if let Some(minute) = sweep {
+            self.swept = minute;
+        }
+        Ok(())
     }
 
     /// What other runs on the account recorded since the last look, per minute.

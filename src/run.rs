@@ -488,12 +488,7 @@ async fn dispatch(
     };
     let (grants, granted) = std::sync::mpsc::channel::<i64>();
     let gate = Gate::new(
-        &GateSettings {
-            quotas: settings.quotas,
-            guard: settings.pacing_guard,
-            concurrency: settings.concurrency,
-            give_up_after: settings.give_up_after,
-        },
+        &GateSettings::of(settings),
         used,
         Some(Box::new(move |minute| {
             usage_writer.usage(minute, 1);

@@ -85,6 +85,18 @@ pub struct GateSettings {
     pub give_up_after: Duration,
 }
 
+impl GateSettings {
+    /// A provider's gate settings, as its configuration resolved them.
+    pub fn of(settings: &crate::config::ProviderSettings) -> GateSettings {
+        GateSettings {
+            quotas: settings.quotas,
+            guard: settings.pacing_guard,
+            concurrency: settings.concurrency,
+            give_up_after: settings.give_up_after,
+        }
+    }
+}
+
 /// A provider's quota gate. Cloning shares it.
 #[derive(Clone)]
 pub struct Gate {

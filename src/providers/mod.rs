@@ -741,16 +741,7 @@ mod tests {
             _ => None,
         };
         let settings = ProviderSettings::resolve(&deepvue::DEFAULTS, &config, &env, None).unwrap();
-        let gate = Gate::new(
-            &GateSettings {
-                quotas: settings.quotas,
-                guard: settings.pacing_guard,
-                concurrency: settings.concurrency,
-                give_up_after: settings.give_up_after,
-            },
-            vec![],
-            None,
-        );
+        let gate = Gate::new(&GateSettings::of(&settings), vec![], None);
         let auth = Box::new(FixedHeaders::new(HeaderMap::new(), |_| false));
         Api::new(&settings, auth, gate, Arc::default(), Arc::default()).unwrap()
     }

@@ -957,3 +957,46 @@ fn a_request_the_provider_no_longer_knows_is_held_not_polled_for_ever() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(second.submissions().len(), numbers.len());
 }
+
+/// Under a permissive umask (0000), the state directory is still 0700 and every file the run
+/// writes there, the ledger and the output are 0600: they hold personal data.
+#[test]
+fn state_and_output_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(3)));
+    let mut c = job.run(&sandbox, "deepvue-udyam", JOB_ARGS);
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let o = output(c);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = job.path("out.csv.bulkverify");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&job.path("out.csv")), 0o600);
+    let mut checked = 0;
+    for dir in [state.clone(), job.path("ledger")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                checked += 1;
+            } else {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "the journal, its lock and the ledger were checked"
+    );
+}

@@ -468,7 +468,7 @@ impl Api {
                         return Ok(Answer { attempts, ..answer });
                     }
                 }
-                Err(Failed::TooLarge(max)) => {
+                Err(Failed::TooLarge(max)) if dest.is_some() => {
                     return Err(CallError::GaveUp {
                         label: req.label,
                         reason: "download_too_large".into(),
@@ -478,6 +478,28 @@ impl Api {
                             max / (1024 * 1024)
                         ),
                         attempts,
+                    });
+                }
+                Err(Failed::TooLarge(max)) => {
+                    let message = format!(
+                        "the provider's answer passed {} MiB, far beyond any answer of this \
+                         API: not read",
+                        max / (1024 * 1024)
+                    );
+                    // The provider answered, so a paid call may have been billed: never resent.
+                    return Err(if req.billing == Billing::Paid {
+                        CallError::Unconfirmed {
+                            label: req.label,
+                            message,
+                            attempts,
+                        }
+                    } else {
+                        CallError::GaveUp {
+                            label: req.label,
+                            reason: "answer_too_large".into(),
+                            message,
+                            attempts,
+                        }
                     });
                 }
                 Err(Failed::Local(e)) => {
@@ -598,6 +620,10 @@ enum Failed {
     TooLarge(u64),
 }
 
+/// The largest API answer read (result files have their own cap): a JSON answer of these APIs
+/// is kilobytes, so this only stops a body that would exhaust memory.
+const MAX_ANSWER_BYTES: u64 = 16 << 20;
+
 /// Sends and reads the answer; with `dest`, a 2xx body is streamed to that file, up to a size.
 async fn receive(
     builder: reqwest::RequestBuilder,
@@ -629,7 +655,19 @@ async fn receive(
             out.flush().await.map_err(Failed::Local)?;
             Bytes::new()
         }
-        _ => resp.bytes().await.map_err(transport)?,
+        _ => {
+            if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES) {
+                return Err(Failed::TooLarge(MAX_ANSWER_BYTES));
+            }
+            let mut body = Vec::new();
+            while let Some(bytes) = resp.chunk().await.map_err(transport)? {
+                if (body.len() + bytes.len()) as u64 > MAX_ANSWER_BYTES {
+                    return Err(Failed::TooLarge(MAX_ANSWER_BYTES));
+                }
+                body.extend_from_slice(&bytes);
+            }
+            Bytes::from(body)
+        }
     };
     Ok(Answer {
         status,
@@ -769,6 +807,21 @@ mod tests {
                 matches!(&err, CallError::GaveUp { reason, .. } if reason == "download_too_large"),
                 "{path}: {err}"
             );
+        }
+
+        // An endless answer to an API call is cut off, not read into memory: a free call
+        // gives up, a paid one is held (it may have been billed).
+        for (billing, paid) in [(Billing::Free, false), (Billing::Paid, true)] {
+            let url = api.url("/endless");
+            let build = move |c: &reqwest::Client| c.get(url.clone());
+            let err = api
+                .call("t", billing, Priority::High, &build)
+                .await
+                .unwrap_err();
+            let held = matches!(err, CallError::Unconfirmed { .. });
+            let gave_up =
+                matches!(&err, CallError::GaveUp { reason, .. } if reason == "answer_too_large");
+            assert!(if paid { held } else { gave_up }, "{err}");
         }
 
         let err = api

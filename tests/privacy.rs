@@ -1,0 +1,134 @@
+//! Canaries: jobs on every provider run with a known API secret, a synthetic Aadhaar number, a
+//! PAN, a bank account number and pre-signed download URLs, at every verbosity. Everything the
+//! tool wrote except the output file is then searched: stderr and stdout (logs, progress
+//! lines, the summary, error messages), every file of the state and of the usage ledger, and
+//! `--help`. No secret, no URL signature and no full Aadhaar number may appear anywhere; the
+//! PAN and the account number, personal data the state keeps only as the providers' answers,
+//! may not appear in what is printed.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const ARGS: &[&str] = &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+const AADHAAR: &str = "987654321096";
+const PAN: &str = "ABCPE1234F";
+const ACCOUNT: &str = "026291800001191";
+
+/// Every file under `dir`, recursively, as bytes.
+fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
+    let sandbox = Sandbox::quick(&[]);
+    let mut printed = Vec::<u8>::new();
+    let mut stored: Vec<(String, Vec<u8>)> = Vec::new();
+    let jobs: [(&str, String); 4] = [
+        (
+            "equal-aadhaar-otp",
+            format!("id,aadhaar,otp\n1,{AADHAAR},\n"),
+        ),
+        (
+            "cashfree-pan-bulk",
+            format!("id,pan,name\n1,{PAN},Ravi Kumar\n"),
+        ),
+        (
+            "cashfree-bank-bulk",
+            format!("id,bank_account,ifsc,name\n1,{ACCOUNT},YESB0000262,Ravi Kumar\n"),
+        ),
+        (
+            "deepvue-upi-batch",
+            "id,vpa\n1,ravi@okicici\n2,anita@ybl\n".to_string(),
+        ),
+    ];
+    for (check, input) in jobs {
+        for verbosity in [None, Some("-v"), Some("-vv")] {
+            let job = Job::new();
+            job.write(
+                "bulkverify.toml",
+                "[checks.cashfree-bank-bulk]\npoll_initial_secs = 0.2\n\
+                 [checks.cashfree-pan-bulk]\npoll_initial_secs = 0.2\n\
+                 [checks.deepvue-upi-batch]\npoll_initial_secs = 0.2\n",
+            );
+            job.write("in.csv", &input);
+            for second_step in [false, true] {
+                if second_step {
+                    job.write("in.csv", input.replace(",\n", ",123456\n"));
+                }
+                let mut c = job.run_showing(&sandbox, check, "lines", ARGS);
+                c.args(["--progress-interval", "1"]);
+                if let Some(v) = verbosity {
+                    c.arg(v).env("RUST_LOG", "trace");
+                }
+                let o = output(c);
+                assert!(matches!(code(&o), 0 | 75), "{check}: {}", stderr(&o));
+                printed.extend_from_slice(&o.stderr);
+                printed.extend_from_slice(&o.stdout);
+            }
+            files(&job.path("out.csv.bulkverify"), &mut stored);
+            files(&job.path("ledger"), &mut stored);
+        }
+    }
+    // Refusals print what went wrong: never with the secret that was refused.
+    let job = Job::new();
+    job.write("in.csv", format!("id,pan,name\n1,{PAN},Ravi Kumar\n"));
+    let mut c = job.run(&sandbox, "cashfree-pan-bulk", &["-o", "out.csv", "in.csv"]);
+    c.env("CASHFREE_CLIENT_SECRET", "canary-wrong-secret-42");
+    let o = output(c);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    printed.extend_from_slice(&o.stderr);
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["sandbox", "--help"],
+        &["purge", "--help"],
+    ] {
+        let o = output({
+            let mut c = std::process::Command::new(BIN);
+            c.args(args);
+            c
+        });
+        printed.extend_from_slice(&o.stdout);
+    }
+
+    let secrets = [
+        CLIENT_SECRET,
+        "sandbox_cf_secret",
+        ATTESTR_TOKEN,
+        EQUAL_SECRET,
+        "canary-wrong-secret-42",
+        "X-Amz-Signature",
+        AADHAAR,
+    ];
+    for s in secrets {
+        assert!(!contains(&printed, s), "{s} was printed");
+        for (path, bytes) in &stored {
+            assert!(!contains(bytes, s), "{s} is in {path}");
+        }
+    }
+    for personal in [PAN, ACCOUNT] {
+        assert!(!contains(&printed, personal), "{personal} was printed");
+    }
+    // The searches above had something to search: every job wrote its state and printed.
+    assert!(stored.len() >= 12 && printed.len() > 1000);
+}

@@ -658,6 +658,30 @@ impl Journal {
         Ok(out)
     }
 
+    /// What identifiers are hashed with ([`crate::engine::plan::ident_hash`]): the check's
+    /// name and a random key made with the state, so that the journal's hashes (of Aadhaar
+    /// numbers, among others) cannot be looked up in a table computed once for every state.
+    /// Whoever holds the state holds its key too: keep it private, and purge it when done. A
+    /// state that holds rows from before keys hashes with the name alone, so that its rows
+    /// still match.
+    pub fn ident_scope(&self, check: &str) -> Result<String, JournalError> {
+        if let Some(key) = self.meta("ident_key")? {
+            return Ok(format!("{check}\0{key}"));
+        }
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if rows > 0 {
+            return Ok(check.to_string());
+        }
+        let key: String = (0..4)
+            .map(|_| format!("{:016x}", rand::random::<u64>()))
+            .collect();
+        self.set_meta("ident_key", &key)?;
+        Ok(format!("{check}\0{key}"))
+    }
+
     /// A random name for this job's state, made on first use: it makes the names we give
     /// uploads unique across every job that shares the provider account.
     pub fn job_token(&self) -> Result<String, JournalError> {
@@ -1602,6 +1626,38 @@ mod tests {
             Journal::purge(&other).unwrap_err(),
             JournalError::NotAState { .. }
         ));
+    }
+
+    /// A new state hashes with a key of its own, kept across runs; a state with rows from
+    /// before keys keeps hashing with the check's name alone.
+    #[test]
+    fn identifiers_are_hashed_with_the_states_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let scope_a = Journal::open(&a, &ID, false)
+            .unwrap()
+            .ident_scope("c")
+            .unwrap();
+        let scope_b = Journal::open(&b, &ID, false)
+            .unwrap()
+            .ident_scope("c")
+            .unwrap();
+        assert!(
+            scope_a.starts_with("c\0") && scope_a.len() > 60,
+            "{scope_a:?}"
+        );
+        assert_ne!(scope_a, scope_b, "each state its own key");
+        let again = Journal::open(&a, &ID, false)
+            .unwrap()
+            .ident_scope("c")
+            .unwrap();
+        assert_eq!(scope_a, again, "kept across runs");
+
+        let old = dir.path().join("old");
+        let mut j = Journal::open(&old, &ID, false).unwrap();
+        j.plan_rows(&[(RowKey::new(0, 0), RowPlan::Subject(hash(1)))])
+            .unwrap();
+        assert_eq!(j.ident_scope("c").unwrap(), "c", "rows from before keys");
     }
 
     #[test]

@@ -261,6 +261,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         next_batch_id,
         used,
         token,
+        ident_scope,
     } = prepared;
     let scratch = state_dir.join("scratch");
 
@@ -278,7 +279,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             &journal,
             Dispatch {
                 check,
-                check_name: info.name,
+                ident_scope,
                 settings: &settings,
                 inputs: inputs.clone(),
                 maps: maps.clone(),
@@ -379,6 +380,8 @@ struct Prepared {
     used: Vec<(i64, u64)>,
     /// The job's token, for the names of its uploads.
     token: String,
+    /// What identifiers are hashed with.
+    ident_scope: String,
 }
 
 /// Opens the state, checks the inputs against it, plans first-seen rows, settles what a dead
@@ -411,6 +414,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         .map(|(f, m)| m.describe(f, job.info.columns))
         .collect::<Vec<_>>()
         .join(" | ");
+    let ident_scope = journal.ident_scope(job.info.name)?;
     if journal.check_inputs(&fingerprints, &columns)? {
         let n = journal.planned_rows()?.unwrap_or(0);
         Stats::add(&job.stats.rows_read, n);
@@ -418,7 +422,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         let subject = |v: &[&str]| job.subject.subject(v);
         plan::plan(
             &mut journal,
-            job.info.name,
+            &ident_scope,
             &job.inputs,
             &job.maps,
             &subject,
@@ -448,13 +452,14 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         journal,
         work,
         open_batches,
+        ident_scope,
     })
 }
 
 /// What dispatch works with.
 struct Dispatch<'a> {
     check: Check,
-    check_name: &'static str,
+    ident_scope: String,
     settings: &'a ProviderSettings,
     inputs: Arc<Vec<InputFile>>,
     maps: Arc<Vec<ColumnMap>>,
@@ -502,7 +507,7 @@ async fn dispatch(
     let api = Api::new(settings, provider, gate, d.stats.clone(), stop.clone())
         .context("cannot set up the HTTP client")?;
     let ctx = Arc::new(Ctx::new(
-        d.check_name,
+        d.ident_scope,
         api,
         writer.clone(),
         d.stats,

@@ -145,7 +145,7 @@ async fn batch<C: BatchCheck>(
         request_id,
         rows: rows
             .into_iter()
-            .map(|(k, s)| (k, ident_hash(ctx.check, &s.ident)))
+            .map(|(k, s)| (k, ident_hash(&ctx.ident_scope, &s.ident)))
             .collect(),
         confirmed,
     };
@@ -208,7 +208,7 @@ async fn poll_batch<C: BatchCheck>(ctx: &Ctx, check: &C, batch: OpenBatch, scrat
 /// batch never sent, or one row twice, is not the batch's: nothing of it is merged, its rows
 /// are errors, and the batch stays open for the next run to fetch again (never to upload).
 fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(Match, Outcome)>) {
-    match match_results(ctx.check, rows, results) {
+    match match_results(&ctx.ident_scope, rows, results) {
         Ok(mut by_key) => {
             for &(k, _) in rows {
                 let outcome = by_key.remove(&k).unwrap_or_else(|| {

@@ -28,7 +28,7 @@ use stop::Stop;
 /// What every task of a run shares.
 pub struct Ctx {
     /// The check's name: identifiers are hashed with it.
-    pub check: &'static str,
+    pub ident_scope: String,
     pub api: Api,
     pub journal: JournalWriter,
     pub stats: Arc<Stats>,
@@ -43,7 +43,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(
-        check: &'static str,
+        ident_scope: String,
         api: Api,
         journal: JournalWriter,
         stats: Arc<Stats>,
@@ -51,7 +51,7 @@ impl Ctx {
         concurrency: usize,
     ) -> Ctx {
         Ctx {
-            check,
+            ident_scope,
             api,
             journal,
             stats,

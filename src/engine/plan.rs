@@ -23,9 +23,10 @@ pub enum PassError {
 pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync);
 
 /// The hash duplicates are detected on: the identifier itself never enters the journal.
-pub fn ident_hash(check: &str, ident: &str) -> [u8; 16] {
+/// `scope` is the check's name and the state's key ([`Journal::ident_scope`]).
+pub fn ident_hash(scope: &str, ident: &str) -> [u8; 16] {
     let digest = Sha256::new()
-        .chain_update(check.as_bytes())
+        .chain_update(scope.as_bytes())
         .chain_update([0])
         .chain_update(ident.as_bytes())
         .finalize();
@@ -38,7 +39,7 @@ pub fn ident_hash(check: &str, ident: &str) -> [u8; 16] {
 /// the journal. Returns the number of rows.
 pub fn plan(
     journal: &mut Journal,
-    check: &str,
+    scope: &str,
     inputs: &[InputFile],
     maps: &[ColumnMap],
     subject: SubjectFn,
@@ -51,7 +52,7 @@ pub fn plan(
         let mut records = file.records()?;
         while let Some(key) = records.advance()? {
             let plan = match subject(&map.values(records.record())) {
-                Ok(s) => RowPlan::Subject(ident_hash(check, &s.ident)),
+                Ok(s) => RowPlan::Subject(ident_hash(scope, &s.ident)),
                 Err(invalid) => RowPlan::Invalid(invalid_outcome(invalid)),
             };
             pending.push((key, plan));

@@ -285,3 +285,66 @@ fn a_full_disk_stops_paid_calls_and_keeps_the_previous_output() {
     );
     assert!(twice <= CONCURRENCY, "{twice} rows paid twice");
 }
+
+/// A kill while the output is being written leaves the previous output whole, byte for byte;
+/// the temporary file of the killed write is removed by the next run. The job's rows are all
+/// final (invalid input costs no call), so each run is mostly its output write.
+#[test]
+fn a_kill_during_the_output_write_leaves_the_previous_output_whole() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    let input: String = std::iter::once("id,udyam\n".to_string())
+        .chain((0..100_000).map(|i| format!("{i:06},not-a-udyam-{i}\n")))
+        .collect();
+    job.write("in.csv", input);
+    job.write("bulkverify.toml", "");
+    let o = output(job.run(&sandbox, "deepvue-udyam", ARGS));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let previous = std::fs::read(job.path("out.csv")).unwrap();
+    let temporaries = || {
+        std::fs::read_dir(job.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".out.csv.bulkverify-") && n.ends_with(".tmp"))
+            .count()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (mut kills, mut mid_write) = (0, 0);
+    for _ in 0..80 {
+        if kills >= 40 || mid_write >= 3 {
+            break;
+        }
+        let mut child = job
+            .run(&sandbox, "deepvue-udyam", ARGS)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let after = Duration::from_millis(rng.random_range(100..4000));
+        if wait_for(&mut child, after).is_some() {
+            continue;
+        }
+        signal(&child, libc::SIGKILL);
+        child.wait().unwrap();
+        kills += 1;
+        mid_write += usize::from(temporaries() > 0);
+        assert_eq!(
+            std::fs::read(job.path("out.csv")).unwrap(),
+            previous,
+            "after kill {kills} ({after:?}): the previous output, whole"
+        );
+    }
+    assert!(
+        mid_write > 0,
+        "no kill landed in the write in {kills} tries"
+    );
+    let o = output(job.run(&sandbox, "deepvue-udyam", ARGS));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read(job.path("out.csv")).unwrap(), previous);
+    assert_eq!(
+        temporaries(),
+        0,
+        "the killed writes' temporary files are gone"
+    );
+    assert!(sandbox.submissions().is_empty());
+}

@@ -51,6 +51,14 @@ pub enum LedgerError {
     },
 }
 
+/// Wraps SQLite errors with the ledger's directory.
+fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + Copy + '_ {
+    move |source| LedgerError::Sqlite {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
 /// Where the ledger lives, from the environment: `None` when no directory can be found (no
 /// home), or when `BULKVERIFY_LEDGER_DIR` is set empty to turn the sharing off.
 pub fn default_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
@@ -102,10 +110,7 @@ impl Ledger {
             dir: dir.display().to_string(),
             source,
         };
-        let fail = |source| LedgerError::Sqlite {
-            dir: dir.display().to_string(),
-            source,
-        };
+        let fail = sql(dir);
         create_private_dir(dir).map_err(io)?;
         let path = dir.join(FILE);
         if !path.exists() {
@@ -136,20 +141,10 @@ impl Ledger {
         })
     }
 
-    fn fail(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite {
-            dir: self.dir.display().to_string(),
-            source,
-        }
-    }
-
     /// What every run spent on the account after `since_minute` (a Unix minute), per minute.
     /// Entries from now on that this run has not read are those [`Self::others`] returns.
     pub fn spent_since(&mut self, since_minute: i64) -> Result<Vec<(i64, u64)>, LedgerError> {
-        let fail = |source| LedgerError::Sqlite {
-            dir: self.dir.display().to_string(),
-            source,
-        };
+        let fail = sql(&self.dir);
         let tx = self.conn.transaction().map_err(fail)?;
         let seen: i64 = tx
             .query_row("SELECT coalesce(max(id), 0) FROM spent", [], |r| r.get(0))
@@ -176,10 +171,7 @@ impl Ledger {
     /// Records this run's requests, per minute, and (once an hour) forgets entries older than
     /// two days.
     pub fn record(&mut self, spent: &[(i64, u64)]) -> Result<(), LedgerError> {
-        let fail = |source| LedgerError::Sqlite {
-            dir: self.dir.display().to_string(),
-            source,
-        };
+        let fail = sql(&self.dir);
         let tx = self.conn.transaction().map_err(fail)?;
         for (minute, n) in spent {
             tx.execute(
@@ -215,12 +207,12 @@ impl Ledger {
                     "SELECT id, minute, requests FROM spent
                      WHERE id > ?1 AND account = ?2 AND run != ?3 ORDER BY id",
                 )
-                .map_err(|e| self.fail(e))?;
+                .map_err(sql(&self.dir))?;
             st.query_map(params![self.seen, self.account, self.run], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })
             .and_then(Iterator::collect)
-            .map_err(|e| self.fail(e))?
+            .map_err(sql(&self.dir))?
         };
         if let Some((id, _, _)) = rows.last() {
             self.seen = *id;

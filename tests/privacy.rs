@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 const ARGS: &[&str] = &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
@@ -17,32 +15,11 @@ const AADHAAR: &str = "987654321096";
 const PAN: &str = "ABCPE1234F";
 const ACCOUNT: &str = "026291800001191";
 
-/// Every file under `dir`, recursively, as bytes.
-fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 #[test]
 fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
     let sandbox = Sandbox::quick(&[]);
     let mut printed = Vec::<u8>::new();
-    let mut stored: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut stored = Vec::new();
     let jobs: [(&str, String); 4] = [
         (
             "equal-aadhaar-otp",
@@ -85,8 +62,8 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
                 printed.extend_from_slice(&o.stderr);
                 printed.extend_from_slice(&o.stdout);
             }
-            files(&job.path("out.csv.bulkverify"), &mut stored);
-            files(&job.path("ledger"), &mut stored);
+            stored.extend(files_under(&job.path("out.csv.bulkverify")));
+            stored.extend(files_under(&job.path("ledger")));
         }
     }
     // Refusals print what went wrong: never with the secret that was refused.
@@ -121,13 +98,16 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
         AADHAAR,
     ];
     for s in secrets {
-        assert!(!contains(&printed, s), "{s} was printed");
+        assert!(!contains_bytes(&printed, s), "{s} was printed");
         for (path, bytes) in &stored {
-            assert!(!contains(bytes, s), "{s} is in {path}");
+            assert!(!contains_bytes(bytes, s), "{s} is in {}", path.display());
         }
     }
     for personal in [PAN, ACCOUNT] {
-        assert!(!contains(&printed, personal), "{personal} was printed");
+        assert!(
+            !contains_bytes(&printed, personal),
+            "{personal} was printed"
+        );
     }
     // The searches above had something to search: every job wrote its state and printed.
     assert!(stored.len() >= 12 && printed.len() > 1000);

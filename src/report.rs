@@ -311,6 +311,14 @@ impl Summary<'_> {
                 "  retries not made (the retry budget was spent on a failing provider): {denied}"
             );
         }
+        let pace = st
+            .pace_note
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(note) = pace {
+            let _ = writeln!(s, "  {note}");
+        }
         if Stats::get(&st.provider_down) > 0 {
             let _ = writeln!(
                 s,

@@ -19,6 +19,7 @@ use crate::checks::equal_aadhaar_otp::AadhaarOtp;
 use crate::checks::{BatchCheck, CheckInfo, CheckName, OtpCheck, RowCheck, Subject};
 use crate::config::{ConfigFile, ProviderSettings, Quotas};
 use crate::engine::gate::{Gate, GateError, GateSettings, unix_minute};
+use crate::engine::pace::Schedule;
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::stats::Stats;
 use crate::engine::stop::Stop;
@@ -484,15 +485,19 @@ async fn dispatch(
     let settings = d.settings;
     let (writer, writer_thread) = journal.writer()?;
     let usage_writer = writer.clone();
-    let (ledger, used) = match d.ledger {
+    let account = crate::ledger::account(settings);
+    let (ledger, used, schedule) = match d.ledger {
         Some(dir) => {
-            let account = crate::ledger::account(settings);
-            tokio::task::spawn_blocking(move || shared_usage(&dir, account, d.used)).await?
+            tokio::task::spawn_blocking(move || {
+                let (ledger, used) = shared_usage(&dir, account.clone(), d.used);
+                (ledger, used, shared_schedule(&dir, &account))
+            })
+            .await?
         }
-        None => (None, d.used),
+        None => (None, d.used, Schedule::local()),
     };
     let (grants, granted) = std::sync::mpsc::channel::<i64>();
-    let gate = Gate::new(
+    let gate = Gate::on(
         &GateSettings::of(settings),
         used,
         Some(Box::new(move |minute| {
@@ -500,6 +505,7 @@ async fn dispatch(
             // The ledger's thread may be gone (no ledger): the journal still has it.
             let _ = grants.send(minute);
         })),
+        schedule,
     );
     let ledger_thread = ledger.map(|l| l.follow(gate.downgrade(), granted));
     let stop = Arc::new(Stop::default());
@@ -551,6 +557,10 @@ async fn dispatch(
         Some(GateError::DayExhausted) => Stats::add(&ctx.stats.day_spent, 1),
         _ => {}
     }
+    *ctx.stats
+        .pace_note
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = ctx.api.gate().pace_note();
     // Ends the gate's grant loop, which holds a journal handle for the usage counts.
     ctx.api.gate().close();
     if let Err(e) = fed {
@@ -601,6 +611,19 @@ fn shared_usage(
             (None, own)
         }
     }
+}
+
+/// The schedule of slots the jobs of the account on this machine share, beside the ledger;
+/// one this job keeps to itself when that cannot be had.
+fn shared_schedule(dir: &Path, account: &str) -> Schedule {
+    let path = crate::engine::pace::schedule_path(dir, account);
+    Schedule::shared(&path).unwrap_or_else(|e| {
+        tracing::warn!(
+            "the account's schedule {} cannot be used ({e}); this job paces alone, and jobs on              the same account may together pass its per-second and per-minute quotas",
+            path.display()
+        );
+        Schedule::local()
+    })
 }
 
 async fn wait_for_signal() {

@@ -18,7 +18,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::attestr::{self, classify};
-use crate::providers::{Answer, Api, Billing, CallError};
+use crate::providers::{Answer, Api, Billing, CallError, Intent};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "attestr-udyam-otp",
@@ -132,12 +132,22 @@ impl OtpCheck for UdyamOtp {
         self.validity
     }
 
-    async fn send_otp(&self, api: &Api, subject: &Subject) -> Result<(OtpSent, u32), CallError> {
+    async fn send_otp(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        intent: &dyn Intent,
+    ) -> Result<(OtpSent, u32), CallError> {
         let url = api.url("/api/v1/public/corpx/udyam/otp-gen");
         let body = serde_json::json!({"reg": subject.values[0], "mobile": subject.values[1]});
         let build = move |c: &reqwest::Client| c.post(url.clone()).json(&body);
         let answer = api
-            .call("udyam otp-gen", Billing::Paid, Priority::Low, &build)
+            .call(
+                "udyam otp-gen",
+                Billing::Paid(intent),
+                Priority::Low,
+                &build,
+            )
             .await?;
         Ok((read_sent(&answer)?, answer.attempts))
     }
@@ -148,12 +158,18 @@ impl OtpCheck for UdyamOtp {
         handle: &str,
         _subject: &Subject,
         otp: &str,
+        intent: &dyn Intent,
     ) -> Result<(OtpAnswer, u32), CallError> {
         let url = api.url("/api/v1/public/corpx/udyam/otp-verify");
         let body = serde_json::json!({"req": handle, "otp": otp});
         let build = move |c: &reqwest::Client| c.post(url.clone()).json(&body);
         let answer = api
-            .call("udyam otp-verify", Billing::Paid, Priority::Low, &build)
+            .call(
+                "udyam otp-verify",
+                Billing::Paid(intent),
+                Priority::Low,
+                &build,
+            )
             .await?;
         Ok((read_verified(&answer)?, answer.attempts))
     }

@@ -25,7 +25,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::cashfree::{self, refusal};
-use crate::providers::{Answer, Api, Billing, CallError};
+use crate::providers::{Answer, Api, Billing, CallError, Intent};
 
 const NAME_COLUMN: ColumnSpec = ColumnSpec {
     name: "name",
@@ -242,6 +242,7 @@ impl BatchCheck for CashfreeBulk {
         api: &Api,
         rows: &[(RowKey, Subject)],
         name: &str,
+        intent: &dyn Intent,
     ) -> Result<(Uploaded, u32), CallError> {
         let body = Bytes::from(request_body(self.kind, rows, name).to_string());
         let url = api.url(self.kind.path());
@@ -252,7 +253,7 @@ impl BatchCheck for CashfreeBulk {
         };
         let (label, _) = self.kind.label();
         let answer = api
-            .call(label, Billing::Paid, Priority::Low, &build)
+            .call(label, Billing::Paid(intent), Priority::Low, &build)
             .await?;
         Ok((read_upload(&answer, label, name)?, answer.attempts))
     }

@@ -16,7 +16,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::cashfree::{self, refusal};
-use crate::providers::{Answer, Api, Billing, CallError};
+use crate::providers::{Answer, Api, Billing, CallError, Intent};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "cashfree-digilocker",
@@ -135,7 +135,13 @@ impl RowCheck for Digilocker {
         })
     }
 
-    async fn submit(&self, api: &Api, subject: &Subject) -> Result<(Step, u32), CallError> {
+    /// A status lookup is free: it records no intent, and a run killed during it looks again.
+    async fn submit(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        _intent: &dyn Intent,
+    ) -> Result<(Step, u32), CallError> {
         self.look_up(api, &subject.ident).await
     }
 

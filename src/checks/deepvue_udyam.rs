@@ -14,7 +14,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError};
+use crate::providers::{Answer, Api, Billing, CallError, Intent};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-udyam",
@@ -79,13 +79,18 @@ impl RowCheck for Udyam {
         })
     }
 
-    async fn submit(&self, api: &Api, subject: &Subject) -> Result<(Step, u32), CallError> {
+    async fn submit(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        intent: &dyn Intent,
+    ) -> Result<(Step, u32), CallError> {
         let mut url = api.url("/v1/verification/async/post-udyam-details");
         url.query_pairs_mut()
             .append_pair("udyam_aadhaar_number", &subject.ident);
         let build = move |c: &reqwest::Client| c.post(url.clone());
         let answer = api
-            .call("udyam submit", Billing::Paid, Priority::Low, &build)
+            .call("udyam submit", Billing::Paid(intent), Priority::Low, &build)
             .await?;
         Ok((read_submit(&answer)?, answer.attempts))
     }

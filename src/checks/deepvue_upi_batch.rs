@@ -15,7 +15,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError};
+use crate::providers::{Answer, Api, Billing, CallError, Intent};
 use crate::secret::Secret;
 
 pub const INFO: CheckInfo = CheckInfo {
@@ -99,6 +99,7 @@ impl BatchCheck for UpiBatch {
         api: &Api,
         rows: &[(RowKey, Subject)],
         _name: &str,
+        intent: &dyn Intent,
     ) -> Result<(Uploaded, u32), CallError> {
         let file = bytes::Bytes::from(batch_file(rows));
         let url = api.url("/v1/verification/upi-basic/batch");
@@ -113,7 +114,12 @@ impl BatchCheck for UpiBatch {
                 .multipart(reqwest::multipart::Form::new().part("batch_file", part))
         };
         let answer = api
-            .call("upi batch upload", Billing::Paid, Priority::Low, &build)
+            .call(
+                "upi batch upload",
+                Billing::Paid(intent),
+                Priority::Low,
+                &build,
+            )
             .await?;
         Ok((read_upload(&answer)?, answer.attempts))
     }

@@ -22,7 +22,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::providers::equal;
-use crate::providers::{Answer, Api, Billing, CallError, provider_words};
+use crate::providers::{Answer, Api, Billing, CallError, Intent, provider_words};
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "equal-aadhaar-otp",
@@ -122,6 +122,7 @@ impl AadhaarOtp {
         label: &'static str,
         transaction_id: &str,
         input: Value,
+        intent: &dyn Intent,
     ) -> Result<Answer, CallError> {
         let url = api.url("/ie/transaction/journey/execute");
         let body = serde_json::json!({
@@ -130,7 +131,8 @@ impl AadhaarOtp {
             "input_data": input,
         });
         let build = move |c: &reqwest::Client| c.post(url.clone()).json(&body);
-        api.call(label, Billing::Paid, Priority::Low, &build).await
+        api.call(label, Billing::Paid(intent), Priority::Low, &build)
+            .await
     }
 }
 
@@ -147,12 +149,17 @@ impl OtpCheck for AadhaarOtp {
         self.validity
     }
 
-    async fn send_otp(&self, api: &Api, subject: &Subject) -> Result<(OtpSent, u32), CallError> {
+    async fn send_otp(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        intent: &dyn Intent,
+    ) -> Result<(OtpSent, u32), CallError> {
         // A journey per OTP: a new OTP for the same row must not land in the old journey.
         let transaction_id = format!("bv-{:016x}", rand::random::<u64>());
         let input = serde_json::json!({"aadhaar_no": subject.values[0]});
         let answer = self
-            .execute(api, "aadhaar otp step 1", &transaction_id, input)
+            .execute(api, "aadhaar otp step 1", &transaction_id, input, intent)
             .await?;
         let journey = read_journey(&answer, &subject.values[0])?;
         let sent = match journey {
@@ -189,11 +196,12 @@ impl OtpCheck for AadhaarOtp {
         handle: &str,
         subject: &Subject,
         otp: &str,
+        intent: &dyn Intent,
     ) -> Result<(OtpAnswer, u32), CallError> {
         let (transaction_id, _) = split(handle);
         let input = serde_json::json!({"aadhaar_no": subject.values[0], "otp": otp});
         let answer = self
-            .execute(api, "aadhaar otp step 2", transaction_id, input)
+            .execute(api, "aadhaar otp step 2", transaction_id, input, intent)
             .await?;
         Ok((read_journey(&answer, &subject.values[0])?, answer.attempts))
     }

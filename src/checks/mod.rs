@@ -18,7 +18,7 @@ use crate::config::{CheckConfig, ConfigError, ConfigFile, ProviderDefaults, chec
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::Invalid;
 use crate::outcome::{Outcome, RowKey};
-use crate::providers::{Api, CallError};
+use crate::providers::{Api, CallError, Intent};
 
 /// The checks, by the name users type after `--check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,11 +173,13 @@ impl PollSchedule {
 pub trait RowCheck: Send + Sync + 'static {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
 
-    /// Sends the paid request. Returns the step and how many times the request was sent.
+    /// Sends the paid request, whose intent `intent` records. Returns the step and how many
+    /// times the request was sent.
     fn submit<'a>(
         &'a self,
         api: &'a Api,
         subject: &'a Subject,
+        intent: &'a dyn Intent,
     ) -> impl Future<Output = Result<(Step, u32), CallError>> + Send + 'a;
 
     fn poll<'a>(
@@ -232,6 +234,7 @@ pub trait OtpCheck: Send + Sync + 'static {
         &'a self,
         api: &'a Api,
         subject: &'a Subject,
+        intent: &'a dyn Intent,
     ) -> impl Future<Output = Result<(OtpSent, u32), CallError>> + Send + 'a;
 
     /// Step two: the paid request that sends the OTP back.
@@ -241,6 +244,7 @@ pub trait OtpCheck: Send + Sync + 'static {
         handle: &'a str,
         subject: &'a Subject,
         otp: &'a str,
+        intent: &'a dyn Intent,
     ) -> impl Future<Output = Result<(OtpAnswer, u32), CallError>> + Send + 'a;
 
     /// Asks for the result of a step two that answered [`OtpAnswer::Running`].
@@ -342,6 +346,7 @@ pub trait BatchCheck: Send + Sync + 'static {
         api: &'a Api,
         rows: &'a [(RowKey, Subject)],
         name: &'a str,
+        intent: &'a dyn Intent,
     ) -> impl Future<Output = Result<(Uploaded, u32), CallError>> + Send + 'a;
 
     /// Asks how the batch is doing; when done, fetches and reads its results. `scratch` is a

@@ -1,18 +1,23 @@
-//! Finding a provider's limits when nobody wrote them down: additive increase, multiplicative
-//! decrease, as TCP does for its window and vector's adaptive request concurrency does for
-//! its sinks.
+//! Finding a provider's limits from its answers, as TCP does for its window and vector's
+//! adaptive request concurrency does for its sinks.
 //!
-//! Two controllers, each reacting to its own signal:
-//! - the request **rate**, when no per-second or per-minute quota is configured: it starts
-//!   low, doubles every second while requests queue for it (slow start), and on a 429 falls
-//!   back by a factor and climbs again by a small constant step, probing just under the
-//!   server's limit;
+//! Three controllers, each reacting to its own signal:
+//! - the **margin** below a configured quota ([`Margin`]): the configured rate is a ceiling,
+//!   not a promise. The provider may count differently from us (a zero-burst limiter on a
+//!   millisecond clock, a window that sees our requests jittered by the network path) or admit
+//!   less than the config says (a downgraded plan, a quota shared with another product). The
+//!   paced rate is a fraction of the configured one, lowered on 429s by as much as their share
+//!   says and crept back up while answers stay clean, so that it settles where this provider,
+//!   on this path, refuses about one request in five hundred;
+//! - the request **rate**, when no per-second or per-minute quota is configured ([`Rate`]): it
+//!   starts low, doubles every second while requests queue for it (slow start), and on a 429
+//!   falls back by a factor, climbs quickly back to just under the rate that was refused and
+//!   slowly beyond it, probing the server's limit;
 //! - the **concurrency**, always: a timeout means the provider is overloaded, so the number of
 //!   requests in flight is halved, then grows back by one a second while answers come.
 //!
-//! Both decrease at most once per round trip: answers to requests sent before the last
-//! decrease report the old rate, not the new one, and must not push it down again. The rate
-//! waits a second longer, since the window that refused may still be full.
+//! None of them decreases twice for one piece of evidence: 429s to requests sent before the
+//! last decrease report the old rate, not the new one.
 
 use std::time::Duration;
 
@@ -28,12 +33,13 @@ const MIN_RATE: f64 = 0.1;
 const SLOW_START_DECREASE: f64 = 0.5;
 /// The fall back on later 429s: a shallow sawtooth keeps the average near the limit.
 const DECREASE: f64 = 0.85;
-/// The climb per second after a decrease is `CLIMB_SCALE × r²` requests per second (capped
-/// at `CLIMB_MAX × r`), `r` the rate at which the server last refused: constant between
-/// decreases (additive), and slow enough at any limit that a sawtooth tooth spans about a
-/// hundred requests, so that the one or two 429s at its tip stay near 1% of the traffic.
-const CLIMB_SCALE: f64 = 0.0015;
-const CLIMB_MAX: f64 = 0.03;
+/// After a decrease the rate climbs back, a share of the distance per second, to this much
+/// under the rate that was refused: the limit lies between the two.
+const RETURN_PER_SEC: f64 = 0.5;
+const UNDER_REFUSED: f64 = 0.02;
+/// Past that, it probes: this share of the rate per second, slow enough that a sawtooth tooth
+/// spans several seconds, so that the one or two 429s at its tip stay near 1% of the traffic.
+const PROBE_PER_SEC: f64 = 0.005;
 /// After a decrease, 429s to requests sent within this time change nothing more: the
 /// window that refused them may still be the one that was full, whatever the new rate.
 const HOLD: Duration = Duration::from_secs(1);
@@ -48,7 +54,7 @@ pub struct Rate {
     rate: f64,
     ceiling: f64,
     slow_start: bool,
-    /// The rate at the last decrease: sets the size of the additive step.
+    /// The rate at which the server last refused a request.
     refused_at: f64,
     last_decrease: Option<Instant>,
     last_raise: Instant,
@@ -79,6 +85,11 @@ impl Rate {
         self.rate
     }
 
+    /// Whether the server has refused a request yet: until then the rate is no finding.
+    pub fn refused_once(&self) -> bool {
+        self.last_decrease.is_some()
+    }
+
     /// The spacing between grants at the current rate.
     pub fn period(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.rate)
@@ -107,9 +118,12 @@ impl Rate {
             // trip after the limit was crossed, and the rate must not run far past it.
             self.rate * 2f64.powf(secs / (1.0 + self.rtt))
         } else {
-            let climb =
-                (CLIMB_SCALE * self.refused_at * self.refused_at).min(CLIMB_MAX * self.refused_at);
-            self.rate + climb * secs
+            let near = self.refused_at * (1.0 - UNDER_REFUSED);
+            if self.rate < near {
+                self.rate + (near - self.rate) * (RETURN_PER_SEC * secs).min(1.0)
+            } else {
+                self.rate * (1.0 + PROBE_PER_SEC * secs)
+            }
         }
         .min(self.ceiling);
         self.remember(now);
@@ -160,6 +174,165 @@ impl Rate {
             self.rate = rate;
             self.ceiling = rate;
             self.slow_start = false;
+        }
+    }
+}
+
+/// Where the margin starts: half the configured rate, ramping up to all of it within a few
+/// round trips while answers are clean. The requests sent before the first answer comes back
+/// are sent blind; at half the rate, a provider that admits much less than the config says
+/// refuses fewer of them.
+const MARGIN_START: f64 = 0.5;
+/// The ramp: the rate grows by `e^RAMP` a round trip while no request is refused.
+const MARGIN_RAMP: f64 = 0.15;
+/// A 429 lowers the rate to `1 - β` of the rate its request was sent at, with `β` this share
+/// of the refused share of its generation (requests sent between two decreases) ...
+const MARGIN_SHARE: f64 = 0.6;
+/// ... counted as if this many more of them had been answered, so that one early refusal in a
+/// generation is not read as all of them ...
+const MARGIN_PRIOR: f64 = 3.0;
+/// ... and `β` between these: a pacing miss costs 2%, a provider far below the config at most
+/// 30% a round trip.
+const MARGIN_MIN_CUT: f64 = 0.02;
+const MARGIN_MAX_CUT: f64 = 0.3;
+/// Each clean answer raises the rate by this share: a 2% cut takes a thousand clean answers
+/// to undo, so that the rate settles where about one request in five hundred is refused.
+const MARGIN_CREEP: f64 = 2e-5;
+/// A cut this deep may have overshot (the refused share of a zero-burst limiter overstates
+/// how far over it the rate was): after a run of clean answers the rate tries the midpoint
+/// back towards the refused rate, once.
+const MARGIN_DEEP_CUT: f64 = 0.1;
+const MARGIN_PROBE_AFTER: u32 = 100;
+/// The rate never falls below this share of the configured one.
+const MARGIN_FLOOR: f64 = 0.01;
+/// How many generations are remembered for the 429s that come back late.
+const MARGIN_GENERATIONS: usize = 16;
+
+/// What the margin was when a request was sent, to read its answer against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sent {
+    generation: u64,
+    fraction: f64,
+}
+
+/// The share of a configured rate the provider admits on this path, learned from its 429s.
+#[derive(Debug, Clone)]
+pub struct Margin {
+    /// The paced rate over the configured one.
+    fraction: f64,
+    /// The configured rate, in requests per second: the ramp's pace depends on it.
+    ceiling: f64,
+    ramping: bool,
+    generation: u64,
+    /// Per recent generation: answers, and 429s among them.
+    counts: std::collections::VecDeque<(u64, u32, u32)>,
+    /// Clean answers of the current generation.
+    clean: u32,
+    /// The fraction to try once the current generation has been clean long enough.
+    probe: Option<f64>,
+    /// The mean round trip, in seconds.
+    rtt: f64,
+    refused: u64,
+}
+
+impl Margin {
+    /// A margin below `ceiling` requests per second.
+    pub fn new(ceiling: f64) -> Margin {
+        Margin {
+            fraction: MARGIN_START,
+            ceiling,
+            ramping: true,
+            generation: 0,
+            counts: std::collections::VecDeque::from([(0, 0, 0)]),
+            clean: 0,
+            probe: None,
+            rtt: 0.0,
+            refused: 0,
+        }
+    }
+
+    /// The paced rate over the configured one, in (0, 1].
+    pub fn fraction(&self) -> f64 {
+        self.fraction
+    }
+
+    /// How many 429s it has read.
+    pub fn refusals(&self) -> u64 {
+        self.refused
+    }
+
+    /// The margin a request granted now is sent under.
+    pub fn sent(&self) -> Sent {
+        Sent {
+            generation: self.generation,
+            fraction: self.fraction,
+        }
+    }
+
+    fn counted(&mut self, generation: u64, refused: bool) -> (u32, u32) {
+        let entry = match self.counts.iter_mut().find(|(g, _, _)| *g == generation) {
+            Some(e) => e,
+            None => return (0, 0),
+        };
+        entry.1 += 1;
+        entry.2 += u32::from(refused);
+        (entry.1, entry.2)
+    }
+
+    fn next_generation(&mut self) {
+        self.generation += 1;
+        self.counts.push_back((self.generation, 0, 0));
+        while self.counts.len() > MARGIN_GENERATIONS {
+            self.counts.pop_front();
+        }
+        self.clean = 0;
+    }
+
+    /// A request sent under `sent` was answered (not refused) after `rtt`.
+    pub fn answered(&mut self, sent: Sent, rtt: Duration) {
+        let rtt = rtt.as_secs_f64();
+        self.rtt = if self.rtt == 0.0 {
+            rtt
+        } else {
+            0.9 * self.rtt + 0.1 * rtt
+        };
+        self.counted(sent.generation, false);
+        if sent.generation != self.generation {
+            return;
+        }
+        self.clean += 1;
+        if self.ramping {
+            // Per answer, so that the rate grows by e^RAMP over the answers of a round trip.
+            let per_trip = (self.fraction * self.ceiling * self.rtt).max(1.0);
+            self.fraction *= 1.0 + MARGIN_RAMP / per_trip;
+            if self.fraction >= 1.0 {
+                self.ramping = false;
+            }
+        } else {
+            if let Some(p) = self.probe.filter(|_| self.clean >= MARGIN_PROBE_AFTER) {
+                self.fraction = self.fraction.max(p);
+                self.probe = None;
+            }
+            self.fraction *= 1.0 + MARGIN_CREEP;
+        }
+        self.fraction = self.fraction.min(1.0);
+    }
+
+    /// A request sent under `sent` was refused with a 429.
+    pub fn refused(&mut self, sent: Sent) {
+        self.refused += 1;
+        self.ramping = false;
+        let (answered, refused) = self.counted(sent.generation, true);
+        let share = f64::from(refused) / (f64::from(answered) + MARGIN_PRIOR);
+        let cut = (MARGIN_SHARE * share).clamp(MARGIN_MIN_CUT, MARGIN_MAX_CUT);
+        let lowered = (sent.fraction * (1.0 - cut)).max(MARGIN_FLOOR);
+        if lowered < self.fraction {
+            self.probe = (cut >= MARGIN_DEEP_CUT).then_some((sent.fraction + lowered) / 2.0);
+            self.fraction = lowered;
+            if sent.generation == self.generation {
+                self.next_generation();
+            }
+            self.clean = 0;
         }
     }
 }

@@ -99,16 +99,16 @@ async fn batch<C: BatchCheck>(
 ) {
     let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
     let name = C::NAMES_UPLOADS.then(|| format!("bv-{}-{batch_id}", place.token));
-    let Some(sending) = ctx.begin_paid(&keys, Some(batch_id), name.clone()).await else {
+    let Some((sending, intent)) = ctx.begin_paid(&keys, Some(batch_id), name.clone()).await else {
         return;
     };
     let label = name.as_deref().unwrap_or_default();
-    let mut uploaded = check.upload(&ctx.api, &rows, label).await;
+    let mut uploaded = check.upload(&ctx.api, &rows, label, &intent).await;
     if name.is_some() && matches!(uploaded, Err(CallError::Unconfirmed { .. })) {
         // The provider takes a name once and answers 409 to it again: sending it again
         // cannot be billed twice, and most often gets the answer that was lost.
         Stats::add(&ctx.stats.safe_resends, 1);
-        uploaded = check.upload(&ctx.api, &rows, label).await;
+        uploaded = check.upload(&ctx.api, &rows, label, &intent).await;
     }
     drop(sending);
     let (request_id, confirmed) = match (uploaded, name) {

@@ -5,6 +5,7 @@ pub mod batches;
 pub mod breaker;
 pub mod gate;
 pub mod otp;
+pub mod pace;
 pub mod plan;
 pub mod retry;
 pub mod rows;
@@ -12,6 +13,7 @@ pub mod stats;
 pub mod stop;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use crate::checks::PollSchedule;
 use crate::journal::JournalWriter;
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::{Api, CallError};
+use crate::providers::{Api, CallError, Intent};
 use gate::GateError;
 use stats::Stats;
 use stop::Stop;
@@ -33,10 +35,10 @@ pub struct Ctx {
     pub journal: JournalWriter,
     pub stats: Arc<Stats>,
     pub stop: Arc<Stop>,
-    /// Paid calls between their committed intent and their answer. The intent is committed
-    /// before the call queues at the quota gate (a commit between grant and send would blur
-    /// the pacing), so this bound is what keeps what a kill can leave unconfirmed to at most
-    /// the provider's concurrency in calls: that many rows, or that many batches.
+    /// Paid calls under way, from before they queue at the quota gate to their answer. Their
+    /// intent is committed between the grant and the send, so a kill leaves unconfirmed only
+    /// the calls that may have left; this bound keeps even those to the provider's
+    /// concurrency in calls: that many rows, or that many batches.
     pub sending: Semaphore,
     fatal: Mutex<Option<String>>,
 }
@@ -91,15 +93,16 @@ impl Ctx {
         Stats::add(&self.stats.done, 1);
     }
 
-    /// Everything before a paid call leaves: the stop and the day's quota are checked, a
-    /// sending permit is taken, and the intent is committed. `None` when the call must not be
-    /// made (the rows are settled already, or stay as they are for the next run).
+    /// Everything before a paid call queues: the stop and the day's quota are checked and a
+    /// sending permit is taken. Returns the permit and the intent the client records after its
+    /// grant; `None` when the call must not be made (the rows are settled already, or stay as
+    /// they are for the next run).
     pub async fn begin_paid(
         &self,
         keys: &[RowKey],
         batch: Option<i64>,
         name: Option<String>,
-    ) -> Option<SemaphorePermit<'_>> {
+    ) -> Option<(SemaphorePermit<'_>, PaidIntent)> {
         if self.stop.is_set() {
             return None;
         }
@@ -118,11 +121,13 @@ impl Ctx {
         if self.stop.is_set() {
             return None;
         }
-        if let Err(e) = self.journal.intent(keys.to_vec(), batch, name).await {
-            self.fail(e.to_string());
-            return None;
-        }
-        Some(permit)
+        let intent = PaidIntent {
+            journal: self.journal.clone(),
+            keys: keys.to_vec(),
+            batch,
+            name,
+        };
+        Some((permit, intent))
     }
 
     /// Settles rows whose paid call (or upload) got no usable answer.
@@ -238,6 +243,27 @@ impl Ctx {
             }
         }
         None
+    }
+}
+
+/// A paid call's rows, batch and chosen name, committed to the journal as its intent.
+pub struct PaidIntent {
+    journal: JournalWriter,
+    keys: Vec<RowKey>,
+    batch: Option<i64>,
+    name: Option<String>,
+}
+
+impl Intent for PaidIntent {
+    /// Commits the intent and waits until it is durable. A journal that cannot take it stops
+    /// the run before the request leaves.
+    fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
+        Box::pin(async move {
+            self.journal
+                .intent(self.keys.clone(), self.batch, self.name.clone())
+                .await
+                .map_err(|e| CallError::Fatal(e.to_string()))
+        })
     }
 }
 

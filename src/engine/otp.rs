@@ -109,10 +109,10 @@ fn record(ctx: &Ctx, key: RowKey, change: OtpChange, outcome: Outcome, attempts:
 
 /// Step one. `cell` is what the OTP cell holds now: it cannot be this request's OTP.
 async fn send_otp<C: OtpCheck>(ctx: &Ctx, check: &C, key: RowKey, subject: &Subject, cell: &str) {
-    let Some(_sending) = ctx.begin_paid(&[key], None, None).await else {
+    let Some((_sending, intent)) = ctx.begin_paid(&[key], None, None).await else {
         return;
     };
-    let (sent, attempts) = match check.send_otp(&ctx.api, subject).await {
+    let (sent, attempts) = match check.send_otp(&ctx.api, subject, &intent).await {
         Ok(answer) => answer,
         Err(e) => return ctx.submit_failed(vec![key], None, e),
     };
@@ -213,10 +213,13 @@ async fn verify<C: OtpCheck>(
     otp: &str,
     digest: String,
 ) {
-    let Some(_sending) = ctx.begin_paid(&[key], None, None).await else {
+    let Some((_sending, intent)) = ctx.begin_paid(&[key], None, None).await else {
         return;
     };
-    match check.verify(&ctx.api, &request.handle, subject, otp).await {
+    match check
+        .verify(&ctx.api, &request.handle, subject, otp, &intent)
+        .await
+    {
         Ok((answer, attempts)) => {
             Stats::add(&ctx.stats.submitted, 1);
             let running = matches!(answer, OtpAnswer::Running);

@@ -91,8 +91,8 @@ async fn submit<C: RowCheck>(
     key: RowKey,
     subject: &Subject,
 ) -> Option<String> {
-    let _sending = ctx.begin_paid(&[key], None, None).await?;
-    match check.submit(&ctx.api, subject).await {
+    let (_sending, intent) = ctx.begin_paid(&[key], None, None).await?;
+    match check.submit(&ctx.api, subject, &intent).await {
         Ok((step, attempts)) => {
             Stats::add(&ctx.stats.submitted, 1);
             match step {

@@ -40,6 +40,9 @@ pub struct Stats {
     pub provider_down: AtomicU64,
     /// 1 when the provider's daily quota ran out.
     pub day_spent: AtomicU64,
+    /// What the provider admitted, when it was well below the configured rate or none was
+    /// configured: one line of the summary.
+    pub pace_note: std::sync::Mutex<Option<String>>,
 }
 
 impl Stats {

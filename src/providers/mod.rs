@@ -11,8 +11,13 @@
 //! maximum number of attempts per call; a retry budget, so that retries stay a set share of
 //! the calls and a sick provider is not hammered; and the gate's circuit breaker, fed with
 //! every answer, which stops all calls when most recent ones fail. A 429 is not charged to
-//! the budget: the gate holds every worker until the provider's time, so its retry costs the
-//! provider nothing.
+//! the budget: at a configured quota a single one is a pacing miss, and the request goes again
+//! first at the next slot while the gate widens its margin; after a run of them or a
+//! `Retry-After`, the gate holds every worker until the provider's time. Either way its retry
+//! costs the provider nothing.
+//!
+//! A paid request's intent is recorded between its grant and its send ([`Intent`]): a run
+//! killed while requests wait their turn holds none of them, only those that may have left.
 
 pub mod attestr;
 pub mod cashfree;
@@ -35,18 +40,34 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::config::ProviderSettings;
-use crate::engine::gate::{Gate, GateError, Priority, Signal};
+use crate::engine::gate::{Ask, Gate, GateError, Priority, Refusal, Signal};
 use crate::engine::retry::{Backoff, Budget};
 use crate::engine::stats::Stats;
 use crate::engine::stop::Stop;
 use crate::secret::Secret;
 use ratelimit::Hints;
 
-/// Whether a request costs money. Decides what may be resent after a lost answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Billing {
-    Paid,
+/// Whether a request costs money. Decides what may be resent after a lost answer, and what
+/// must be recorded before it leaves.
+#[derive(Clone, Copy)]
+pub enum Billing<'a> {
+    /// A paid request, and what records its intent: committed between the quota's grant and
+    /// the send, so that a run killed while the request waits its turn holds nothing.
+    Paid(&'a dyn Intent),
     Free,
+}
+
+impl Billing<'_> {
+    fn paid(&self) -> bool {
+        matches!(self, Billing::Paid(_))
+    }
+}
+
+/// The durable record that a paid request is about to leave. The engine makes one per paid
+/// call (its rows, its batch, the name it goes under); the client commits it once, after the
+/// grant and before the first send.
+pub trait Intent: Send + Sync {
+    fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>>;
 }
 
 /// Builds the HTTP request afresh for each attempt (a multipart body cannot be replayed).
@@ -57,7 +78,7 @@ pub struct Request<'a> {
     /// What the call is, for logs and errors ("udyam submit"); never the URL, which can carry
     /// identifiers and signatures.
     pub label: &'static str,
-    pub billing: Billing,
+    pub billing: Billing<'a>,
     pub priority: Priority,
     /// Whether the provider's credentials go with it.
     pub authenticated: bool,
@@ -296,7 +317,7 @@ impl Api {
     pub async fn call(
         &self,
         label: &'static str,
-        billing: Billing,
+        billing: Billing<'_>,
         priority: Priority,
         build: Build<'_>,
     ) -> Result<Answer, CallError> {
@@ -381,15 +402,19 @@ impl Api {
         // 401s in a row: a token can expire while its request waits for the quota gate, so a
         // 401 renews the token and tries again; only a run of them means the credentials are bad.
         let mut refused = 0u32;
+        // Whether the paid request's intent is durable, and whether the provider refused it
+        // once for pacing (then it goes first at the next slot).
+        let (mut recorded, mut again) = (false, false);
         loop {
             if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
                 return Err(CallError::Stopped);
             }
-            // Credentials are renewed before queueing, then a slot and the quota grant, and
-            // then nothing slow before the send: the provider's arrival times stay as close to
-            // the gate's pacing as the network allows. A token that went stale while its
-            // request waited gives up the grant (under-using the quota is safe; sending late
-            // is not) and is renewed on the next round.
+            // Credentials are renewed before queueing, then a slot and the quota grant; a paid
+            // request records its intent (granted a little ahead for it) and waits for its
+            // slot; then nothing slow before the send: the provider's arrival times stay as
+            // close to the gate's pacing as the network allows. A token that went stale while
+            // its request waited gives up the grant (under-using the quota is safe; sending
+            // late is not) and is renewed on the next round.
             if req.authenticated {
                 self.auth.refresh(self).await?;
             }
@@ -398,7 +423,30 @@ impl Api {
                     Slot::Take => Some(self.slots.acquire().await.map_err(|_| CallError::Stopped)?),
                     Slot::Bypass => None,
                 };
-                let grant = self.gate.acquire(req.priority, counted).await?;
+                let ask = Ask {
+                    priority: req.priority,
+                    counted,
+                    paid: req.billing.paid() && !recorded,
+                    again,
+                };
+                let mut grant = self.gate.acquire(ask).await?;
+                if let Billing::Paid(intent) = req.billing
+                    && !recorded
+                {
+                    let started = std::time::Instant::now();
+                    intent.record().await?;
+                    self.gate.committed_in(started.elapsed());
+                    recorded = true;
+                }
+                if !grant.until_slot().await {
+                    // Its slot passed while the intent committed: the next one is asked for,
+                    // the same request, first in line.
+                    again = true;
+                    continue;
+                }
+                if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
+                    return Err(CallError::Stopped);
+                }
                 let headers = if req.authenticated {
                     match self.auth.headers() {
                         Some(h) => Some(h),
@@ -412,6 +460,7 @@ impl Api {
                     builder = builder.headers(h.clone());
                 }
                 attempts += 1;
+                again = false;
                 // A resend after a 401 is the same call again: it deposits nothing more.
                 if attempts == 1 && refused == 0 {
                     self.budget.deposit();
@@ -432,7 +481,9 @@ impl Api {
                         Stats::add(&self.stats.rate_limited, 1);
                         return Err(CallError::DayQuota);
                     } else if status == StatusCode::TOO_MANY_REQUESTS {
-                        grant.report(Signal::RateLimited(hints));
+                        // A pacing miss goes again first at the next slot; after a run of
+                        // 429s or a Retry-After, the gate holds everyone until the time.
+                        again = grant.report(Signal::RateLimited(hints)) == Some(Refusal::Miss);
                         Stats::add(&self.stats.rate_limited, 1);
                         Failure::RateLimited
                     } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
@@ -487,7 +538,7 @@ impl Api {
                         max / (1024 * 1024)
                     );
                     // The provider answered, so a paid call may have been billed: never resent.
-                    return Err(if req.billing == Billing::Paid {
+                    return Err(if req.billing.paid() {
                         CallError::Unconfirmed {
                             label: req.label,
                             message,
@@ -514,7 +565,7 @@ impl Api {
                         timeout: error.is_timeout(),
                     });
                     let message = describe(&error);
-                    if sent && req.billing == Billing::Paid {
+                    if sent && req.billing.paid() {
                         return Err(CallError::Unconfirmed {
                             label: req.label,
                             message,
@@ -550,9 +601,9 @@ impl Api {
                 message,
                 attempts,
             };
-            // After a 429 the gate holds every worker until the provider's time: no wait
-            // here, no charge to the budget, and no attempt used up (the provider did not
-            // process it); a provider that keeps refusing trips the gate's breaker instead.
+            // After a 429 the gate decides when the request goes again: no wait here, no
+            // charge to the budget, and no attempt used up (the provider did not process it);
+            // a provider that keeps refusing trips the gate's breaker instead.
             if let Failure::Other { .. } = failure {
                 failures += 1;
                 if failures >= self.max_attempts {
@@ -596,7 +647,7 @@ impl Api {
 
 /// Why an attempt got no usable answer.
 enum Failure {
-    /// A 429: the gate holds everyone until the provider's time.
+    /// A 429: the gate decides when the request goes again.
     RateLimited,
     /// A 5xx, a 408 or a transport failure: waited out with backoff, under the budget.
     Other { reason: String, message: String },
@@ -811,7 +862,13 @@ mod tests {
 
         // An endless answer to an API call is cut off, not read into memory: a free call
         // gives up, a paid one is held (it may have been billed).
-        for (billing, paid) in [(Billing::Free, false), (Billing::Paid, true)] {
+        struct Noted;
+        impl Intent for Noted {
+            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        for (billing, paid) in [(Billing::Free, false), (Billing::Paid(&Noted), true)] {
             let url = api.url("/endless");
             let build = move |c: &reqwest::Client| c.get(url.clone());
             let err = api

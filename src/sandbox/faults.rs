@@ -55,6 +55,21 @@ pub(super) fn draw(share: f64) -> bool {
     share > 0.0 && rand::rng().random_bool(share)
 }
 
+/// How late a request is counted on a path with `jitter_ms` of jitter: normal, mean twice
+/// the jitter and standard deviation the jitter (Box-Muller), never before it arrived. Two
+/// requests sent `d` apart are then counted about `d ± 1.4 × jitter` apart.
+pub(super) fn arrival_delay_ms(jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        return 0;
+    }
+    let mut rng = rand::rng();
+    let u: f64 = 1.0 - rng.random::<f64>();
+    let v: f64 = rng.random();
+    let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+    let jitter = jitter_ms as f64;
+    (2.0 * jitter + jitter * z).max(0.0).round() as u64
+}
+
 /// A gateway's transient 5xx: 502, 503 or 504 at random, in the provider's error shape.
 pub(super) fn gateway_error(provider: Provider) -> Response {
     let statuses = [
@@ -146,4 +161,20 @@ pub(super) fn rate_headers(style: RateHeaders, decision: &Decision, headers: &mu
 /// A header value from text built here of printable ASCII only, which is always valid.
 fn text_value(text: String) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arrivals_are_late_by_a_normal_delay_and_never_early() {
+        assert_eq!(super::arrival_delay_ms(0), 0);
+        let delays: Vec<f64> = (0..4000)
+            .map(|_| super::arrival_delay_ms(50) as f64)
+            .collect();
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        let sd =
+            (delays.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delays.len() as f64).sqrt();
+        assert!((95.0..105.0).contains(&mean), "mean {mean}");
+        assert!((45.0..55.0).contains(&sd), "sd {sd}");
+    }
 }

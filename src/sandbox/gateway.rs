@@ -229,6 +229,13 @@ async fn through_gateway(
         return faults::down(&app.config, provider, until);
     }
     let (request, key) = provider.limit_key(endpoint, request).await;
+    let late = faults::arrival_delay_ms(app.config.arrival_jitter_ms);
+    let arrival = if late > 0 {
+        tokio::time::sleep(Duration::from_millis(late)).await;
+        clock::now_ms()
+    } else {
+        arrival
+    };
     let decision = lock(&app.limiter).admit(&key, arrival);
     let mut answer = if decision.admitted {
         lock(&app.stats).admitted(arrival / 1000);

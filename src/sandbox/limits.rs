@@ -9,12 +9,24 @@ use std::collections::{HashMap, VecDeque};
 
 use super::{LimitWindow, SandboxConfig};
 
+/// A bucket paces the short windows only: a day stays counted in its UTC day.
+const DAY_MS: u64 = 86_400_000;
+
 /// One configured window: at most `limit` requests per `length_ms`.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     name: &'static str,
     length_ms: u64,
     limit: u64,
+    /// For a bucket: requests let through at once beyond the rate.
+    burst: u64,
+}
+
+impl Window {
+    /// Milli-requests a bucket drains in `ms` milliseconds, as nginx computes it.
+    fn drained(&self, ms: u64) -> u64 {
+        self.limit.saturating_mul(1000).saturating_mul(ms) / self.length_ms
+    }
 }
 
 /// One window's state for one key at one moment, as rate-limit headers report it.
@@ -67,6 +79,9 @@ enum Usage {
     Fixed { index: u64, count: u64 },
     /// Arrival times of the admitted requests still inside the window.
     Sliding(VecDeque<u64>),
+    /// nginx's `limit_req` state: the excess over the rate in thousandths of a request, at the
+    /// last admitted request (none yet: the first is admitted).
+    Bucket { excess: u64, last_ms: Option<u64> },
 }
 
 impl Usage {
@@ -93,6 +108,34 @@ impl Usage {
                     .map_or(now_ms, |&oldest| oldest.saturating_add(window.length_ms));
                 (arrivals.len() as u64, frees_at_ms)
             }
+            Usage::Bucket { excess, last_ms } => {
+                let (remaining, frees_at_ms) = match *last_ms {
+                    None => (window.burst + 1, now_ms),
+                    Some(last) => {
+                        // nginx: a request's excess is the last one's, drained since, plus one
+                        // request; it is admitted while that is within the burst.
+                        let allowed = window.burst * 1000;
+                        let drained = window.drained(now_ms.saturating_sub(last));
+                        let remaining = (allowed + drained).saturating_sub(*excess) / 1000;
+                        let frees_at_ms = if remaining > 0 {
+                            now_ms
+                        } else {
+                            let needed = (*excess + 1000).saturating_sub(allowed);
+                            let ms = (needed * window.length_ms)
+                                .div_ceil(window.limit.saturating_mul(1000));
+                            last + ms
+                        };
+                        (remaining, frees_at_ms)
+                    }
+                };
+                return WindowState {
+                    name: window.name,
+                    length_ms: window.length_ms,
+                    limit: window.limit,
+                    remaining,
+                    frees_at_ms,
+                };
+            }
         };
         WindowState {
             name: window.name,
@@ -114,6 +157,15 @@ impl Usage {
                 *count += 1;
             }
             Usage::Sliding(arrivals) => arrivals.push_back(now_ms),
+            Usage::Bucket { excess, last_ms } => {
+                *excess = match *last_ms {
+                    None => 0,
+                    Some(last) => {
+                        (*excess + 1000).saturating_sub(window.drained(now_ms.saturating_sub(last)))
+                    }
+                };
+                *last_ms = Some(now_ms);
+            }
         }
     }
 }
@@ -138,6 +190,10 @@ impl RateLimiter {
             name,
             length_ms,
             limit,
+            burst: match config.limit_window {
+                LimitWindow::Bucket => config.limit_burst,
+                _ => 0,
+            },
         })
         .collect();
         RateLimiter {
@@ -160,9 +216,15 @@ impl RateLimiter {
         let usages = self.keys.entry(key.to_owned()).or_insert_with(|| {
             self.windows
                 .iter()
-                .map(|_| match mode {
-                    LimitWindow::Fixed => Usage::Fixed { index: 0, count: 0 },
+                .map(|w| match mode {
                     LimitWindow::Sliding => Usage::Sliding(VecDeque::new()),
+                    LimitWindow::Bucket | LimitWindow::Gcra if w.length_ms < DAY_MS => {
+                        Usage::Bucket {
+                            excess: 0,
+                            last_ms: None,
+                        }
+                    }
+                    _ => Usage::Fixed { index: 0, count: 0 },
                 })
                 .collect()
         });
@@ -271,6 +333,52 @@ mod tests {
         assert_eq!(
             admitted(&mut l, "k", &[0, 86_399_999, 86_400_000]),
             [true, false, true]
+        );
+    }
+
+    fn bucket(mode: LimitWindow, per_second: u64, burst: u64) -> RateLimiter {
+        RateLimiter::new(&SandboxConfig {
+            per_second,
+            per_minute: 0,
+            per_day: 0,
+            limit_window: mode,
+            limit_burst: burst,
+            ..SandboxConfig::default()
+        })
+    }
+
+    /// nginx's `limit_req rate=20r/s` on a millisecond clock: any two admitted requests 50 ms
+    /// apart or more; a refusal counts nothing.
+    #[test]
+    fn gcra_refuses_any_request_closer_than_the_period_to_the_last_admitted() {
+        let mut l = bucket(LimitWindow::Gcra, 20, 99);
+        assert_eq!(
+            admitted(&mut l, "k", &[0, 50, 99, 100, 149, 150, 151, 250]),
+            [true, true, false, true, false, true, false, true]
+        );
+        let refused = l.admit("k", 260);
+        assert!(!refused.admitted);
+        assert_eq!(refused.retry_at_ms(), Some(300));
+        assert!(l.admit("k", 300).admitted);
+    }
+
+    /// `burst=2 nodelay`: three at once, then one per period as the bucket drains.
+    #[test]
+    fn a_bucket_lets_its_burst_through_then_paces() {
+        let mut l = bucket(LimitWindow::Bucket, 20, 2);
+        assert_eq!(
+            admitted(&mut l, "k", &[0, 0, 0, 0, 49, 50, 100, 100]),
+            [true, true, true, false, false, true, true, false]
+        );
+        // Idle for a second: the bucket is empty again, the burst available.
+        assert_eq!(
+            admitted(&mut l, "k", &[1200, 1200, 1200, 1200]),
+            [true, true, true, false]
+        );
+        let state = l.admit("k", 1300).windows[0];
+        assert_eq!(
+            state.remaining, 1,
+            "two periods drained, one taken: {state:?}"
         );
     }
 

@@ -6,8 +6,10 @@
 //! real nightly job meets, so a client can be rehearsed against each of them. Every provider's
 //! requests pass the same gateway (`gateway.rs`), each answered in that provider's shapes:
 //!
-//! - rate limits per provider and credential, per second, minute and day, fixed or sliding
-//!   (`--per-*`, `--limit-window`), answered 429 as each provider does, with `Retry-After`
+//! - rate limits per provider and credential, per second, minute and day, counted in fixed or
+//!   sliding windows, a token bucket or a zero-burst GCRA (`--per-*`, `--limit-window`,
+//!   `--limit-burst`), each request counted late by a random delay (`--arrival-jitter-ms`),
+//!   answered 429 as each provider does, with `Retry-After`
 //!   (`--retry-after`) and rate-limit headers (`--rate-headers`) where a flag asks or the
 //!   provider always sends them (Cashfree);
 //! - latency (`--latency-ms`, `--latency-jitter-ms`) and slow async results and batches;
@@ -88,6 +90,7 @@ pub const SANDBOX_OTP: &str = "123456";
 const DEFAULT_PER_SECOND: u64 = 17;
 const DEFAULT_PER_MINUTE: u64 = 1000;
 const DEFAULT_PER_DAY: u64 = 50_000;
+const DEFAULT_LIMIT_BURST: u64 = 5;
 const DEFAULT_UDYAM_DELAY_MS: u64 = 4000;
 const DEFAULT_BATCH_DELAY_MS: u64 = 5000;
 const DEFAULT_BATCH_MS_PER_ROW: u64 = 1;
@@ -105,13 +108,22 @@ const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// Largest authorize body read to find the `client_secret` that keys its rate limit.
 const MAX_AUTHORIZE_BYTES: usize = 64 * 1024;
 
-/// How a rate-limit window counts, so a client can be rehearsed against either server behaviour.
+/// How a rate-limit window counts, so a client can be rehearsed against the ways real limiters
+/// count: providers rarely say which they use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LimitWindow {
     /// Windows aligned to UTC epoch second, minute and day boundaries (slowapi's default).
     Fixed,
     /// At most N requests in any interval of the window's length (a sliding log).
     Sliding,
+    /// A token bucket refilled at N per window on a millisecond clock, holding `--limit-burst`
+    /// requests beyond the one in hand: nginx's `limit_req` with `burst=B nodelay`. The day
+    /// window stays fixed.
+    Bucket,
+    /// The same with no burst: any two requests closer than the window over N are refused,
+    /// as nginx's `limit_req` without `burst` (a GCRA on a millisecond clock). The day window
+    /// stays fixed.
+    Gcra,
 }
 
 /// Whether a 429 says when to come back: clients must work without it (Deepvue sends none) and
@@ -163,9 +175,18 @@ pub struct SandboxConfig {
     /// Requests per day allowed per provider and credential (0 = no limit)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PER_DAY)]
     pub per_day: u64,
-    /// How the rate-limit windows count: aligned to UTC boundaries, or sliding
+    /// How the rate-limit windows count: aligned to UTC boundaries, sliding, a token bucket, or
+    /// a zero-burst GCRA on a millisecond clock
     #[arg(long, value_enum, default_value_t = LimitWindow::Fixed)]
     pub limit_window: LimitWindow,
+    /// Requests a `bucket` window lets through at once beyond its rate
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_BURST)]
+    pub limit_burst: u64,
+    /// Counts each provider request this many milliseconds late, give or take as much (normal,
+    /// mean 2×J, standard deviation J, never early), as a jittery network path would: a client
+    /// paced exactly arrives unevenly
+    #[arg(long, value_name = "J", default_value_t = 0)]
+    pub arrival_jitter_ms: u64,
     /// Mean latency added to every provider answer, in milliseconds
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub latency_ms: u64,
@@ -236,6 +257,8 @@ impl Default for SandboxConfig {
             per_minute: DEFAULT_PER_MINUTE,
             per_day: DEFAULT_PER_DAY,
             limit_window: LimitWindow::Fixed,
+            limit_burst: DEFAULT_LIMIT_BURST,
+            arrival_jitter_ms: 0,
             latency_ms: 0,
             latency_jitter_ms: 0,
             udyam_delay_ms: DEFAULT_UDYAM_DELAY_MS,

@@ -1,0 +1,673 @@
+//! The pacer: when each counted request may leave, as governor's GCRA limiter decides it.
+//!
+//! The limiter is governor's, with a burst of one (`Quota::with_period(..).allow_burst(1)`), so
+//! that it paces from the first request: no burst at start-up, and no two requests closer than
+//! the period, which is what a zero-burst limiter on the provider's side (nginx's `limit_req`
+//! without `burst`) demands. Its state, the theoretical arrival time of the next request, lives
+//! in a [`Schedule`] rather than in governor's own cell, for two reasons:
+//!
+//! - **The period changes** while the run goes on (the learned margin, another job joining), and
+//!   a governor quota cannot be changed in place. A new limiter is swapped in over the same
+//!   schedule, so it continues where the old one stopped instead of starting full.
+//! - **Jobs that share a provider account share its schedule.** The schedule can be a small
+//!   file in the ledger's directory, locked for each decision, holding the next slot in
+//!   `CLOCK_MONOTONIC` time (which every process on the machine reads alike) and one record per
+//!   live run. Two jobs then take turns on one sequence of slots: the run that took a slot
+//!   least recently has the next one, and another may take it only if that run lets it pass by
+//!   [`GRACE`]. Each run publishes the period it wants, and all pace at the widest of them.
+//!
+//! A slot is granted a little before it is due (its *lead*): a paid request records its intent
+//! in the journal in that time, then waits for its slot, so that the commit neither delays the
+//! request nor blurs the pacing. The lead shifts the limiter's clock, never the slots.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
+
+/// How long a run that is not the next in turn waits past a slot for the run whose turn it is.
+pub const GRACE: Duration = Duration::from_millis(2);
+/// How many runs of one account the schedule keeps track of; more still pace, without turns.
+const MAX_RUNS: usize = 16;
+/// A run that has not asked for a slot for this long (or three periods, if longer) has no turn.
+const STALE: Duration = Duration::from_secs(2);
+/// A schedule untouched for this long starts afresh: no run of it is alive.
+const FORGOTTEN: Duration = Duration::from_secs(600);
+/// Below this period (a thousand requests a second) the schedule is not shared: no account
+/// quota is that large, and a file lock per request would be the bottleneck.
+const SHARED_BELOW: Duration = Duration::from_millis(1);
+
+/// Machine-wide monotonic time: the same for every process, unaffected by clock changes.
+pub fn mono_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+/// One run's record in a schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Run {
+    /// 0 for a free record.
+    id: u64,
+    /// When the run last asked for a slot, or said it wants none.
+    heartbeat: Duration,
+    waiting: bool,
+    /// The slot number it took last.
+    last_taken: u64,
+    /// The period it wants.
+    period: Duration,
+}
+
+/// A schedule's state: the next slot and the runs taking turns on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Table {
+    /// The machine's boot: monotonic times of another boot mean nothing.
+    boot: [u8; 16],
+    /// When the last decision was made.
+    touched: Duration,
+    /// The earliest time of the next slot (zero: none yet).
+    tat: Duration,
+    /// The time of the last slot taken.
+    last_slot: Duration,
+    /// Slots taken so far.
+    taken: u64,
+    runs: [Run; MAX_RUNS],
+}
+
+const MAGIC: &[u8; 8] = b"bvpace01";
+const HEADER: usize = 8 + 16 + 4 * 8;
+const RUN_BYTES: usize = 5 * 8;
+const TABLE_BYTES: usize = HEADER + MAX_RUNS * RUN_BYTES;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Table {
+    fn new(boot: [u8; 16]) -> Table {
+        Table {
+            boot,
+            touched: Duration::ZERO,
+            tat: Duration::ZERO,
+            last_slot: Duration::ZERO,
+            taken: 0,
+            runs: [Run::default(); MAX_RUNS],
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TABLE_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.boot);
+        for d in [self.touched, self.tat, self.last_slot] {
+            out.extend_from_slice(&nanos(d).to_le_bytes());
+        }
+        out.extend_from_slice(&self.taken.to_le_bytes());
+        for r in &self.runs {
+            for v in [
+                r.id,
+                nanos(r.heartbeat),
+                u64::from(r.waiting),
+                r.last_taken,
+                nanos(r.period),
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The table in `bytes`, if they hold one (an empty or foreign file holds none).
+    fn decode(bytes: &[u8]) -> Option<Table> {
+        if bytes.len() < TABLE_BYTES || &bytes[..8] != MAGIC {
+            return None;
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let mut t = Table::new(bytes[8..24].try_into().expect("16 bytes"));
+        t.touched = Duration::from_nanos(word(24));
+        t.tat = Duration::from_nanos(word(32));
+        t.last_slot = Duration::from_nanos(word(40));
+        t.taken = word(48);
+        for (i, r) in t.runs.iter_mut().enumerate() {
+            let at = HEADER + i * RUN_BYTES;
+            *r = Run {
+                id: word(at),
+                heartbeat: Duration::from_nanos(word(at + 8)),
+                waiting: word(at + 16) != 0,
+                last_taken: word(at + 24),
+                period: Duration::from_nanos(word(at + 32)),
+            };
+        }
+        Some(t)
+    }
+
+    /// Forgets what another boot, or a schedule nobody used for long, left: its times mean
+    /// nothing now, and a slot far in the future would stop every run.
+    fn refresh(&mut self, boot: [u8; 16], now: Duration) {
+        let far = self.tat > now + Duration::from_secs(120);
+        if self.boot != boot || self.touched > now || now - self.touched > FORGOTTEN || far {
+            *self = Table::new(boot);
+        }
+        self.touched = now;
+    }
+
+    fn stale(r: &Run, now: Duration) -> bool {
+        r.id == 0 || now.saturating_sub(r.heartbeat) > STALE.max(r.period * 3)
+    }
+
+    /// This run's record, made (in a free or stale place) if it has none.
+    fn enter(&mut self, me: u64, now: Duration) -> Option<&mut Run> {
+        let at = self
+            .runs
+            .iter()
+            .position(|r| r.id == me)
+            .or_else(|| self.runs.iter().position(|r| Table::stale(r, now)))?;
+        let run = &mut self.runs[at];
+        if run.id != me {
+            *run = Run {
+                id: me,
+                last_taken: self.taken,
+                ..Run::default()
+            };
+        }
+        run.heartbeat = now;
+        Some(run)
+    }
+
+    fn live_waiting(&self, now: Duration) -> impl Iterator<Item = &Run> {
+        self.runs
+            .iter()
+            .filter(move |r| r.waiting && !Table::stale(r, now))
+    }
+
+    /// The next slot as `me` sees it: as it is when the turn is its own (or turns are not
+    /// kept), a grace later when another live run waiting for slots had one less recently.
+    fn next_for(&self, me: u64, now: Duration, lead: Duration) -> Option<Duration> {
+        if self.tat.is_zero() {
+            return None;
+        }
+        let turn = self
+            .live_waiting(now)
+            .min_by_key(|r| (r.last_taken, r.id))
+            .map(|r| r.id);
+        match turn {
+            Some(id) if id != me && self.runs.iter().any(|r| r.id == me) => {
+                Some(self.tat + GRACE + lead)
+            }
+            _ => Some(self.tat),
+        }
+    }
+}
+
+/// Where a schedule is kept.
+enum Store {
+    Local(Mutex<Table>),
+    /// A file every job of the account opens; `fallback` serves if it cannot be used.
+    Shared {
+        file: File,
+        path: PathBuf,
+        fallback: Mutex<Option<Table>>,
+    },
+}
+
+/// An account's schedule of slots, as one run sees it.
+pub struct Schedule {
+    store: Store,
+    me: u64,
+    boot: [u8; 16],
+}
+
+/// The machine's boot id, where the system says it.
+fn boot_id() -> [u8; 16] {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let mut id = [0u8; 16];
+    for (i, b) in text
+        .trim()
+        .bytes()
+        .filter(|b| *b != b'-')
+        .take(32)
+        .enumerate()
+    {
+        let v = (b as char).to_digit(16).unwrap_or(0) as u8;
+        id[i / 2] |= v << if i % 2 == 0 { 4 } else { 0 };
+    }
+    id
+}
+
+fn new_run_id() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
+impl Schedule {
+    /// A schedule this run keeps to itself.
+    pub fn local() -> Schedule {
+        let boot = boot_id();
+        Schedule {
+            store: Store::Local(Mutex::new(Table::new(boot))),
+            me: new_run_id(),
+            boot,
+        }
+    }
+
+    /// The schedule every job of an account on this machine shares: `path` is its file,
+    /// created private if it is not there.
+    pub fn shared(path: &Path) -> std::io::Result<Schedule> {
+        let mut options = File::options();
+        options.read(true).write(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path)?;
+        let schedule = Schedule {
+            store: Store::Shared {
+                file,
+                path: path.to_path_buf(),
+                fallback: Mutex::new(None),
+            },
+            me: new_run_id(),
+            boot: boot_id(),
+        };
+        schedule.try_shared(|_| ())?;
+        Ok(schedule)
+    }
+
+    fn try_shared<R>(&self, f: impl FnOnce(&mut Table) -> R) -> std::io::Result<R> {
+        use std::os::unix::fs::FileExt;
+        let Store::Shared { file, .. } = &self.store else {
+            unreachable!("only called on a shared store")
+        };
+        file.lock()?;
+        let result = (|| {
+            let mut bytes = vec![0u8; TABLE_BYTES];
+            let n = file.read_at(&mut bytes, 0)?;
+            let mut table = Table::decode(&bytes[..n]).unwrap_or_else(|| Table::new(self.boot));
+            table.refresh(self.boot, mono_now());
+            let r = f(&mut table);
+            file.write_all_at(&table.encode(), 0)?;
+            Ok(r)
+        })();
+        file.unlock()?;
+        result
+    }
+
+    /// Runs `f` on the schedule's state, under its lock. A shared file that fails is given up
+    /// for the rest of the run: pacing goes on alone, and the sharing is what is lost.
+    fn with<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
+        match &self.store {
+            Store::Local(table) => {
+                let mut t = lock(table);
+                t.touched = mono_now();
+                f(&mut t)
+            }
+            Store::Shared { path, fallback, .. } => {
+                let mut fb = lock(fallback);
+                if let Some(t) = fb.as_mut() {
+                    return f(t);
+                }
+                let mut f = Some(f);
+                match self.try_shared(|t| (f.take().expect("called once"))(t)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(
+                            "the account's shared schedule {} cannot be used ({e}); this job \
+                             paces alone, and jobs on the same account may together pass its \
+                             quota",
+                            path.display()
+                        );
+                        let t = fb.insert(Table::new(self.boot));
+                        (f.take().expect("not called yet"))(t)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(&self.store, Store::Shared { .. })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// governor's clock: machine-wide monotonic time, shifted by the lead, so that the limiter
+/// grants each slot `lead` before it is due. It records its first reading, the limiter's
+/// start, so that the schedule's absolute times can be turned into the limiter's.
+#[derive(Clone)]
+struct PaceClock {
+    lead: Arc<AtomicU64>,
+    origin: Arc<OnceLock<Duration>>,
+}
+
+impl Clock for PaceClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        let t = mono_now() + Duration::from_nanos(self.lead.load(Ordering::Relaxed));
+        self.origin.get_or_init(|| t);
+        t
+    }
+}
+
+/// governor's state store over a schedule: what it reads is the next slot as this run sees it,
+/// what it writes is the slot after the one it grants.
+struct View {
+    schedule: Arc<Schedule>,
+    clock: PaceClock,
+    period: Duration,
+    /// The time of the slot last granted through this view.
+    granted: Arc<Mutex<Option<Duration>>>,
+}
+
+impl StateStore for View {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let origin = *self.clock.origin.get_or_init(mono_now);
+        let lead = Duration::from_nanos(self.clock.lead.load(Ordering::Relaxed));
+        let me = self.schedule.me;
+        self.schedule.with(|table| {
+            let now = mono_now();
+            let next = table.next_for(me, now, lead);
+            let seen = next.map(|t| Nanos::from(t.saturating_sub(origin)));
+            let (value, after) = f(seen)?;
+            let after = origin + Duration::from(after);
+            table.tat = after;
+            table.last_slot = after.saturating_sub(self.period);
+            table.taken += 1;
+            let taken = table.taken;
+            if let Some(run) = table.enter(me, now) {
+                run.last_taken = taken;
+            }
+            *lock(&self.granted) = Some(table.last_slot);
+            Ok(value)
+        })
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, View, PaceClock, NoOpMiddleware<Duration>>;
+
+/// One run's pacer over a schedule.
+pub struct Pacer {
+    schedule: Arc<Schedule>,
+    /// Used instead of `schedule` while the period is too short to share (see [`SHARED_BELOW`]).
+    alone: Arc<Schedule>,
+    limiter: Limiter,
+    period: Duration,
+    lead: Arc<AtomicU64>,
+    granted: Arc<Mutex<Option<Duration>>>,
+    /// Whether the run last told the schedule it waits for slots.
+    waiting: bool,
+}
+
+impl Pacer {
+    pub fn new(schedule: Schedule, period: Duration) -> Pacer {
+        let schedule = Arc::new(schedule);
+        let lead = Arc::new(AtomicU64::new(0));
+        let granted = Arc::new(Mutex::new(None));
+        let alone = if schedule.is_shared() {
+            Arc::new(Schedule::local())
+        } else {
+            schedule.clone()
+        };
+        let limiter = Pacer::limiter(&schedule, &alone, &lead, &granted, period);
+        Pacer {
+            schedule,
+            alone,
+            limiter,
+            period,
+            lead,
+            granted,
+            waiting: false,
+        }
+    }
+
+    fn which(schedule: &Arc<Schedule>, alone: &Arc<Schedule>, period: Duration) -> Arc<Schedule> {
+        if period < SHARED_BELOW {
+            alone.clone()
+        } else {
+            schedule.clone()
+        }
+    }
+
+    fn limiter(
+        schedule: &Arc<Schedule>,
+        alone: &Arc<Schedule>,
+        lead: &Arc<AtomicU64>,
+        granted: &Arc<Mutex<Option<Duration>>>,
+        period: Duration,
+    ) -> Limiter {
+        let period = period.max(Duration::from_nanos(1));
+        let clock = PaceClock {
+            lead: lead.clone(),
+            origin: Arc::new(OnceLock::new()),
+        };
+        let view = View {
+            schedule: Pacer::which(schedule, alone, period),
+            clock: clock.clone(),
+            period,
+            granted: granted.clone(),
+        };
+        let quota = Quota::with_period(period)
+            .expect("a period of at least a nanosecond")
+            .allow_burst(std::num::NonZeroU32::MIN);
+        RateLimiter::new(quota, view, clock)
+    }
+
+    /// The period the limiter paces at now.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Says the period this run wants, and paces at the widest of those the live runs of the
+    /// account want. A period that widens also moves the pending slot, so that the next
+    /// request keeps the new spacing from the last one.
+    pub fn agree(&mut self, wanted: Duration) -> Duration {
+        let me = self.schedule.me;
+        let schedule = Pacer::which(&self.schedule, &self.alone, wanted);
+        let period = schedule.with(|table| {
+            let now = mono_now();
+            if let Some(run) = table.enter(me, now) {
+                run.waiting = true;
+                run.period = wanted;
+            }
+            let period = table
+                .live_waiting(now)
+                .map(|r| r.period)
+                .fold(wanted, Duration::max);
+            if !table.tat.is_zero() && table.tat - table.last_slot < period {
+                table.tat = table.last_slot + period;
+            }
+            period
+        });
+        self.waiting = true;
+        if period != self.period {
+            self.period = period;
+            self.limiter = Pacer::limiter(
+                &self.schedule,
+                &self.alone,
+                &self.lead,
+                &self.granted,
+                period,
+            );
+        }
+        period
+    }
+
+    /// Takes the next slot if it can be granted now, `lead` before it is due: `Ok` with the
+    /// slot's time, or `Err` with the (monotonic) time to ask again.
+    pub fn take(&mut self, lead: Duration) -> Result<Duration, Duration> {
+        self.lead.store(nanos(lead), Ordering::Relaxed);
+        match self.limiter.check() {
+            Ok(()) => Ok(lock(&self.granted).take().unwrap_or_else(mono_now)),
+            Err(not_until) => Err(not_until.earliest_possible().saturating_sub(lead)),
+        }
+    }
+
+    /// The run has nothing to send for now: its turns pass to the others.
+    pub fn idle(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        self.waiting = false;
+        let me = self.schedule.me;
+        self.schedule.with(|table| {
+            if let Some(run) = table.enter(me, mono_now()) {
+                run.waiting = false;
+            }
+        });
+    }
+}
+
+/// Where the schedule of an account's jobs on this machine lives, beside its usage ledger.
+pub fn schedule_path(ledger_dir: &Path, account: &str) -> PathBuf {
+    ledger_dir.join(format!("pace-{account}.bin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Takes `n` slots as soon as they can be had, sleeping in between.
+    fn slots(pacer: &mut Pacer, n: usize, lead: Duration) -> Vec<Duration> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match pacer.take(lead) {
+                Ok(at) => got.push(at),
+                Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn paces_from_the_first_request_without_a_burst() {
+        let mut p = Pacer::new(Schedule::local(), 20 * MS);
+        p.agree(20 * MS);
+        let got = slots(&mut p, 5, Duration::ZERO);
+        for w in got.windows(2) {
+            assert!(w[1] - w[0] >= 20 * MS, "{:?}", w[1] - w[0]);
+        }
+        assert!(
+            got[4] - got[0] < 90 * MS,
+            "no slot lost: {:?}",
+            got[4] - got[0]
+        );
+    }
+
+    #[test]
+    fn a_slot_is_granted_its_lead_before_it_is_due() {
+        let mut p = Pacer::new(Schedule::local(), 30 * MS);
+        p.agree(30 * MS);
+        let first = p.take(10 * MS).unwrap();
+        let asked = mono_now();
+        let second = loop {
+            match p.take(10 * MS) {
+                Ok(at) => break at,
+                Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+            }
+        };
+        let granted = mono_now();
+        assert!(second - first >= 30 * MS);
+        assert!(second > granted + 8 * MS, "granted ahead of its slot");
+        assert!(granted - asked >= 15 * MS);
+    }
+
+    /// A new limiter over the same schedule continues its slots: it neither starts full
+    /// (a burst) nor afresh (a gap), and a wider period moves the pending slot.
+    #[test]
+    fn a_limiter_swapped_in_keeps_the_schedule() {
+        let mut p = Pacer::new(Schedule::local(), 10 * MS);
+        p.agree(10 * MS);
+        let mut got = slots(&mut p, 3, Duration::ZERO);
+        p.agree(25 * MS);
+        got.extend(slots(&mut p, 3, Duration::ZERO));
+        p.agree(10 * MS);
+        got.extend(slots(&mut p, 3, Duration::ZERO));
+        let gaps: Vec<_> = got.windows(2).map(|w| w[1] - w[0]).collect();
+        for (i, g) in gaps.iter().enumerate() {
+            // The slot after the last at 25 ms was set before the period narrowed again.
+            let want = if (2..6).contains(&i) {
+                25 * MS
+            } else {
+                10 * MS
+            };
+            assert!(*g >= want, "gap {i}: {g:?} < {want:?}: {gaps:?}");
+            assert!(*g < want + 5 * MS, "gap {i}: {g:?}, a slot lost: {gaps:?}");
+        }
+    }
+
+    #[test]
+    fn two_runs_on_one_schedule_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pace.bin");
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut p = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+                    let mut got = Vec::new();
+                    let end = mono_now() + Duration::from_millis(600);
+                    while mono_now() < end {
+                        p.agree(10 * MS);
+                        match p.take(Duration::ZERO) {
+                            Ok(at) => got.push(at),
+                            Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+                        }
+                    }
+                    p.idle();
+                    got
+                })
+            })
+            .collect();
+        let runs: Vec<Vec<Duration>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<Duration> = runs.iter().flatten().copied().collect();
+        all.sort();
+        for w in all.windows(2) {
+            assert!(w[1] - w[0] >= 10 * MS, "two slots {:?} apart", w[1] - w[0]);
+        }
+        let (a, b) = (runs[0].len(), runs[1].len());
+        assert!(a + b >= 50, "{a} + {b} slots in 600 ms at 10 ms");
+        assert!(a.min(b) * 10 >= a.max(b) * 8, "turns are fair: {a} and {b}");
+    }
+
+    #[test]
+    fn a_table_survives_its_file_and_forgets_another_boot() {
+        let mut t = Table::new([7; 16]);
+        t.tat = Duration::from_secs(5);
+        t.taken = 3;
+        t.enter(42, Duration::from_secs(4)).unwrap().waiting = true;
+        assert_eq!(Table::decode(&t.encode()), Some(t.clone()));
+        assert_eq!(Table::decode(b"not a table"), None);
+        let mut other = t.clone();
+        other.refresh([8; 16], Duration::from_secs(6));
+        assert_eq!(
+            other.tat,
+            Duration::ZERO,
+            "another boot's slots mean nothing"
+        );
+        let mut far = t.clone();
+        far.refresh([7; 16], Duration::from_secs(5) + FORGOTTEN * 2);
+        assert_eq!(
+            far.taken, 0,
+            "a schedule nobody used for long starts afresh"
+        );
+    }
+}

@@ -47,6 +47,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+#[path = "pipeline/quota.rs"]
+mod quota;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
 
 /// Rows of the Enterprise-quota Udyam scenario: about 1.5 to 2 minutes at ~16.7 requests/s.
@@ -417,7 +420,19 @@ fn reap(pid: libc::pid_t) -> anyhow::Result<Option<(ExitStatus, libc::rusage)>> 
 /// Runs the client to completion in `dir`, its stdout and stderr going to files there.
 fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<ClientRun> {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = spawn_client(dir, check, sandbox_url, None)?;
+    wait_client(&mut child, started)
+}
+
+/// Starts `bulkverify run` in `dir` against the sandbox. `ledger`: the usage ledger's
+/// directory, shared by jobs on one account; without one, each run is an account of its own.
+fn spawn_client(
+    dir: &Path,
+    check: &str,
+    sandbox_url: &str,
+    ledger: Option<&Path>,
+) -> anyhow::Result<Child> {
+    Command::new(BIN)
         .current_dir(dir)
         .args(["run", "--check", check, "--config"])
         .arg(dir.join("bulkverify.toml"))
@@ -426,8 +441,10 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         .args(["--progress", "off"])
         .arg(dir.join("input.csv"))
         .env("DEEPVUE_BASE_URL", sandbox_url)
-        // Each scenario is its own account: no usage ledger shared with earlier runs.
-        .env("BULKVERIFY_LEDGER_DIR", "")
+        .env(
+            "BULKVERIFY_LEDGER_DIR",
+            ledger.map(Path::as_os_str).unwrap_or_default(),
+        )
         .env("DEEPVUE_CLIENT_ID", "sandbox_client")
         .env("DEEPVUE_CLIENT_SECRET", "free_tier_sandbox_secret")
         .env("CASHFREE_BASE_URL", format!("{sandbox_url}/verification"))
@@ -437,7 +454,11 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         .stdout(File::create(dir.join("client.stdout"))?)
         .stderr(File::create(dir.join("client.stderr"))?)
         .spawn()
-        .context("cannot start bulkverify run")?;
+        .context("cannot start bulkverify run")
+}
+
+/// Waits for a client started at `started`, with its own resource usage.
+fn wait_client(child: &mut Child, started: Instant) -> anyhow::Result<ClientRun> {
     let pid = libc::pid_t::try_from(child.id()).context("pid")?;
     let (status, usage) = loop {
         if let Some((status, usage)) = reap(pid)? {
@@ -450,15 +471,20 @@ fn run_client(dir: &Path, check: &str, sandbox_url: &str) -> anyhow::Result<Clie
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let wall = started.elapsed();
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(ClientRun {
-        status,
-        wall,
-        cpu_secs: usage.map_or(f64::NAN, |u| secs(u.ru_utime) + secs(u.ru_stime)),
-        // Linux reports ru_maxrss in KiB.
-        max_rss_mib: usage.map_or(f64::NAN, |u| u.ru_maxrss as f64 / 1024.0),
-    })
+    Ok(ClientRun::of(status, started.elapsed(), usage))
+}
+
+impl ClientRun {
+    fn of(status: Option<ExitStatus>, wall: Duration, usage: Option<libc::rusage>) -> ClientRun {
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        ClientRun {
+            status,
+            wall,
+            cpu_secs: usage.map_or(f64::NAN, |u| secs(u.ru_utime) + secs(u.ru_stime)),
+            // Linux reports ru_maxrss in KiB.
+            max_rss_mib: usage.map_or(f64::NAN, |u| u.ru_maxrss as f64 / 1024.0),
+        }
+    }
 }
 
 /// Lines of a text file (a last line without a newline counts).
@@ -697,6 +723,13 @@ fn run_scenario(s: &Scenario, rows: usize) -> anyhow::Result<()> {
 
 fn main() {
     // `cargo bench` passes `--bench`; other arguments select scenarios by name.
+    if std::env::args().skip(1).any(|a| a == "quota") {
+        println!("bulkverify quota matrix: {BIN}");
+        if let Err(e) = quota::matrix() {
+            println!("  ERROR: {e:#}");
+        }
+        return;
+    }
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

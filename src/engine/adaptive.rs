@@ -8,7 +8,7 @@
 //!   less than the config says (a downgraded plan, a quota shared with another product). The
 //!   paced rate is a fraction of the configured one, lowered on 429s by as much as their share
 //!   says and crept back up while answers stay clean, so that it settles where this provider,
-//!   on this path, refuses about one request in five hundred;
+//!   on this path, refuses about one request in a thousand;
 //! - the request **rate**, when no per-second or per-minute quota is configured ([`Rate`]): it
 //!   starts low, doubles every second while requests queue for it (slow start), and on a 429
 //!   falls back by a factor, climbs quickly back to just under the rate that was refused and
@@ -183,26 +183,35 @@ impl Rate {
 /// are sent blind; at half the rate, a provider that admits much less than the config says
 /// refuses fewer of them.
 const MARGIN_START: f64 = 0.5;
-/// The ramp: the rate grows by `e^RAMP` a round trip while no request is refused.
-const MARGIN_RAMP: f64 = 0.15;
+/// The ramp: the rate grows by `e^RAMP` a round trip while no request is refused, all of it
+/// within a second at the usual round trips.
+const MARGIN_RAMP: f64 = 0.25;
 /// A 429 lowers the rate to `1 - β` of the rate its request was sent at, with `β` this share
 /// of the refused share of its generation (requests sent between two decreases) ...
 const MARGIN_SHARE: f64 = 0.6;
 /// ... counted as if this many more of them had been answered, so that one early refusal in a
 /// generation is not read as all of them ...
 const MARGIN_PRIOR: f64 = 3.0;
-/// ... and `β` between these: a pacing miss costs 2%, a provider far below the config at most
+/// ... and `β` between these: a pacing miss costs 1%, a provider far below the config at most
 /// 30% a round trip.
-const MARGIN_MIN_CUT: f64 = 0.02;
+const MARGIN_MIN_CUT: f64 = 0.01;
 const MARGIN_MAX_CUT: f64 = 0.3;
-/// Each clean answer raises the rate by this share: a 2% cut takes a thousand clean answers
-/// to undo, so that the rate settles where about one request in five hundred is refused.
-const MARGIN_CREEP: f64 = 2e-5;
+/// Each clean answer raises the rate by this share: a 1% cut takes a thousand clean answers
+/// to undo, so that the rate settles where about one request in a thousand is refused.
+const MARGIN_CREEP: f64 = 1e-5;
+/// A run of clean answers longer than a settled rate sees (it meets a 429 about every thousand)
+/// doubles the creep every `MARGIN_DOUBLING` more answers (up to a cap), so that the rate
+/// comes back within minutes after a passing throttle (another product using the shared quota
+/// for a while).
+const MARGIN_LONG_RUN: u32 = 1000;
+const MARGIN_DOUBLING: u32 = 300;
+const MARGIN_MAX_CREEP: f64 = 1e-3;
 /// A cut this deep may have overshot (the refused share of a zero-burst limiter overstates
-/// how far over it the rate was): after a run of clean answers the rate tries the midpoint
-/// back towards the refused rate, once.
+/// how far over it the rate was): after each run of clean answers the rate tries the midpoint
+/// back towards the refused rate, until a probe is refused or comes within 5% of it.
 const MARGIN_DEEP_CUT: f64 = 0.1;
 const MARGIN_PROBE_AFTER: u32 = 100;
+const MARGIN_PROBE_CLOSE: f64 = 0.05;
 /// The rate never falls below this share of the configured one.
 const MARGIN_FLOOR: f64 = 0.01;
 /// How many generations are remembered for the 429s that come back late.
@@ -220,32 +229,32 @@ pub struct Sent {
 pub struct Margin {
     /// The paced rate over the configured one.
     fraction: f64,
-    /// The configured rate, in requests per second: the ramp's pace depends on it.
-    ceiling: f64,
-    ramping: bool,
+    /// While ramping: when the rate last grew.
+    ramping: Option<Instant>,
     generation: u64,
     /// Per recent generation: answers, and 429s among them.
     counts: std::collections::VecDeque<(u64, u32, u32)>,
-    /// Clean answers of the current generation.
+    /// Clean answers of the current generation, and since the last probe.
     clean: u32,
-    /// The fraction to try once the current generation has been clean long enough.
-    probe: Option<f64>,
+    since_probe: u32,
+    /// The fraction refused before a deep cut, which probes climb back towards.
+    refused_at: Option<f64>,
     /// The mean round trip, in seconds.
     rtt: f64,
     refused: u64,
 }
 
 impl Margin {
-    /// A margin below `ceiling` requests per second.
-    pub fn new(ceiling: f64) -> Margin {
+    /// A margin that starts its ramp at `now`.
+    pub fn new(now: Instant) -> Margin {
         Margin {
             fraction: MARGIN_START,
-            ceiling,
-            ramping: true,
+            ramping: Some(now),
             generation: 0,
             counts: std::collections::VecDeque::from([(0, 0, 0)]),
             clean: 0,
-            probe: None,
+            since_probe: 0,
+            refused_at: None,
             rtt: 0.0,
             refused: 0,
         }
@@ -288,8 +297,8 @@ impl Margin {
         self.clean = 0;
     }
 
-    /// A request sent under `sent` was answered (not refused) after `rtt`.
-    pub fn answered(&mut self, sent: Sent, rtt: Duration) {
+    /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`.
+    pub fn answered(&mut self, now: Instant, sent: Sent, rtt: Duration) {
         let rtt = rtt.as_secs_f64();
         self.rtt = if self.rtt == 0.0 {
             rtt
@@ -301,19 +310,28 @@ impl Margin {
             return;
         }
         self.clean += 1;
-        if self.ramping {
-            // Per answer, so that the rate grows by e^RAMP over the answers of a round trip.
-            let per_trip = (self.fraction * self.ceiling * self.rtt).max(1.0);
-            self.fraction *= 1.0 + MARGIN_RAMP / per_trip;
-            if self.fraction >= 1.0 {
-                self.ramping = false;
-            }
+        self.since_probe += 1;
+        if let Some(grew) = self.ramping {
+            // By the time since the last growth, so that the ramp keeps its pace however few
+            // of the answers this run gets (jobs sharing an account share the answers).
+            let trips = now.saturating_duration_since(grew).as_secs_f64() / self.rtt.max(0.001);
+            self.fraction *= (MARGIN_RAMP * trips).exp();
+            self.ramping = (self.fraction < 1.0).then_some(now);
         } else {
-            if let Some(p) = self.probe.filter(|_| self.clean >= MARGIN_PROBE_AFTER) {
-                self.fraction = self.fraction.max(p);
-                self.probe = None;
+            if let Some(hi) = self
+                .refused_at
+                .filter(|_| self.since_probe >= MARGIN_PROBE_AFTER)
+            {
+                if hi - self.fraction > MARGIN_PROBE_CLOSE * hi {
+                    self.fraction = self.fraction.max((self.fraction + hi) / 2.0);
+                    self.since_probe = 0;
+                } else {
+                    self.refused_at = None;
+                }
             }
-            self.fraction *= 1.0 + MARGIN_CREEP;
+            let doublings =
+                f64::from(self.clean.saturating_sub(MARGIN_LONG_RUN)) / f64::from(MARGIN_DOUBLING);
+            self.fraction *= 1.0 + (MARGIN_CREEP * doublings.exp2()).min(MARGIN_MAX_CREEP);
         }
         self.fraction = self.fraction.min(1.0);
     }
@@ -321,18 +339,19 @@ impl Margin {
     /// A request sent under `sent` was refused with a 429.
     pub fn refused(&mut self, sent: Sent) {
         self.refused += 1;
-        self.ramping = false;
+        self.ramping = None;
         let (answered, refused) = self.counted(sent.generation, true);
         let share = f64::from(refused) / (f64::from(answered) + MARGIN_PRIOR);
         let cut = (MARGIN_SHARE * share).clamp(MARGIN_MIN_CUT, MARGIN_MAX_CUT);
         let lowered = (sent.fraction * (1.0 - cut)).max(MARGIN_FLOOR);
         if lowered < self.fraction {
-            self.probe = (cut >= MARGIN_DEEP_CUT).then_some((sent.fraction + lowered) / 2.0);
+            self.refused_at = (cut >= MARGIN_DEEP_CUT).then_some(sent.fraction);
             self.fraction = lowered;
             if sent.generation == self.generation {
                 self.next_generation();
             }
             self.clean = 0;
+            self.since_probe = 0;
         }
     }
 }
@@ -381,6 +400,8 @@ impl Concurrency {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     /// A server with a fixed one-second window of `limit` requests, answering after
@@ -494,5 +515,142 @@ mod tests {
             c.answered(t0 + Duration::from_secs(s));
         }
         assert_eq!(c.limit(), 16, "capped at the configured maximum");
+    }
+
+    /// nginx's `limit_req` without a burst, on a millisecond clock: a request closer than the
+    /// period to the last admitted one is refused, and counts nothing.
+    struct Strict {
+        period_ms: u64,
+        last: Option<u64>,
+    }
+
+    impl Strict {
+        fn admit(&mut self, now_ms: u64) -> bool {
+            match self.last {
+                Some(last) if now_ms - last < self.period_ms => false,
+                _ => {
+                    self.last = Some(now_ms);
+                    true
+                }
+            }
+        }
+    }
+
+    /// Paces `n` requests at `ceiling_period` over the margin against `limiter`, on the
+    /// paused tokio clock: each is answered a round trip later, and the spacing before a
+    /// request is that of the margin when it goes, as the gate's schedule keeps it.
+    /// `throttle(i)` may change the limiter before request `i`. Returns which were refused.
+    async fn drive(
+        margin: &Arc<Mutex<Margin>>,
+        limiter: &Arc<Mutex<Strict>>,
+        ceiling_period: Duration,
+        n: usize,
+        throttle: impl Fn(usize, &mut Strict),
+    ) -> Vec<bool> {
+        const RTT: Duration = Duration::from_millis(300);
+        let start = Instant::now();
+        let refused = Arc::new(Mutex::new(vec![false; n]));
+        let mut last: Option<Instant> = None;
+        let mut answers = Vec::new();
+        for i in 0..n {
+            if let Some(last) = last {
+                loop {
+                    let fraction = margin.lock().unwrap().fraction();
+                    let due = last + ceiling_period.div_f64(fraction);
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                }
+            }
+            last = Some(Instant::now());
+            throttle(i, &mut limiter.lock().unwrap());
+            let sent = margin.lock().unwrap().sent();
+            let now_ms = (Instant::now() - start).as_millis() as u64;
+            let ok = limiter.lock().unwrap().admit(now_ms);
+            let (margin, refused) = (margin.clone(), refused.clone());
+            answers.push(tokio::spawn(async move {
+                tokio::time::sleep(RTT).await;
+                if ok {
+                    margin.lock().unwrap().answered(Instant::now(), sent, RTT);
+                } else {
+                    margin.lock().unwrap().refused(sent);
+                    refused.lock().unwrap()[i] = true;
+                }
+            }));
+        }
+        for a in answers {
+            a.await.unwrap();
+        }
+        Arc::try_unwrap(refused).unwrap().into_inner().unwrap()
+    }
+
+    fn share(refused: &[bool]) -> f64 {
+        refused.iter().filter(|r| **r).count() as f64 / refused.len() as f64
+    }
+
+    /// The config says 25/s, a zero-burst limiter admits 20/s: the margin settles just under
+    /// what is admitted, paying a few 429s to find it and few once there.
+    #[tokio::test(start_paused = true)]
+    async fn the_margin_converges_to_what_a_strict_limiter_admits() {
+        let margin = Arc::new(Mutex::new(Margin::new(Instant::now())));
+        let limiter = Arc::new(Mutex::new(Strict {
+            period_ms: 50,
+            last: None,
+        }));
+        let period = Duration::from_millis(40);
+        let refused = drive(&margin, &limiter, period, 2000, |_, _| {}).await;
+        let fraction = margin.lock().unwrap().fraction();
+        eprintln!(
+            "fraction {fraction:.3}, 429s {:.2}%, of the last 1000 {:.2}%",
+            100.0 * share(&refused),
+            100.0 * share(&refused[1000..]),
+        );
+        // Just under 20/s, probing a hair above it now and then.
+        assert!((0.74..=0.82).contains(&fraction), "settled at {fraction}");
+        assert!(
+            share(&refused) <= 0.01,
+            "{:.2}% refused",
+            100.0 * share(&refused)
+        );
+        // Settled, it still crosses the limit now and then (a hair over a zero-burst limiter
+        // refuses every other request for a round trip): a few 429s a thousand requests.
+        assert!(share(&refused[1000..]) <= 0.005, "once settled, few");
+    }
+
+    /// A passing throttle (another product using the shared quota for a while) halves what
+    /// the provider admits; once it is over, the margin comes back near the configured rate.
+    #[tokio::test(start_paused = true)]
+    async fn the_margin_recovers_after_a_passing_throttle() {
+        let margin = Arc::new(Mutex::new(Margin::new(Instant::now())));
+        let limiter = Arc::new(Mutex::new(Strict {
+            period_ms: 50,
+            last: None,
+        }));
+        let period = Duration::from_millis(50);
+        let throttled = |i: usize, l: &mut Strict| {
+            l.period_ms = if (300..600).contains(&i) { 100 } else { 50 };
+        };
+        let m = margin.clone();
+        let low = Arc::new(Mutex::new(1.0f64));
+        let seen = low.clone();
+        let watch = tokio::spawn(async move {
+            for _ in 0..4000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let f = m.lock().unwrap().fraction();
+                let mut low = seen.lock().unwrap();
+                *low = low.min(f);
+            }
+        });
+        let refused = drive(&margin, &limiter, period, 4500, throttled).await;
+        watch.abort();
+        let (lowest, fraction) = (*low.lock().unwrap(), margin.lock().unwrap().fraction());
+        eprintln!(
+            "lowest {lowest:.3}, final {fraction:.3}, 429s {:.2}%",
+            100.0 * share(&refused)
+        );
+        assert!(lowest <= 0.55, "the throttle was followed down: {lowest}");
+        assert!(fraction >= 0.9, "and back up: {fraction}");
+        assert!(share(&refused[1000..]) <= 0.005);
     }
 }

@@ -291,14 +291,15 @@ pub enum Refusal {
 }
 
 impl Grant {
-    /// Waits until the request's slot. `false` when the slot has passed by more than the
-    /// request may be late (its intent took too long), or the gate closed: the grant must be
-    /// given up and a new one asked for.
+    /// Waits until the request's slot. `false` when a grant given ahead of its slot comes
+    /// back after the slot passed by more than the request may be late (its intent took too
+    /// long), or the gate closed: the grant must be given up and a new one asked for.
     pub async fn until_slot(&mut self) -> bool {
-        let released = match self.release.take() {
-            Some(rx) => rx.await.is_ok(),
-            None => true,
+        let Some(release) = self.release.take() else {
+            self.at = Instant::now();
+            return true;
         };
+        let released = release.await.is_ok();
         self.at = Instant::now();
         released && self.slot.is_none_or(|slot| mono_now() <= slot + LATE)
     }
@@ -321,7 +322,7 @@ impl Grant {
                 let backlogged = c.backlogged;
                 match (&mut c.pace, self.sent) {
                     (Pace::Known { margin, .. }, Some(sent)) if self.counted => {
-                        margin.answered(sent, rtt);
+                        margin.answered(now, sent, rtt);
                     }
                     (Pace::Unknown(rate), _) => match hints.policy.and_then(|p| p.period()) {
                         Some(p) => rate.learn(1.0 / p.as_secs_f64()),
@@ -339,8 +340,17 @@ impl Grant {
             Signal::RateLimited(hints) => {
                 c.breaker.record(now, false, self.probe);
                 match (&mut c.pace, self.sent) {
-                    (Pace::Known { margin, .. }, Some(sent)) => margin.refused(sent),
-                    (Pace::Unknown(rate), _) => rate.refused(now, self.at),
+                    (Pace::Known { margin, .. }, Some(sent)) => {
+                        margin.refused(sent);
+                        tracing::debug!(
+                            "429: paced at {:.3} of the configured rate now",
+                            margin.fraction()
+                        );
+                    }
+                    (Pace::Unknown(rate), _) => {
+                        rate.refused(now, self.at);
+                        tracing::debug!("429: paced at {:.2}/s now", rate.rate());
+                    }
                     _ => {}
                 }
                 let announced = hints
@@ -498,7 +508,7 @@ impl Gate {
         let pace = match tightest(&settings.quotas, settings.guard) {
             Some((base, limit, unit)) => Pace::Known {
                 base,
-                margin: Margin::new(1.0 / base.as_secs_f64()),
+                margin: Margin::new(now),
                 configured: (limit, unit),
             },
             None => Pace::Unknown(Rate::new(now, adaptive_ceiling(settings.concurrency))),

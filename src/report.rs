@@ -319,6 +319,14 @@ impl Summary<'_> {
         if let Some(note) = pace {
             let _ = writeln!(s, "  {note}");
         }
+        let missed = Stats::get(&st.slots_missed);
+        if missed > 0 {
+            let _ = writeln!(
+                s,
+                "  quota slots that passed while a paid request's intent was being committed: \
+                 {missed} (the disk under the state was slow; a faster one uses them)"
+            );
+        }
         if Stats::get(&st.provider_down) > 0 {
             let _ = writeln!(
                 s,

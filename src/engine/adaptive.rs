@@ -270,6 +270,19 @@ impl Margin {
         self.refused
     }
 
+    /// Whether the rate is still ramping up at the start, not yet learned.
+    pub fn ramping(&self) -> bool {
+        self.ramping.is_some()
+    }
+
+    /// Other jobs on the account already learned what the provider admits: start from their
+    /// rate, `fraction` of the configured one, instead of ramping up.
+    pub fn join(&mut self, fraction: f64) {
+        if self.ramping.take().is_some() {
+            self.fraction = fraction.clamp(MARGIN_FLOOR, 1.0);
+        }
+    }
+
     /// The margin a request granted now is sent under.
     pub fn sent(&self) -> Sent {
         Sent {
@@ -297,8 +310,10 @@ impl Margin {
         self.clean = 0;
     }
 
-    /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`.
-    pub fn answered(&mut self, now: Instant, sent: Sent, rtt: Duration) {
+    /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`. `runs`:
+    /// how many jobs share the account's pace now; each sees only its share of the answers,
+    /// so each creeps that much faster.
+    pub fn answered(&mut self, now: Instant, sent: Sent, rtt: Duration, runs: usize) {
         let rtt = rtt.as_secs_f64();
         self.rtt = if self.rtt == 0.0 {
             rtt
@@ -331,7 +346,8 @@ impl Margin {
             }
             let doublings =
                 f64::from(self.clean.saturating_sub(MARGIN_LONG_RUN)) / f64::from(MARGIN_DOUBLING);
-            self.fraction *= 1.0 + (MARGIN_CREEP * doublings.exp2()).min(MARGIN_MAX_CREEP);
+            let creep = (MARGIN_CREEP * doublings.exp2()).min(MARGIN_MAX_CREEP);
+            self.fraction *= 1.0 + creep * runs.max(1) as f64;
         }
         self.fraction = self.fraction.min(1.0);
     }
@@ -572,7 +588,10 @@ mod tests {
             answers.push(tokio::spawn(async move {
                 tokio::time::sleep(RTT).await;
                 if ok {
-                    margin.lock().unwrap().answered(Instant::now(), sent, RTT);
+                    margin
+                        .lock()
+                        .unwrap()
+                        .answered(Instant::now(), sent, RTT, 1);
                 } else {
                     margin.lock().unwrap().refused(sent);
                     refused.lock().unwrap()[i] = true;

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use super::adaptive::{Concurrency, Margin, Rate, Sent};
 use super::breaker::{Admit, Breaker};
-use super::pace::{Pacer, Schedule, mono_now};
+use super::pace::{Agreed, Pacer, Schedule, mono_now};
 use super::retry::Backoff;
 use crate::config::Quotas;
 use crate::providers::ratelimit::Hints;
@@ -207,8 +207,8 @@ enum Pace {
     Known {
         base: Duration,
         margin: Margin,
-        /// The configured rate and its unit, for the summary: 25 and "/s".
-        configured: (f64, &'static str),
+        /// The configured limit, its window and unit, for the summary: 25, 1 s and "/s".
+        configured: (f64, Duration, &'static str),
     },
     /// None is configured: the rate is found from the answers.
     Unknown(Rate),
@@ -228,6 +228,8 @@ struct Control {
     backlogged: bool,
     /// How long intents took to commit lately: a decaying maximum, for the lead.
     commit: Duration,
+    /// How many jobs share the account's pace now, this one among them.
+    runs: usize,
 }
 
 impl Control {
@@ -235,6 +237,23 @@ impl Control {
         match &self.pace {
             Pace::Known { base, margin, .. } => base.div_f64(margin.fraction()),
             Pace::Unknown(rate) => rate.period(),
+        }
+    }
+
+    /// Whether the period is learned from the provider, not a start-up ramp's.
+    fn settled(&self) -> bool {
+        match &self.pace {
+            Pace::Known { margin, .. } => !margin.ramping(),
+            Pace::Unknown(rate) => rate.refused_once(),
+        }
+    }
+
+    /// The account's other jobs agreed on a pace: a job still ramping up starts from theirs.
+    fn agreed(&mut self, agreed: Agreed) {
+        self.runs = agreed.runs;
+        if let (Pace::Known { base, margin, .. }, Some(learned)) = (&mut self.pace, agreed.learned)
+        {
+            margin.join(base.as_secs_f64() / learned.as_secs_f64());
         }
     }
 
@@ -322,7 +341,7 @@ impl Grant {
                 let backlogged = c.backlogged;
                 match (&mut c.pace, self.sent) {
                     (Pace::Known { margin, .. }, Some(sent)) if self.counted => {
-                        margin.answered(now, sent, rtt);
+                        margin.answered(now, sent, rtt, c.runs);
                     }
                     (Pace::Unknown(rate), _) => match hints.policy.and_then(|p| p.period()) {
                         Some(p) => rate.learn(1.0 / p.as_secs_f64()),
@@ -445,13 +464,18 @@ impl DayWindow {
 
 /// The pacing period for a provider's short windows: that of the tightest one.
 pub fn pacing_period(quotas: &Quotas, guard: Duration) -> Option<Duration> {
-    tightest(quotas, guard).map(|(period, _, _)| period)
+    tightest(quotas, guard).map(|(period, _)| period)
 }
 
-/// The tightest short window: its pacing period, its limit and its unit.
-fn tightest(quotas: &Quotas, guard: Duration) -> Option<(Duration, f64, &'static str)> {
+/// The tightest short window: its pacing period, and its limit, length and unit.
+fn tightest(quotas: &Quotas, guard: Duration) -> Option<(Duration, (f64, Duration, &'static str))> {
     let per = |window: Duration, n: Option<NonZeroU32>, unit: &'static str| {
-        n.map(|n| ((window + guard) / n.get(), f64::from(n.get()), unit))
+        n.map(|n| {
+            (
+                (window + guard) / n.get(),
+                (f64::from(n.get()), window, unit),
+            )
+        })
     };
     [
         per(Duration::from_secs(1), quotas.per_second, "/s"),
@@ -459,7 +483,7 @@ fn tightest(quotas: &Quotas, guard: Duration) -> Option<(Duration, f64, &'static
     ]
     .into_iter()
     .flatten()
-    .max_by_key(|(period, _, _)| *period)
+    .max_by_key(|(period, _)| *period)
 }
 
 pub fn unix_minute() -> i64 {
@@ -506,10 +530,10 @@ impl Gate {
         });
         let now = Instant::now();
         let pace = match tightest(&settings.quotas, settings.guard) {
-            Some((base, limit, unit)) => Pace::Known {
+            Some((base, configured)) => Pace::Known {
                 base,
                 margin: Margin::new(now),
-                configured: (limit, unit),
+                configured,
             },
             None => Pace::Unknown(Rate::new(now, adaptive_ceiling(settings.concurrency))),
         };
@@ -523,6 +547,7 @@ impl Gate {
             last_refused: None,
             backlogged: false,
             commit: Duration::ZERO,
+            runs: 1,
         };
         let pacer = Pacer::new(schedule, control.period());
         let inner = Arc::new(Inner {
@@ -612,14 +637,15 @@ impl Gate {
     /// (or when no rate was configured and one was found): what it admitted.
     pub fn pace_note(&self) -> Option<String> {
         let st = lock(&self.inner.state);
+        let period = st.control.period();
         match &st.control.pace {
             Pace::Known {
                 margin,
-                configured: (limit, unit),
+                configured: (limit, window, unit),
                 ..
             } if margin.refusals() > 0 && margin.fraction() < 0.9 => Some(format!(
                 "the provider admitted about {} of the {} configured",
-                rate_words(limit * margin.fraction(), unit),
+                rate_words(window.as_secs_f64() / period.as_secs_f64(), unit),
                 rate_words(*limit, unit)
             )),
             Pace::Unknown(rate) if rate.refused_once() => Some(format!(
@@ -776,8 +802,8 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
     }
     let paid = st.queues.next_counted().is_some_and(|w| w.paid);
     let lead = if paid { c.lead() } else { Duration::ZERO };
-    let wanted = c.period();
-    st.pacer.agree(wanted);
+    let agreed = st.pacer.agree(c.period(), c.settled());
+    st.control.agreed(agreed);
     match st.pacer.take(lead) {
         Ok(slot) => Next::Grant {
             probe,

@@ -65,6 +65,9 @@ struct Run {
     last_taken: u64,
     /// The period it wants.
     period: Duration,
+    /// Whether that period is learned, not a start-up ramp's: only a learned one holds the
+    /// other runs back.
+    settled: bool,
 }
 
 /// A schedule's state: the next slot and the runs taking turns on it.
@@ -83,9 +86,9 @@ struct Table {
     runs: [Run; MAX_RUNS],
 }
 
-const MAGIC: &[u8; 8] = b"bvpace01";
+const MAGIC: &[u8; 8] = b"bvpace02";
 const HEADER: usize = 8 + 16 + 4 * 8;
-const RUN_BYTES: usize = 5 * 8;
+const RUN_BYTES: usize = 6 * 8;
 const TABLE_BYTES: usize = HEADER + MAX_RUNS * RUN_BYTES;
 
 fn nanos(d: Duration) -> u64 {
@@ -119,6 +122,7 @@ impl Table {
                 u64::from(r.waiting),
                 r.last_taken,
                 nanos(r.period),
+                u64::from(r.settled),
             ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -145,6 +149,7 @@ impl Table {
                 waiting: word(at + 16) != 0,
                 last_taken: word(at + 24),
                 period: Duration::from_nanos(word(at + 32)),
+                settled: word(at + 40) != 0,
             };
         }
         Some(t)
@@ -402,6 +407,17 @@ impl StateStore for View {
 
 type Limiter = RateLimiter<NotKeyed, View, PaceClock, NoOpMiddleware<Duration>>;
 
+/// What the live runs of an account agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreed {
+    /// The period to pace at.
+    pub period: Duration,
+    /// The live runs waiting for slots, this one among them.
+    pub runs: usize,
+    /// The widest period the others learned, if any has.
+    pub learned: Option<Duration>,
+}
+
 /// One run's pacer over a schedule.
 pub struct Pacer {
     schedule: Arc<Schedule>,
@@ -474,39 +490,44 @@ impl Pacer {
         self.period
     }
 
-    /// Says the period this run wants, and paces at the widest of those the live runs of the
-    /// account want. A period that widens also moves the pending slot, so that the next
-    /// request keeps the new spacing from the last one.
-    pub fn agree(&mut self, wanted: Duration) -> Duration {
+    /// Says the period this run wants (`settled`: learned, not a start-up ramp's), and paces
+    /// at the widest of it and those the other live runs of the account learned. A period that
+    /// widens also moves the pending slot, so that the next request keeps the new spacing from
+    /// the last one.
+    pub fn agree(&mut self, wanted: Duration, settled: bool) -> Agreed {
         let me = self.schedule.me;
         let schedule = Pacer::which(&self.schedule, &self.alone, wanted);
-        let period = schedule.with(|table| {
+        let agreed = schedule.with(|table| {
             let now = mono_now();
             if let Some(run) = table.enter(me, now) {
                 run.waiting = true;
                 run.period = wanted;
+                run.settled = settled;
             }
-            let period = table
-                .live_waiting(now)
-                .map(|r| r.period)
-                .fold(wanted, Duration::max);
-            if !table.tat.is_zero() && table.tat - table.last_slot < period {
-                table.tat = table.last_slot + period;
+            let others: Vec<&Run> = table.live_waiting(now).filter(|r| r.id != me).collect();
+            let learned = others.iter().filter(|r| r.settled).map(|r| r.period).max();
+            let agreed = Agreed {
+                period: learned.map_or(wanted, |p| p.max(wanted)),
+                runs: others.len() + 1,
+                learned,
+            };
+            if !table.tat.is_zero() && table.tat - table.last_slot < agreed.period {
+                table.tat = table.last_slot + agreed.period;
             }
-            period
+            agreed
         });
         self.waiting = true;
-        if period != self.period {
-            self.period = period;
+        if agreed.period != self.period {
+            self.period = agreed.period;
             self.limiter = Pacer::limiter(
                 &self.schedule,
                 &self.alone,
                 &self.lead,
                 &self.granted,
-                period,
+                agreed.period,
             );
         }
-        period
+        agreed
     }
 
     /// Takes the next slot if it can be granted now, `lead` before it is due: `Ok` with the
@@ -560,7 +581,7 @@ mod tests {
     #[test]
     fn paces_from_the_first_request_without_a_burst() {
         let mut p = Pacer::new(Schedule::local(), 20 * MS);
-        p.agree(20 * MS);
+        p.agree(20 * MS, true);
         let got = slots(&mut p, 5, Duration::ZERO);
         for w in got.windows(2) {
             assert!(w[1] - w[0] >= 20 * MS, "{:?}", w[1] - w[0]);
@@ -575,7 +596,7 @@ mod tests {
     #[test]
     fn a_slot_is_granted_its_lead_before_it_is_due() {
         let mut p = Pacer::new(Schedule::local(), 30 * MS);
-        p.agree(30 * MS);
+        p.agree(30 * MS, true);
         let first = p.take(10 * MS).unwrap();
         let asked = mono_now();
         let second = loop {
@@ -595,11 +616,11 @@ mod tests {
     #[test]
     fn a_limiter_swapped_in_keeps_the_schedule() {
         let mut p = Pacer::new(Schedule::local(), 10 * MS);
-        p.agree(10 * MS);
+        p.agree(10 * MS, true);
         let mut got = slots(&mut p, 3, Duration::ZERO);
-        p.agree(25 * MS);
+        p.agree(25 * MS, true);
         got.extend(slots(&mut p, 3, Duration::ZERO));
-        p.agree(10 * MS);
+        p.agree(10 * MS, true);
         got.extend(slots(&mut p, 3, Duration::ZERO));
         let gaps: Vec<_> = got.windows(2).map(|w| w[1] - w[0]).collect();
         for (i, g) in gaps.iter().enumerate() {
@@ -626,7 +647,7 @@ mod tests {
                     let mut got = Vec::new();
                     let end = mono_now() + Duration::from_millis(600);
                     while mono_now() < end {
-                        p.agree(10 * MS);
+                        p.agree(10 * MS, true);
                         match p.take(Duration::ZERO) {
                             Ok(at) => got.push(at),
                             Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),

@@ -19,6 +19,8 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     /// Requests sent again after a retryable failure.
     pub retries: AtomicU64,
+    /// Paid requests whose slot passed while their intent committed: they took the next one.
+    pub slots_missed: AtomicU64,
     /// Retries not made because the retry budget was spent.
     pub retries_denied: AtomicU64,
     /// Rows whose paid call may have been billed without an answer.

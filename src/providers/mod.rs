@@ -441,6 +441,12 @@ impl Api {
                 if !grant.until_slot().await {
                     // Its slot passed while the intent committed: the next one is asked for,
                     // the same request, first in line.
+                    tracing::debug!(
+                        "{} {}: the slot passed while the intent committed",
+                        self.provider,
+                        req.label
+                    );
+                    Stats::add(&self.stats.slots_missed, 1);
                     again = true;
                     continue;
                 }

@@ -12,7 +12,6 @@ use crate::checks::{COMMON_FIELDS, CheckName};
 use crate::progress::{LogWriter, ProgressMode};
 use crate::report::{EXIT_FATAL, EXIT_USAGE};
 use crate::run::{RunOptions, run};
-use crate::sandbox::SandboxConfig;
 
 /// Verify the rows of CSV exports against Indian verification APIs, within the provider's
 /// quota, resumably: every row comes back with a definite outcome.
@@ -36,6 +35,7 @@ enum Command {
     #[command(args_override_self = true)]
     Run(RunArgs),
     /// Run the built-in simulator of the providers, to rehearse a job offline.
+    #[cfg(feature = "sandbox")]
     #[command(args_override_self = true)]
     Sandbox(SandboxArgs),
     /// List the checks, the input columns each reads and the output columns each writes.
@@ -94,13 +94,14 @@ struct RunArgs {
     inputs: Vec<PathBuf>,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 struct SandboxArgs {
     /// The loopback port to listen on (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
     #[command(flatten)]
-    config: SandboxConfig,
+    config: bulkverify_sandbox::SandboxConfig,
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {
@@ -147,7 +148,10 @@ pub fn main() -> ExitCode {
                 })
                 .await
             }
-            Command::Sandbox(a) => crate::sandbox::serve(a.port, a.config).await.map(|()| 0),
+            #[cfg(feature = "sandbox")]
+            Command::Sandbox(a) => bulkverify_sandbox::serve(a.port, a.config)
+                .await
+                .map(|()| 0),
             Command::Checks => {
                 print_checks();
                 Ok(0)

@@ -11,7 +11,7 @@ pub mod merge;
 pub mod outcome;
 pub mod progress;
 pub mod providers;
+pub mod rehearsal;
 pub mod report;
 pub mod run;
-pub mod sandbox;
 pub mod secret;

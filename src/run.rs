@@ -1,7 +1,6 @@
 //! `bulkverify run`: one job from the inputs to the annotated output.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use crate::checks::deepvue_udyam::Udyam;
 use crate::checks::deepvue_upi_batch::UpiBatch;
 use crate::checks::equal_aadhaar_otp::AadhaarOtp;
 use crate::checks::{BatchCheck, CheckInfo, CheckName, OtpCheck, RowCheck, Subject};
-use crate::config::{ConfigFile, ProviderSettings, Quotas};
+use crate::config::{ConfigFile, ProviderSettings};
 use crate::engine::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::engine::pace::Schedule;
 use crate::engine::plan::{self, Work, work_for};
@@ -29,8 +28,8 @@ use crate::input::{ColumnMap, InputFile};
 use crate::journal::{Identity, Journal, JournalReader, OpenBatch, create_private_dir};
 use crate::progress::{Phase, Progress, ProgressMode};
 use crate::providers::Api;
+use crate::rehearsal::Rehearsal;
 use crate::report::{Collector, Summary};
-use crate::sandbox::{self, Sandbox, SandboxConfig};
 
 /// Everything `run` was asked to do.
 pub struct RunOptions {
@@ -179,7 +178,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let info = opts.check.info();
     let section = config.checks.get(info.name).cloned().unwrap_or_default();
     let check = if opts.sandbox {
-        Check::build(opts.check, &config, &|k| sandbox_env("", k))?
+        Check::build(opts.check, &config, &|k| Rehearsal::env("", k))?
     } else {
         Check::build(opts.check, &config, &|k| std::env::var(k).ok())?
     };
@@ -269,7 +268,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let (sandbox, settings) = match live {
         Some(settings) => (None, settings),
         None => {
-            let (sb, settings) = start_sandbox(&config, info.provider, &state_dir).await?;
+            let (sb, settings) = Rehearsal::start(&config, info.provider, &state_dir).await?;
             (Some(sb), settings)
         }
     };
@@ -659,52 +658,6 @@ fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
         n += page.iter().filter(|r| work_for(r).is_some()).count() as u64;
     }
     Ok(n)
-}
-
-/// Starts the simulator in-process, keeping its jobs in the state directory so that a resumed
-/// run's polls find the requests the previous run's sandbox accepted.
-async fn start_sandbox(
-    config: &ConfigFile,
-    provider: &'static crate::config::ProviderDefaults,
-    state_dir: &Path,
-) -> anyhow::Result<(Sandbox, ProviderSettings)> {
-    let sandbox_config = SandboxConfig {
-        data_dir: Some(state_dir.join("sandbox")),
-        ..SandboxConfig::default()
-    };
-    let quota = |n: u64| u32::try_from(n).ok().and_then(NonZeroU32::new);
-    let quotas = Quotas {
-        per_second: quota(sandbox_config.per_second),
-        per_minute: quota(sandbox_config.per_minute),
-        per_day: quota(sandbox_config.per_day),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot open a loopback port for the sandbox")?;
-    let sb = Sandbox::start(sandbox_config, listener).await?;
-    let base_url = sb.base_url();
-    let env = move |k: &str| sandbox_env(&base_url, k);
-    let settings = ProviderSettings::resolve(provider, config, &env, Some(quotas))?;
-    Ok((sb, settings))
-}
-
-/// The environment a job on the built-in sandbox sees: every provider's base URL on it and the
-/// sandbox's public credentials.
-pub fn sandbox_env(base_url: &str, var: &str) -> Option<String> {
-    let value = match var {
-        "DEEPVUE_BASE_URL" | "ATTESTR_BASE_URL" | "EQUAL_BASE_URL" => base_url.to_string(),
-        "CASHFREE_BASE_URL" => format!("{base_url}/verification"),
-        "DEEPVUE_CLIENT_ID" => sandbox::CLIENT_ID.into(),
-        "DEEPVUE_CLIENT_SECRET" => sandbox::CLIENT_SECRET.into(),
-        "CASHFREE_CLIENT_ID" => sandbox::CASHFREE_CLIENT_ID.into(),
-        "CASHFREE_CLIENT_SECRET" => sandbox::CASHFREE_CLIENT_SECRET.into(),
-        "ATTESTR_AUTH_TOKEN" => sandbox::ATTESTR_AUTH_TOKEN.into(),
-        "EQUAL_CLIENT_ID" => sandbox::EQUAL_CLIENT_ID.into(),
-        "EQUAL_CLIENT_SECRET" => sandbox::EQUAL_CLIENT_SECRET.into(),
-        "EQUAL_JOURNEY_ID" => sandbox::EQUAL_JOURNEY_ID.into(),
-        _ => return None,
-    };
-    Some(value)
 }
 
 /// Config sections must name things that exist: a typo should not silently do nothing.

@@ -242,7 +242,8 @@ mod tests {
     /// The provider's own sample (docs/cashfree-digilocker-status.txt), and each status.
     #[test]
     fn documented_statuses() {
-        let sample = include_str!("../../fixtures/contract/cashfree-digilocker-status.json");
+        let sample =
+            include_str!("../../sandbox/fixtures/contract/cashfree-digilocker-status.json");
         let pending = read_status(&Answer::sample(200, sample)).unwrap();
         assert_eq!(pending.status, Status::Pending);
         assert_eq!(pending.reason.as_deref(), Some("consent_pending"));

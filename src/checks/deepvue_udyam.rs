@@ -185,7 +185,7 @@ mod tests {
     /// The provider's own sample of a failed result (docs/deepvue-udyam-async-result.txt).
     #[test]
     fn documented_failed_result_is_not_verified() {
-        let body = include_str!("../../fixtures/contract/deepvue-udyam-result-failed.json");
+        let body = include_str!("../../sandbox/fixtures/contract/deepvue-udyam-result-failed.json");
         let o = done(read_result(&Answer::sample(200, body), "x"));
         assert_eq!(o.status, Status::NotVerified);
         assert_eq!(o.reason.as_deref(), Some("bad_request"));
@@ -203,7 +203,8 @@ mod tests {
     /// The completed shape documented on the driving-licence twin (REFERENCE.md).
     #[test]
     fn documented_completed_result_is_verified_with_source_fields() {
-        let body = include_str!("../../fixtures/contract/deepvue-udyam-result-completed.json");
+        let body =
+            include_str!("../../sandbox/fixtures/contract/deepvue-udyam-result-completed.json");
         let o = done(read_result(&Answer::sample(200, body), "x"));
         assert_eq!(o.status, Status::Verified);
         assert_eq!(o.provider_status.as_deref(), Some("completed"));

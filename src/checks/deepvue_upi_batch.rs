@@ -374,12 +374,14 @@ mod tests {
 
     #[test]
     fn documented_status_answers() {
-        let done = include_str!("../../fixtures/contract/deepvue-batch-status-completed.json");
+        let done =
+            include_str!("../../sandbox/fixtures/contract/deepvue-batch-status-completed.json");
         match read_status(&Answer::sample(200, done)) {
             BatchStatus::Ready(url) => assert!(url.expose().ends_with(".csv")),
             _ => panic!("a completed batch has a URL"),
         }
-        let running = include_str!("../../fixtures/contract/deepvue-batch-status-in-progress.json");
+        let running =
+            include_str!("../../sandbox/fixtures/contract/deepvue-batch-status-in-progress.json");
         assert!(matches!(
             read_status(&Answer::sample(200, running)),
             BatchStatus::Running
@@ -396,7 +398,7 @@ mod tests {
 
     #[test]
     fn documented_upload_answer() {
-        let body = include_str!("../../fixtures/contract/deepvue-batch-submit.json");
+        let body = include_str!("../../sandbox/fixtures/contract/deepvue-batch-submit.json");
         assert!(matches!(
             read_upload(&Answer::sample(201, body)).unwrap(),
             Uploaded::Accepted(id) if id == "4e8b0c1f9a2d4e7b8c3d2a1f0e9d8c7b"
@@ -417,7 +419,7 @@ mod tests {
     #[test]
     fn output_rows_match_by_key_in_any_order() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/contract/deepvue-upi-batch-output.csv");
+            .join("sandbox/fixtures/contract/deepvue-upi-batch-output.csv");
         let mut rows: Vec<(RowKey, Outcome)> = read_output(&path)
             .unwrap()
             .into_iter()

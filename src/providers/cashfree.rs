@@ -209,8 +209,8 @@ mod tests {
 
     /// A 1024-bit key pair made for this test only (`openssl genpkey -algorithm RSA`): the
     /// public half signs, the private half proves what was signed.
-    const PRIVATE: &str = include_str!("../../fixtures/contract/cashfree-test-key.pem");
-    const PUBLIC: &str = include_str!("../../fixtures/contract/cashfree-test-key.pub.pem");
+    const PRIVATE: &str = include_str!("../../sandbox/fixtures/contract/cashfree-test-key.pem");
+    const PUBLIC: &str = include_str!("../../sandbox/fixtures/contract/cashfree-test-key.pub.pem");
 
     #[test]
     fn the_signature_decrypts_to_client_id_and_time() {

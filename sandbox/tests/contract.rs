@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bulkverify::sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox, SandboxConfig};
+use bulkverify_sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox, SandboxConfig};
 use serde_json::Value;
 
 /// A value's shape: object keys and value types, recursively; arrays by their first element.

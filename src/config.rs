@@ -205,7 +205,18 @@ pub struct ProviderSettings {
     pub api_version: Option<String>,
     /// Cashfree's public key, PEM text, for `x-cf-signature`.
     pub public_key: Option<String>,
-    pub downloads: crate::providers::downloads::DownloadPolicy,
+    pub downloads: DownloadPolicy,
+}
+
+/// What the configuration allows for one provider's downloads.
+#[derive(Debug, Clone)]
+pub struct DownloadPolicy {
+    /// The provider's base URL: its own origin is trusted.
+    pub base: reqwest::Url,
+    /// Host names, exact or `*.suffix`.
+    pub hosts: Vec<String>,
+    pub max_bytes: u64,
+    pub max_time: Duration,
 }
 
 /// A provider's published defaults, used where the config is silent.
@@ -360,7 +371,7 @@ impl ProviderSettings {
                 ));
             }
         };
-        let downloads = crate::providers::downloads::DownloadPolicy {
+        let downloads = DownloadPolicy {
             base: base_url.clone(),
             hosts: section.download_hosts.clone().unwrap_or_else(|| {
                 defaults
@@ -494,7 +505,14 @@ pub fn check_secs(
 mod tests {
     use super::*;
 
-    use crate::providers::deepvue::DEFAULTS;
+    /// Deepvue's shape: an id and a secret, downloads from S3.
+    const DEFAULTS: ProviderDefaults = ProviderDefaults {
+        name: "deepvue",
+        env_prefix: "DEEPVUE",
+        base_url: "https://production.deepvue.tech",
+        credentials: &["CLIENT_ID", "CLIENT_SECRET"],
+        download_hosts: &["*.amazonaws.com"],
+    };
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {

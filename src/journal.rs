@@ -7,15 +7,18 @@
 //! answer was lost). Writes go through one thread that groups them into transactions; the
 //! callers that must wait for durability (intents) wait for their commit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
 
 use crate::outcome::{Outcome, RowKey, Status};
+use crate::util::fs::{create_private_dir, create_private_file, private_options};
+use crate::util::time::now_rfc3339;
 
 const DB_FILE: &str = "journal.sqlite";
 const LOCK_FILE: &str = "lock";
@@ -143,6 +146,19 @@ impl rusqlite::types::FromSql for RowState {
             rusqlite::types::FromSqlError::Other(format!("unknown row state {text:?}").into())
         })
     }
+}
+
+/// The hash duplicates are detected on: the identifier itself never enters the journal.
+/// `scope` is the check's name and the state's key ([`Journal::ident_scope`]).
+pub fn ident_hash(scope: &str, ident: &str) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(scope.as_bytes())
+        .chain_update([0])
+        .chain_update(ident.as_bytes())
+        .finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// Who the state belongs to: a journal refuses to serve another check or another environment.
@@ -658,7 +674,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// What identifiers are hashed with ([`crate::engine::plan::ident_hash`]): the check's
+    /// What identifiers are hashed with ([`ident_hash`]): the check's
     /// name and a random key made with the state, so that the journal's hashes (of Aadhaar
     /// numbers, among others) cannot be looked up in a table computed once for every state.
     /// Whoever holds the state holds its key too: keep it private, and purge it when done. A
@@ -1342,40 +1358,6 @@ fn sql_error(dir: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + '_
     }
 }
 
-/// Creates `dir` (and parents) readable only by the owner: it holds personal data.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-/// Options that create a file readable only by its owner (mode 0600 from its creation).
-fn private_options() -> OpenOptions {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts
-}
-
-/// Opens a file for writing, empty, with mode 0600 from its creation.
-pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    private_options().truncate(true).open(path)
-}
-
-/// [`create_private_file`], for async code.
-pub async fn create_private_file_async(path: &Path) -> std::io::Result<tokio::fs::File> {
-    let mut opts = tokio::fs::OpenOptions::from(private_options());
-    opts.truncate(true).open(path).await
-}
-
 fn take_lock(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| JournalError::Io {
@@ -1427,15 +1409,6 @@ fn open_db(dir: &Path) -> Result<Connection, JournalError> {
     conn.execute_batch("PRAGMA synchronous = FULL;")
         .map_err(sql)?;
     Ok(conn)
-}
-
-/// Now, as RFC 3339 in UTC with second precision: the form of `bv_checked_at`.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ use rusqlite::{Connection, OpenFlags, params};
 use sha2::{Digest, Sha256};
 
 use crate::config::ProviderSettings;
-use crate::engine::gate::{DAY_MINUTES, WeakGate};
-use crate::journal::create_private_dir;
+use crate::quota::gate::{DAY_MINUTES, WeakGate};
+use crate::util::fs::create_private_dir;
 
 const FILE: &str = "usage.sqlite";
 
@@ -114,7 +114,7 @@ impl Ledger {
         create_private_dir(dir).map_err(io)?;
         let path = dir.join(FILE);
         if !path.exists() {
-            crate::journal::create_private_file(&path).map_err(io)?;
+            crate::util::fs::create_private_file(&path).map_err(io)?;
         }
         let conn = Connection::open_with_flags(
             &path,

@@ -115,7 +115,7 @@ fn builders(columns: &[(String, Kind)]) -> (PrimitiveChunkedBuilder<UInt64Type>,
 impl Results {
     /// A results file at `path` (created 0600) with these columns.
     pub fn create(path: &Path, columns: &[(String, Kind)]) -> Result<Results, MergeError> {
-        let file = crate::journal::create_private_file(path).map_err(|source| MergeError::Io {
+        let file = crate::util::fs::create_private_file(path).map_err(|source| MergeError::Io {
             path: path.display().to_string(),
             source,
         })?;
@@ -254,7 +254,7 @@ fn canonical_copy(
         path: path.display().to_string(),
         source,
     };
-    let out = crate::journal::create_private_file(path).map_err(io)?;
+    let out = crate::util::fs::create_private_file(path).map_err(io)?;
     let mut fields = vec![Field::new(KEY.into(), DataType::UInt64)];
     fields.extend(
         columns

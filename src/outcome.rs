@@ -137,6 +137,16 @@ impl RowKey {
     }
 }
 
+/// A row whose journal record belongs to another kind of check (an OTP request for a one-step
+/// check, a request id for a two-step one): never sent, and said.
+pub fn misrouted() -> Outcome {
+    Outcome::new(Status::Error)
+        .with_reason("state_mismatch")
+        .with_message(
+            "the state holds a request this check does not make; run with --fresh to start over",
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::checks::COMMON_FIELDS;
-use crate::engine::stats::Stats;
 use crate::input::InputFile;
 use crate::journal::{ExportRow, RowState};
 use crate::merge::{Cell, Kind, MergeError, Results, ResultsFile};
 use crate::outcome::{RowKey, Status};
+use crate::stats::Stats;
 
 /// Every row has a final outcome.
 pub const EXIT_OK: u8 = 0;

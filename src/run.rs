@@ -17,19 +17,20 @@ use crate::checks::deepvue_upi_batch::UpiBatch;
 use crate::checks::equal_aadhaar_otp::AadhaarOtp;
 use crate::checks::{BatchCheck, CheckInfo, CheckName, OtpCheck, RowCheck, Subject};
 use crate::config::{ConfigFile, ProviderSettings};
-use crate::engine::gate::{Gate, GateError, GateSettings, unix_minute};
-use crate::engine::pace::Schedule;
 use crate::engine::plan::{self, Work, work_for};
-use crate::engine::stats::Stats;
-use crate::engine::stop::Stop;
 use crate::engine::{Ctx, batches, otp, rows};
+use crate::http::Api;
 use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputFile};
-use crate::journal::{Identity, Journal, JournalReader, OpenBatch, create_private_dir};
+use crate::journal::{Identity, Journal, JournalReader, OpenBatch};
 use crate::progress::{Phase, Progress, ProgressMode};
-use crate::providers::Api;
+use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
+use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
 use crate::report::{Collector, Summary};
+use crate::stats::Stats;
+use crate::util::fs::create_private_dir;
+use crate::util::stop::Stop;
 
 /// Everything `run` was asked to do.
 pub struct RunOptions {
@@ -508,7 +509,7 @@ async fn dispatch(
     );
     let ledger_thread = ledger.map(|l| l.follow(gate.downgrade(), granted));
     let stop = Arc::new(Stop::default());
-    let provider = crate::providers::provider(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let provider = crate::http::provider(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let api = Api::new(settings, provider, gate, d.stats.clone(), stop.clone())
         .context("cannot set up the HTTP client")?;
     let ctx = Arc::new(Ctx::new(
@@ -615,7 +616,7 @@ fn shared_usage(
 /// The schedule of slots the jobs of the account on this machine share, beside the ledger;
 /// one this job keeps to itself when that cannot be had.
 fn shared_schedule(dir: &Path, account: &str) -> Schedule {
-    let path = crate::engine::pace::schedule_path(dir, account);
+    let path = crate::quota::pace::schedule_path(dir, account);
     Schedule::shared(&path).unwrap_or_else(|e| {
         tracing::warn!(
             "the account's schedule {} cannot be used ({e}); this job paces alone, and jobs on              the same account may together pass its per-second and per-minute quotas",

@@ -13,12 +13,12 @@ use super::{
     CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
 };
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
-use crate::engine::gate::Priority;
+use crate::http::attestr::{self, classify};
+use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
-use crate::providers::attestr::{self, classify};
-use crate::providers::{Answer, Api, Billing, CallError, Intent};
+use crate::quota::gate::Priority;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "attestr-udyam-otp",
@@ -182,7 +182,7 @@ impl OtpCheck for UdyamOtp {
         _handle: &str,
         _subject: &Subject,
     ) -> Result<OtpAnswer, CallError> {
-        Ok(OtpAnswer::Done(crate::engine::misrouted()))
+        Ok(OtpAnswer::Done(crate::outcome::misrouted()))
     }
 
     fn schedule(&self) -> PollSchedule {

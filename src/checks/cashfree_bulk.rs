@@ -20,12 +20,12 @@ use serde_json::{Map, Value, json};
 
 use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
-use crate::engine::gate::Priority;
+use crate::http::cashfree::{self, refusal};
+use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::cashfree::{self, refusal};
-use crate::providers::{Answer, Api, Billing, CallError, Intent};
+use crate::quota::gate::Priority;
 
 const NAME_COLUMN: ColumnSpec = ColumnSpec {
     name: "name",

@@ -9,12 +9,12 @@ use serde_json::Value;
 use super::flatten::flatten;
 use super::{CheckInfo, PollSchedule, RowCheck, Step, Subject};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
-use crate::engine::gate::Priority;
+use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
+use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
-use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError, Intent};
+use crate::quota::gate::Priority;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-udyam",

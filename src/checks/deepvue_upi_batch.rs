@@ -10,12 +10,12 @@ use serde_json::Value;
 
 use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
-use crate::engine::gate::Priority;
+use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
+use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::deepvue::{self, accepted_request_id, refusal, verdict};
-use crate::providers::{Answer, Api, Billing, CallError, Intent};
+use crate::quota::gate::Priority;
 use crate::secret::Secret;
 
 pub const INFO: CheckInfo = CheckInfo {

@@ -17,12 +17,12 @@ use super::{
     CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
 };
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
-use crate::engine::gate::Priority;
+use crate::http::equal;
+use crate::http::{Answer, Api, Billing, CallError, Intent, provider_words};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
-use crate::providers::equal;
-use crate::providers::{Answer, Api, Billing, CallError, Intent, provider_words};
+use crate::quota::gate::Priority;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "equal-aadhaar-otp",

@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{CheckConfig, ConfigError, ConfigFile, ProviderDefaults, check_secs};
+use crate::http::{Api, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::Invalid;
 use crate::outcome::{Outcome, RowKey};
-use crate::providers::{Api, CallError, Intent};
 
 /// The checks, by the name users type after `--check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -364,8 +364,8 @@ pub trait BatchCheck: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Answer;
     use crate::outcome::Status;
-    use crate::providers::Answer;
 
     /// Bodies no provider should send, but a proxy, a bug or an attacker on the path might:
     /// empty, not JSON, not UTF-8, the wrong types, nested past any parser's depth, 1 MB.

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::plan::{Work, ident_hash};
+use super::plan::Work;
 use super::rows::reap;
-use super::stats::Stats;
 use super::{Ctx, still_processing};
 use crate::checks::{BatchCheck, BatchStep, Match, Subject, Uploaded};
+use crate::http::CallError;
 use crate::journal::OpenBatch;
+use crate::journal::ident_hash;
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::CallError;
+use crate::stats::Stats;
 
 /// Where batches go: the private directory for files in transit, and the job's token that
 /// makes the names of its uploads unique.

@@ -1,16 +1,10 @@
-//! Dispatch: the quota gate, retries, the per-row and batch pipelines.
+//! The pipelines that drive the checks over the journal: per row, per batch and per OTP flow,
+//! each planned from what the journal already knows.
 
-pub mod adaptive;
 pub mod batches;
-pub mod breaker;
-pub mod gate;
 pub mod otp;
-pub mod pace;
 pub mod plan;
-pub mod retry;
 pub mod rows;
-pub mod stats;
-pub mod stop;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +14,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::checks::PollSchedule;
+use crate::http::{Api, CallError, Intent};
 use crate::journal::JournalWriter;
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::providers::{Api, CallError, Intent};
-use gate::GateError;
-use stats::Stats;
-use stop::Stop;
+use crate::quota::gate::GateError;
+use crate::stats::Stats;
+use crate::util::stop::Stop;
 
 /// What every task of a run shares.
 pub struct Ctx {
@@ -280,16 +274,6 @@ pub fn provider_down() -> Outcome {
         .with_reason("provider_unavailable")
         .with_message(
             "not sent: the provider kept failing and the run gave up on it; the next run sends it",
-        )
-}
-
-/// A row whose journal record belongs to another kind of check (an OTP request for a one-step
-/// check, a request id for a two-step one): never sent, and said.
-pub fn misrouted() -> Outcome {
-    Outcome::new(Status::Error)
-        .with_reason("state_mismatch")
-        .with_message(
-            "the state holds a request this check does not make; run with --fresh to start over",
         )
 }
 

@@ -26,12 +26,13 @@ use tokio::sync::mpsc;
 
 use super::plan::Work;
 use super::rows::each;
-use super::stats::Stats;
-use super::{Ctx, misrouted, still_processing};
+use super::{Ctx, still_processing};
 use crate::checks::{OtpAnswer, OtpCheck, OtpSent, Subject};
 use crate::input::validate;
 use crate::journal::{OtpChange, OtpPhase, OtpRequest};
+use crate::outcome::misrouted;
 use crate::outcome::{Outcome, RowKey, Status};
+use crate::stats::Stats;
 
 /// Runs every row the feed sends. `otp_at` is the position of the OTP among a subject's values.
 pub async fn run<C: OtpCheck>(

@@ -1,15 +1,16 @@
 //! The two passes over the input that come before any call, and the feed that walks it again
 //! while calls are made. Both read the input through the same reader, so they agree on keys.
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::stats::Stats;
 use crate::checks::Subject;
 use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputError, InputFile};
-use crate::journal::{Journal, JournalError, JournalReader, OtpRequest, RowPlan, RowState};
+use crate::journal::{
+    Journal, JournalError, JournalReader, OtpRequest, RowPlan, RowState, ident_hash,
+};
 use crate::outcome::{Outcome, RowKey, Status};
+use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -21,19 +22,6 @@ pub enum PassError {
 
 /// Validates a row's values into what is sent.
 pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync);
-
-/// The hash duplicates are detected on: the identifier itself never enters the journal.
-/// `scope` is the check's name and the state's key ([`Journal::ident_scope`]).
-pub fn ident_hash(scope: &str, ident: &str) -> [u8; 16] {
-    let digest = Sha256::new()
-        .chain_update(scope.as_bytes())
-        .chain_update([0])
-        .chain_update(ident.as_bytes())
-        .finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
-}
 
 /// The first pass: every row is validated, checked for an earlier duplicate, and recorded in
 /// the journal. Returns the number of rows.

@@ -7,10 +7,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::plan::Work;
-use super::stats::Stats;
-use super::{Ctx, misrouted, still_processing};
+use super::{Ctx, still_processing};
 use crate::checks::{RowCheck, Step, Subject};
 use crate::outcome::RowKey;
+use crate::outcome::misrouted;
+use crate::stats::Stats;
 
 /// Runs every row the feed sends until the feed ends or the run stops. At most
 /// `max_in_flight` rows are between submission and outcome at once.

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::{Answer, Api, Billing, CallError, Provider, Request, provider_words};
 use crate::config::ProviderDefaults;
-use crate::engine::gate::Priority;
 use crate::outcome::{Outcome, Status};
+use crate::quota::gate::Priority;
 use crate::secret::Secret;
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {

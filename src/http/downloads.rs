@@ -7,20 +7,10 @@
 //! and the body is capped in size and in time.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use reqwest::Url;
 
-/// What the configuration allows for one provider's downloads.
-#[derive(Debug, Clone)]
-pub struct DownloadPolicy {
-    /// The provider's base URL: its own origin is trusted.
-    pub base: Url,
-    /// Host names, exact or `*.suffix`.
-    pub hosts: Vec<String>,
-    pub max_bytes: u64,
-    pub max_time: Duration,
-}
+use crate::config::DownloadPolicy;
 
 impl DownloadPolicy {
     /// Checks `url` before it is fetched; the refusal says why, never the URL (it is a secret).
@@ -104,6 +94,8 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn policy() -> DownloadPolicy {

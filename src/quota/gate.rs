@@ -38,7 +38,7 @@ use super::breaker::{Admit, Breaker};
 use super::pace::{Agreed, Pacer, Schedule, mono_now};
 use super::retry::Backoff;
 use crate::config::Quotas;
-use crate::providers::ratelimit::Hints;
+use crate::quota::hints::Hints;
 
 pub const DAY_MINUTES: i64 = 24 * 60;
 
@@ -1134,7 +1134,7 @@ mod tests {
         let gate = gate(fast());
         let g = gate.acquire(LOW).await.unwrap();
         g.report(Signal::RateLimited(Hints {
-            retry_after: Some(crate::providers::ratelimit::LONGEST_WAIT),
+            retry_after: Some(crate::quota::hints::LONGEST_WAIT),
             beyond_reach: true,
             ..Hints::default()
         }));
@@ -1218,7 +1218,7 @@ mod tests {
         assert_eq!(gate.adaptive_rate(), Some(2.0));
         let g = gate.acquire(LOW).await.unwrap();
         g.report(Signal::Answered(Hints {
-            policy: Some(crate::providers::ratelimit::Policy {
+            policy: Some(crate::quota::hints::Policy {
                 quota: 600,
                 window: Duration::from_secs(60),
             }),

@@ -40,12 +40,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::config::ProviderSettings;
-use crate::engine::gate::{Ask, Gate, GateError, Priority, Refusal, Signal};
-use crate::engine::retry::{Backoff, Budget};
-use crate::engine::stats::Stats;
-use crate::engine::stop::Stop;
+use crate::quota::gate::{Ask, Gate, GateError, Priority, Refusal, Signal};
+use crate::quota::hints::Hints;
+use crate::quota::retry::{Backoff, Budget};
 use crate::secret::Secret;
-use ratelimit::Hints;
+use crate::stats::Stats;
+use crate::util::stop::Stop;
 
 /// Whether a request costs money. Decides what may be resent after a lost answer, and what
 /// must be recorded before it leaves.
@@ -251,7 +251,7 @@ pub struct Api {
     budget: Budget,
     /// Whether the provider counts polls and downloads against its quota.
     polls_count: bool,
-    downloads: downloads::DownloadPolicy,
+    downloads: crate::config::DownloadPolicy,
     pub stats: Arc<Stats>,
     stop: Arc<Stop>,
 }
@@ -698,7 +698,7 @@ async fn receive(
             if resp.content_length().is_some_and(|n| n > max) {
                 return Err(Failed::TooLarge(max));
             }
-            let mut out = crate::journal::create_private_file_async(path)
+            let mut out = crate::util::fs::create_private_file_async(path)
                 .await
                 .map_err(Failed::Local)?;
             let mut written = 0u64;
@@ -783,7 +783,7 @@ mod tests {
 
     use super::*;
     use crate::config::ConfigFile;
-    use crate::engine::gate::GateSettings;
+    use crate::quota::gate::GateSettings;
 
     /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
     /// 3 MiB on `/big`, and streams without end on `/endless`.

@@ -323,8 +323,9 @@ impl Summary<'_> {
         if missed > 0 {
             let _ = writeln!(
                 s,
-                "  quota slots that passed while a paid request's intent was being committed: \
-                 {missed} (the disk under the state was slow; a faster one uses them)"
+                "  quota slots that passed before their paid request could leave: {missed} \
+                 (its intent took long to commit, or the machine was busy; each went at the \
+                 next slot)"
             );
         }
         if Stats::get(&st.provider_down) > 0 {

@@ -490,7 +490,7 @@ async fn dispatch(
         Some(dir) => {
             tokio::task::spawn_blocking(move || {
                 let (ledger, used) = shared_usage(&dir, account.clone(), d.used);
-                (ledger, used, shared_schedule(&dir, &account))
+                (ledger, used, Schedule::of_account(&dir, &account))
             })
             .await?
         }
@@ -611,19 +611,6 @@ fn shared_usage(
             (None, own)
         }
     }
-}
-
-/// The schedule of slots the jobs of the account on this machine share, beside the ledger;
-/// one this job keeps to itself when that cannot be had.
-fn shared_schedule(dir: &Path, account: &str) -> Schedule {
-    let path = crate::quota::pace::schedule_path(dir, account);
-    Schedule::shared(&path).unwrap_or_else(|e| {
-        tracing::warn!(
-            "the account's schedule {} cannot be used ({e}); this job paces alone, and jobs on              the same account may together pass its per-second and per-minute quotas",
-            path.display()
-        );
-        Schedule::local()
-    })
 }
 
 async fn wait_for_signal() {

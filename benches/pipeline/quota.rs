@@ -465,7 +465,7 @@ pub fn matrix() -> anyhow::Result<()> {
             let u = |c: &Cell| c.use_share.unwrap_or(0.0);
             let known_miss = if jitter == 0 {
                 let want: f64 = if mode == "bucket" { 0.99 } else { 0.96 };
-                u(&known) < want.min(front - 0.005) || known.refused_share > 0.005
+                u(&known) < want || known.refused_share > 0.005
             } else {
                 known.refused_share > 0.005 || u(&known) < front - 0.03
             };

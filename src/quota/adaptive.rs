@@ -48,6 +48,17 @@ const HISTORY: Duration = Duration::from_secs(10);
 /// How often the rate is raised: short enough to be smooth, long enough to see answers.
 const STEP: Duration = Duration::from_millis(100);
 
+/// A mean round trip, in seconds, moved towards a new one: smooth enough that one slow answer
+/// does not redraw the ramp, quick enough to follow a path that changed.
+fn smoothed(mean: f64, rtt: Duration) -> f64 {
+    let rtt = rtt.as_secs_f64();
+    if mean == 0.0 {
+        rtt
+    } else {
+        0.9 * mean + 0.1 * rtt
+    }
+}
+
 /// The request rate, adapted to 429 answers.
 #[derive(Debug, Clone)]
 pub struct Rate {
@@ -98,12 +109,7 @@ impl Rate {
     /// A request was answered (not refused). The rate only grows while requests queue for
     /// it (`backlogged`): an idle provider proves nothing about its limit.
     pub fn answered(&mut self, now: Instant, granted: Instant, backlogged: bool) {
-        let rtt = now.saturating_duration_since(granted).as_secs_f64();
-        self.rtt = if self.rtt == 0.0 {
-            rtt
-        } else {
-            0.9 * self.rtt + 0.1 * rtt
-        };
+        self.rtt = smoothed(self.rtt, now.saturating_duration_since(granted));
         let elapsed = now.saturating_duration_since(self.last_raise);
         if elapsed < STEP {
             return;
@@ -229,8 +235,12 @@ pub struct Sent {
 pub struct Margin {
     /// The paced rate over the configured one.
     fraction: f64,
-    /// While ramping: when the rate last grew.
+    /// While ramping: when the rate last grew, or the margin was made (until the first
+    /// request starts the ramp's clock).
     ramping: Option<Instant>,
+    /// Whether a request was sent: the ramp's clock runs from the first, not from before the
+    /// run's token or its polls.
+    started: bool,
     generation: u64,
     /// Per recent generation: answers, and 429s among them.
     counts: std::collections::VecDeque<(u64, u32, u32)>,
@@ -250,6 +260,7 @@ impl Margin {
         Margin {
             fraction: MARGIN_START,
             ramping: Some(now),
+            started: false,
             generation: 0,
             counts: std::collections::VecDeque::from([(0, 0, 0)]),
             clean: 0,
@@ -270,21 +281,31 @@ impl Margin {
         self.refused
     }
 
-    /// Whether the rate is still ramping up at the start, not yet learned.
-    pub fn ramping(&self) -> bool {
-        self.ramping.is_some()
+    /// Whether the rate is learned from the provider's 429s, not a ramp's or a config's: only
+    /// then does it say what the provider admits.
+    pub fn learned(&self) -> bool {
+        self.refused > 0
     }
 
     /// Other jobs on the account already learned what the provider admits: start from their
-    /// rate, `fraction` of the configured one, instead of ramping up.
+    /// rate, `fraction` of the configured one, instead of ramping up. A rate below where the
+    /// ramp starts is another config's (a per-minute job beside a per-second one), not this
+    /// one's to keep after they leave; meanwhile the account's jobs pace at the widest anyway.
     pub fn join(&mut self, fraction: f64) {
-        if self.ramping.take().is_some() {
-            self.fraction = fraction.clamp(MARGIN_FLOOR, 1.0);
+        if self.ramping.is_some() && fraction >= MARGIN_START {
+            self.ramping = None;
+            self.fraction = fraction.min(1.0);
         }
     }
 
-    /// The margin a request granted now is sent under.
-    pub fn sent(&self) -> Sent {
+    /// The margin a request granted at `now` is sent under.
+    pub fn sent(&mut self, now: Instant) -> Sent {
+        if !self.started {
+            self.started = true;
+            if self.ramping.is_some() {
+                self.ramping = Some(now);
+            }
+        }
         Sent {
             generation: self.generation,
             fraction: self.fraction,
@@ -314,12 +335,7 @@ impl Margin {
     /// how many jobs share the account's pace now; each sees only its share of the answers,
     /// so each creeps that much faster.
     pub fn answered(&mut self, now: Instant, sent: Sent, rtt: Duration, runs: usize) {
-        let rtt = rtt.as_secs_f64();
-        self.rtt = if self.rtt == 0.0 {
-            rtt
-        } else {
-            0.9 * self.rtt + 0.1 * rtt
-        };
+        self.rtt = smoothed(self.rtt, rtt);
         self.counted(sent.generation, false);
         if sent.generation != self.generation {
             return;
@@ -581,7 +597,7 @@ mod tests {
             }
             last = Some(Instant::now());
             throttle(i, &mut limiter.lock().unwrap());
-            let sent = margin.lock().unwrap().sent();
+            let sent = margin.lock().unwrap().sent(Instant::now());
             let now_ms = (Instant::now() - start).as_millis() as u64;
             let ok = limiter.lock().unwrap().admit(now_ms);
             let (margin, refused) = (margin.clone(), refused.clone());

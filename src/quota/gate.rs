@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -39,6 +39,7 @@ use super::pace::{Agreed, Pacer, Schedule, mono_now};
 use super::retry::Backoff;
 use crate::config::Quotas;
 use crate::quota::hints::Hints;
+use crate::util::sync::lock;
 
 pub const DAY_MINUTES: i64 = 24 * 60;
 
@@ -190,14 +191,19 @@ impl Queues {
         if self.refused.is_none() || e == GateError::ProviderDown {
             self.refused = Some(e);
         }
-        let mut failed: Vec<Waiter> = self.high.drain(..).collect();
-        failed.extend(self.low.drain(..));
-        if e != GateError::DayExhausted {
-            failed.extend(self.free.drain(..));
-        }
-        for w in failed {
+        for w in self.take(e != GateError::DayExhausted) {
             let _ = w.tx.send(Err(e));
         }
+    }
+
+    /// Every counted waiter, and the free ones too if `free`.
+    fn take(&mut self, free: bool) -> Vec<Waiter> {
+        let mut taken: Vec<Waiter> = self.high.drain(..).collect();
+        taken.extend(self.low.drain(..));
+        if free {
+            taken.extend(self.free.drain(..));
+        }
+        taken
     }
 }
 
@@ -240,10 +246,10 @@ impl Control {
         }
     }
 
-    /// Whether the period is learned from the provider, not a start-up ramp's.
+    /// Whether the period is learned from the provider, not a start-up ramp's or the config's.
     fn settled(&self) -> bool {
         match &self.pace {
-            Pace::Known { margin, .. } => !margin.ramping(),
+            Pace::Known { margin, .. } => margin.learned(),
             Pace::Unknown(rate) => rate.refused_once(),
         }
     }
@@ -261,15 +267,23 @@ impl Control {
         (self.commit * 3 / 2 + Duration::from_millis(1)).clamp(MIN_LEAD, MAX_LEAD)
     }
 
+    /// A grant went unused: its place in flight is free, and a probe it was is no probe.
+    fn abandoned(&mut self, probe: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if probe {
+            self.breaker.probe_abandoned();
+        }
+    }
+
     fn pause(&mut self, until: Instant) {
         if self.paused_until.is_none_or(|t| t < until) {
             self.paused_until = Some(until);
         }
     }
 
-    fn sent(&self) -> Option<Sent> {
-        match &self.pace {
-            Pace::Known { margin, .. } => Some(margin.sent()),
+    fn sent(&mut self, now: Instant) -> Option<Sent> {
+        match &mut self.pace {
+            Pace::Known { margin, .. } => Some(margin.sent(now)),
             Pace::Unknown(_) => None,
         }
     }
@@ -282,6 +296,8 @@ pub struct Grant {
     at: Instant,
     /// The monotonic time of its slot, for a counted request.
     slot: Option<Duration>,
+    /// The minute its reservation in the day's window is counted in.
+    minute: i64,
     release: Option<oneshot::Receiver<()>>,
     sent: Option<Sent>,
     probe: bool,
@@ -313,14 +329,28 @@ impl Grant {
     /// Waits until the request's slot. `false` when a grant given ahead of its slot comes
     /// back after the slot passed by more than the request may be late (its intent took too
     /// long), or the gate closed: the grant must be given up and a new one asked for.
+    ///
+    /// A counted request is reserved in the day's window when it is granted, so that grants
+    /// ahead of their slots never pass the day's quota, and recorded as used (the journal,
+    /// the account's ledger) here, as it leaves. A grant given up returns its reservation.
     pub async fn until_slot(&mut self) -> bool {
-        let Some(release) = self.release.take() else {
-            self.at = Instant::now();
-            return true;
+        let on_time = match self.release.take() {
+            None => true,
+            Some(release) => {
+                release.await.is_ok() && self.slot.is_none_or(|slot| mono_now() <= slot + LATE)
+            }
         };
-        let released = release.await.is_ok();
         self.at = Instant::now();
-        released && self.slot.is_none_or(|slot| mono_now() <= slot + LATE)
+        if self.counted {
+            if on_time {
+                if let Some(usage) = &self.inner.usage {
+                    usage(unix_minute());
+                }
+            } else if let Some(day) = &self.inner.day {
+                lock(day).remove(self.minute, 1);
+            }
+        }
+        on_time
     }
 
     /// Feeds the outcome back: the breaker, the adaptive rate, margin and concurrency, and
@@ -420,12 +450,7 @@ impl Grant {
 impl Drop for Grant {
     fn drop(&mut self) {
         if self.open {
-            let mut st = lock(&self.inner.state);
-            st.control.in_flight = st.control.in_flight.saturating_sub(1);
-            if self.probe {
-                st.control.breaker.probe_abandoned();
-            }
-            drop(st);
+            lock(&self.inner.state).control.abandoned(self.probe);
             self.inner.wake.notify_one();
         }
     }
@@ -449,6 +474,15 @@ impl DayWindow {
         }
     }
 
+    /// Takes back `n` requests counted at `minute` that were not made after all.
+    fn remove(&mut self, minute: i64, n: u64) {
+        if let Some((_, count)) = self.minutes.iter_mut().find(|(m, _)| *m == minute) {
+            let n = n.min(*count);
+            *count -= n;
+            self.used -= n;
+        }
+    }
+
     /// Whether a request may be made at `minute`, forgetting minutes older than a day.
     fn room(&mut self, minute: i64) -> bool {
         while let Some(&(m, n)) = self.minutes.front() {
@@ -460,11 +494,6 @@ impl DayWindow {
         }
         self.used < self.limit
     }
-}
-
-/// The pacing period for a provider's short windows: that of the tightest one.
-pub fn pacing_period(quotas: &Quotas, guard: Duration) -> Option<Duration> {
-    tightest(quotas, guard).map(|(period, _)| period)
 }
 
 /// The tightest short window: its pacing period, and its limit, length and unit.
@@ -678,25 +707,16 @@ impl Gate {
     /// Refuses every waiting and future request: the run is stopping.
     pub fn close(&self) {
         let mut st = lock(&self.inner.state);
-        let q = &mut st.queues;
-        q.closed = true;
-        let waiting: Vec<Waiter> = q
-            .free
-            .drain(..)
-            .chain(q.high.drain(..))
-            .chain(q.low.drain(..))
-            .collect();
+        st.queues.closed = true;
+        let waiting = st.queues.take(true);
         st.releases.clear();
+        st.pacer.leave();
         drop(st);
         for w in waiting {
             let _ = w.tx.send(Err(GateError::Closed));
         }
         self.inner.wake.notify_one();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the grant loop does next.
@@ -823,8 +843,9 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
     };
     let backlogged = q.counted_waiting();
     let Some(waiter) = waiter else { return };
+    let minute = unix_minute();
     if counted && let Some(day) = &inner.day {
-        lock(day).add(unix_minute(), 1);
+        lock(day).add(minute, 1);
     }
     let c = &mut st.control;
     c.in_flight += 1;
@@ -841,21 +862,21 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
         inner: inner.clone(),
         at: Instant::now(),
         slot,
+        minute,
         release,
-        sent: if counted { st.control.sent() } else { None },
+        sent: if counted {
+            st.control.sent(Instant::now())
+        } else {
+            None
+        },
         probe,
         counted,
         open: true,
     };
     // A waiter that gave up (its task ended) returns the grant, which frees its place as it
     // drops; the slot it used stays used, which errs on the safe side.
-    match waiter.tx.send(Ok(ticket)) {
-        Ok(()) => {
-            if counted && let Some(usage) = &inner.usage {
-                usage(unix_minute());
-            }
-        }
-        Err(returned) => drop_unlocked(st, returned),
+    if let Err(returned) = waiter.tx.send(Ok(ticket)) {
+        drop_unlocked(st, returned);
     }
 }
 
@@ -864,10 +885,7 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
 fn drop_unlocked(st: &mut State, returned: Result<Grant, GateError>) {
     if let Ok(mut g) = returned {
         g.open = false;
-        st.control.in_flight = st.control.in_flight.saturating_sub(1);
-        if g.probe {
-            st.control.breaker.probe_abandoned();
-        }
+        st.control.abandoned(g.probe);
     }
 }
 
@@ -901,13 +919,17 @@ mod tests {
         again: false,
     };
 
+    fn period_of(quotas: &Quotas, guard: Duration) -> Option<Duration> {
+        tightest(quotas, guard).map(|(period, _)| period)
+    }
+
     #[test]
     fn the_tightest_window_sets_the_pace() {
-        let enterprise = pacing_period(&q(Some(17), Some(1000), Some(50_000)), GUARD).unwrap();
+        let enterprise = period_of(&q(Some(17), Some(1000), Some(50_000)), GUARD).unwrap();
         assert_eq!(enterprise, Duration::from_millis(60_010) / 1000);
-        let per_second = pacing_period(&q(Some(20), None, None), GUARD).unwrap();
+        let per_second = period_of(&q(Some(20), None, None), GUARD).unwrap();
         assert_eq!(per_second, Duration::from_millis(1010) / 20);
-        assert_eq!(pacing_period(&q(None, None, Some(5)), GUARD), None);
+        assert_eq!(period_of(&q(None, None, Some(5)), GUARD), None);
     }
 
     fn gate(quotas: Quotas) -> Gate {
@@ -971,7 +993,13 @@ mod tests {
     /// its slot comes; one released too late gives the slot up.
     #[tokio::test]
     async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
-        let gate = gate(q(Some(10), None, None));
+        let recorded = Arc::new(Mutex::new(0));
+        let r = recorded.clone();
+        let gate = gate_with(
+            q(Some(10), None, Some(3)),
+            Vec::new(),
+            Some(Box::new(move |_| *lock(&r) += 1)),
+        );
         gate.committed_in(Duration::from_millis(20));
         let paid = Ask { paid: true, ..LOW };
         drop(gate.acquire(paid).await.unwrap());
@@ -984,9 +1012,22 @@ mod tests {
             "released at its slot: {waited:?}"
         );
         drop(g);
+        assert_eq!(*lock(&recorded), 1, "used as it left, not when granted");
         let mut late = gate.acquire(paid).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!late.until_slot().await, "a slot passed is given up");
+        drop(late);
+        assert_eq!(
+            *lock(&recorded),
+            1,
+            "a request that did not leave is not used"
+        );
+        let mut again = gate.acquire(paid).await.unwrap();
+        assert!(
+            again.until_slot().await,
+            "the day's third request is the one given up, taken back"
+        );
+        assert_eq!(*lock(&recorded), 2);
     }
 
     fn hints(retry_after_ms: Option<u64>, remaining: Option<u64>, reset_s: Option<u64>) -> Hints {
@@ -1099,8 +1140,9 @@ mod tests {
             used,
             Some(Box::new(move |_| *lock(&r) += 1)),
         );
-        drop(gate.acquire(LOW).await.unwrap());
-        drop(gate.acquire(ask(Priority::High, true)).await.unwrap());
+        for a in [LOW, ask(Priority::High, true)] {
+            assert!(gate.acquire(a).await.unwrap().until_slot().await);
+        }
         assert_eq!(
             gate.acquire(ask(Priority::High, true)).await.err(),
             Some(GateError::DayExhausted)

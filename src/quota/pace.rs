@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::util::sync::lock;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -40,6 +41,12 @@ const MAX_RUNS: usize = 16;
 const STALE: Duration = Duration::from_secs(2);
 /// A schedule untouched for this long starts afresh: no run of it is alive.
 const FORGOTTEN: Duration = Duration::from_secs(600);
+/// A next slot further ahead than this, and than two of the widest period any run wants, is
+/// no schedule's doing: it is forgotten rather than left to stop every run.
+const FAR: Duration = Duration::from_secs(120);
+/// How long a run waits for another to release the schedule's file. A decision holds it for
+/// microseconds; a process stopped while holding it (Ctrl-Z) must not stop this one.
+const LOCK_WAIT: Duration = Duration::from_millis(100);
 /// Below this period (a thousand requests a second) the schedule is not shared: no account
 /// quota is that large, and a file lock per request would be the bottleneck.
 const SHARED_BELOW: Duration = Duration::from_millis(1);
@@ -152,13 +159,15 @@ impl Table {
                 settled: word(at + 40) != 0,
             };
         }
-        Some(t)
+        // A torn or foreign write: slots out of order are no schedule.
+        (t.last_slot <= t.tat).then_some(t)
     }
 
     /// Forgets what another boot, or a schedule nobody used for long, left: its times mean
     /// nothing now, and a slot far in the future would stop every run.
     fn refresh(&mut self, boot: [u8; 16], now: Duration) {
-        let far = self.tat > now + Duration::from_secs(120);
+        let widest = self.runs.iter().map(|r| r.period).max().unwrap_or_default();
+        let far = self.tat > now + FAR.max(widest.saturating_mul(2));
         if self.boot != boot || self.touched > now || now - self.touched > FORGOTTEN || far {
             *self = Table::new(boot);
         }
@@ -224,6 +233,26 @@ enum Store {
     },
 }
 
+/// A shared schedule's table, read under its file's lock; the lock goes with the guard, even
+/// on a panic, so that no other job waits on a run that failed.
+struct Locked<'a> {
+    file: &'a File,
+    table: Table,
+}
+
+impl Locked<'_> {
+    fn write(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&self.table.encode(), 0)
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 /// An account's schedule of slots, as one run sees it.
 pub struct Schedule {
     store: Store,
@@ -263,9 +292,18 @@ impl Schedule {
         }
     }
 
-    /// The schedule every job of an account on this machine shares: `path` is its file,
-    /// created private if it is not there.
-    pub fn shared(path: &Path) -> std::io::Result<Schedule> {
+    /// The schedule every job of an account on this machine shares, in a file beside the
+    /// account's usage ledger; this run's own if that file cannot be used.
+    pub fn of_account(ledger_dir: &Path, account: &str) -> Schedule {
+        let path = ledger_dir.join(format!("pace-{account}.bin"));
+        Schedule::shared(&path).unwrap_or_else(|e| {
+            unshared(&path, &e);
+            Schedule::local()
+        })
+    }
+
+    /// The schedule in the file at `path`, created private if it is not there.
+    fn shared(path: &Path) -> std::io::Result<Schedule> {
         let mut options = File::options();
         options.read(true).write(true).create(true);
         #[cfg(unix)]
@@ -283,31 +321,47 @@ impl Schedule {
             me: new_run_id(),
             boot: boot_id(),
         };
-        schedule.try_shared(|_| ())?;
+        if let Store::Shared { file, .. } = &schedule.store {
+            schedule.open_shared(file)?.write()?;
+        }
         Ok(schedule)
     }
 
-    fn try_shared<R>(&self, f: impl FnOnce(&mut Table) -> R) -> std::io::Result<R> {
+    /// The shared table, read under the file's lock, which the guard holds until dropped.
+    fn open_shared<'a>(&self, file: &'a File) -> std::io::Result<Locked<'a>> {
         use std::os::unix::fs::FileExt;
-        let Store::Shared { file, .. } = &self.store else {
-            unreachable!("only called on a shared store")
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!("another job held it for over {} ms", LOCK_WAIT.as_millis()),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        let mut locked = Locked {
+            file,
+            table: Table::new(self.boot),
         };
-        file.lock()?;
-        let result = (|| {
-            let mut bytes = vec![0u8; TABLE_BYTES];
-            let n = file.read_at(&mut bytes, 0)?;
-            let mut table = Table::decode(&bytes[..n]).unwrap_or_else(|| Table::new(self.boot));
-            table.refresh(self.boot, mono_now());
-            let r = f(&mut table);
-            file.write_all_at(&table.encode(), 0)?;
-            Ok(r)
-        })();
-        file.unlock()?;
-        result
+        let mut bytes = vec![0u8; TABLE_BYTES];
+        let n = file.read_at(&mut bytes, 0)?;
+        if let Some(table) = Table::decode(&bytes[..n]) {
+            locked.table = table;
+        }
+        locked.table.refresh(self.boot, mono_now());
+        Ok(locked)
     }
 
     /// Runs `f` on the schedule's state, under its lock. A shared file that fails is given up
-    /// for the rest of the run: pacing goes on alone, and the sharing is what is lost.
+    /// for the rest of the run: pacing goes on alone, from the last state it read, and the
+    /// sharing is what is lost.
     fn with<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
         match &self.store {
             Store::Local(table) => {
@@ -315,23 +369,28 @@ impl Schedule {
                 t.touched = mono_now();
                 f(&mut t)
             }
-            Store::Shared { path, fallback, .. } => {
+            Store::Shared {
+                file,
+                path,
+                fallback,
+            } => {
                 let mut fb = lock(fallback);
                 if let Some(t) = fb.as_mut() {
+                    t.touched = mono_now();
                     return f(t);
                 }
-                let mut f = Some(f);
-                match self.try_shared(|t| (f.take().expect("called once"))(t)) {
-                    Ok(r) => r,
+                match self.open_shared(file) {
+                    Ok(mut locked) => {
+                        let r = f(&mut locked.table);
+                        if let Err(e) = locked.write() {
+                            unshared(path, &e);
+                            *fb = Some(locked.table.clone());
+                        }
+                        r
+                    }
                     Err(e) => {
-                        tracing::warn!(
-                            "the account's shared schedule {} cannot be used ({e}); this job \
-                             paces alone, and jobs on the same account may together pass its \
-                             quota",
-                            path.display()
-                        );
-                        let t = fb.insert(Table::new(self.boot));
-                        (f.take().expect("not called yet"))(t)
+                        unshared(path, &e);
+                        f(fb.insert(Table::new(self.boot)))
                     }
                 }
             }
@@ -343,8 +402,12 @@ impl Schedule {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn unshared(path: &Path, e: &std::io::Error) {
+    tracing::warn!(
+        "the account's schedule {} cannot be used ({e}); this job paces alone, and jobs on the \
+         same account may together pass its per-second and per-minute quotas",
+        path.display()
+    );
 }
 
 /// governor's clock: machine-wide monotonic time, shifted by the lead, so that the limiter
@@ -432,6 +495,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer at `period` over `schedule`, which it shares when `schedule` is the account's.
     pub fn new(schedule: Schedule, period: Duration) -> Pacer {
         let schedule = Arc::new(schedule);
         let lead = Arc::new(AtomicU64::new(0));
@@ -485,11 +549,6 @@ impl Pacer {
         RateLimiter::new(quota, view, clock)
     }
 
-    /// The period the limiter paces at now.
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
     /// Says the period this run wants (`settled`: learned, not a start-up ramp's), and paces
     /// at the widest of it and those the other live runs of the account learned. A period that
     /// widens also moves the pending slot, so that the next request keeps the new spacing from
@@ -511,7 +570,7 @@ impl Pacer {
                 runs: others.len() + 1,
                 learned,
             };
-            if !table.tat.is_zero() && table.tat - table.last_slot < agreed.period {
+            if !table.tat.is_zero() && table.tat.saturating_sub(table.last_slot) < agreed.period {
                 table.tat = table.last_slot + agreed.period;
             }
             agreed
@@ -540,6 +599,18 @@ impl Pacer {
         }
     }
 
+    /// The run is done with the account: its record goes, so that the others neither keep
+    /// its turns nor its period.
+    pub fn leave(&mut self) {
+        let me = self.schedule.me;
+        self.waiting = false;
+        self.schedule.with(|table| {
+            if let Some(run) = table.runs.iter_mut().find(|r| r.id == me) {
+                *run = Run::default();
+            }
+        });
+    }
+
     /// The run has nothing to send for now: its turns pass to the others.
     pub fn idle(&mut self) {
         if !self.waiting {
@@ -555,9 +626,10 @@ impl Pacer {
     }
 }
 
-/// Where the schedule of an account's jobs on this machine lives, beside its usage ledger.
-pub fn schedule_path(ledger_dir: &Path, account: &str) -> PathBuf {
-    ledger_dir.join(format!("pace-{account}.bin"))
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 #[cfg(test)]
@@ -599,12 +671,7 @@ mod tests {
         p.agree(30 * MS, true);
         let first = p.take(10 * MS).unwrap();
         let asked = mono_now();
-        let second = loop {
-            match p.take(10 * MS) {
-                Ok(at) => break at,
-                Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
-            }
-        };
+        let second = slots(&mut p, 1, 10 * MS)[0];
         let granted = mono_now();
         assert!(second - first >= 30 * MS);
         assert!(second > granted + 8 * MS, "granted ahead of its slot");
@@ -690,5 +757,33 @@ mod tests {
             far.taken, 0,
             "a schedule nobody used for long starts afresh"
         );
+        let mut slow = t.clone();
+        slow.runs[0].period = Duration::from_secs(120);
+        slow.tat = Duration::from_secs(4 + 150);
+        slow.refresh([7; 16], Duration::from_secs(4));
+        assert_eq!(
+            slow.taken, 3,
+            "a slot two minutes ahead is a slow quota's, kept"
+        );
+        let mut torn = t.clone();
+        torn.last_slot = torn.tat + MS;
+        assert_eq!(Table::decode(&torn.encode()), None, "slots out of order");
+    }
+
+    #[test]
+    fn a_run_that_leaves_gives_up_its_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pace.bin");
+        let mut a = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+        let mut b = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+        a.agree(40 * MS, true);
+        assert_eq!(
+            b.agree(10 * MS, true).period,
+            40 * MS,
+            "paced at the widest"
+        );
+        drop(a);
+        let alone = b.agree(10 * MS, true);
+        assert_eq!((alone.period, alone.runs), (10 * MS, 1));
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod fs;
 pub mod stop;
+pub mod sync;
 pub mod time;

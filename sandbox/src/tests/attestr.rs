@@ -58,11 +58,10 @@ fn assert_error(reply: &Reply, status: u16, code: u16) {
 
 #[tokio::test]
 async fn an_otp_verifies_once_with_every_msme_field() {
-    let sandbox = start(fast()).await;
-    let base = sandbox.base_url();
-    let generated = otp_gen(&base, REG, MOBILE).await;
-    assert_key_order(&generated.text, &["valid", "status", "_id", "number"]);
-    let body = generated.expect(200);
+    let sandbox = Running::start(fast()).await;
+    let base = &sandbox.base;
+    let generated = otp_gen(base, REG, MOBILE).await;
+    let body = generated.expect_in_order(200, &["valid", "status", "_id", "number"]);
     assert_eq!(
         (&body["valid"], &body["status"]),
         (&json!(true), &json!("SUCCESS"))
@@ -70,8 +69,8 @@ async fn an_otp_verifies_once_with_every_msme_field() {
     assert!(is_hex(generated.header("xattestrid"), 32));
     let id = body["_id"].as_str().expect("_id");
     assert_eq!(id.len(), 24);
-    assert_eq!(verify_status(&base, id, "000000").await, "INVALID_OTP");
-    let success = verify(&base, id, SANDBOX_OTP).await;
+    assert_eq!(verify_status(base, id, "000000").await, "INVALID_OTP");
+    let success = verify(base, id, SANDBOX_OTP).await;
     assert_key_order(
         &success.text,
         &[
@@ -148,18 +147,18 @@ async fn an_otp_verifies_once_with_every_msme_field() {
     assert_eq!(msme["officialAddress"]["state"], "MAHARASHTRA");
     assert!(msme["employmentDetails"]["total"].is_string());
     assert_eq!(
-        verify_status(&base, id, SANDBOX_OTP).await,
+        verify_status(base, id, SANDBOX_OTP).await,
         "INVALID_REQUEST"
     );
 
-    let lookup = reply(call(&base, "", &json!({"reg": "UDYAM-DL-01-0000003"}))).await;
+    let lookup = reply(call(base, "", &json!({"reg": "UDYAM-DL-01-0000003"}))).await;
     let public = lookup.expect(200);
     assert_eq!(public["valid"], true);
     assert!(public.get("ownerDetails").is_none() && public.get("status").is_none());
     assert_eq!(public["unitDetails"], Value::Null);
     assert_eq!(public["officialAddress"]["state"], "DELHI");
 
-    let stats = stats(&base).await;
+    let stats = stats(base).await;
     assert_eq!(stats["udyam_otp_requests"], json!({REG: 1}));
     assert_eq!(stats["udyam_otp_verifications"], json!({REG: 3}));
     assert_eq!(stats["udyam_lookups"], json!({"UDYAM-DL-01-0000003": 1}));
@@ -171,17 +170,16 @@ async fn an_otp_verifies_once_with_every_msme_field() {
             ("udyam_lookup", 1),
         ],
     );
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_third_wrong_otp_ends_the_request() {
-    let sandbox = start(fast()).await;
-    let base = sandbox.base_url();
-    let id = otp_id(&base, REG).await;
+    let sandbox = Running::start(fast()).await;
+    let base = &sandbox.base;
+    let id = otp_id(base, REG).await;
     let mut statuses = Vec::new();
     for otp in ["111111", "222222", "333333", SANDBOX_OTP] {
-        statuses.push(verify_status(&base, &id, otp).await);
+        statuses.push(verify_status(base, &id, otp).await);
     }
     assert_eq!(
         statuses,
@@ -193,46 +191,44 @@ async fn the_third_wrong_otp_ends_the_request() {
         ]
     );
     // A new request starts afresh, with another id.
-    let other = otp_id(&base, REG).await;
+    let other = otp_id(base, REG).await;
     assert_ne!(other, id);
-    assert_eq!(verify_status(&base, &other, SANDBOX_OTP).await, "SUCCESS");
-    sandbox.shutdown().await;
+    assert_eq!(verify_status(base, &other, SANDBOX_OTP).await, "SUCCESS");
 }
 
 #[tokio::test]
 async fn an_otp_expires_after_its_ttl() {
-    let sandbox = start(SandboxConfig {
+    let sandbox = Running::start(SandboxConfig {
         otp_ttl_secs: 1,
         ..fast()
     })
     .await;
-    let base = sandbox.base_url();
-    let id = otp_id(&base, REG).await;
+    let base = &sandbox.base;
+    let id = otp_id(base, REG).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        verify_status(&base, &id, SANDBOX_OTP).await,
+        verify_status(base, &id, SANDBOX_OTP).await,
         "REQUEST_EXPIRED"
     );
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn test_numbers_script_every_documented_answer() {
-    let sandbox = start(fast()).await;
-    let base = sandbox.base_url();
+    let sandbox = Running::start(fast()).await;
+    let base = &sandbox.base;
     for (reg, mobile, status) in [
         ("UDYAM-MH-01-8000001", MOBILE, "INVALID"),
         (REG, "6000000000", "INVALID"),
     ] {
-        let reply = otp_gen(&base, reg, mobile).await;
+        let reply = otp_gen(base, reg, mobile).await;
         assert_eq!(
             reply.expect(200),
             &json!({"valid": false, "status": status})
         );
     }
-    let archived = otp_id(&base, "UDYAM-KA-22-8000002").await;
+    let archived = otp_id(base, "UDYAM-KA-22-8000002").await;
     assert_eq!(
-        verify_status(&base, &archived, SANDBOX_OTP).await,
+        verify_status(base, &archived, SANDBOX_OTP).await,
         "ARCHIVED"
     );
     for (serial, status, code) in [
@@ -245,9 +241,9 @@ async fn test_numbers_script_every_documented_answer() {
         ("8005001", 500, 5001),
     ] {
         let reg = format!("UDYAM-MH-01-{serial}");
-        assert_error(&otp_gen(&base, &reg, MOBILE).await, status, code);
+        assert_error(&otp_gen(base, &reg, MOBILE).await, status, code);
         assert_error(
-            &reply(call(&base, "", &json!({"reg": reg}))).await,
+            &reply(call(base, "", &json!({"reg": reg}))).await,
             status,
             code,
         );
@@ -258,12 +254,11 @@ async fn test_numbers_script_every_documented_answer() {
         json!({"reg": REG}),
         json!("not an object"),
     ] {
-        assert_error(&reply(call(&base, "/otp-gen", &body)).await, 400, 4001);
+        assert_error(&reply(call(base, "/otp-gen", &body)).await, 400, 4001);
     }
-    let unknown = verify(&base, "0123456789abcdef01234567", SANDBOX_OTP).await;
+    let unknown = verify(base, "0123456789abcdef01234567", SANDBOX_OTP).await;
     assert_error(&unknown, 400, 4001);
     assert!(unknown.body["details"].is_string());
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
@@ -271,11 +266,7 @@ async fn attestr_refusals_tell_auth_bursts_and_the_daily_limit_apart() {
     avoid_midnight().await;
     for (config, code, message) in [
         (
-            SandboxConfig {
-                per_minute: 2,
-                limit_window: LimitWindow::Sliding,
-                ..fast()
-            },
+            per_minute_sliding(2),
             4291,
             "Maximum account rate limit exceeded",
         ),
@@ -289,8 +280,8 @@ async fn attestr_refusals_tell_auth_bursts_and_the_daily_limit_apart() {
             "Maximum account daily limit exceeded",
         ),
     ] {
-        let sandbox = start(config).await;
-        let base = sandbox.base_url();
+        let sandbox = Running::start(config).await;
+        let base = &sandbox.base;
         let unauthorised = http()
             .post(format!("{base}/api/v1/public/corpx/udyam/otp-gen"))
             .header(
@@ -306,13 +297,12 @@ async fn attestr_refusals_tell_auth_bursts_and_the_daily_limit_apart() {
         );
         let mut statuses = Vec::new();
         for _ in 0..3 {
-            statuses.push(otp_gen(&base, REG, MOBILE).await);
+            statuses.push(otp_gen(base, REG, MOBILE).await);
         }
         let codes: Vec<u16> = statuses.iter().map(|r| r.status.as_u16()).collect();
         assert_eq!(codes, [200, 200, 429], "the refused call was keyed apart");
         assert_error(&statuses[2], 429, code);
         assert_eq!(statuses[2].body["message"], message);
-        sandbox.shutdown().await;
     }
 }
 
@@ -320,33 +310,32 @@ async fn attestr_refusals_tell_auth_bursts_and_the_daily_limit_apart() {
 async fn otp_requests_and_attempts_survive_a_restart() {
     let data = Restartable::new(fast());
     let first = data.start().await;
-    let base = first.base_url();
-    let spent = otp_id(&base, REG).await;
-    let fresh = otp_id(&base, REG).await;
-    assert_eq!(verify_status(&base, &spent, "111111").await, "INVALID_OTP");
-    assert_eq!(verify_status(&base, &spent, "222222").await, "INVALID_OTP");
-    first.shutdown().await;
+    let base = &first.base;
+    let spent = otp_id(base, REG).await;
+    let fresh = otp_id(base, REG).await;
+    assert_eq!(verify_status(base, &spent, "111111").await, "INVALID_OTP");
+    assert_eq!(verify_status(base, &spent, "222222").await, "INVALID_OTP");
+    first.stop().await;
 
     // A later run's sandbox, with a short lifetime that must not apply to the old requests.
-    let second = start(SandboxConfig {
+    let second = Running::start(SandboxConfig {
         otp_ttl_secs: 0,
         ..data.config.clone()
     })
     .await;
-    let base = second.base_url();
+    let base = &second.base;
     assert_eq!(
-        verify_status(&base, &spent, "333333").await,
+        verify_status(base, &spent, "333333").await,
         "MAX_ATTEMPTS_EXCEEDED"
     );
-    assert_eq!(verify_status(&base, &fresh, SANDBOX_OTP).await, "SUCCESS");
-    let third = otp_id(&base, REG).await;
+    assert_eq!(verify_status(base, &fresh, SANDBOX_OTP).await, "SUCCESS");
+    let third = otp_id(base, REG).await;
     assert!(
         ![&spent, &fresh].contains(&&third),
         "ids keep counting after a restart"
     );
     assert_eq!(
-        verify_status(&base, &third, SANDBOX_OTP).await,
+        verify_status(base, &third, SANDBOX_OTP).await,
         "REQUEST_EXPIRED"
     );
-    second.shutdown().await;
 }

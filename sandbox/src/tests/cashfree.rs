@@ -24,13 +24,7 @@ async fn digilocker(base: &str, query: &[(&str, &str)]) -> Reply {
 }
 
 fn assert_error(reply: &Reply, status: u16, kind: &str, code: &str) {
-    let body = reply.expect(status);
-    assert_eq!(
-        object_keys(body),
-        ["code", "message", "type"],
-        "{}",
-        reply.text
-    );
+    let body = reply.expect_keys(status, &["code", "message", "type"]);
     assert_eq!(
         (body["type"].as_str(), body["code"].as_str()),
         (Some(kind), Some(code))
@@ -50,11 +44,11 @@ fn assert_rate_headers(reply: &Reply) {
 
 #[tokio::test]
 async fn digilocker_status_follows_the_verification_id() {
-    let sandbox = start(limited()).await;
-    let base = sandbox.base_url();
-    let ok = digilocker(&base, &[("verification_id", "KYC-001")]).await;
-    assert_key_order(
-        &ok.text,
+    let sandbox = Running::start(limited()).await;
+    let base = &sandbox.base;
+    let ok = digilocker(base, &[("verification_id", "KYC-001")]).await;
+    let body = ok.expect_in_order(
+        200,
         &[
             "user_details",
             "name",
@@ -69,7 +63,6 @@ async fn digilocker_status_follows_the_verification_id() {
             "reference_id",
         ],
     );
-    let body = ok.expect(200);
     assert_eq!(body["status"], "AUTHENTICATED");
     assert_eq!(body["document_consent"], json!(["AADHAAR"]));
     assert_eq!(body["user_details"]["eaadhaar"], "Y");
@@ -86,7 +79,7 @@ async fn digilocker_status_follows_the_verification_id() {
     );
     assert_rate_headers(&ok);
     let reference = body["reference_id"].as_u64().expect("an integer");
-    let again = digilocker(&base, &[("reference_id", &reference.to_string())]).await;
+    let again = digilocker(base, &[("reference_id", &reference.to_string())]).await;
     assert_eq!(
         again.expect(200),
         body,
@@ -98,7 +91,7 @@ async fn digilocker_status_follows_the_verification_id() {
         ("EXPIRED-2", "EXPIRED"),
         ("denied.3", "CONSENT_DENIED"),
     ] {
-        let reply = digilocker(&base, &[("verification_id", id)]).await;
+        let reply = digilocker(base, &[("verification_id", id)]).await;
         let body = reply.expect(200);
         assert_eq!(body["status"], status);
         assert_eq!(body["user_details"], json!({}));
@@ -154,32 +147,31 @@ async fn digilocker_status_follows_the_verification_id() {
             "verification_id_missing",
         ),
     ] {
-        let reply = digilocker(&base, &[query]).await;
+        let reply = digilocker(base, &[query]).await;
         assert_error(&reply, status, kind, code);
         assert_rate_headers(&reply);
     }
-    let stats = stats(&base).await;
+    let stats = stats(base).await;
     assert_eq!(
         stats["digilocker_lookups"],
         json!({"KYC-001": 2, "pending_1": 1, "EXPIRED-2": 1, "denied.3": 1})
     );
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn digilocker_create_answers_a_url_once_per_id() {
-    let sandbox = start(fast()).await;
-    let base = sandbox.base_url();
+    let sandbox = Running::start(fast()).await;
+    let base = &sandbox.base;
     let create = |id: &str| {
-        call(&base, Method::POST, "/digilocker").json(&json!({
+        call(base, Method::POST, "/digilocker").json(&json!({
             "verification_id": id,
             "document_requested": ["AADHAAR", "PAN"],
             "redirect_url": "https://example.com/done",
         }))
     };
     let created = reply(create("onboard-7")).await;
-    assert_key_order(
-        &created.text,
+    let body = created.expect_in_order(
+        200,
         &[
             "verification_id",
             "reference_id",
@@ -188,14 +180,13 @@ async fn digilocker_create_answers_a_url_once_per_id() {
             "document_requested",
         ],
     );
-    let body = created.expect(200);
     assert_eq!(body["status"], "PENDING");
     assert!(body["url"].as_str().expect("url").starts_with("http://"));
     let reference = body["reference_id"]
         .as_u64()
         .expect("an integer")
         .to_string();
-    let status = digilocker(&base, &[("reference_id", &reference)]).await;
+    let status = digilocker(base, &[("reference_id", &reference)]).await;
     assert_eq!(
         status.expect(200)["document_consent"],
         json!(["AADHAAR", "PAN"])
@@ -206,14 +197,14 @@ async fn digilocker_create_answers_a_url_once_per_id() {
         "validation_error",
         "verification_id_already_exists",
     );
-    let bad = call(&base, Method::POST, "/digilocker").body("{not json");
+    let bad = call(base, Method::POST, "/digilocker").body("{not json");
     assert_error(
         &reply(bad).await,
         400,
         "validation_error",
         "request_body_invalid",
     );
-    let none = call(&base, Method::POST, "/digilocker").json(&json!({"verification_id": "x"}));
+    let none = call(base, Method::POST, "/digilocker").json(&json!({"verification_id": "x"}));
     assert_error(
         &reply(none).await,
         400,
@@ -221,22 +212,16 @@ async fn digilocker_create_answers_a_url_once_per_id() {
         "document_requested_missing",
     );
     assert_eq!(
-        stats(&base).await["digilocker_created"],
+        stats(base).await["digilocker_created"],
         json!({"onboard-7": 1})
     );
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn cashfree_refuses_bad_credentials_and_limits_per_client() {
     avoid_midnight().await;
-    let sandbox = start(SandboxConfig {
-        per_minute: 2,
-        limit_window: LimitWindow::Sliding,
-        ..fast()
-    })
-    .await;
-    let base = sandbox.base_url();
+    let sandbox = Running::start(per_minute_sliding(2)).await;
+    let base = &sandbox.base;
     let wrong = http()
         .get(format!("{base}/verification/digilocker?verification_id=a"))
         .header("x-client-id", CASHFREE_CLIENT_ID)
@@ -250,10 +235,10 @@ async fn cashfree_refuses_bad_credentials_and_limits_per_client() {
         "authentication_failed",
     );
     assert_eq!(refused.header("x-ratelimit-remaining"), "1");
-    digilocker(&base, &[("verification_id", "a")])
+    digilocker(base, &[("verification_id", "a")])
         .await
         .expect(200);
-    let limited = digilocker(&base, &[("verification_id", "a")]).await;
+    let limited = digilocker(base, &[("verification_id", "a")]).await;
     assert_error(
         &limited,
         429,
@@ -265,16 +250,15 @@ async fn cashfree_refuses_bad_credentials_and_limits_per_client() {
     let retry: u64 = limited.header("retry-after").parse().expect("seconds");
     assert!((55..=60).contains(&retry), "{retry}");
     // Another provider's quota is its own.
-    let deepvue = keyed_call(&base, "k").await;
+    let deepvue = keyed_call(base, "k").await;
     assert_eq!(deepvue.status(), StatusCode::UNAUTHORIZED);
     assert!(deepvue.headers().get("x-ratelimit-limit").is_none());
-    let stats = stats(&base).await;
+    let stats = stats(base).await;
     assert_eq!(
         stats["by_provider"]["cashfree"],
         json!({"requests": 3, "rate_limited": 1, "server_errors": 0, "resets": 0})
     );
     assert_eq!(stats["requests"], 4);
-    sandbox.shutdown().await;
 }
 
 fn bank_entry(name: &str, account: &str, ifsc: &str) -> Value {
@@ -286,6 +270,14 @@ async fn submit(base: &str, path: &str, id: &str, entries: Value) -> Reply {
     reply(call(base, Method::POST, path).json(&body)).await
 }
 
+/// The entry of a bulk's results whose `field` is `value`: every entry sent comes back.
+fn entry<'a>(results: &'a [Value], field: &str, value: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|e| e[field] == value)
+        .unwrap_or_else(|| panic!("no entry with {field} {value}"))
+}
+
 /// Polls a bulk's status until `done` says so.
 async fn bulk_when(
     base: &str,
@@ -293,28 +285,29 @@ async fn bulk_when(
     query: &[(&str, &str)],
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let start = Instant::now();
-    loop {
-        let body = reply(call(base, Method::GET, path).query(query))
-            .await
-            .expect(200)
-            .clone();
-        if done(&body) {
-            return body;
+    eventually(|| {
+        let status = reply(call(base, Method::GET, path).query(query));
+        let done = &done;
+        async move {
+            let body = status.await.expect(200).clone();
+            if done(&body) {
+                Ok(body)
+            } else {
+                Err(format!("{path} never done: {body}"))
+            }
         }
-        assert!(start.elapsed() < DEADLINE, "{path} never done: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
-    let sandbox = start(SandboxConfig {
+    let sandbox = Running::start(SandboxConfig {
         batch_delay_ms: 400,
         ..fast()
     })
     .await;
-    let base = sandbox.base_url();
+    let base = &sandbox.base;
     let entries = json!([
         bank_entry("Ravi Kumar", "1234567890", "HDFC0001234"),
         bank_entry("good Ravi Kumar", "1234567891", "SBIN0005678"),
@@ -330,18 +323,17 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
         bank_entry("Ravi", "1234569999", "SBIN0005678"),
         {"bank_account": "55550001", "ifsc": "UTIB0000123"},
     ]);
-    let accepted = submit(&base, "/bank-account/bulk", "bank-1", entries.clone()).await;
-    assert_key_order(
-        &accepted.text,
+    let accepted = submit(base, "/bank-account/bulk", "bank-1", entries.clone()).await;
+    let body = accepted.expect_in_order(
+        200,
         &["bulk_reference_id", "bulk_verification_id", "status"],
     );
-    let body = accepted.expect(200);
     assert_eq!(body["status"], "RECEIVED");
     let reference = body["bulk_reference_id"]
         .as_u64()
         .expect("an integer")
         .to_string();
-    let repeated = submit(&base, "/bank-account/bulk", "bank-1", entries.clone()).await;
+    let repeated = submit(base, "/bank-account/bulk", "bank-1", entries.clone()).await;
     assert_error(
         &repeated,
         409,
@@ -350,7 +342,7 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
     );
 
     let early = bulk_when(
-        &base,
+        base,
         "/bank-account/bulk",
         &[("bulk_verification_id", "bank-1")],
         |_| true,
@@ -366,7 +358,7 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
     );
     let query = [("bulk_reference_id", reference.as_str())];
     // Done when only the never-processed account is left in process.
-    let done = bulk_when(&base, "/bank-account/bulk", &query, |body| {
+    let done = bulk_when(base, "/bank-account/bulk", &query, |body| {
         let entries = body["entries"].as_array().expect("entries");
         let open = entries.iter().filter(|e| {
             ["RECEIVED", "IN_PROCESS"].contains(&e["account_status"].as_str().unwrap_or_default())
@@ -387,16 +379,10 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
         .map(|e| e["bank_account"].as_str().expect("sent"))
         .collect();
     assert_ne!(accounts, sent, "never in input order");
-    let by_account = |account: &str| -> &Value {
-        results
-            .iter()
-            .find(|e| e["bank_account"] == account)
-            .expect("every entry comes back")
-    };
+    let by_account = |account: &str| entry(results, "bank_account", account);
     let direct = by_account("1234567890");
-    let text = serde_json::to_string(direct).expect("serialises");
-    assert_key_order(
-        &text,
+    assert_value_key_order(
+        direct,
         &[
             "bank_account",
             "ifsc",
@@ -504,14 +490,14 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
         ),
     ] {
         assert_error(
-            &submit(&base, "/bank-account/bulk", id, entries).await,
+            &submit(base, "/bank-account/bulk", id, entries).await,
             400,
             "validation_error",
             code,
         );
     }
     let unknown = reply(
-        call(&base, Method::GET, "/bank-account/bulk").query(&[("bulk_verification_id", "nope")]),
+        call(base, Method::GET, "/bank-account/bulk").query(&[("bulk_verification_id", "nope")]),
     )
     .await;
     assert_error(
@@ -521,31 +507,30 @@ async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
         "bulk_verification_id_value_invalid",
     );
     let nobalance = submit(
-        &base,
+        base,
         "/bank-account/bulk",
         "nobalance-1",
         json!([bank_entry("A", "123456789", "SBIN0005678")]),
     )
     .await;
     assert_error(&nobalance, 422, "validation_error", "insufficient_balance");
-    let stats = stats(&base).await;
+    let stats = stats(base).await;
     assert_eq!(stats["bank_bulk_submissions"], json!({"bank-1": 1}));
     let per_account = stats["bank_account_submissions"]
         .as_object()
         .expect("object");
     assert_eq!(per_account.len(), 13);
     assert_eq!(per_account["1234567890:HDFC0001234"], 1);
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn pan_bulk_answers_processing_then_each_pan_as_scripted() {
-    let sandbox = start(SandboxConfig {
+    let sandbox = Running::start(SandboxConfig {
         batch_delay_ms: 300,
         ..fast()
     })
     .await;
-    let base = sandbox.base_url();
+    let base = &sandbox.base;
     let entries = json!([
         {"pan": "ABCPE1234F", "name": "Ravi Kumar"},
         {"pan": "ABCCE1234F", "name": "poor Acme Traders"},
@@ -556,7 +541,7 @@ async fn pan_bulk_answers_processing_then_each_pan_as_scripted() {
         {"pan": "ABCPE0000F", "name": "Ravi"},
         {"pan": "NOTAPAN"},
     ]);
-    let accepted = submit(&base, "/pan/bulk", "pan-1", entries.clone()).await;
+    let accepted = submit(base, "/pan/bulk", "pan-1", entries.clone()).await;
     let body = accepted.expect(200);
     assert_eq!(object_keys(body), ["message", "reference_id"]);
     assert_eq!(
@@ -568,7 +553,7 @@ async fn pan_bulk_answers_processing_then_each_pan_as_scripted() {
         .expect("an integer")
         .to_string();
     assert_error(
-        &submit(&base, "/pan/bulk", "pan-1", entries).await,
+        &submit(base, "/pan/bulk", "pan-1", entries).await,
         409,
         "validation_error",
         "bulk_verification_id_already_exists",
@@ -577,27 +562,22 @@ async fn pan_bulk_answers_processing_then_each_pan_as_scripted() {
         ("reference_id", reference.as_str()),
         ("bulk_verification_id", "pan-1"),
     ];
-    let processing = reply(call(&base, Method::GET, "/pan/bulk").query(&query)).await;
+    let processing = reply(call(base, Method::GET, "/pan/bulk").query(&query)).await;
     assert_eq!(
         processing.text,
         r#"{"message":"File is being processed. Try again after some time.","entries":[]}"#
     );
-    let done = bulk_when(&base, "/pan/bulk", &query, |body| {
+    let done = bulk_when(base, "/pan/bulk", &query, |body| {
         body.get("count").is_some()
     })
     .await;
     assert_eq!(done["count"], 8);
     assert_eq!(done["reference_id"].as_u64(), reference.parse().ok());
     let results = done["entries"].as_array().expect("entries");
-    let by_pan = |pan: &str| {
-        results
-            .iter()
-            .find(|e| e["pan"] == pan)
-            .expect("every pan comes back")
-    };
+    let by_pan = |pan: &str| entry(results, "pan", pan);
     let valid = by_pan("ABCPE1234F");
-    assert_key_order(
-        &serde_json::to_string(valid).expect("serialises"),
+    assert_value_key_order(
+        valid,
         &[
             "pan",
             "type",
@@ -637,18 +617,16 @@ async fn pan_bulk_answers_processing_then_each_pan_as_scripted() {
         );
     }
     assert_eq!(by_pan("ABCCE1234F")["type"], "Company");
-    let unknown =
-        reply(call(&base, Method::GET, "/pan/bulk").query(&[("reference_id", "1")])).await;
+    let unknown = reply(call(base, Method::GET, "/pan/bulk").query(&[("reference_id", "1")])).await;
     assert_error(
         &unknown,
         404,
         "not_found_error",
         "reference_id_value_invalid",
     );
-    let stats = stats(&base).await;
+    let stats = stats(base).await;
     assert_eq!(stats["pan_bulk_submissions"], json!({"pan-1": 1}));
     assert_eq!(stats["pan_submissions"]["ABCPE1234F"], 1);
-    sandbox.shutdown().await;
 }
 
 #[tokio::test]
@@ -658,34 +636,33 @@ async fn cashfree_bulks_and_references_survive_a_restart() {
         ..fast()
     });
     let first = data.start().await;
-    let base = first.base_url();
+    let base = &first.base;
     let entries = json!([bank_entry("Ravi", "1234567890", "SBIN0005678")]);
-    let reference = submit(&base, "/bank-account/bulk", "bank-r", entries.clone())
+    let reference = submit(base, "/bank-account/bulk", "bank-r", entries.clone())
         .await
         .expect(200)["bulk_reference_id"]
         .clone();
-    let digilocker_reference = digilocker(&base, &[("verification_id", "kyc-r")])
+    let digilocker_reference = digilocker(base, &[("verification_id", "kyc-r")])
         .await
         .expect(200)["reference_id"]
         .to_string();
-    first.shutdown().await;
+    first.stop().await;
 
     let second = data.start().await;
-    let base = second.base_url();
+    let base = &second.base;
     assert_error(
-        &submit(&base, "/bank-account/bulk", "bank-r", entries).await,
+        &submit(base, "/bank-account/bulk", "bank-r", entries).await,
         409,
         "validation_error",
         "bulk_verification_id_already_exists",
     );
     let status = reply(
-        call(&base, Method::GET, "/bank-account/bulk").query(&[("bulk_verification_id", "bank-r")]),
+        call(base, Method::GET, "/bank-account/bulk").query(&[("bulk_verification_id", "bank-r")]),
     )
     .await;
     let body = status.expect(200);
     assert_eq!(body["bulk_reference_id"], reference);
     assert_eq!(body["entries"][0]["account_status"], "VALID");
-    let again = digilocker(&base, &[("reference_id", &digilocker_reference)]).await;
+    let again = digilocker(base, &[("reference_id", &digilocker_reference)]).await;
     assert_eq!(again.expect(200)["verification_id"], "kyc-r");
-    second.shutdown().await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::checks::{COMMON_FIELDS, CheckName};
+use crate::checks::{CHECKS, COMMON_FIELDS, CheckName};
 use crate::progress::{LogWriter, ProgressMode};
 use crate::report::{EXIT_FATAL, EXIT_USAGE};
 use crate::run::{RunOptions, run};
@@ -201,14 +201,16 @@ fn init_logging(verbose: u8) {
 
 fn print_checks() {
     let mut out = String::new();
-    for name in CheckName::ALL {
+    for name in CHECKS {
         let info = name.info();
-        let p = info.provider;
         out.push_str(&format!("{}\n  {}\n", info.name, info.summary));
         out.push_str(&format!(
-            "  provider: {} (credentials {}_CLIENT_ID, {}_CLIENT_SECRET; base URL {}_BASE_URL)\n",
-            p.name, p.env_prefix, p.env_prefix, p.env_prefix
+            "  provider: {}; reads from the environment:\n",
+            info.provider.name
         ));
+        for (var, what) in info.variables() {
+            out.push_str(&format!("    {var:<24} {what}\n"));
+        }
         out.push_str("  reads:\n");
         for c in info.columns {
             out.push_str(&format!(

@@ -45,6 +45,12 @@ pub enum ConfigError {
         /// The variables, joined for the message (`A and B`).
         vars: String,
     },
+    #[error("{check} reads no column called `{column}`; its columns are: {known}")]
+    UnknownColumn {
+        check: &'static str,
+        column: String,
+        known: String,
+    },
     #[error("credentials file {path}: {message}")]
     CredentialsFile { path: String, message: String },
 }

@@ -9,18 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::checks::attestr_udyam_otp::UdyamOtp;
-use crate::checks::cashfree_bulk::{CashfreeBulk, Kind};
-use crate::checks::cashfree_digilocker::Digilocker;
-use crate::checks::deepvue_udyam::Udyam;
-use crate::checks::deepvue_upi_batch::UpiBatch;
-use crate::checks::equal_aadhaar_otp::AadhaarOtp;
-use crate::checks::{BatchCheck, CheckInfo, CheckName, OtpCheck, RowCheck, Subject};
+use crate::checks::{CheckInfo, CheckName, Pipeline, validate_sections};
 use crate::config::{ConfigFile, ProviderSettings};
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
-use crate::input::validate::Invalid;
 use crate::input::{ColumnMap, InputFile};
 use crate::journal::{Identity, Journal, JournalReader, OpenBatch};
 use crate::progress::{Phase, Progress, ProgressMode};
@@ -45,85 +38,6 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     pub progress_every: Duration,
     pub inputs: Vec<PathBuf>,
-}
-
-/// A built check.
-#[derive(Clone)]
-enum Check {
-    Udyam(Arc<Udyam>),
-    UpiBatch(Arc<UpiBatch>),
-    Digilocker(Arc<Digilocker>),
-    CashfreeBulk(Arc<CashfreeBulk>),
-    UdyamOtp(Arc<UdyamOtp>),
-    AadhaarOtp(Arc<AadhaarOtp>),
-}
-
-impl Check {
-    /// `env` is where settings outside the config are looked up: the process environment,
-    /// or the sandbox's.
-    fn build(
-        name: CheckName,
-        config: &ConfigFile,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Check> {
-        let info = name.info();
-        let section = config.checks.get(info.name).cloned().unwrap_or_default();
-        let two_step = info.columns.iter().any(|c| c.filled_later);
-        for (key, set, only) in [
-            (
-                "otp_valid_secs",
-                section.otp_valid_secs.is_some() && !two_step,
-                "the OTP checks",
-            ),
-            (
-                "journey_id",
-                section.journey_id.is_some() && name != CheckName::EqualAadhaarOtp,
-                "equal-aadhaar-otp",
-            ),
-        ] {
-            if set {
-                return Err(config
-                    .invalid(
-                        format!("[checks.{}] {key}", info.name),
-                        format!("only {only} read it"),
-                    )
-                    .into());
-            }
-        }
-        let bulk = |kind| -> anyhow::Result<Check> {
-            Ok(Check::CashfreeBulk(Arc::new(CashfreeBulk::new(
-                kind, config, &section,
-            )?)))
-        };
-        Ok(match name {
-            CheckName::DeepvueUdyam => Check::Udyam(Arc::new(Udyam::new(config, &section)?)),
-            CheckName::DeepvueUpiBatch => {
-                Check::UpiBatch(Arc::new(UpiBatch::new(config, &section)?))
-            }
-            CheckName::CashfreeDigilocker => {
-                Check::Digilocker(Arc::new(Digilocker::new(config, &section)?))
-            }
-            CheckName::CashfreeBankBulk => bulk(Kind::Bank)?,
-            CheckName::CashfreePanBulk => bulk(Kind::Pan)?,
-            CheckName::AttestrUdyamOtp => {
-                Check::UdyamOtp(Arc::new(UdyamOtp::new(config, &section)?))
-            }
-            CheckName::EqualAadhaarOtp => {
-                Check::AadhaarOtp(Arc::new(AadhaarOtp::new(config, &section, env)?))
-            }
-        })
-    }
-
-    fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
-        match self {
-            Check::Udyam(c) => c.subject(values),
-            Check::UpiBatch(c) => c.subject(values),
-            Check::Digilocker(c) => c.subject(values),
-            Check::CashfreeBulk(c) => c.subject(values),
-            Check::UdyamOtp(c) => c.subject(values),
-            Check::AadhaarOtp(c) => c.subject(values),
-        }
-    }
 }
 
 /// What Ctrl-C and SIGTERM do. While requests are being sent, the first signal stops sending
@@ -177,25 +91,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let config = ConfigFile::load(opts.config.as_deref())?;
     validate_sections(&config)?;
     let info = opts.check.info();
-    let section = config.checks.get(info.name).cloned().unwrap_or_default();
     let check = if opts.sandbox {
-        Check::build(opts.check, &config, &|k| Rehearsal::env("", k))?
+        info.build(&config, &|k| Rehearsal::env("", k))?
     } else {
-        Check::build(opts.check, &config, &|k| std::env::var(k).ok())?
+        info.build(&config, &|k| std::env::var(k).ok())?
     };
-
-    let mut mapping: BTreeMap<String, String> = section.columns.clone();
-    mapping.extend(opts.columns.iter().cloned());
-    for logical in mapping.keys() {
-        if !info.columns.iter().any(|c| c.name == logical) {
-            let known: Vec<&str> = info.columns.iter().map(|c| c.name).collect();
-            bail!(
-                "{} reads no column called `{logical}`; its columns are: {}",
-                info.name,
-                known.join(", ")
-            );
-        }
-    }
+    let mapping = info.mapping(&config, &opts.columns)?;
     let inputs = InputFile::open_all(&opts.inputs)?;
     let maps = inputs
         .iter()
@@ -366,7 +267,7 @@ struct Job {
     resend_unconfirmed: bool,
     inputs: Arc<Vec<InputFile>>,
     maps: Arc<Vec<ColumnMap>>,
-    subject: Check,
+    subject: Pipeline,
     stats: Arc<Stats>,
 }
 
@@ -459,7 +360,7 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
 
 /// What dispatch works with.
 struct Dispatch<'a> {
-    check: Check,
+    check: Pipeline,
     ident_scope: String,
     settings: &'a ProviderSettings,
     inputs: Arc<Vec<InputFile>>,
@@ -539,16 +440,11 @@ async fn dispatch(
     };
     let (open, next) = (d.open_batches, d.next_batch_id);
     match d.check {
-        Check::Udyam(c) => rows::run(ctx.clone(), c, rx, in_flight).await,
-        Check::Digilocker(c) => rows::run(ctx.clone(), c, rx, in_flight).await,
-        Check::UpiBatch(c) => {
-            batches::run(ctx.clone(), c, rx, open, next, place, concurrency).await
-        }
-        Check::CashfreeBulk(c) => {
+        Pipeline::Rows(c) => rows::run(ctx.clone(), c, rx, in_flight).await,
+        Pipeline::Batches(c) => {
             batches::run(ctx.clone(), c, rx, open, next, place, concurrency).await;
         }
-        Check::UdyamOtp(c) => otp::run(ctx.clone(), c, d.otp_at, rx, in_flight).await,
-        Check::AadhaarOtp(c) => otp::run(ctx.clone(), c, d.otp_at, rx, in_flight).await,
+        Pipeline::Otp(c) => otp::run(ctx.clone(), c, d.otp_at, rx, in_flight).await,
     }
     let fed = feeder.await?;
     interrupts.dispatching(None);
@@ -646,31 +542,6 @@ fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
         n += page.iter().filter(|r| work_for(r).is_some()).count() as u64;
     }
     Ok(n)
-}
-
-/// Config sections must name things that exist: a typo should not silently do nothing.
-fn validate_sections(config: &ConfigFile) -> anyhow::Result<()> {
-    for name in config.checks.keys() {
-        if !CheckName::ALL.iter().any(|c| c.info().name == name) {
-            return Err(config
-                .invalid(
-                    format!("[checks.{name}]"),
-                    "no such check (see `bulkverify checks`)",
-                )
-                .into());
-        }
-    }
-    for name in config.providers.keys() {
-        if !CheckName::ALL
-            .iter()
-            .any(|c| c.info().provider.name == name)
-        {
-            return Err(config
-                .invalid(format!("[providers.{name}]"), "no such provider")
-                .into());
-        }
-    }
-    Ok(())
 }
 
 /// A job's state directory when `--state` is not given: beside its output.

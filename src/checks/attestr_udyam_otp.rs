@@ -12,6 +12,7 @@ use super::flatten::{flatten, snake_case};
 use super::{
     CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
 };
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::attestr::{self, classify};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -19,6 +20,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::quota::gate::Priority;
+use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "attestr-udyam-otp",
@@ -86,7 +88,14 @@ pub const INFO: CheckInfo = CheckInfo {
             "the N-th NIC code (from 1): digit2, digit4, digit5, activity, date",
         ),
     ],
+    settings: &["otp_valid_secs"],
+    env: &[],
+    make: build,
 };
+
+fn build(config: &ConfigFile, section: &CheckConfig, _env: Env) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Otp(Arc::new(UdyamOtp::new(config, section)?)))
+}
 
 /// Attestr documents ten minutes.
 const OTP_VALIDITY: Duration = Duration::from_secs(600);
@@ -118,6 +127,7 @@ impl UdyamOtp {
     }
 }
 
+#[async_trait::async_trait]
 impl OtpCheck for UdyamOtp {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let reg = validate::udyam(values[0])?;

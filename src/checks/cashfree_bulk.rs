@@ -19,6 +19,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 
 use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -26,6 +27,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::quota::gate::Priority;
+use std::sync::Arc;
 
 const NAME_COLUMN: ColumnSpec = ColumnSpec {
     name: "name",
@@ -91,7 +93,22 @@ pub const BANK_INFO: CheckInfo = CheckInfo {
         ),
         ("reference_id", "Cashfree's reference for the entry"),
     ],
+    settings: &[],
+    env: &[],
+    make: build_bank,
 };
+
+fn build_bank(
+    config: &ConfigFile,
+    section: &CheckConfig,
+    _env: Env,
+) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Batches(Arc::new(CashfreeBulk::new(
+        Kind::Bank,
+        config,
+        section,
+    )?)))
+}
 
 pub const PAN_INFO: CheckInfo = CheckInfo {
     name: "cashfree-pan-bulk",
@@ -121,7 +138,22 @@ pub const PAN_INFO: CheckInfo = CheckInfo {
         ),
         ("reference_id", "Cashfree's reference for the entry"),
     ],
+    settings: &[],
+    env: &[],
+    make: build_pan,
 };
+
+fn build_pan(
+    config: &ConfigFile,
+    section: &CheckConfig,
+    _env: Env,
+) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Batches(Arc::new(CashfreeBulk::new(
+        Kind::Pan,
+        config,
+        section,
+    )?)))
+}
 
 /// Cashfree's limit per bank-account bulk request; used for PAN too, which publishes none.
 pub const MAX_CHUNK: usize = 1000;
@@ -203,8 +235,11 @@ fn bank_ident(account: &str, ifsc: &str, name: &str, phone: &str) -> String {
     format!("{account}|{ifsc}|{name}|{phone}")
 }
 
+#[async_trait::async_trait]
 impl BatchCheck for CashfreeBulk {
-    const NAMES_UPLOADS: bool = true;
+    fn names_uploads(&self) -> bool {
+        true
+    }
 
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         match self.kind {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::flatten::flatten;
 use super::{CheckInfo, PollSchedule, RowCheck, Step, Subject};
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -17,6 +18,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::quota::gate::Priority;
+use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "cashfree-digilocker",
@@ -54,7 +56,14 @@ pub const INFO: CheckInfo = CheckInfo {
         ),
         ("reference_id", "Cashfree's reference for the link"),
     ],
+    settings: &[],
+    env: &[],
+    make: build,
 };
+
+fn build(config: &ConfigFile, section: &CheckConfig, _env: Env) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Rows(Arc::new(Digilocker::new(config, section)?)))
+}
 
 /// Never used: the lookup answers at once. A row left `pending` (consent not given yet) is
 /// looked up again by the next run.
@@ -110,6 +119,7 @@ impl Digilocker {
     }
 }
 
+#[async_trait::async_trait]
 impl RowCheck for Digilocker {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let (verification, reference) = (values[0].trim(), values[1].trim());

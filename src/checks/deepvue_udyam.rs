@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::flatten::flatten;
 use super::{CheckInfo, PollSchedule, RowCheck, Step, Subject};
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -15,6 +16,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::quota::gate::Priority;
+use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-udyam",
@@ -44,7 +46,14 @@ pub const INFO: CheckInfo = CheckInfo {
         ("state, district, pin", "the registered address"),
         ("nic_codes_N_...", "the N-th NIC code's fields"),
     ],
+    settings: &[],
+    env: &[],
+    make: build,
 };
+
+fn build(config: &ConfigFile, section: &CheckConfig, _env: Env) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Rows(Arc::new(Udyam::new(config, section)?)))
+}
 
 const DEFAULT_SCHEDULE: PollSchedule = PollSchedule {
     first: Duration::from_secs(3),
@@ -70,6 +79,7 @@ impl Udyam {
     }
 }
 
+#[async_trait::async_trait]
 impl RowCheck for Udyam {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let number = validate::udyam(values[0])?;

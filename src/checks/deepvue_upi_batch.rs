@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -17,6 +18,7 @@ use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::quota::gate::Priority;
 use crate::secret::Secret;
+use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-upi-batch",
@@ -46,7 +48,14 @@ pub const INFO: CheckInfo = CheckInfo {
             "the same, cleaned up by the provider",
         ),
     ],
+    settings: &[],
+    env: &[],
+    make: build,
 };
+
+fn build(config: &ConfigFile, section: &CheckConfig, _env: Env) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Batches(Arc::new(UpiBatch::new(config, section)?)))
+}
 
 /// The column we add to each uploaded file to match its results back.
 pub const KEY_COLUMN: &str = "bv_row_key";
@@ -81,6 +90,7 @@ impl UpiBatch {
     }
 }
 
+#[async_trait::async_trait]
 impl BatchCheck for UpiBatch {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let vpa = validate::vpa(values[0])?;

@@ -16,6 +16,7 @@ use super::flatten::flatten;
 use super::{
     CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
 };
+use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::equal;
 use crate::http::{Answer, Api, Billing, CallError, Intent, provider_words};
@@ -23,6 +24,7 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Status};
 use crate::quota::gate::Priority;
+use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "equal-aadhaar-otp",
@@ -65,7 +67,19 @@ pub const INFO: CheckInfo = CheckInfo {
             "the checks Equal ran on the number, if any",
         ),
     ],
+    settings: &["otp_valid_secs", "journey_id"],
+    env: &[(
+        "EQUAL_JOURNEY_ID",
+        "the journey Equal set up for the account (or journey_id in the config)",
+    )],
+    make: build,
 };
+
+fn build(config: &ConfigFile, section: &CheckConfig, env: Env) -> Result<Pipeline, ConfigError> {
+    Ok(Pipeline::Otp(Arc::new(AadhaarOtp::new(
+        config, section, env,
+    )?)))
+}
 
 /// Equal does not document the OTP's life; UIDAI's OTPs last ten minutes.
 const OTP_VALIDITY: Duration = Duration::from_secs(600);
@@ -136,6 +150,7 @@ impl AadhaarOtp {
     }
 }
 
+#[async_trait::async_trait]
 impl OtpCheck for AadhaarOtp {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let number = validate::aadhaar(values[0])?;

@@ -10,8 +10,9 @@ pub mod deepvue_upi_batch;
 pub mod equal_aadhaar_otp;
 pub mod flatten;
 
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{CheckConfig, ConfigError, ConfigFile, ProviderDefaults, check_secs};
@@ -20,46 +21,165 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::Invalid;
 use crate::outcome::{Outcome, RowKey};
 
-/// The checks, by the name users type after `--check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckName {
-    /// Deepvue Udyam registration lookup (per row, asynchronous).
-    DeepvueUdyam,
-    /// Deepvue UPI address check (batch file).
-    DeepvueUpiBatch,
-    /// Cashfree DigiLocker consent status (one lookup per row).
-    CashfreeDigilocker,
-    /// Cashfree bank account verification (JSON bulk requests).
-    CashfreeBankBulk,
-    /// Cashfree PAN verification (JSON bulk requests).
-    CashfreePanBulk,
-    /// Attestr Udyam details by the owner's OTP (two runs: send the OTP, then verify it).
-    AttestrUdyamOtp,
-    /// Equal Aadhaar verification by OTP (two runs: send the OTP, then verify it).
-    EqualAadhaarOtp,
-}
+/// Every check, in the order `bulkverify checks` lists them: the one place a check is
+/// registered. Its module declares the rest in its [`CheckInfo`].
+pub static CHECKS: &[CheckName] = &[
+    CheckName(&deepvue_udyam::INFO),
+    CheckName(&deepvue_upi_batch::INFO),
+    CheckName(&cashfree_digilocker::INFO),
+    CheckName(&cashfree_bulk::BANK_INFO),
+    CheckName(&cashfree_bulk::PAN_INFO),
+    CheckName(&attestr_udyam_otp::INFO),
+    CheckName(&equal_aadhaar_otp::INFO),
+];
+
+/// A check, by the name users type after `--check`.
+#[derive(Clone, Copy)]
+pub struct CheckName(&'static CheckInfo);
 
 impl CheckName {
-    pub const ALL: [CheckName; 7] = [
-        CheckName::DeepvueUdyam,
-        CheckName::DeepvueUpiBatch,
-        CheckName::CashfreeDigilocker,
-        CheckName::CashfreeBankBulk,
-        CheckName::CashfreePanBulk,
-        CheckName::AttestrUdyamOtp,
-        CheckName::EqualAadhaarOtp,
-    ];
-
     pub fn info(self) -> &'static CheckInfo {
+        self.0
+    }
+
+    /// The check called `name`, if there is one.
+    pub fn named(name: &str) -> Option<CheckName> {
+        CHECKS.iter().copied().find(|c| c.0.name == name)
+    }
+}
+
+impl PartialEq for CheckName {
+    fn eq(&self, other: &CheckName) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for CheckName {}
+
+impl std::fmt::Debug for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl clap::ValueEnum for CheckName {
+    fn value_variants<'a>() -> &'a [CheckName] {
+        CHECKS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name).help(self.0.summary))
+    }
+}
+
+/// Config sections must name checks and providers that exist: a typo should not silently do
+/// nothing.
+pub fn validate_sections(config: &ConfigFile) -> Result<(), ConfigError> {
+    if let Some(name) = config.checks.keys().find(|n| CheckName::named(n).is_none()) {
+        return Err(config.invalid(
+            format!("[checks.{name}]"),
+            "no such check (see `bulkverify checks`)",
+        ));
+    }
+    let known = |name: &str| CHECKS.iter().any(|c| c.0.provider.name == name);
+    if let Some(name) = config.providers.keys().find(|n| !known(n)) {
+        return Err(config.invalid(format!("[providers.{name}]"), "no such provider"));
+    }
+    Ok(())
+}
+
+/// Where settings outside the config file are looked up: the process environment, or the
+/// sandbox's.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A check built from its config, by the pipeline that drives it: the engine has one per kind,
+/// so a new check of a known kind needs nothing of the engine.
+#[derive(Clone)]
+pub enum Pipeline {
+    /// One paid request per row, answered at once or polled for.
+    Rows(Arc<dyn RowCheck>),
+    /// Rows uploaded in batches, with a result per row to collect.
+    Batches(Arc<dyn BatchCheck>),
+    /// Two runs per row: one sends an OTP, the next verifies the OTP the row was given.
+    Otp(Arc<dyn OtpCheck>),
+}
+
+impl Pipeline {
+    pub fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         match self {
-            CheckName::DeepvueUdyam => &deepvue_udyam::INFO,
-            CheckName::DeepvueUpiBatch => &deepvue_upi_batch::INFO,
-            CheckName::CashfreeDigilocker => &cashfree_digilocker::INFO,
-            CheckName::CashfreeBankBulk => &cashfree_bulk::BANK_INFO,
-            CheckName::CashfreePanBulk => &cashfree_bulk::PAN_INFO,
-            CheckName::AttestrUdyamOtp => &attestr_udyam_otp::INFO,
-            CheckName::EqualAadhaarOtp => &equal_aadhaar_otp::INFO,
+            Pipeline::Rows(c) => c.subject(values),
+            Pipeline::Batches(c) => c.subject(values),
+            Pipeline::Otp(c) => c.subject(values),
         }
+    }
+}
+
+/// How a check is built from its config section and the environment; a setting it cannot use
+/// is an error that names it.
+pub type Build = fn(&ConfigFile, &CheckConfig, Env) -> Result<Pipeline, ConfigError>;
+
+impl CheckInfo {
+    /// Builds the check, after refusing the settings of its section that only other checks
+    /// read.
+    pub fn build(&self, config: &ConfigFile, env: Env) -> Result<Pipeline, ConfigError> {
+        let section = config.checks.get(self.name).cloned().unwrap_or_default();
+        for (key, set) in [
+            ("otp_valid_secs", section.otp_valid_secs.is_some()),
+            ("journey_id", section.journey_id.is_some()),
+        ] {
+            if set && !self.settings.contains(&key) {
+                let readers: Vec<&str> = CHECKS
+                    .iter()
+                    .filter(|c| c.0.settings.contains(&key))
+                    .map(|c| c.0.name)
+                    .collect();
+                return Err(config.invalid(
+                    format!("[checks.{}] {key}", self.name),
+                    format!("only {} read it", readers.join(" and ")),
+                ));
+            }
+        }
+        (self.make)(config, &section, env)
+    }
+
+    /// Which input header each column the check reads is found under, where the config's
+    /// `[checks.<name>] columns` or `--column` say: the command line's word is the last.
+    pub fn mapping(
+        &self,
+        config: &ConfigFile,
+        columns: &[(String, String)],
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut mapping = config
+            .checks
+            .get(self.name)
+            .map(|s| s.columns.clone())
+            .unwrap_or_default();
+        mapping.extend(columns.iter().cloned());
+        if let Some(logical) = mapping
+            .keys()
+            .find(|l| !self.columns.iter().any(|c| c.name == l.as_str()))
+        {
+            let known: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+            return Err(ConfigError::UnknownColumn {
+                check: self.name,
+                column: logical.clone(),
+                known: known.join(", "),
+            });
+        }
+        Ok(mapping)
+    }
+
+    /// Every environment variable the check reads, with what it is for.
+    pub fn variables(&self) -> Vec<(String, &'static str)> {
+        let p = self.provider;
+        let mut vars: Vec<(String, &'static str)> = p
+            .credentials
+            .iter()
+            .map(|c| (format!("{}_{c}", p.env_prefix), "credential"))
+            .collect();
+        vars.push((format!("{}_BASE_URL", p.env_prefix), "base URL"));
+        vars.extend(self.env.iter().map(|(v, help)| (v.to_string(), *help)));
+        vars
     }
 }
 
@@ -71,6 +191,12 @@ pub struct CheckInfo {
     pub columns: &'static [ColumnSpec],
     /// The check's own result columns (without the `bv_` prefix), with their meaning.
     pub fields: &'static [(&'static str, &'static str)],
+    /// The settings of its `[checks.<name>]` section that only some checks read, if it reads
+    /// them (`otp_valid_secs`, `journey_id`).
+    pub settings: &'static [&'static str],
+    /// The environment variables it reads besides its provider's, with what each is for.
+    pub env: &'static [(&'static str, &'static str)],
+    pub make: Build,
 }
 
 /// The columns every check writes, before its own.
@@ -170,23 +296,20 @@ impl PollSchedule {
 }
 
 /// A check that calls once per row: submit, then poll until an outcome.
+#[async_trait::async_trait]
 pub trait RowCheck: Send + Sync + 'static {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
 
     /// Sends the paid request, whose intent `intent` records. Returns the step and how many
     /// times the request was sent.
-    fn submit<'a>(
-        &'a self,
-        api: &'a Api,
-        subject: &'a Subject,
-        intent: &'a dyn Intent,
-    ) -> impl Future<Output = Result<(Step, u32), CallError>> + Send + 'a;
+    async fn submit(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        intent: &dyn Intent,
+    ) -> Result<(Step, u32), CallError>;
 
-    fn poll<'a>(
-        &'a self,
-        api: &'a Api,
-        request_id: &'a str,
-    ) -> impl Future<Output = Result<Step, CallError>> + Send + 'a;
+    async fn poll(&self, api: &Api, request_id: &str) -> Result<Step, CallError>;
 
     fn schedule(&self) -> PollSchedule;
 }
@@ -220,6 +343,7 @@ pub enum OtpAnswer {
 /// the ops team collects it and fills the row's OTP cell, step two sends it back and gets the
 /// result. The engine decides which step a row needs from its journal and its cells; the check
 /// only speaks to its provider.
+#[async_trait::async_trait]
 pub trait OtpCheck: Send + Sync + 'static {
     /// The row's values. The identifier (duplicates, the journal's hash) leaves the OTP out;
     /// the OTP cell, trimmed and unvalidated, is among the values at the position of the
@@ -230,30 +354,30 @@ pub trait OtpCheck: Send + Sync + 'static {
     fn otp_validity(&self) -> Duration;
 
     /// Step one: the paid request that sends the OTP.
-    fn send_otp<'a>(
-        &'a self,
-        api: &'a Api,
-        subject: &'a Subject,
-        intent: &'a dyn Intent,
-    ) -> impl Future<Output = Result<(OtpSent, u32), CallError>> + Send + 'a;
+    async fn send_otp(
+        &self,
+        api: &Api,
+        subject: &Subject,
+        intent: &dyn Intent,
+    ) -> Result<(OtpSent, u32), CallError>;
 
     /// Step two: the paid request that sends the OTP back.
-    fn verify<'a>(
-        &'a self,
-        api: &'a Api,
-        handle: &'a str,
-        subject: &'a Subject,
-        otp: &'a str,
-        intent: &'a dyn Intent,
-    ) -> impl Future<Output = Result<(OtpAnswer, u32), CallError>> + Send + 'a;
+    async fn verify(
+        &self,
+        api: &Api,
+        handle: &str,
+        subject: &Subject,
+        otp: &str,
+        intent: &dyn Intent,
+    ) -> Result<(OtpAnswer, u32), CallError>;
 
     /// Asks for the result of a step two that answered [`OtpAnswer::Running`].
-    fn fetch<'a>(
-        &'a self,
-        api: &'a Api,
-        handle: &'a str,
-        subject: &'a Subject,
-    ) -> impl Future<Output = Result<OtpAnswer, CallError>> + Send + 'a;
+    async fn fetch(
+        &self,
+        api: &Api,
+        handle: &str,
+        subject: &Subject,
+    ) -> Result<OtpAnswer, CallError>;
 
     fn schedule(&self) -> PollSchedule;
 }
@@ -328,12 +452,15 @@ pub enum BatchStep {
 }
 
 /// A check that uploads rows in batches and collects a result per row.
+#[async_trait::async_trait]
 pub trait BatchCheck: Send + Sync + 'static {
     /// Whether each upload goes under a name we choose, that the provider refuses to take
     /// twice (Cashfree's `bulk_verification_id`, answered 409 when repeated). Then an upload
     /// whose answer was lost is safe to send again under the same name, and a run that died
     /// mid-upload asks for that name instead of holding the rows.
-    const NAMES_UPLOADS: bool = false;
+    fn names_uploads(&self) -> bool {
+        false
+    }
 
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
 
@@ -341,22 +468,22 @@ pub trait BatchCheck: Send + Sync + 'static {
 
     /// Sends the paid upload, under `name` where the check names its uploads. Returns its
     /// answer and how many times it was sent.
-    fn upload<'a>(
-        &'a self,
-        api: &'a Api,
-        rows: &'a [(RowKey, Subject)],
-        name: &'a str,
-        intent: &'a dyn Intent,
-    ) -> impl Future<Output = Result<(Uploaded, u32), CallError>> + Send + 'a;
+    async fn upload(
+        &self,
+        api: &Api,
+        rows: &[(RowKey, Subject)],
+        name: &str,
+        intent: &dyn Intent,
+    ) -> Result<(Uploaded, u32), CallError>;
 
     /// Asks how the batch is doing; when done, fetches and reads its results. `scratch` is a
     /// private directory for files in transit.
-    fn poll<'a>(
-        &'a self,
-        api: &'a Api,
-        request_id: &'a str,
-        scratch: &'a Path,
-    ) -> impl Future<Output = Result<BatchStep, CallError>> + Send + 'a;
+    async fn poll(
+        &self,
+        api: &Api,
+        request_id: &str,
+        scratch: &Path,
+    ) -> Result<BatchStep, CallError>;
 
     fn schedule(&self) -> PollSchedule;
 }
@@ -364,8 +491,56 @@ pub trait BatchCheck: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderSettings;
     use crate::http::Answer;
     use crate::outcome::Status;
+
+    /// What `bulkverify checks` lists is what the client reads: with only the listed variables
+    /// set, every check and its provider resolve, and no variable of the provider's prefix is
+    /// asked for that the list leaves out.
+    #[test]
+    fn every_check_lists_the_variables_it_and_its_provider_read() {
+        for name in CHECKS {
+            let info = name.info();
+            let listed: Vec<String> = info.variables().into_iter().map(|(v, _)| v).collect();
+            let asked = std::sync::Mutex::new(Vec::new());
+            let env = |k: &str| {
+                asked.lock().unwrap().push(k.to_string());
+                listed.iter().any(|v| v == k).then(|| {
+                    if k.ends_with("_BASE_URL") {
+                        "https://provider.example".to_string()
+                    } else {
+                        "set".to_string()
+                    }
+                })
+            };
+            let config = ConfigFile::default();
+            if let Err(e) = ProviderSettings::resolve(info.provider, &config, &env, None) {
+                panic!("{}: {e}", info.name);
+            }
+            if let Err(e) = info.build(&config, &env) {
+                panic!("{}: {e}", info.name);
+            }
+            let prefix = format!("{}_", info.provider.env_prefix);
+            for k in asked.lock().unwrap().iter() {
+                assert!(
+                    !k.starts_with(&prefix) || listed.contains(k),
+                    "{} reads {k}, which `bulkverify checks` does not list",
+                    info.name
+                );
+            }
+        }
+        let attestr = CheckName::named("attestr-udyam-otp")
+            .unwrap()
+            .info()
+            .variables();
+        assert_eq!(attestr[0].0, "ATTESTR_AUTH_TOKEN");
+        let equal = CheckName::named("equal-aadhaar-otp")
+            .unwrap()
+            .info()
+            .variables();
+        assert!(equal.iter().any(|(v, _)| v == "EQUAL_JOURNEY_ID"));
+    }
 
     /// Bodies no provider should send, but a proxy, a bug or an attacker on the path might:
     /// empty, not JSON, not UTF-8, the wrong types, nested past any parser's depth, 1 MB.

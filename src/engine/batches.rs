@@ -26,7 +26,7 @@ pub struct Place {
 
 /// Polls the batches earlier runs uploaded, and uploads the rows the feed sends in chunks.
 /// At most `max_batches` batches are in flight at once.
-pub async fn run<C: BatchCheck>(
+pub async fn run<C: BatchCheck + ?Sized>(
     ctx: Arc<Ctx>,
     check: Arc<C>,
     mut feed: mpsc::Receiver<Work>,
@@ -91,7 +91,7 @@ pub async fn run<C: BatchCheck>(
     }
 }
 
-async fn batch<C: BatchCheck>(
+async fn batch<C: BatchCheck + ?Sized>(
     ctx: &Ctx,
     check: &C,
     batch_id: i64,
@@ -99,7 +99,9 @@ async fn batch<C: BatchCheck>(
     place: &Place,
 ) {
     let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
-    let name = C::NAMES_UPLOADS.then(|| format!("bv-{}-{batch_id}", place.token));
+    let name = check
+        .names_uploads()
+        .then(|| format!("bv-{}-{batch_id}", place.token));
     let Some((sending, intent)) = ctx.begin_paid(&keys, Some(batch_id), name.clone()).await else {
         return;
     };
@@ -155,7 +157,12 @@ async fn batch<C: BatchCheck>(
 
 /// Polls an accepted batch until its results, the deadline or a stop. Whatever goes wrong,
 /// the batch stays open: its rows are polled again by a later run, never uploaded again.
-async fn poll_batch<C: BatchCheck>(ctx: &Ctx, check: &C, batch: OpenBatch, scratch: &Path) {
+async fn poll_batch<C: BatchCheck + ?Sized>(
+    ctx: &Ctx,
+    check: &C,
+    batch: OpenBatch,
+    scratch: &Path,
+) {
     let OpenBatch {
         batch_id,
         request_id,

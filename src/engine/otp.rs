@@ -35,7 +35,7 @@ use crate::outcome::{Outcome, RowKey, Status};
 use crate::stats::Stats;
 
 /// Runs every row the feed sends. `otp_at` is the position of the OTP among a subject's values.
-pub async fn run<C: OtpCheck>(
+pub async fn run<C: OtpCheck + ?Sized>(
     ctx: Arc<Ctx>,
     check: Arc<C>,
     otp_at: usize,
@@ -49,7 +49,7 @@ pub async fn run<C: OtpCheck>(
     .await;
 }
 
-async fn row<C: OtpCheck>(ctx: &Ctx, check: &C, otp_at: usize, work: Work) {
+async fn row<C: OtpCheck + ?Sized>(ctx: &Ctx, check: &C, otp_at: usize, work: Work) {
     match work {
         Work::Submit { key, subject } => {
             let cell = otp_cell(&subject, otp_at);
@@ -109,7 +109,13 @@ fn record(ctx: &Ctx, key: RowKey, change: OtpChange, outcome: Outcome, attempts:
 }
 
 /// Step one. `cell` is what the OTP cell holds now: it cannot be this request's OTP.
-async fn send_otp<C: OtpCheck>(ctx: &Ctx, check: &C, key: RowKey, subject: &Subject, cell: &str) {
+async fn send_otp<C: OtpCheck + ?Sized>(
+    ctx: &Ctx,
+    check: &C,
+    key: RowKey,
+    subject: &Subject,
+    cell: &str,
+) {
     let Some((_sending, intent)) = ctx.begin_paid(&[key], None, None).await else {
         return;
     };
@@ -145,7 +151,7 @@ async fn send_otp<C: OtpCheck>(ctx: &Ctx, check: &C, key: RowKey, subject: &Subj
 }
 
 /// A row with an OTP request: what it needs now.
-async fn next_step<C: OtpCheck>(
+async fn next_step<C: OtpCheck + ?Sized>(
     ctx: &Ctx,
     check: &C,
     key: RowKey,
@@ -205,7 +211,7 @@ async fn next_step<C: OtpCheck>(
 }
 
 /// Step two.
-async fn verify<C: OtpCheck>(
+async fn verify<C: OtpCheck + ?Sized>(
     ctx: &Ctx,
     check: &C,
     key: RowKey,
@@ -235,7 +241,13 @@ async fn verify<C: OtpCheck>(
 
 /// Polls a step two under way until its result, the deadline (`pending`, and the next run
 /// fetches again) or a stop.
-async fn fetch<C: OtpCheck>(ctx: &Ctx, check: &C, key: RowKey, handle: &str, subject: &Subject) {
+async fn fetch<C: OtpCheck + ?Sized>(
+    ctx: &Ctx,
+    check: &C,
+    key: RowKey,
+    handle: &str,
+    subject: &Subject,
+) {
     let answer = ctx
         .poll_until(
             check.schedule(),

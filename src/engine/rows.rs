@@ -15,7 +15,7 @@ use crate::stats::Stats;
 
 /// Runs every row the feed sends until the feed ends or the run stops. At most
 /// `max_in_flight` rows are between submission and outcome at once.
-pub async fn run<C: RowCheck>(
+pub async fn run<C: RowCheck + ?Sized>(
     ctx: Arc<Ctx>,
     check: Arc<C>,
     feed: mpsc::Receiver<Work>,
@@ -73,7 +73,7 @@ pub(super) fn reap(ctx: &Ctx, done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-async fn row<C: RowCheck>(ctx: &Ctx, check: &C, work: Work) {
+async fn row<C: RowCheck + ?Sized>(ctx: &Ctx, check: &C, work: Work) {
     let (key, request_id) = match work {
         Work::Poll { key, request_id } => (key, request_id),
         Work::Otp { key, .. } => return ctx.finish(key, misrouted(), None),
@@ -86,7 +86,7 @@ async fn row<C: RowCheck>(ctx: &Ctx, check: &C, work: Work) {
 }
 
 /// Sends the paid request. Returns the request id to poll, if there is one.
-async fn submit<C: RowCheck>(
+async fn submit<C: RowCheck + ?Sized>(
     ctx: &Ctx,
     check: &C,
     key: RowKey,
@@ -120,7 +120,7 @@ async fn submit<C: RowCheck>(
 
 /// Polls until an outcome, the deadline (pending), or a stop (the row stays running and the
 /// next run polls it).
-async fn poll<C: RowCheck>(ctx: &Ctx, check: &C, key: RowKey, request_id: String) {
+async fn poll<C: RowCheck + ?Sized>(ctx: &Ctx, check: &C, key: RowKey, request_id: String) {
     let answer = ctx
         .poll_until(
             check.schedule(),

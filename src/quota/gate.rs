@@ -236,6 +236,9 @@ struct Control {
     commit: Duration,
     /// How many jobs share the account's pace now, this one among them.
     runs: usize,
+    /// Counted grants whose reservation in the day's window is not settled yet: while any is,
+    /// a full day may still have room, given back by a grant that missed its slot.
+    reserved: usize,
 }
 
 impl Control {
@@ -298,6 +301,8 @@ pub struct Grant {
     slot: Option<Duration>,
     /// The minute its reservation in the day's window is counted in.
     minute: i64,
+    /// Whether its reservation is settled: used as the request left, or given back.
+    settled: bool,
     release: Option<oneshot::Receiver<()>>,
     sent: Option<Sent>,
     probe: bool,
@@ -341,7 +346,8 @@ impl Grant {
             }
         };
         self.at = Instant::now();
-        if self.counted {
+        if self.counted && !self.settled {
+            self.settled = true;
             if on_time {
                 if let Some(usage) = &self.inner.usage {
                     usage(unix_minute());
@@ -349,6 +355,8 @@ impl Grant {
             } else if let Some(day) = &self.inner.day {
                 lock(day).remove(self.minute, 1);
             }
+            lock(&self.inner.state).control.reserved -= 1;
+            self.inner.wake.notify_one();
         }
         on_time
     }
@@ -449,8 +457,17 @@ impl Grant {
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        if self.open {
-            lock(&self.inner.state).control.abandoned(self.probe);
+        let unsettled = self.counted && !self.settled;
+        if self.open || unsettled {
+            let mut st = lock(&self.inner.state);
+            if self.open {
+                st.control.abandoned(self.probe);
+            }
+            if unsettled {
+                // Kept as used: whether it left is not known here, and over-counting is safe.
+                st.control.reserved -= 1;
+            }
+            drop(st);
             self.inner.wake.notify_one();
         }
     }
@@ -577,6 +594,7 @@ impl Gate {
             backlogged: false,
             commit: Duration::ZERO,
             runs: 1,
+            reserved: 0,
         };
         let pacer = Pacer::new(schedule, control.period());
         let inner = Arc::new(Inner {
@@ -818,6 +836,9 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
     if let Some(day) = &inner.day
         && !lock(day).room(unix_minute())
     {
+        if c.reserved > 0 {
+            return Next::Wait;
+        }
         return Next::Refuse(GateError::DayExhausted);
     }
     let paid = st.queues.next_counted().is_some_and(|w| w.paid);
@@ -849,6 +870,7 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
     }
     let c = &mut st.control;
     c.in_flight += 1;
+    c.reserved += usize::from(counted);
     c.backlogged = backlogged;
     if probe {
         c.breaker.probe_sent();
@@ -863,6 +885,7 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
         at: Instant::now(),
         slot,
         minute,
+        settled: false,
         release,
         sent: if counted {
             st.control.sent(Instant::now())
@@ -886,6 +909,10 @@ fn drop_unlocked(st: &mut State, returned: Result<Grant, GateError>) {
     if let Ok(mut g) = returned {
         g.open = false;
         st.control.abandoned(g.probe);
+        if g.counted {
+            g.settled = true;
+            st.control.reserved -= 1;
+        }
     }
 }
 
@@ -1014,6 +1041,10 @@ mod tests {
         drop(g);
         assert_eq!(*lock(&recorded), 1, "used as it left, not when granted");
         let mut late = gate.acquire(paid).await.unwrap();
+        let next = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire(paid).await })
+        };
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!late.until_slot().await, "a slot passed is given up");
         drop(late);
@@ -1022,7 +1053,10 @@ mod tests {
             1,
             "a request that did not leave is not used"
         );
-        let mut again = gate.acquire(paid).await.unwrap();
+        let mut again = next
+            .await
+            .unwrap()
+            .expect("the full day waits for the reservation that may come back");
         assert!(
             again.until_slot().await,
             "the day's third request is the one given up, taken back"

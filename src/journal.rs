@@ -1414,6 +1414,7 @@ fn open_db(dir: &Path) -> Result<Connection, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Reason;
 
     const ID: Identity = Identity {
         check: "deepvue-udyam",
@@ -1440,7 +1441,9 @@ mod tests {
             (RowKey::new(0, 2), RowPlan::Subject(hash(1))),
             (
                 RowKey::new(0, 3),
-                RowPlan::Invalid(Outcome::new(Status::InvalidInput).with_reason("udyam_format")),
+                RowPlan::Invalid(
+                    Outcome::new(Status::InvalidInput).with_reason(Reason::UDYAM_FORMAT),
+                ),
             ),
         ];
         j.plan_rows(&rows).unwrap();

@@ -10,7 +10,7 @@ use crate::checks::COMMON_FIELDS;
 use crate::input::InputFile;
 use crate::journal::{ExportRow, RowState};
 use crate::merge::{Cell, Kind, MergeError, Results, ResultsFile};
-use crate::outcome::{RowKey, Status};
+use crate::outcome::{Reason, RowKey, Status};
 use crate::stats::Stats;
 
 /// Every row has a final outcome.
@@ -61,24 +61,24 @@ fn written(row: &ExportRow) -> Written<'_> {
         reason: row.reason.as_deref(),
         message: row.message.as_deref(),
     };
-    let pending = |reason: &'static str, message: &'static str| Written {
+    let pending = |reason: Reason, message: &'static str| Written {
         status: Status::Pending,
-        reason: Some(reason),
+        reason: Some(reason.code),
         message: Some(message),
     };
     match row.state {
         RowState::Done => own(),
         RowState::Planned | RowState::Duplicate => pending(
-            "not_sent",
+            Reason::NOT_SENT,
             "not sent yet (the run stopped first); the next run sends it",
         ),
         RowState::Running => pending(
-            "still_processing",
+            Reason::STILL_PROCESSING,
             "accepted by the provider, result not in yet; the next run polls for it",
         ),
         RowState::Sending | RowState::Unconfirmed => Written {
             status: Status::Error,
-            reason: Some("unconfirmed_submission"),
+            reason: Some(Reason::UNCONFIRMED_SUBMISSION.code),
             message: Some(
                 "the request may have reached the provider (and been billed) but its answer \
                  was lost; re-run with --resend-unconfirmed to send it again",

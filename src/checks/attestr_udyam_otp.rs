@@ -18,7 +18,7 @@ use crate::http::attestr::{self, classify};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
 use std::sync::Arc;
 
@@ -218,7 +218,7 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
     match (valid, text(&body, "_id")) {
         (Some(true), Some(id)) if !id.is_empty() => {
             let mut outcome = Outcome::new(Status::Pending)
-                .with_reason("otp_sent")
+                .with_reason(Reason::OTP_SENT)
                 .with_message(
                     "the OTP went to the registered mobile: fill the otp column and run the \
                      same command again before it expires",
@@ -235,7 +235,7 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
         }
         (Some(false), _) => Ok(OtpSent::Done(
             Outcome::new(Status::NotVerified)
-                .with_reason("reg_or_mobile_invalid")
+                .with_reason(Reason::REG_OR_MOBILE_INVALID)
                 .with_message(
                     "the Udyam number does not exist, or the mobile number is not the one \
                      registered with it",
@@ -248,7 +248,7 @@ pub fn read_sent(answer: &Answer) -> Result<OtpSent, CallError> {
 
 fn unexpected(status: String) -> Outcome {
     Outcome::new(Status::Error)
-        .with_reason("unexpected_answer")
+        .with_reason(Reason::UNEXPECTED_ANSWER)
         .with_message(
             "attestr answered in a shape this tool does not know; the next run asks again",
         )
@@ -264,7 +264,7 @@ pub fn read_verified(answer: &Answer) -> Result<OtpAnswer, CallError> {
     let status = text(&body, "status")
         .unwrap_or_default()
         .to_ascii_uppercase();
-    let pending = |reason: &str, message: &str| {
+    let pending = |reason: Reason, message: &str| {
         Outcome::new(Status::Pending)
             .with_reason(reason)
             .with_message(message)
@@ -278,24 +278,24 @@ pub fn read_verified(answer: &Answer) -> Result<OtpAnswer, CallError> {
                 .with_fields(msme_fields(&body)),
         ),
         "INVALID_OTP" => OtpAnswer::Refused(pending(
-            "otp_invalid",
+            Reason::OTP_INVALID,
             "the OTP was wrong: correct the otp cell and run again (Attestr allows three wrong \
              OTPs per request)",
         )),
         "MAX_ATTEMPTS_EXCEEDED" => OtpAnswer::Closed(pending(
-            "otp_attempts_exceeded",
+            Reason::OTP_ATTEMPTS_EXCEEDED,
             &format!("three wrong OTPs ended this request; {clear}"),
         )),
         "REQUEST_EXPIRED" => OtpAnswer::Closed(pending(
-            "otp_expired",
+            Reason::OTP_EXPIRED,
             &format!("the OTP expired before it was sent back; {clear}"),
         )),
         "ARCHIVED" => OtpAnswer::Closed(pending(
-            "request_archived",
+            Reason::REQUEST_ARCHIVED,
             &format!("attestr archived the OTP request; {clear}"),
         )),
         "INVALID_REQUEST" => OtpAnswer::Closed(pending(
-            "otp_already_used",
+            Reason::OTP_ALREADY_USED,
             &format!(
                 "attestr says this request's OTP was verified already (an earlier answer was \
                  lost) and will not answer it again; {clear}"
@@ -361,13 +361,15 @@ mod tests {
         assert_eq!(
             c.subject(&["UDYAM-MH-01-000001", "9876543210", ""])
                 .unwrap_err()
-                .reason,
+                .reason
+                .code,
             "udyam_format"
         );
         assert_eq!(
             c.subject(&["UDYAM-MH-01-0000001", "12345", ""])
                 .unwrap_err()
-                .reason,
+                .reason
+                .code,
             "mobile_format"
         );
     }

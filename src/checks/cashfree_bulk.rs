@@ -25,7 +25,7 @@ use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::Priority;
 use std::sync::Arc;
 
@@ -347,10 +347,7 @@ pub fn read_upload(answer: &Answer, label: &str, name: &str) -> Result<Uploaded,
     }
     let refused = refusal(answer, Status::Error);
     Ok(Uploaded::Refused(Outcome {
-        reason: Some(format!(
-            "batch_refused_{}",
-            refused.reason.clone().unwrap_or_default()
-        )),
+        reason: Some(Reason::batch_refused(refused.reason.as_deref().unwrap_or_default()).into()),
         ..refused
     }))
 }
@@ -436,8 +433,12 @@ fn fields(entry: &Value, sent: &[&str]) -> Vec<(String, String)> {
 
 /// A name match the provider flags as poor or absent: the account or PAN exists, but a
 /// person has to look at whose it is.
-fn weak_match(result: &str) -> bool {
-    matches!(result, "POOR_PARTIAL_MATCH" | "NO_MATCH")
+fn weak_match(result: &str) -> Option<Reason> {
+    match result {
+        "POOR_PARTIAL_MATCH" => Some(Reason::POOR_PARTIAL_MATCH),
+        "NO_MATCH" => Some(Reason::NO_MATCH),
+        _ => None,
+    }
 }
 
 fn bank_entry(entry: &Value) -> Entry {
@@ -462,30 +463,34 @@ fn bank_entry(entry: &Value) -> Entry {
         return Entry::Unmatched;
     };
     let code = text(entry, "account_status_code");
-    let reason = |fallback: &str| {
+    let reason = |fallback: Reason| {
         if code.is_empty() {
-            fallback.to_string()
+            fallback.into()
         } else {
-            code.to_ascii_lowercase()
+            Reason::provider(&code)
         }
     };
-    let matched = text(entry, "name_match_result").to_ascii_uppercase();
-    let outcome = match status.as_str() {
-        "VALID" if weak_match(&matched) => Outcome::new(Status::NeedsReview)
-            .with_reason(matched.to_ascii_lowercase())
+    let weak = weak_match(&text(entry, "name_match_result").to_ascii_uppercase());
+    let outcome = match (status.as_str(), weak) {
+        ("VALID", Some(weak)) => Outcome::new(Status::NeedsReview)
+            .with_reason(weak)
             .with_message("the account is valid but the name at the bank does not match well"),
-        "VALID" => Outcome::new(Status::Verified),
-        "INVALID" => Outcome::new(Status::NotVerified).with_reason(reason("invalid")),
-        "REJECTED" | "MANUALLY_REJECTED" | "CANCELLED" => {
-            Outcome::new(Status::NotVerified).with_reason(reason(&status.to_ascii_lowercase()))
+        ("VALID", None) => Outcome::new(Status::Verified),
+        ("INVALID", _) => Outcome::new(Status::NotVerified).with_reason(reason(Reason::INVALID)),
+        ("REJECTED", _) => Outcome::new(Status::NotVerified).with_reason(reason(Reason::REJECTED)),
+        ("MANUALLY_REJECTED", _) => {
+            Outcome::new(Status::NotVerified).with_reason(reason(Reason::MANUALLY_REJECTED))
         }
-        "FAILED" => Outcome::new(Status::Error)
-            .with_reason(reason("failed"))
+        ("CANCELLED", _) => {
+            Outcome::new(Status::NotVerified).with_reason(reason(Reason::CANCELLED))
+        }
+        ("FAILED", _) => Outcome::new(Status::Error)
+            .with_reason(reason(Reason::FAILED))
             .with_message(
                 "the bank could not be reached for this account; the next run tries again",
             ),
         _ => Outcome::new(Status::Error)
-            .with_reason("unknown_status")
+            .with_reason(Reason::UNKNOWN_STATUS)
             .with_message("cashfree answered a status this tool does not know"),
     };
     let sent = ["bank_account", "ifsc", "name", "phone"];
@@ -507,20 +512,24 @@ fn pan_entry(entry: &Value) -> Entry {
     let Some(ident) = ident else {
         return Entry::Unmatched;
     };
-    let matched = text(entry, "name_match_result").to_ascii_uppercase();
+    let weak = weak_match(&text(entry, "name_match_result").to_ascii_uppercase());
     let valid = text(entry, "valid");
-    let outcome = match status.as_str() {
-        "VALID" if weak_match(&matched) => Outcome::new(Status::NeedsReview)
-            .with_reason(matched.to_ascii_lowercase())
+    let outcome = match (status.as_str(), weak) {
+        ("VALID", Some(weak)) => Outcome::new(Status::NeedsReview)
+            .with_reason(weak)
             .with_message("the PAN is valid but the registered name does not match well"),
-        "VALID" => Outcome::new(Status::Verified),
-        "INVALID" => Outcome::new(Status::NotVerified).with_reason("pan_invalid"),
-        "DELETED" => Outcome::new(Status::NotVerified).with_reason("pan_deleted"),
-        "DEACTIVATED" => Outcome::new(Status::NotVerified).with_reason("pan_deactivated"),
-        "" if valid == "false" => Outcome::new(Status::NotVerified).with_reason("pan_invalid"),
-        "" => return Entry::InProcess,
+        ("VALID", None) => Outcome::new(Status::Verified),
+        ("INVALID", _) => Outcome::new(Status::NotVerified).with_reason(Reason::PAN_INVALID),
+        ("DELETED", _) => Outcome::new(Status::NotVerified).with_reason(Reason::PAN_DELETED),
+        ("DEACTIVATED", _) => {
+            Outcome::new(Status::NotVerified).with_reason(Reason::PAN_DEACTIVATED)
+        }
+        ("", _) if valid == "false" => {
+            Outcome::new(Status::NotVerified).with_reason(Reason::PAN_INVALID)
+        }
+        ("", _) => return Entry::InProcess,
         _ => Outcome::new(Status::Error)
-            .with_reason("unknown_status")
+            .with_reason(Reason::UNKNOWN_STATUS)
             .with_message("cashfree answered a status this tool does not know"),
     };
     let outcome = match text(entry, "message") {

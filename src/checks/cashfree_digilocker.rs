@@ -16,7 +16,7 @@ use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
 use std::sync::Arc;
 
@@ -128,14 +128,14 @@ impl RowCheck for Digilocker {
         } else if !reference.is_empty() {
             if !reference.bytes().all(|b| b.is_ascii_digit()) || reference.len() > 19 {
                 return Err(Invalid::new(
-                    "reference_id_format",
+                    Reason::REFERENCE_ID_FORMAT,
                     "a Cashfree reference_id is a number",
                 ));
             }
             format!("r:{reference}")
         } else {
             return Err(Invalid::new(
-                "missing_value",
+                Reason::MISSING_VALUE,
                 "both the verification_id and the reference_id cells are empty",
             ));
         };
@@ -192,25 +192,25 @@ pub fn read_status(answer: &Answer) -> Result<Outcome, CallError> {
         "AUTHENTICATED" => (Outcome::new(Status::Verified), true),
         "PENDING" => (
             Outcome::new(Status::Pending)
-                .with_reason("consent_pending")
+                .with_reason(Reason::CONSENT_PENDING)
                 .with_message("the customer has not given consent yet; the next run looks again"),
             false,
         ),
         "EXPIRED" => (
             Outcome::new(Status::NotVerified)
-                .with_reason("expired")
+                .with_reason(Reason::EXPIRED)
                 .with_message("the DigiLocker link expired before the customer acted"),
             false,
         ),
         "CONSENT_DENIED" => (
             Outcome::new(Status::NotVerified)
-                .with_reason("consent_denied")
+                .with_reason(Reason::CONSENT_DENIED)
                 .with_message("the customer denied consent on the DigiLocker screen"),
             false,
         ),
         _ => (
             Outcome::new(Status::Error)
-                .with_reason("unknown_status")
+                .with_reason(Reason::UNKNOWN_STATUS)
                 .with_message(
                     "cashfree answered a status this tool does not know; the next run looks again",
                 ),
@@ -300,13 +300,16 @@ mod tests {
             "v:ABC-00.1_2"
         );
         assert_eq!(d.subject(&["", " 1234 "]).unwrap().ident, "r:1234");
-        assert_eq!(d.subject(&["", ""]).unwrap_err().reason, "missing_value");
         assert_eq!(
-            d.subject(&["", "12a"]).unwrap_err().reason,
+            d.subject(&["", ""]).unwrap_err().reason.code,
+            "missing_value"
+        );
+        assert_eq!(
+            d.subject(&["", "12a"]).unwrap_err().reason.code,
             "reference_id_format"
         );
         assert_eq!(
-            d.subject(&["a b", ""]).unwrap_err().reason,
+            d.subject(&["a b", ""]).unwrap_err().reason.code,
             "verification_id_format"
         );
         assert_eq!(query("r:55"), ("reference_id", "55"));

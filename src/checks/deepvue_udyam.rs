@@ -14,7 +14,7 @@ use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
 use std::sync::Arc;
 
@@ -156,7 +156,7 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
             let outcome = match source {
                 Some(source) => Outcome::new(Status::Verified).with_fields(flatten(source)),
                 None => Outcome::new(Status::Error)
-                    .with_reason("unexpected_answer")
+                    .with_reason(Reason::UNEXPECTED_ANSWER)
                     .with_message(
                         "deepvue said completed but sent no source_output; the next run asks again",
                     ),
@@ -166,9 +166,7 @@ pub fn read_result(answer: &Answer, request_id: &str) -> Step {
         "failed" => {
             let mut outcome = Outcome::new(Status::NotVerified)
                 .with_reason(
-                    text("error")
-                        .map(|e| e.to_ascii_lowercase())
-                        .unwrap_or_else(|| "failed".into()),
+                    text("error").map_or_else(|| Reason::FAILED.into(), |e| Reason::provider(&e)),
                 )
                 .with_provider_status(status)
                 .with_request_id(id);

@@ -15,7 +15,7 @@ use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::Priority;
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -182,7 +182,7 @@ impl BatchCheck for UpiBatch {
             Ok(Ok(results)) => Ok(BatchStep::Done(results)),
             Ok(Err(message)) => Ok(BatchStep::Failed(
                 Outcome::new(Status::Error)
-                    .with_reason("result_file_unreadable")
+                    .with_reason(Reason::RESULT_FILE_UNREADABLE)
                     .with_message(message)
                     .with_request_id(request_id),
             )),
@@ -232,7 +232,7 @@ pub fn read_upload(answer: &Answer) -> Result<Uploaded, CallError> {
     };
     Ok(Uploaded::Refused(Outcome {
         status: Status::Error,
-        reason: Some(format!("batch_refused_{reason}")),
+        reason: Some(Reason::batch_refused(&reason).into()),
         message: Some(format!("{}{advice}", verdict.message.unwrap_or_default())),
         ..verdict
     }))
@@ -352,18 +352,18 @@ fn row_outcome(
             o.with_provider_status(provider_status)
         }
     };
-    let reason_or = |fallback: &str| {
+    let reason_or = |fallback: Reason| {
         if sub_code.is_empty() {
-            fallback.to_string()
+            fallback.into()
         } else {
-            sub_code.to_ascii_lowercase()
+            Reason::provider(sub_code)
         }
     };
     if code >= 500 {
-        return base(Status::Error).with_reason(reason_or("source_error"));
+        return base(Status::Error).with_reason(reason_or(Reason::SOURCE_ERROR));
     }
     if (400..500).contains(&code) {
-        return base(Status::NotVerified).with_reason(reason_or("rejected"));
+        return base(Status::NotVerified).with_reason(reason_or(Reason::REJECTED));
     }
     match exists {
         Some(true) => base(Status::Verified).with_fields(vec![
@@ -372,9 +372,9 @@ fn row_outcome(
             ("name_at_bank_cleaned".into(), cleaned.into()),
         ]),
         Some(false) => base(Status::NotVerified)
-            .with_reason("account_not_found")
+            .with_reason(Reason::ACCOUNT_NOT_FOUND)
             .with_fields(vec![("account_exists".into(), "false".into())]),
-        None => base(Status::Error).with_reason("no_result"),
+        None => base(Status::Error).with_reason(Reason::NO_RESULT),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::http::equal;
 use crate::http::{Answer, Api, Billing, CallError, Intent, provider_words};
 use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, ReasonCode, Status};
 use crate::quota::gate::Priority;
 use std::sync::Arc;
 
@@ -190,7 +190,7 @@ impl OtpCheck for AadhaarOtp {
                 OtpSent::Sent {
                     handle: format!("{transaction_id} {jt}"),
                     outcome: Outcome::new(Status::Pending)
-                        .with_reason("otp_sent")
+                        .with_reason(Reason::OTP_SENT)
                         .with_message(
                             "the OTP went to the mobile linked to the Aadhaar number: fill the \
                              otp column and run the same command again before it expires",
@@ -278,9 +278,9 @@ pub fn read_journey(answer: &Answer, aadhaar: &str) -> Result<OtpAnswer, CallErr
     }
     if !answer.status.is_success() {
         let reason = if code.is_empty() {
-            format!("http_{}", answer.status.as_u16())
+            Reason::http(answer.status.as_u16())
         } else {
-            code
+            Reason::provider(&code)
         };
         return Ok(OtpAnswer::Done(
             Outcome::new(Status::Error)
@@ -289,7 +289,7 @@ pub fn read_journey(answer: &Answer, aadhaar: &str) -> Result<OtpAnswer, CallErr
                 .with_provider_status(answer.status.as_u16().to_string()),
         ));
     }
-    let outcome = |s: Status, reason: &str| {
+    let outcome = |s: Status, reason: ReasonCode| {
         Outcome::new(s)
             .with_reason(reason)
             .with_message(message.clone())
@@ -301,10 +301,10 @@ pub fn read_journey(answer: &Answer, aadhaar: &str) -> Result<OtpAnswer, CallErr
             let decision = text("decision").to_ascii_uppercase();
             let (s, reason) = match decision.as_str() {
                 "CLEAR" => (Status::Verified, None),
-                "MUST REVIEW" => (Status::NeedsReview, Some("must_review")),
-                "NEEDS REVIEW" => (Status::NeedsReview, Some("needs_review")),
+                "MUST REVIEW" => (Status::NeedsReview, Some(Reason::MUST_REVIEW)),
+                "NEEDS REVIEW" => (Status::NeedsReview, Some(Reason::NEEDS_REVIEW)),
                 // A success without a decision this tool knows is not a verification.
-                _ => (Status::NeedsReview, Some("unknown_decision")),
+                _ => (Status::NeedsReview, Some(Reason::UNKNOWN_DECISION)),
             };
             let mut o = Outcome::new(s)
                 .with_message(message.clone())
@@ -316,22 +316,31 @@ pub fn read_journey(answer: &Answer, aadhaar: &str) -> Result<OtpAnswer, CallErr
             OtpAnswer::Done(o)
         }
         ("IN_PROGRESS", _) => OtpAnswer::Running,
-        ("FAILURE", "invalid_aadhaar_no" | "document_not_found") => {
-            OtpAnswer::Done(outcome(Status::NotVerified, &code))
-        }
-        ("FAILURE", "invalid_otp") => {
-            OtpAnswer::Refused(outcome(Status::Pending, "otp_invalid").with_message(
+        ("FAILURE", "invalid_aadhaar_no") => OtpAnswer::Done(outcome(
+            Status::NotVerified,
+            Reason::INVALID_AADHAAR_NO.into(),
+        )),
+        ("FAILURE", "document_not_found") => OtpAnswer::Done(outcome(
+            Status::NotVerified,
+            Reason::DOCUMENT_NOT_FOUND.into(),
+        )),
+        ("FAILURE", "invalid_otp") => OtpAnswer::Refused(
+            outcome(Status::Pending, Reason::OTP_INVALID.into()).with_message(
                 "the OTP was wrong: correct the otp cell and run the same command again",
-            ))
-        }
+            ),
+        ),
         ("FAILURE", "otp_expired") => OtpAnswer::Closed(
-            outcome(Status::Pending, "otp_expired")
+            outcome(Status::Pending, Reason::OTP_EXPIRED.into())
                 .with_message(format!("the OTP expired before it was sent back; {clear}")),
         ),
-        ("FAILURE", _) if !code.is_empty() => OtpAnswer::Done(outcome(Status::Error, &code)),
-        _ => OtpAnswer::Done(outcome(Status::Error, "unexpected_answer").with_message(
-            "equal answered in a shape this tool does not know; the next run asks again",
-        )),
+        ("FAILURE", _) if !code.is_empty() => {
+            OtpAnswer::Done(outcome(Status::Error, Reason::provider(&code)))
+        }
+        _ => OtpAnswer::Done(
+            outcome(Status::Error, Reason::UNEXPECTED_ANSWER.into()).with_message(
+                "equal answered in a shape this tool does not know; the next run asks again",
+            ),
+        ),
     })
 }
 

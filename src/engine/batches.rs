@@ -14,7 +14,7 @@ use crate::checks::{BatchCheck, BatchStep, Match, Subject, Uploaded};
 use crate::http::CallError;
 use crate::journal::OpenBatch;
 use crate::journal::ident_hash;
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::stats::Stats;
 
 /// Where batches go: the private directory for files in transit, and the job's token that
@@ -200,7 +200,7 @@ async fn poll_batch<C: BatchCheck + ?Sized>(
             keys,
             Some(batch_id),
             &Outcome::new(Status::Error)
-                .with_reason("not_accepted")
+                .with_reason(Reason::NOT_ACCEPTED)
                 .with_message(
                     "the upload's answer was lost and the provider has no batch under its \
                      name: nothing was taken; the next run sends the row again",
@@ -221,7 +221,7 @@ fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(M
             for &(k, _) in rows {
                 let outcome = by_key.remove(&k).unwrap_or_else(|| {
                     Outcome::new(Status::Error)
-                        .with_reason("missing_from_result")
+                        .with_reason(Reason::MISSING_FROM_RESULT)
                         .with_message(
                             "the provider's result file has no row for this one; the next run \
                              sends it again",
@@ -234,7 +234,7 @@ fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(M
         Err(rejected) => {
             tracing::warn!("the result of batch {batch_id} was rejected: {rejected}");
             let outcome = Outcome::new(Status::Error)
-                .with_reason("result_rejected")
+                .with_reason(Reason::RESULT_REJECTED)
                 .with_message(format!(
                     "the provider's result was not merged: {rejected}; the next run fetches it \
                      again (the batch is never uploaded again)"

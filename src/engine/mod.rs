@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::checks::PollSchedule;
 use crate::http::{Api, CallError, Intent};
 use crate::journal::JournalWriter;
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::GateError;
 use crate::stats::Stats;
 use crate::util::stop::Stop;
@@ -141,7 +141,7 @@ impl Ctx {
                     self.journal.batch_closed(b, "failed");
                 }
                 let outcome = Outcome::new(Status::Error)
-                    .with_reason(reason)
+                    .with_reason(Reason::from_client(reason))
                     .with_message(message);
                 for k in keys {
                     self.finish(k, outcome.clone(), Some(attempts));
@@ -189,7 +189,7 @@ impl Ctx {
             CallError::Fatal(message) => return self.fail(message),
             CallError::DayQuota => daily_quota_pending(),
             CallError::ProviderDown => Outcome::new(Status::Pending)
-                .with_reason("provider_unavailable")
+                .with_reason(Reason::PROVIDER_UNAVAILABLE)
                 .with_message(
                     "accepted, but the provider kept failing before the result could be \
                      fetched; the next run polls again",
@@ -197,12 +197,12 @@ impl Ctx {
             CallError::GaveUp {
                 reason, message, ..
             } => Outcome::new(Status::Error)
-                .with_reason(reason)
+                .with_reason(Reason::from_client(reason))
                 .with_message(message),
             // Polls cost nothing, so a lost answer is retried like any transport failure and
             // never comes back unconfirmed; the arm only completes the match.
             CallError::Unconfirmed { message, .. } => Outcome::new(Status::Error)
-                .with_reason("transport_error")
+                .with_reason(Reason::TRANSPORT_ERROR)
                 .with_message(message),
         };
         for k in keys {
@@ -263,7 +263,7 @@ impl Intent for PaidIntent {
 
 pub fn daily_quota_pending() -> Outcome {
     Outcome::new(Status::Pending)
-        .with_reason("daily_quota_exhausted")
+        .with_reason(Reason::DAILY_QUOTA_EXHAUSTED)
         .with_message("the provider's daily quota was used up; the next run continues")
 }
 
@@ -271,7 +271,7 @@ pub fn daily_quota_pending() -> Outcome {
 /// and the next run sends it.
 pub fn provider_down() -> Outcome {
     Outcome::new(Status::Error)
-        .with_reason("provider_unavailable")
+        .with_reason(Reason::PROVIDER_UNAVAILABLE)
         .with_message(
             "not sent: the provider kept failing and the run gave up on it; the next run sends it",
         )
@@ -279,7 +279,7 @@ pub fn provider_down() -> Outcome {
 
 pub fn still_processing() -> Outcome {
     Outcome::new(Status::Pending)
-        .with_reason("still_processing")
+        .with_reason(Reason::STILL_PROCESSING)
         .with_message(
             "the provider had not finished by the polling deadline; the next run polls again",
         )

@@ -31,7 +31,7 @@ use crate::checks::{OtpAnswer, OtpCheck, OtpSent, Subject};
 use crate::input::validate;
 use crate::journal::{OtpChange, OtpPhase, OtpRequest};
 use crate::outcome::misrouted;
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::stats::Stats;
 
 /// Runs every row the feed sends. `otp_at` is the position of the OTP among a subject's values.
@@ -96,7 +96,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// `pending` while an OTP request waits, with its expiry as a column.
-fn waiting(reason: &str, message: String, request: &OtpRequest) -> Outcome {
+fn waiting(reason: Reason, message: String, request: &OtpRequest) -> Outcome {
     Outcome::new(Status::Pending)
         .with_reason(reason)
         .with_message(message)
@@ -175,7 +175,7 @@ async fn next_step<C: OtpCheck + ?Sized>(
     if !live {
         if request.phase == OtpPhase::Awaiting {
             let outcome = Outcome::new(Status::Pending)
-                .with_reason("otp_expired")
+                .with_reason(Reason::OTP_EXPIRED)
                 .with_message(format!(
                     "the OTP expired at {} before it was sent back; clear the otp cell and run \
                      again to send a new one",
@@ -199,7 +199,7 @@ async fn next_step<C: OtpCheck + ?Sized>(
     let digest = otp_digest(&request.handle, &otp);
     if request.tried.contains(&digest) {
         let outcome = waiting(
-            "otp_already_tried",
+            Reason::OTP_ALREADY_TRIED,
             "this OTP was sent before and refused, or was in the cell before the OTP request \
              was made: enter the OTP the owner received and run again"
                 .into(),
@@ -283,7 +283,7 @@ fn settle(
         OtpAnswer::Closed(outcome) => record(ctx, key, OtpChange::Closed, outcome, attempts),
         OtpAnswer::Running => {
             let outcome = Outcome::new(Status::Pending)
-                .with_reason("still_processing")
+                .with_reason(Reason::STILL_PROCESSING)
                 .with_message("the OTP was accepted and the result is being prepared");
             ctx.journal
                 .otp(key, OtpChange::Verifying, outcome, attempts);

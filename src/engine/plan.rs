@@ -167,7 +167,7 @@ pub fn feed(
                             "row {} of {} no longer passes validation ({}); skipped",
                             key.record() + 1,
                             file.display(),
-                            e.reason
+                            e.reason.code
                         );
                         continue;
                     }

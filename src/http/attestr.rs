@@ -6,7 +6,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::{Answer, CallError, FixedHeaders};
 use crate::config::{ProviderDefaults, ProviderSettings};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "attestr",
@@ -65,9 +65,9 @@ pub fn classify(answer: &Answer, label: &str) -> Result<Outcome, CallError> {
         )));
     }
     let (status, reason) = match code {
-        Some(4001) => (Status::NotVerified, "malformed_request".to_string()),
-        Some(c) => (Status::Error, format!("code_{c}")),
-        None => (Status::Error, format!("http_{}", answer.status.as_u16())),
+        Some(4001) => (Status::NotVerified, Reason::MALFORMED_REQUEST.into()),
+        Some(c) => (Status::Error, Reason::numbered(c)),
+        None => (Status::Error, Reason::http(answer.status.as_u16())),
     };
     let mut outcome = Outcome::new(status)
         .with_reason(reason)

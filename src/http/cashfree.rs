@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{Answer, Api, CallError, Provider};
 use crate::config::{ProviderDefaults, ProviderSettings};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "cashfree",
@@ -171,11 +171,10 @@ pub fn refusal(answer: &Answer, status: Status) -> Outcome {
     let body = answer.json().unwrap_or_default();
     let text = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let outcome = Outcome::new(status)
-        .with_reason(
-            text("code")
-                .map(|c| c.to_ascii_lowercase())
-                .unwrap_or_else(|| format!("http_{}", answer.status.as_u16())),
-        )
+        .with_reason(text("code").map_or_else(
+            || Reason::http(answer.status.as_u16()),
+            |c| Reason::provider(&c),
+        ))
         .with_provider_status(answer.status.as_u16().to_string());
     match text("message") {
         Some(m) => outcome.with_message(m),

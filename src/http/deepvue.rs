@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{Answer, Api, Billing, CallError, Provider, Request, provider_words};
 use crate::config::ProviderDefaults;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
 use crate::secret::Secret;
 
@@ -203,10 +203,7 @@ pub fn refusal(answer: &Answer, status: Status) -> Outcome {
     let reason = ["sub_code", "error"]
         .iter()
         .find_map(|k| body.get(k).and_then(|v| v.as_str()))
-        .map_or_else(
-            || format!("http_{}", answer.status.as_u16()),
-            str::to_ascii_lowercase,
-        );
+        .map_or_else(|| Reason::http(answer.status.as_u16()), Reason::provider);
     let outcome = Outcome::new(status)
         .with_reason(reason)
         .with_provider_status(answer.status.as_u16().to_string());

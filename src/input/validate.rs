@@ -3,15 +3,17 @@
 //! Each validator returns the normalised value (what is sent and what duplicates are detected
 //! on) or the rule it broke, which becomes `bv_reason` for an `invalid_input` row.
 
+use crate::outcome::Reason;
+
 /// The rule a value broke, named for `bv_reason`, with words for `bv_message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Invalid {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Invalid {
             reason,
             message: message.into(),
@@ -24,7 +26,7 @@ pub fn required<'a>(value: &'a str, what: &str) -> Result<&'a str, Invalid> {
     let value = value.trim();
     if value.is_empty() {
         Err(Invalid::new(
-            "missing_value",
+            Reason::MISSING_VALUE,
             format!("the {what} cell is empty"),
         ))
     } else {
@@ -49,7 +51,7 @@ pub fn udyam(value: &str) -> Result<String, Invalid> {
         Ok(v)
     } else {
         Err(Invalid::new(
-            "udyam_format",
+            Reason::UDYAM_FORMAT,
             "not a Udyam number of the form UDYAM-XX-00-0000000",
         ))
     }
@@ -67,7 +69,7 @@ pub fn vpa(value: &str) -> Result<String, Invalid> {
     match v.split_once('@') {
         Some((handle, psp)) if allowed(handle) && allowed(psp) && handle.len() <= 256 => Ok(v),
         _ => Err(Invalid::new(
-            "vpa_format",
+            Reason::VPA_FORMAT,
             "not a UPI address of the form handle@psp (letters, digits, '.', '-', '_')",
         )),
     }
@@ -142,7 +144,7 @@ pub fn aadhaar(value: &str) -> Result<String, Invalid> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '-')
         .collect();
-    let format = |message: &str| Err(Invalid::new("aadhaar_format", message));
+    let format = |message: &str| Err(Invalid::new(Reason::AADHAAR_FORMAT, message));
     if !v.bytes().all(|b| b.is_ascii_digit()) {
         return format("an Aadhaar number has only digits (spaces and hyphens aside)");
     }
@@ -154,7 +156,7 @@ pub fn aadhaar(value: &str) -> Result<String, Invalid> {
     }
     if !verhoeff_valid(&v) {
         return Err(Invalid::new(
-            "aadhaar_checksum",
+            Reason::AADHAAR_CHECKSUM,
             "the Aadhaar number's check digit does not match (a digit is mistyped or two are swapped)",
         ));
     }
@@ -190,7 +192,7 @@ pub fn uam(value: &str) -> Result<String, Invalid> {
         Ok(v)
     } else {
         Err(Invalid::new(
-            "uam_format",
+            Reason::UAM_FORMAT,
             "not a Udyog Aadhaar number of the form XX00X0000000 (12 characters)",
         ))
     }
@@ -235,13 +237,13 @@ fn pan_shaped(b: &[u8]) -> bool {
 fn pan_rules(b: &[u8]) -> Result<(), Invalid> {
     if &b[5..9] == b"0000" {
         return Err(Invalid::new(
-            "pan_serial",
+            Reason::PAN_SERIAL,
             "a PAN's four digits are never 0000",
         ));
     }
     if !PAN_HOLDER_TYPES.iter().any(|(c, _)| *c == b[3]) {
         return Err(Invalid::new(
-            "pan_holder_type",
+            Reason::PAN_HOLDER_TYPE,
             "a PAN's 4th letter must be a holder type (one of P C F H A B G J L T K)",
         ));
     }
@@ -255,7 +257,7 @@ pub fn pan(value: &str) -> Result<String, Invalid> {
     let v = required(value, "PAN")?.to_ascii_uppercase();
     if !pan_shaped(v.as_bytes()) {
         return Err(Invalid::new(
-            "pan_format",
+            Reason::PAN_FORMAT,
             "not a PAN of the form AAAAA9999A (five letters, four digits, a letter)",
         ));
     }
@@ -309,7 +311,7 @@ pub fn gstin_check_char(first14: &str) -> char {
 pub fn gstin(value: &str) -> Result<String, Invalid> {
     let v = required(value, "GSTIN")?.to_ascii_uppercase();
     let b = v.as_bytes();
-    let format = |message: &str| Err(Invalid::new("gstin_format", message));
+    let format = |message: &str| Err(Invalid::new(Reason::GSTIN_FORMAT, message));
     if b.len() != 15 || !b.iter().all(u8::is_ascii_alphanumeric) {
         return format("a GSTIN has exactly 15 letters and digits");
     }
@@ -327,7 +329,7 @@ pub fn gstin(value: &str) -> Result<String, Invalid> {
     }
     if char::from(b[14]) != gstin_check_char(&v[..14]) {
         return Err(Invalid::new(
-            "gstin_checksum",
+            Reason::GSTIN_CHECKSUM,
             "the GSTIN's check character does not match (a character is mistyped)",
         ));
     }
@@ -347,7 +349,7 @@ pub fn ifsc(value: &str) -> Result<String, Invalid> {
         Ok(v)
     } else {
         Err(Invalid::new(
-            "ifsc_format",
+            Reason::IFSC_FORMAT,
             "not an IFSC of the form AAAA0XXXXXX (four letters, a zero, six letters or digits)",
         ))
     }
@@ -376,7 +378,7 @@ pub fn mobile(value: &str) -> Result<String, Invalid> {
         Ok(national.to_owned())
     } else {
         Err(Invalid::new(
-            "mobile_format",
+            Reason::MOBILE_FORMAT,
             "not an Indian mobile number (10 digits starting with 6-9, optionally after +91 or 0)",
         ))
     }
@@ -393,7 +395,7 @@ pub fn bank_account(value: &str) -> Result<String, Invalid> {
         Ok(v)
     } else {
         Err(Invalid::new(
-            "bank_account_format",
+            Reason::BANK_ACCOUNT_FORMAT,
             "a bank account number has 9 to 18 digits and nothing else",
         ))
     }
@@ -411,7 +413,7 @@ pub fn digilocker_id(value: &str) -> Result<String, Invalid> {
         Ok(v.to_owned())
     } else {
         Err(Invalid::new(
-            "verification_id_format",
+            Reason::VERIFICATION_ID_FORMAT,
             "a verification id has 1 to 50 letters, digits, '.', '-' or '_'",
         ))
     }
@@ -424,7 +426,10 @@ pub fn otp(value: &str) -> Result<String, Invalid> {
     if v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()) {
         Ok(v.to_owned())
     } else {
-        Err(Invalid::new("otp_format", "an OTP is exactly 6 digits"))
+        Err(Invalid::new(
+            Reason::OTP_FORMAT,
+            "an OTP is exactly 6 digits",
+        ))
     }
 }
 
@@ -439,13 +444,13 @@ pub fn person_name(value: &str) -> Result<String, Invalid> {
         .join(" ");
     if v.chars().count() > 100 {
         return Err(Invalid::new(
-            "name_format",
+            Reason::NAME_FORMAT,
             "a name has at most 100 characters",
         ));
     }
     if !v.chars().any(char::is_alphabetic) {
         return Err(Invalid::new(
-            "name_format",
+            Reason::NAME_FORMAT,
             "a name has at least one letter",
         ));
     }
@@ -477,9 +482,9 @@ mod tests {
             "UDYAM-MH-01-000000A",
             "MH01A0000001",
         ] {
-            assert_eq!(udyam(bad).unwrap_err().reason, "udyam_format", "{bad}");
+            assert_eq!(udyam(bad).unwrap_err().reason.code, "udyam_format", "{bad}");
         }
-        assert_eq!(udyam("  ").unwrap_err().reason, "missing_value");
+        assert_eq!(udyam("  ").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -494,9 +499,9 @@ mod tests {
             "ravi@ok@icici",
             "ravi#1@ybl",
         ] {
-            assert_eq!(vpa(bad).unwrap_err().reason, "vpa_format", "{bad}");
+            assert_eq!(vpa(bad).unwrap_err().reason.code, "vpa_format", "{bad}");
         }
-        assert_eq!(vpa("").unwrap_err().reason, "missing_value");
+        assert_eq!(vpa("").unwrap_err().reason.code, "missing_value");
     }
 
     use rand::rngs::StdRng;
@@ -605,7 +610,7 @@ mod tests {
             ("२३४१२३४१२३४६", "aadhaar_format"),
             ("  ", "missing_value"),
         ] {
-            assert_eq!(aadhaar(input).unwrap_err().reason, reason, "{input:?}");
+            assert_eq!(aadhaar(input).unwrap_err().reason.code, reason, "{input:?}");
         }
     }
 
@@ -732,9 +737,9 @@ mod tests {
             "MH-26-A-0012345",
             "UDYAM-MH-01-0000001",
         ] {
-            assert_eq!(uam(bad).unwrap_err().reason, "uam_format", "{bad}");
+            assert_eq!(uam(bad).unwrap_err().reason.code, "uam_format", "{bad}");
         }
-        assert_eq!(uam("").unwrap_err().reason, "missing_value");
+        assert_eq!(uam("").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -753,7 +758,7 @@ mod tests {
             ("ABCZE1234F", "pan_holder_type"),
             ("", "missing_value"),
         ] {
-            assert_eq!(pan(input).unwrap_err().reason, reason, "{input:?}");
+            assert_eq!(pan(input).unwrap_err().reason.code, reason, "{input:?}");
         }
     }
 
@@ -804,7 +809,7 @@ mod tests {
             ("27AAPFU0939F1YV", "gstin_format"),
             ("", "missing_value"),
         ] {
-            assert_eq!(gstin(input).unwrap_err().reason, reason, "{input:?}");
+            assert_eq!(gstin(input).unwrap_err().reason.code, reason, "{input:?}");
         }
         for state in ["01", "38", "97", "99"] {
             let first14 = format!("{state}AAPFU0939F1Z");
@@ -827,7 +832,7 @@ mod tests {
                 let other = char::from(other);
                 if other != check {
                     let g = format!("{first14}{other}");
-                    assert_eq!(gstin(&g).unwrap_err().reason, "gstin_checksum", "{g}");
+                    assert_eq!(gstin(&g).unwrap_err().reason.code, "gstin_checksum", "{g}");
                 }
             }
         }
@@ -865,9 +870,9 @@ mod tests {
             "SBIN0-01234",
             "SBIN 001234",
         ] {
-            assert_eq!(ifsc(bad).unwrap_err().reason, "ifsc_format", "{bad}");
+            assert_eq!(ifsc(bad).unwrap_err().reason.code, "ifsc_format", "{bad}");
         }
-        assert_eq!(ifsc("").unwrap_err().reason, "missing_value");
+        assert_eq!(ifsc("").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -898,9 +903,13 @@ mod tests {
             "98765O3210",
             "+91",
         ] {
-            assert_eq!(mobile(bad).unwrap_err().reason, "mobile_format", "{bad}");
+            assert_eq!(
+                mobile(bad).unwrap_err().reason.code,
+                "mobile_format",
+                "{bad}"
+            );
         }
-        assert_eq!(mobile(" ").unwrap_err().reason, "missing_value");
+        assert_eq!(mobile(" ").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -920,12 +929,12 @@ mod tests {
             "SBIN0001234",
         ] {
             assert_eq!(
-                bank_account(bad).unwrap_err().reason,
+                bank_account(bad).unwrap_err().reason.code,
                 "bank_account_format",
                 "{bad}"
             );
         }
-        assert_eq!(bank_account("").unwrap_err().reason, "missing_value");
+        assert_eq!(bank_account("").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -939,12 +948,15 @@ mod tests {
         }
         for bad in ["a b", "id#1", "id/1", "idé", &"x".repeat(51)] {
             assert_eq!(
-                digilocker_id(bad).unwrap_err().reason,
+                digilocker_id(bad).unwrap_err().reason.code,
                 "verification_id_format",
                 "{bad}"
             );
         }
-        assert_eq!(digilocker_id("  ").unwrap_err().reason, "missing_value");
+        assert_eq!(
+            digilocker_id("  ").unwrap_err().reason.code,
+            "missing_value"
+        );
     }
 
     #[test]
@@ -952,9 +964,9 @@ mod tests {
         assert_eq!(otp("123456").unwrap(), "123456");
         assert_eq!(otp(" 000000 ").unwrap(), "000000");
         for bad in ["12345", "1234567", "12 3456", "12345a", "１２３４５６"] {
-            assert_eq!(otp(bad).unwrap_err().reason, "otp_format", "{bad}");
+            assert_eq!(otp(bad).unwrap_err().reason.code, "otp_format", "{bad}");
         }
-        assert_eq!(otp("").unwrap_err().reason, "missing_value");
+        assert_eq!(otp("").unwrap_err().reason.code, "missing_value");
     }
 
     #[test]
@@ -970,8 +982,15 @@ mod tests {
             assert_eq!(person_name(input).unwrap(), want, "{input:?}");
         }
         for bad in ["12345", "-- . --", "1/2", &"a".repeat(101)] {
-            assert_eq!(person_name(bad).unwrap_err().reason, "name_format", "{bad}");
+            assert_eq!(
+                person_name(bad).unwrap_err().reason.code,
+                "name_format",
+                "{bad}"
+            );
         }
-        assert_eq!(person_name(" \t ").unwrap_err().reason, "missing_value");
+        assert_eq!(
+            person_name(" \t ").unwrap_err().reason.code,
+            "missing_value"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! The normalised result of one row: the same vocabulary for every provider and check.
 
+pub mod reasons;
+
 use std::fmt;
+
+pub use reasons::{Reason, ReasonCode};
 
 /// Where a row stands, as written to `bv_status`.
 ///
@@ -80,7 +84,15 @@ impl Outcome {
         }
     }
 
-    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+    /// Takes the vocabulary's codes only. A debug build checks that the code goes with the
+    /// outcome's status, so that every test exercises what the vocabulary says of it.
+    pub fn with_reason(mut self, reason: impl Into<ReasonCode>) -> Self {
+        let reason = reason.into();
+        debug_assert!(
+            reason.goes_with(self.status),
+            "{reason:?} does not go with {}",
+            self.status
+        );
         self.reason = Some(reason.into());
         self
     }
@@ -141,7 +153,7 @@ impl RowKey {
 /// check, a request id for a two-step one): never sent, and said.
 pub fn misrouted() -> Outcome {
     Outcome::new(Status::Error)
-        .with_reason("state_mismatch")
+        .with_reason(Reason::STATE_MISMATCH)
         .with_message(
             "the state holds a request this check does not make; run with --fresh to start over",
         )

@@ -260,36 +260,26 @@ impl ProviderSettings {
     ) -> Result<ProviderSettings, ConfigError> {
         let name = defaults.name;
         let section = config.providers.get(name).cloned().unwrap_or_default();
-        let setting = |key: &str| format!("[providers.{name}] {key}");
+        let s = Section {
+            config,
+            name,
+            section: &section,
+        };
 
         let base_var = format!("{}_BASE_URL", defaults.env_prefix);
         let (base_url, base_from) = match env(&base_var) {
             Some(v) => (v, base_var.clone()),
             None => match &section.base_url {
-                Some(v) => (v.clone(), setting("base_url")),
+                Some(v) => (v.clone(), s.setting("base_url")),
                 None => (defaults.base_url.to_string(), "the default".into()),
             },
         };
         // The value is not repeated: a URL that was refused may carry credentials.
         let base_url = parse_base_url(&base_url).map_err(|m| config.invalid(base_from, m))?;
-
-        let window = |key: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ConfigError> {
-            match v {
-                None => Ok(None),
-                Some(n) => NonZeroU32::new(n).map(Some).ok_or_else(|| {
-                    config.invalid(
-                        setting(key),
-                        "must be at least 1; leave it out when the plan has no such limit",
-                    )
-                }),
-            }
+        let quotas = match quotas {
+            Some(q) => q,
+            None => s.quotas()?,
         };
-        let configured = Quotas {
-            per_second: window("per_second", section.per_second)?,
-            per_minute: window("per_minute", section.per_minute)?,
-            per_day: window("per_day", section.per_day)?,
-        };
-        let quotas = quotas.unwrap_or(configured);
         if quotas.per_second.is_none() && quotas.per_minute.is_none() {
             tracing::info!(
                 "no per_second or per_minute quota configured for {name}: the rate adapts to \
@@ -297,122 +287,42 @@ impl ProviderSettings {
                  rate from the first request"
             );
         }
-
         let concurrency = section.concurrency.unwrap_or(16);
         if !(1..=1024).contains(&concurrency) {
-            return Err(config.invalid(setting("concurrency"), "must be between 1 and 1024"));
+            return Err(s.invalid("concurrency", "must be between 1 and 1024"));
         }
-        let secs = |key: &str, v: Option<f64>, default: f64| -> Result<Duration, ConfigError> {
-            let v = v.unwrap_or(default);
-            if v.is_finite() && v > 0.0 && v <= 3600.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(config.invalid(setting(key), "must be between 0 and 3600 seconds"))
-            }
-        };
-        let connect_timeout = secs("connect_timeout_secs", section.connect_timeout_secs, 10.0)?;
-        let read_timeout = secs("read_timeout_secs", section.read_timeout_secs, 60.0)?;
-        let give_up_after = secs("give_up_after_secs", section.give_up_after_secs, 600.0)?;
         let retry_budget = section.retry_budget.unwrap_or(0.2);
         if !(0.0..=10.0).contains(&retry_budget) {
-            return Err(config.invalid(
-                setting("retry_budget"),
+            return Err(s.invalid(
+                "retry_budget",
                 "must be between 0 and 10 (retries per call)",
             ));
         }
         let max_attempts = section.max_attempts.unwrap_or(5);
         if !(1..=20).contains(&max_attempts) {
-            return Err(config.invalid(setting("max_attempts"), "must be between 1 and 20"));
+            return Err(s.invalid("max_attempts", "must be between 1 and 20"));
         }
-
-        let from_file = match &section.credentials_file {
-            Some(p) => read_credentials_file(p)?,
-            None => BTreeMap::new(),
-        };
-        let lookup = |var: &str| {
-            env(var)
-                .filter(|v| !v.is_empty())
-                .or_else(|| from_file.get(var).cloned())
-        };
-        let credentials = defaults
-            .credentials
-            .iter()
-            .map(|c| lookup(&format!("{}_{c}", defaults.env_prefix)).map(Secret::new))
-            .collect::<Option<Vec<Secret>>>()
-            .ok_or_else(|| ConfigError::MissingCredentials {
-                provider: name,
-                vars: defaults.credential_vars(),
-            })?;
-        if name != "cashfree" {
-            for (key, set) in [
-                ("api_version", section.api_version.is_some()),
-                ("public_key_file", section.public_key_file.is_some()),
-            ] {
-                if set {
-                    return Err(config.invalid(setting(key), "only [providers.cashfree] reads it"));
-                }
-            }
-        }
-        let public_key = match &section.public_key_file {
-            None => None,
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                config.invalid(
-                    setting("public_key_file"),
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?),
-        };
-
-        let max_download_mb = section.max_download_mb.unwrap_or(2048);
-        if !(1..=1 << 20).contains(&max_download_mb) {
-            return Err(config.invalid(setting("max_download_mb"), "must be between 1 and 1048576"));
-        }
-        let download_timeout = match section.download_timeout_secs {
-            None => Duration::from_secs(1800),
-            Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Duration::from_secs_f64(v),
-            Some(_) => {
-                return Err(config.invalid(
-                    setting("download_timeout_secs"),
-                    "must be between 0 and 86400 seconds",
-                ));
-            }
-        };
-        let downloads = DownloadPolicy {
-            base: base_url.clone(),
-            hosts: section.download_hosts.clone().unwrap_or_else(|| {
-                defaults
-                    .download_hosts
-                    .iter()
-                    .map(|h| (*h).to_string())
-                    .collect()
-            }),
-            max_bytes: max_download_mb * 1024 * 1024,
-            max_time: download_timeout,
-        };
-
         let pacing_guard = match section.pacing_guard_ms {
             None => DEFAULT_PACING_GUARD,
             Some(ms) if ms <= 1000 => Duration::from_millis(ms),
-            Some(_) => {
-                return Err(config.invalid(setting("pacing_guard_ms"), "must be at most 1000"));
-            }
+            Some(_) => return Err(s.invalid("pacing_guard_ms", "must be at most 1000")),
         };
         Ok(ProviderSettings {
             defaults,
-            base_url,
             quotas,
             pacing_guard,
             concurrency,
-            connect_timeout,
-            read_timeout,
+            connect_timeout: s.secs("connect_timeout_secs", section.connect_timeout_secs, 10.0)?,
+            read_timeout: s.secs("read_timeout_secs", section.read_timeout_secs, 60.0)?,
             max_attempts,
             polls_count: section.polls_count.unwrap_or(true),
             retry_budget,
-            give_up_after,
-            credentials,
+            give_up_after: s.secs("give_up_after_secs", section.give_up_after_secs, 600.0)?,
+            credentials: s.credentials(defaults, env)?,
             api_version: section.api_version.clone(),
-            public_key,
-            downloads,
+            public_key: s.public_key()?,
+            downloads: s.downloads(defaults, &base_url)?,
+            base_url,
         })
     }
 }
@@ -433,6 +343,134 @@ fn without_quoted_values(message: &str) -> String {
         }
     }
     out
+}
+
+/// One `[providers.<name>]` section, read with errors that name the setting.
+struct Section<'a> {
+    config: &'a ConfigFile,
+    name: &'static str,
+    section: &'a ProviderConfig,
+}
+
+impl Section<'_> {
+    fn setting(&self, key: &str) -> String {
+        format!("[providers.{}] {key}", self.name)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.config.invalid(self.setting(key), message)
+    }
+
+    /// A number of seconds between 0 and an hour, or `default`.
+    fn secs(&self, key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v > 0.0 && v <= 3600.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(self.invalid(key, "must be between 0 and 3600 seconds"))
+        }
+    }
+
+    fn quotas(&self) -> Result<Quotas, ConfigError> {
+        let window = |key: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) => NonZeroU32::new(n).map(Some).ok_or_else(|| {
+                    self.invalid(
+                        key,
+                        "must be at least 1; leave it out when the plan has no such limit",
+                    )
+                }),
+            }
+        };
+        Ok(Quotas {
+            per_second: window("per_second", self.section.per_second)?,
+            per_minute: window("per_minute", self.section.per_minute)?,
+            per_day: window("per_day", self.section.per_day)?,
+        })
+    }
+
+    /// The provider's credentials, from the environment or the section's credentials file.
+    fn credentials(
+        &self,
+        defaults: &'static ProviderDefaults,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Secret>, ConfigError> {
+        let from_file = match &self.section.credentials_file {
+            Some(p) => read_credentials_file(p)?,
+            None => BTreeMap::new(),
+        };
+        let lookup = |var: &str| {
+            env(var)
+                .filter(|v| !v.is_empty())
+                .or_else(|| from_file.get(var).cloned())
+        };
+        defaults
+            .credentials
+            .iter()
+            .map(|c| lookup(&format!("{}_{c}", defaults.env_prefix)).map(Secret::new))
+            .collect::<Option<Vec<Secret>>>()
+            .ok_or_else(|| ConfigError::MissingCredentials {
+                provider: self.name,
+                vars: defaults.credential_vars(),
+            })
+    }
+
+    /// Cashfree's public key for its signature, from the file the section names.
+    fn public_key(&self) -> Result<Option<String>, ConfigError> {
+        if self.name != "cashfree" {
+            for (key, set) in [
+                ("api_version", self.section.api_version.is_some()),
+                ("public_key_file", self.section.public_key_file.is_some()),
+            ] {
+                if set {
+                    return Err(self.invalid(key, "only [providers.cashfree] reads it"));
+                }
+            }
+        }
+        match &self.section.public_key_file {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(p).map(Some).map_err(|e| {
+                self.invalid(
+                    "public_key_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            }),
+        }
+    }
+
+    fn downloads(
+        &self,
+        defaults: &'static ProviderDefaults,
+        base_url: &reqwest::Url,
+    ) -> Result<DownloadPolicy, ConfigError> {
+        let max_download_mb = self.section.max_download_mb.unwrap_or(2048);
+        if !(1..=1 << 20).contains(&max_download_mb) {
+            return Err(self.invalid("max_download_mb", "must be between 1 and 1048576"));
+        }
+        let max_time = match self.section.download_timeout_secs {
+            None => Duration::from_secs(1800),
+            Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Duration::from_secs_f64(v),
+            Some(_) => {
+                return Err(self.invalid(
+                    "download_timeout_secs",
+                    "must be between 0 and 86400 seconds",
+                ));
+            }
+        };
+        Ok(DownloadPolicy {
+            base: base_url.clone(),
+            hosts: self.section.download_hosts.clone().unwrap_or_else(|| {
+                defaults
+                    .download_hosts
+                    .iter()
+                    .map(|h| (*h).to_string())
+                    .collect()
+            }),
+            max_bytes: max_download_mb * 1024 * 1024,
+            max_time,
+        })
+    }
 }
 
 fn parse_base_url(s: &str) -> Result<reqwest::Url, String> {

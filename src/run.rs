@@ -96,33 +96,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     } else {
         info.build(&config, &|k| std::env::var(k).ok())?
     };
-    let mapping = info.mapping(&config, &opts.columns)?;
-    let inputs = InputFile::open_all(&opts.inputs)?;
-    let maps = inputs
-        .iter()
-        .map(|f| ColumnMap::resolve(f, info.columns, &mapping))
-        .collect::<Result<Vec<_>, _>>()?;
-    for f in &inputs {
-        if let Some(h) = f.headers.iter().find(|h| h.starts_with("bv_")) {
-            bail!(
-                "{}: the column {h:?} uses the bv_ prefix under which bulkverify writes its \
-                 results; rename it (or give the original export, not an earlier output)",
-                f.display()
-            );
-        }
-    }
-
-    let output = match &opts.output {
-        Some(o) => o.clone(),
-        None => default_output(&opts.inputs[0]),
-    };
-    if opts.inputs.iter().any(|i| same_file(i, &output)) {
-        bail!(
-            "the output {} is one of the inputs; choose another with -o",
-            output.display()
-        );
-    }
-    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
+    let (inputs, maps) = open_inputs(&opts, info, &config)?;
+    let (output, state_dir) = paths(&opts)?;
 
     // Resolved before anything is opened, so that a missing credential stops the run first.
     let live = if opts.sandbox {
@@ -140,21 +115,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string());
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
-    let inputs = Arc::new(inputs);
-    let maps = Arc::new(maps);
-    let prepared = {
-        let job = Job {
-            state_dir: state_dir.clone(),
-            info,
-            environment,
-            fresh: opts.fresh,
-            resend_unconfirmed: opts.resend_unconfirmed,
-            inputs: inputs.clone(),
-            maps: maps.clone(),
-            subject: check.clone(),
-            stats: stats.clone(),
-        };
-        tokio::task::spawn_blocking(move || prepare(job)).await??
+    let (inputs, maps) = (Arc::new(inputs), Arc::new(maps));
+    let job = Job {
+        state_dir: state_dir.clone(),
+        info,
+        environment,
+        fresh: opts.fresh,
+        resend_unconfirmed: opts.resend_unconfirmed,
+        inputs: inputs.clone(),
+        maps: maps.clone(),
+        subject: check.clone(),
+        stats: stats.clone(),
     };
     let Prepared {
         journal,
@@ -164,9 +135,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         used,
         token,
         ident_scope,
-    } = prepared;
+    } = tokio::task::spawn_blocking(move || prepare(job)).await??;
     let scratch = state_dir.join("scratch");
-
     let (sandbox, settings) = match live {
         Some(settings) => (None, settings),
         None => {
@@ -175,73 +145,40 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         }
     };
     progress.phase(Phase::Verifying);
-
-    if work > 0 {
-        let fatal = dispatch(
-            &journal,
-            Dispatch {
-                check,
-                ident_scope,
-                settings: &settings,
-                inputs: inputs.clone(),
-                maps: maps.clone(),
-                stats: stats.clone(),
-                scratch: scratch.clone(),
-                open_batches,
-                next_batch_id,
-                used,
-                token,
-                otp_at: info
-                    .columns
-                    .iter()
-                    .position(|c| c.filled_later)
-                    .unwrap_or(usize::MAX),
-                ledger: if opts.sandbox {
-                    None
-                } else {
-                    crate::ledger::default_dir(&|k| std::env::var(k).ok())
-                },
-            },
-            &interrupts,
-        )
-        .await?;
-        if let Some(message) = fatal {
-            progress.finish().await;
-            if let Some(sb) = sandbox {
-                sb.shutdown().await;
-            }
-            bail!("{message}");
-        }
-    }
+    let sent = if work > 0 {
+        let d = Dispatch {
+            check,
+            ident_scope,
+            settings: &settings,
+            inputs: inputs.clone(),
+            maps: maps.clone(),
+            stats: stats.clone(),
+            scratch: scratch.clone(),
+            open_batches,
+            next_batch_id,
+            used,
+            token,
+            otp_at: (info.columns.iter().position(|c| c.filled_later)).unwrap_or(usize::MAX),
+            ledger: (!opts.sandbox)
+                .then(|| crate::ledger::default_dir(&|k| std::env::var(k).ok()))
+                .flatten(),
+        };
+        dispatch(&journal, d, &interrupts).await
+    } else {
+        Ok(())
+    };
     if let Some(sb) = sandbox {
         sb.shutdown().await;
     }
+    if let Err(e) = sent {
+        progress.finish().await;
+        return Err(e);
+    }
 
     progress.phase(Phase::Writing);
-    let tally = {
-        let (inputs, out, scratch) = (inputs.clone(), output.clone(), scratch.clone());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut collector = Collector::new(
-                &inputs,
-                journal.field_names()?,
-                &scratch.join("results.parquet"),
-            )?;
-            let mut added = Ok(());
-            journal.export_each(|row| {
-                if added.is_ok() {
-                    added = collector.add(&row);
-                }
-            })?;
-            added?;
-            let (results, tally) = collector.finish()?;
-            crate::merge::write_output(&inputs, results, &out, &scratch)
-                .with_context(|| format!("writing {}", out.display()))?;
-            // The journal, and with it the state's lock, lives until the output is written.
-            drop(journal);
-            Ok(tally)
-        })
-        .await??
-    };
+    let (ins, out) = (inputs.clone(), output.clone());
+    let tally =
+        tokio::task::spawn_blocking(move || write_output(journal, &ins, &out, &scratch)).await??;
     progress.finish().await;
 
     let summary = Summary {
@@ -256,6 +193,74 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     };
     eprint!("{}", summary.render());
     Ok(summary.exit_code())
+}
+
+/// Opens the inputs and finds the check's columns in each; an input that holds our own result
+/// columns is an earlier output, not an export.
+fn open_inputs(
+    opts: &RunOptions,
+    info: &'static CheckInfo,
+    config: &ConfigFile,
+) -> anyhow::Result<(Vec<InputFile>, Vec<ColumnMap>)> {
+    let mapping = info.mapping(config, &opts.columns)?;
+    let inputs = InputFile::open_all(&opts.inputs)?;
+    let maps = inputs
+        .iter()
+        .map(|f| ColumnMap::resolve(f, info.columns, &mapping))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &inputs {
+        if let Some(h) = f.headers.iter().find(|h| h.starts_with("bv_")) {
+            bail!(
+                "{}: the column {h:?} uses the bv_ prefix under which bulkverify writes its \
+                 results; rename it (or give the original export, not an earlier output)",
+                f.display()
+            );
+        }
+    }
+    Ok((inputs, maps))
+}
+
+/// The output file and the state directory, checked not to overwrite an input.
+fn paths(opts: &RunOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let output = match &opts.output {
+        Some(o) => o.clone(),
+        None => default_output(&opts.inputs[0]),
+    };
+    if opts.inputs.iter().any(|i| same_file(i, &output)) {
+        bail!(
+            "the output {} is one of the inputs; choose another with -o",
+            output.display()
+        );
+    }
+    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
+    Ok((output, state_dir))
+}
+
+/// Writes every row with its outcome: the journal's results merged onto the inputs, in input
+/// order. The journal, and with it the state's lock, lives until the output is written.
+fn write_output(
+    journal: Journal,
+    inputs: &[InputFile],
+    out: &Path,
+    scratch: &Path,
+) -> anyhow::Result<crate::report::Tally> {
+    let mut collector = Collector::new(
+        inputs,
+        journal.field_names()?,
+        &scratch.join("results.parquet"),
+    )?;
+    let mut added = Ok(());
+    journal.export_each(|row| {
+        if added.is_ok() {
+            added = collector.add(&row);
+        }
+    })?;
+    added?;
+    let (results, tally) = collector.finish()?;
+    crate::merge::write_output(inputs, results, out, scratch)
+        .with_context(|| format!("writing {}", out.display()))?;
+    drop(journal);
+    Ok(tally)
 }
 
 /// What the journal work before any call needs.
@@ -377,12 +382,13 @@ struct Dispatch<'a> {
     ledger: Option<PathBuf>,
 }
 
-/// Sends every row that needs a call; returns the fatal error that stopped it, if any.
+/// Sends every row that needs a call; an error is what stopped it (the journal keeps what was
+/// done).
 async fn dispatch(
     journal: &Journal,
     d: Dispatch<'_>,
     interrupts: &Interrupts,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<()> {
     let settings = d.settings;
     let (writer, writer_thread) = journal.writer()?;
     let usage_writer = writer.clone();
@@ -474,9 +480,9 @@ async fn dispatch(
     })
     .await?;
     match (fatal, closed) {
-        (Some(message), _) => Ok(Some(message)),
-        (None, Err(e)) => Ok(Some(e.to_string())),
-        (None, Ok(())) => Ok(None),
+        (Some(message), _) => bail!("{message}"),
+        (None, Err(e)) => Err(e.into()),
+        (None, Ok(())) => Ok(()),
     }
 }
 

@@ -1,0 +1,182 @@
+//! The grant loop: one thread decides, for every waiter, when it may go.
+
+use super::*;
+
+/// What the grant loop does next.
+enum Next {
+    /// Sleep until then, or until woken.
+    Sleep(Instant),
+    /// Wait for a report or a new waiter.
+    Wait,
+    Refuse(GateError),
+    Grant {
+        probe: bool,
+        /// The slot of a counted request; `None` for one the provider does not count.
+        slot: Option<Duration>,
+    },
+}
+
+/// The grant loop, until its gate is gone or closed.
+pub(super) fn grant_loop(weak: &Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let mut st = lock(&inner.state);
+        let wait = loop {
+            if st.queues.closed {
+                return;
+            }
+            release_due(&mut st);
+            match decide(&inner, &mut st) {
+                Next::Grant { probe, slot } => grant(&inner, &mut st, probe, slot),
+                Next::Refuse(e) => {
+                    if e == GateError::ProviderDown {
+                        tracing::warn!(
+                            "the provider kept failing: no more calls in this run; the rows \
+                             left stay for the next run"
+                        );
+                    }
+                    st.queues.refuse(e);
+                }
+                Next::Sleep(until) => break until.saturating_duration_since(Instant::now()),
+                Next::Wait => break LOOP_TICK,
+            }
+        };
+        let wait = match st.releases.front() {
+            Some((slot, _)) => wait.min(slot.saturating_sub(mono_now())),
+            None => wait,
+        };
+        let (st, _) = inner
+            .wake
+            .wait_timeout(st, wait.min(LOOP_TICK))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(st);
+    }
+}
+
+/// Releases the grants whose slot has come.
+fn release_due(st: &mut State) {
+    let now = mono_now();
+    while st.releases.front().is_some_and(|(slot, _)| *slot <= now) {
+        if let Some((_, tx)) = st.releases.pop_front() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Whether a request may go now, and which kind: free requests first (they cost no quota),
+/// then counted ones when their slot allows.
+fn decide(inner: &Inner, st: &mut State) -> Next {
+    let now = Instant::now();
+    let (counted, free) = (st.queues.counted_waiting(), !st.queues.free.is_empty());
+    if !counted {
+        st.pacer.idle();
+        if !free {
+            return Next::Wait;
+        }
+    }
+    let c = &mut st.control;
+    let probe = match c.breaker.admit(now) {
+        Admit::GiveUp => return Next::Refuse(GateError::ProviderDown),
+        Admit::WaitUntil(until) => {
+            st.pacer.idle();
+            return Next::Sleep(until);
+        }
+        Admit::WaitForProbe => {
+            st.pacer.idle();
+            return Next::Wait;
+        }
+        Admit::Go { probe } => probe,
+    };
+    if let Some(until) = c.paused_until.filter(|u| *u > now) {
+        st.pacer.idle();
+        return Next::Sleep(until);
+    }
+    if c.in_flight >= c.concurrency.limit() {
+        st.pacer.idle();
+        return Next::Wait;
+    }
+    if free {
+        return Next::Grant { probe, slot: None };
+    }
+    if let Some(day) = &inner.day
+        && !lock(day).room(unix_minute())
+    {
+        if c.reserved > 0 {
+            return Next::Wait;
+        }
+        return Next::Refuse(GateError::DayExhausted);
+    }
+    let paid = st.queues.next_counted().is_some_and(|w| w.paid);
+    let lead = if paid { c.lead() } else { Duration::ZERO };
+    let agreed = st.pacer.agree(c.period(), c.settled());
+    st.control.agreed(agreed);
+    match st.pacer.take(lead) {
+        Ok(slot) => Next::Grant {
+            probe,
+            slot: Some(slot),
+        },
+        Err(when) => Next::Sleep(now + when.saturating_sub(mono_now())),
+    }
+}
+
+fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>) {
+    let counted = slot.is_some();
+    let q = &mut st.queues;
+    let waiter = if counted {
+        q.high.pop_front().or_else(|| q.low.pop_front())
+    } else {
+        q.free.pop_front()
+    };
+    let backlogged = q.counted_waiting();
+    let Some(waiter) = waiter else { return };
+    let minute = unix_minute();
+    if counted && let Some(day) = &inner.day {
+        lock(day).add(minute, 1);
+    }
+    let c = &mut st.control;
+    c.in_flight += 1;
+    c.reserved += usize::from(counted);
+    c.backlogged = backlogged;
+    if probe {
+        c.breaker.probe_sent();
+    }
+    let release = slot.filter(|s| *s > mono_now()).map(|s| {
+        let (tx, rx) = oneshot::channel();
+        st.releases.push_back((s, tx));
+        rx
+    });
+    let ticket = Grant {
+        inner: inner.clone(),
+        at: Instant::now(),
+        slot,
+        minute,
+        settled: false,
+        release,
+        sent: if counted {
+            st.control.sent(Instant::now())
+        } else {
+            None
+        },
+        probe,
+        counted,
+        open: true,
+    };
+    // A waiter that gave up (its task ended) returns the grant, which frees its place as it
+    // drops; the slot it used stays used, which errs on the safe side.
+    if let Err(returned) = waiter.tx.send(Ok(ticket)) {
+        drop_unlocked(st, returned);
+    }
+}
+
+/// A grant returned by a waiter that is gone: freed here, since its own drop would take the
+/// lock the grant loop holds.
+fn drop_unlocked(st: &mut State, returned: Result<Grant, GateError>) {
+    if let Ok(mut g) = returned {
+        g.open = false;
+        st.control.abandoned(g.probe);
+        if g.counted {
+            g.settled = true;
+            st.control.reserved -= 1;
+        }
+    }
+}

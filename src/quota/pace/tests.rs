@@ -1,0 +1,152 @@
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Takes `n` slots as soon as they can be had, sleeping in between.
+fn slots(pacer: &mut Pacer, n: usize, lead: Duration) -> Vec<Duration> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match pacer.take(lead) {
+            Ok(at) => got.push(at),
+            Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+        }
+    }
+    got
+}
+
+#[test]
+fn paces_from_the_first_request_without_a_burst() {
+    let mut p = Pacer::new(Schedule::local(), 20 * MS);
+    p.agree(20 * MS, true);
+    let got = slots(&mut p, 5, Duration::ZERO);
+    for w in got.windows(2) {
+        assert!(w[1] - w[0] >= 20 * MS, "{:?}", w[1] - w[0]);
+    }
+    assert!(
+        got[4] - got[0] < 90 * MS,
+        "no slot lost: {:?}",
+        got[4] - got[0]
+    );
+}
+
+#[test]
+fn a_slot_is_granted_its_lead_before_it_is_due() {
+    let mut p = Pacer::new(Schedule::local(), 30 * MS);
+    p.agree(30 * MS, true);
+    let first = p.take(10 * MS).unwrap();
+    let asked = mono_now();
+    let second = slots(&mut p, 1, 10 * MS)[0];
+    let granted = mono_now();
+    assert!(second - first >= 30 * MS);
+    assert!(second > granted + 8 * MS, "granted ahead of its slot");
+    assert!(granted - asked >= 15 * MS);
+}
+
+/// A new limiter over the same schedule continues its slots: it neither starts full
+/// (a burst) nor afresh (a gap), and a wider period moves the pending slot.
+#[test]
+fn a_limiter_swapped_in_keeps_the_schedule() {
+    let mut p = Pacer::new(Schedule::local(), 10 * MS);
+    p.agree(10 * MS, true);
+    let mut got = slots(&mut p, 3, Duration::ZERO);
+    p.agree(25 * MS, true);
+    got.extend(slots(&mut p, 3, Duration::ZERO));
+    p.agree(10 * MS, true);
+    got.extend(slots(&mut p, 3, Duration::ZERO));
+    let gaps: Vec<_> = got.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, g) in gaps.iter().enumerate() {
+        // The slot after the last at 25 ms was set before the period narrowed again.
+        let want = if (2..6).contains(&i) {
+            25 * MS
+        } else {
+            10 * MS
+        };
+        assert!(*g >= want, "gap {i}: {g:?} < {want:?}: {gaps:?}");
+        assert!(*g < want + 5 * MS, "gap {i}: {g:?}, a slot lost: {gaps:?}");
+    }
+}
+
+#[test]
+fn two_runs_on_one_schedule_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pace.bin");
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut p = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+                let mut got = Vec::new();
+                let end = mono_now() + Duration::from_millis(600);
+                while mono_now() < end {
+                    p.agree(10 * MS, true);
+                    match p.take(Duration::ZERO) {
+                        Ok(at) => got.push(at),
+                        Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+                    }
+                }
+                p.idle();
+                got
+            })
+        })
+        .collect();
+    let runs: Vec<Vec<Duration>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<Duration> = runs.iter().flatten().copied().collect();
+    all.sort();
+    for w in all.windows(2) {
+        assert!(w[1] - w[0] >= 10 * MS, "two slots {:?} apart", w[1] - w[0]);
+    }
+    let (a, b) = (runs[0].len(), runs[1].len());
+    assert!(a + b >= 50, "{a} + {b} slots in 600 ms at 10 ms");
+    assert!(a.min(b) * 10 >= a.max(b) * 8, "turns are fair: {a} and {b}");
+}
+
+#[test]
+fn a_table_survives_its_file_and_forgets_another_boot() {
+    let mut t = Table::new([7; 16]);
+    t.tat = Duration::from_secs(5);
+    t.taken = 3;
+    t.enter(42, Duration::from_secs(4)).unwrap().waiting = true;
+    assert_eq!(Table::decode(&t.encode()), Some(t.clone()));
+    assert_eq!(Table::decode(b"not a table"), None);
+    let mut other = t.clone();
+    other.refresh([8; 16], Duration::from_secs(6));
+    assert_eq!(
+        other.tat,
+        Duration::ZERO,
+        "another boot's slots mean nothing"
+    );
+    let mut far = t.clone();
+    far.refresh([7; 16], Duration::from_secs(5) + FORGOTTEN * 2);
+    assert_eq!(
+        far.taken, 0,
+        "a schedule nobody used for long starts afresh"
+    );
+    let mut slow = t.clone();
+    slow.runs[0].period = Duration::from_secs(120);
+    slow.tat = Duration::from_secs(4 + 150);
+    slow.refresh([7; 16], Duration::from_secs(4));
+    assert_eq!(
+        slow.taken, 3,
+        "a slot two minutes ahead is a slow quota's, kept"
+    );
+    let mut torn = t.clone();
+    torn.last_slot = torn.tat + MS;
+    assert_eq!(Table::decode(&torn.encode()), None, "slots out of order");
+}
+
+#[test]
+fn a_run_that_leaves_gives_up_its_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pace.bin");
+    let mut a = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+    let mut b = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+    a.agree(40 * MS, true);
+    assert_eq!(
+        b.agree(10 * MS, true).period,
+        40 * MS,
+        "paced at the widest"
+    );
+    drop(a);
+    let alone = b.agree(10 * MS, true);
+    assert_eq!((alone.period, alone.runs), (10 * MS, 1));
+}

@@ -20,7 +20,7 @@
 //! - jobs and batches that never finish (`--stuck-share`, and test identifiers);
 //! - OTPs that expire (`--otp-ttl-secs`) and journeys that resolve late (`--journey-delay-ms`);
 //! - scripted outcomes and faults per test identifier, documented in a table in each provider's
-//!   module (`udyam.rs`, `batch.rs`, `cashfree.rs`, `attestr.rs`, `equal.rs`), expired tokens
+//!   module (`udyam.rs`, `batch.rs`, `cashfree/*.rs`, `attestr.rs`, `equal.rs`), expired tokens
 //!   and expired pre-signed URLs.
 //!
 //! Everything that decides an answer, except the random shares of 5xx answers and resets, is

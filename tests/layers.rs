@@ -67,7 +67,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
                 if !name.is_empty() && name != module {
-                    let file = path.strip_prefix(&root()).unwrap().display().to_string();
+                    let file = path.strip_prefix(root()).unwrap().display().to_string();
                     edges.entry(name).or_default().insert(file);
                 }
             }

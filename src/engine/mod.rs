@@ -141,7 +141,7 @@ impl Ctx {
                     self.journal.batch_closed(b, "failed");
                 }
                 let outcome = Outcome::new(Status::Error)
-                    .with_reason(Reason::from_client(reason))
+                    .with_reason(reason)
                     .with_message(message);
                 for k in keys {
                     self.finish(k, outcome.clone(), Some(attempts));
@@ -197,7 +197,7 @@ impl Ctx {
             CallError::GaveUp {
                 reason, message, ..
             } => Outcome::new(Status::Error)
-                .with_reason(Reason::from_client(reason))
+                .with_reason(reason)
                 .with_message(message),
             // Polls cost nothing, so a lost answer is retried like any transport failure and
             // never comes back unconfirmed; the arm only completes the match.

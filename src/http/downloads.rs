@@ -7,10 +7,69 @@
 //! and the body is capped in size and in time.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use reqwest::Url;
 
+use super::{Answer, Api, Billing, CallError, Request, Slot};
 use crate::config::DownloadPolicy;
+use crate::outcome::Reason;
+use crate::quota::gate::Priority;
+use crate::secret::Secret;
+
+impl Api {
+    /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
+    /// make S3 refuse the request), and its body never sits in memory whole. A non-2xx answer
+    /// is returned with its body and nothing written. The URL must pass the download policy
+    /// (the module docs); the body is capped in size and in time, and a body cut short (fewer
+    /// bytes than announced, a chunked body without its end) is a transport failure, fetched
+    /// again.
+    pub async fn download(
+        &self,
+        label: &'static str,
+        url: &Secret,
+        dest: &Path,
+    ) -> Result<Answer, CallError> {
+        let refused = |reason: Reason, message: String| CallError::GaveUp {
+            label,
+            reason: reason.into(),
+            message,
+            attempts: 0,
+        };
+        if let Err(why) = self.downloads.check(url.expose()).await {
+            return Err(refused(Reason::DOWNLOAD_REFUSED, why));
+        }
+        let fetched = tokio::time::timeout(self.downloads.max_time, self.fetch(label, url, dest));
+        match fetched.await {
+            Ok(answer) => answer,
+            Err(_) => Err(refused(
+                Reason::DOWNLOAD_TIMEOUT,
+                format!(
+                    "the result file took longer than {} s to download (download_timeout_secs)",
+                    self.downloads.max_time.as_secs()
+                ),
+            )),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        label: &'static str,
+        url: &Secret,
+        dest: &Path,
+    ) -> Result<Answer, CallError> {
+        let target = url.expose().to_string();
+        let build = move |c: &reqwest::Client| c.get(&target);
+        let req = Request {
+            label,
+            billing: Billing::Free,
+            priority: Priority::High,
+            authenticated: false,
+            build: &build,
+        };
+        self.exchange(&req, Some(dest), Slot::Take).await
+    }
+}
 
 impl DownloadPolicy {
     /// Checks `url` before it is fetched; the refusal says why, never the URL (it is a secret).
@@ -94,9 +153,20 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use reqwest::header::HeaderMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+    use crate::config::{ConfigFile, ProviderSettings};
+    use crate::http::{FixedHeaders, Intent, deepvue};
+    use crate::quota::gate::{Gate, GateSettings};
 
     fn policy() -> DownloadPolicy {
         DownloadPolicy {
@@ -168,5 +238,121 @@ mod tests {
         };
         let err = local.check("https://localhost/x.csv").await.unwrap_err();
         assert!(err.contains("private or local"), "{err}");
+    }
+
+    /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
+    /// 3 MiB on `/big`, and streams without end on `/endless`.
+    async fn server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shorts = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let shorts = shorts.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let body = [b'x'; 100];
+                    if request.starts_with("GET /short") {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let cut = if shorts.fetch_add(1, Ordering::SeqCst) == 0 {
+                            10
+                        } else {
+                            100
+                        };
+                        let _ = conn.write_all(&body[..cut]).await;
+                    } else if request.starts_with("GET /big") {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                    } else {
+                        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+                        while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    async fn api(base: &str) -> Api {
+        let config = ConfigFile::parse(
+            "[providers.deepvue]\nmax_download_mb = 1\nmax_attempts = 3\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "DEEPVUE_BASE_URL" => Some(base.to_string()),
+            "DEEPVUE_CLIENT_ID" | "DEEPVUE_CLIENT_SECRET" => Some("x".into()),
+            _ => None,
+        };
+        let settings = ProviderSettings::resolve(&deepvue::DEFAULTS, &config, &env, None).unwrap();
+        let gate = Gate::new(&GateSettings::of(&settings), vec![], None);
+        let auth = Box::new(FixedHeaders::new(HeaderMap::new(), |_| false));
+        Api::new(&settings, auth, gate, Arc::default(), Arc::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn downloads_cut_short_are_fetched_again_and_oversized_ones_refused() {
+        let base = server().await;
+        let api = api(&base).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+
+        let got = api
+            .download("t", &Secret::new(format!("{base}/short")), &dest)
+            .await
+            .unwrap();
+        assert_eq!(got.attempts, 2, "the cut answer was fetched again");
+        assert_eq!(std::fs::read(&dest).unwrap().len(), 100);
+
+        for path in ["/big", "/endless"] {
+            let err = api
+                .download("t", &Secret::new(format!("{base}{path}")), &dest)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, CallError::GaveUp { reason, .. } if reason.as_str() == "download_too_large"),
+                "{path}: {err}"
+            );
+        }
+
+        // An endless answer to an API call is cut off, not read into memory: a free call
+        // gives up, a paid one is held (it may have been billed).
+        struct Noted;
+        impl Intent for Noted {
+            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        for (billing, paid) in [(Billing::Free, false), (Billing::Paid(&Noted), true)] {
+            let url = api.url("/endless");
+            let build = move |c: &reqwest::Client| c.get(url.clone());
+            let err = api
+                .call("t", billing, Priority::High, &build)
+                .await
+                .unwrap_err();
+            let held = matches!(err, CallError::Unconfirmed { .. });
+            let gave_up = matches!(&err, CallError::GaveUp { reason, .. } if reason.as_str() == "answer_too_large");
+            assert!(if paid { held } else { gave_up }, "{err}");
+        }
+
+        let err = api
+            .download(
+                "t",
+                &Secret::new("https://elsewhere.example/f.csv?X-Amz-Signature=s"),
+                &dest,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::GaveUp { reason, .. } if reason.as_str() == "download_refused"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("Signature"), "{err}");
     }
 }

@@ -18,32 +18,38 @@
 //!
 //! A paid request's intent is recorded between its grant and its send ([`Intent`]): a run
 //! killed while requests wait their turn holds none of them, only those that may have left.
+//!
+//! What each send's outcome leads to is decided in [`decide`], apart from the I/O; `exchange`
+//! is the loop that acts on it.
 
+mod answer;
 pub mod attestr;
 pub mod cashfree;
+mod decide;
 pub mod deepvue;
 pub mod downloads;
 pub mod equal;
 pub mod ratelimit;
 
-use std::error::Error as _;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub use answer::{Answer, provider_words};
+use answer::{Failed, failure_words, receive};
+use decide::{Attempt, Decision, Fail, Outcome};
 
 use crate::config::ProviderSettings;
-use crate::quota::gate::{Ask, Gate, GateError, Priority, Refusal, Signal};
+use crate::outcome::{Reason, ReasonCode};
+use crate::quota::gate::{Ask, Gate, GateError, Grant, Priority, Refusal};
 use crate::quota::hints::Hints;
 use crate::quota::retry::{Backoff, Budget};
-use crate::secret::Secret;
 use crate::stats::Stats;
 use crate::util::stop::Stop;
 
@@ -85,44 +91,6 @@ pub struct Request<'a> {
     pub build: Build<'a>,
 }
 
-/// A provider's answer that is not a transport-level failure.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// How many times the request was sent.
-    pub attempts: u32,
-}
-
-/// The status and size only: a body can carry a token (the authorize answer) or personal data.
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answer")
-            .field("status", &self.status)
-            .field("body_bytes", &self.body.len())
-            .field("attempts", &self.attempts)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Answer {
-    /// The body as JSON, if it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// An answer as a check's reader sees it, for tests of the readers.
-    #[cfg(test)]
-    pub fn sample(status: u16, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).expect("a valid status"),
-            headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-            attempts: 1,
-        }
-    }
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The run cannot go on (credentials rejected): stop everything.
@@ -132,7 +100,7 @@ pub enum CallError {
     #[error("{label}: gave up after {attempts} attempts: {message}")]
     GaveUp {
         label: &'static str,
-        reason: String,
+        reason: ReasonCode,
         message: String,
         attempts: u32,
     },
@@ -338,294 +306,230 @@ impl Api {
         self.exchange(req, None, Slot::Bypass).await
     }
 
-    /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
-    /// make S3 refuse the request), and its body never sits in memory whole. A non-2xx answer
-    /// is returned with its body and nothing written. The URL must pass the download policy
-    /// ([`downloads`]); the body is capped in size and in time, and a body cut short (fewer
-    /// bytes than announced, a chunked body without its end) is a transport failure, fetched
-    /// again.
-    pub async fn download(
-        &self,
-        label: &'static str,
-        url: &Secret,
-        dest: &Path,
-    ) -> Result<Answer, CallError> {
-        let refused = |reason: &str, message: String| CallError::GaveUp {
-            label,
-            reason: reason.into(),
-            message,
-            attempts: 0,
-        };
-        if let Err(why) = self.downloads.check(url.expose()).await {
-            return Err(refused("download_refused", why));
-        }
-        let fetched = tokio::time::timeout(self.downloads.max_time, self.fetch(label, url, dest));
-        match fetched.await {
-            Ok(answer) => answer,
-            Err(_) => Err(refused(
-                "download_timeout",
-                format!(
-                    "the result file took longer than {} s to download (download_timeout_secs)",
-                    self.downloads.max_time.as_secs()
-                ),
-            )),
-        }
-    }
-
-    async fn fetch(
-        &self,
-        label: &'static str,
-        url: &Secret,
-        dest: &Path,
-    ) -> Result<Answer, CallError> {
-        let target = url.expose().to_string();
-        let build = move |c: &reqwest::Client| c.get(&target);
-        let req = Request {
-            label,
-            billing: Billing::Free,
-            priority: Priority::High,
-            authenticated: false,
-            build: &build,
-        };
-        self.exchange(&req, Some(dest), Slot::Take).await
-    }
-
+    /// One logical call: rounds of turn and send until [`decide::classify`] ends it.
     async fn exchange(
         &self,
         req: &Request<'_>,
         dest: Option<&Path>,
         slot: Slot,
     ) -> Result<Answer, CallError> {
-        let counted = req.priority == Priority::Low || self.polls_count;
-        // Requests sent, and of those the failures that count against max_attempts.
-        let (mut attempts, mut failures) = (0u32, 0u32);
-        // 401s in a row: a token can expire while its request waits for the quota gate, so a
-        // 401 renews the token and tries again; only a run of them means the credentials are bad.
-        let mut refused = 0u32;
-        // Whether the paid request's intent is durable, and whether the provider refused it
-        // once for pacing (then it goes first at the next slot).
-        let (mut recorded, mut again) = (false, false);
+        let mut call = self.attempt(req, dest.is_some());
+        // Requests sent (a resend after a 401 takes its place), and where the call stands at
+        // the gate.
+        let mut attempts = 0u32;
+        let mut place = Place::default();
+        let mut turn = None;
         loop {
+            // Once the run stops, no new paid call starts and no call goes again. The loop
+            // passes here before each turn and again between its grant and its send.
             if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
                 return Err(CallError::Stopped);
             }
-            // Credentials are renewed before queueing, then a slot and the quota grant; a paid
-            // request records its intent (granted a little ahead for it) and waits for its
-            // slot; then nothing slow before the send: the provider's arrival times stay as
-            // close to the gate's pacing as the network allows. A token that went stale while
-            // its request waited gives up the grant (under-using the quota is safe; sending
-            // late is not) and is renewed on the next round.
-            if req.authenticated {
-                self.auth.refresh(self).await?;
+            let Some(Turn { permit, grant }) = turn.take() else {
+                turn = self.turn(req, slot, &mut place).await?;
+                continue;
+            };
+            let Some((headers, builder)) = self.request(req) else {
+                continue;
+            };
+            attempts += 1;
+            place.again = false;
+            // A resend after a 401 is the same call again: it deposits nothing more.
+            if attempts == 1 && call.renewals == 0 {
+                self.budget.deposit();
+            } else {
+                Stats::add(&self.stats.retries, 1);
             }
-            let (headers, outcome, grant) = {
-                let _slot = match slot {
-                    Slot::Take => Some(self.slots.acquire().await.map_err(|_| CallError::Stopped)?),
-                    Slot::Bypass => None,
-                };
-                let ask = Ask {
-                    priority: req.priority,
-                    counted,
-                    paid: req.billing.paid() && !recorded,
-                    again,
-                };
-                let mut grant = self.gate.acquire(ask).await?;
-                if let Billing::Paid(intent) = req.billing
-                    && !recorded
-                {
-                    let started = std::time::Instant::now();
-                    intent.record().await?;
-                    self.gate.committed_in(started.elapsed());
-                    recorded = true;
+            Stats::add(&self.stats.calls, 1);
+            let result = receive(builder, dest.map(|d| (d, self.downloads.max_bytes))).await;
+            drop(permit);
+            let (outcome, hints) = self.outcome(&result);
+            // An answer not read tells the gate nothing: its grant is dropped unreported.
+            let refusal = decide::signal(outcome, hints).and_then(|s| grant.report(s));
+            let decision = self.decision(&call, outcome, refusal);
+            if let Decision::Pace { .. }
+            | Decision::Retry { .. }
+            | Decision::Fail(Fail::GaveUp(_) | Fail::Denied(_)) = decision
+            {
+                tracing::debug!(
+                    "{} {}: attempt {attempts}: {}",
+                    self.provider,
+                    req.label,
+                    failure_words(&result, call.download)
+                );
+            }
+            match (decision, result) {
+                (Decision::Return, Ok(answer)) => return Ok(Answer { attempts, ..answer }),
+                (Decision::Refused, Ok(answer)) => {
+                    return Err(self.credentials_refused(req, &answer));
                 }
-                if !grant.until_slot().await {
-                    // Its slot passed while the intent committed: the next one is asked for,
-                    // the same request, first in line.
-                    tracing::debug!(
-                        "{} {}: the slot passed while the intent committed",
-                        self.provider,
-                        req.label
-                    );
-                    Stats::add(&self.stats.slots_missed, 1);
-                    again = true;
-                    continue;
+                (Decision::Return | Decision::Refused, Err(_)) => {
+                    unreachable!("classify returns an answer only for an answer")
                 }
-                if self.stop.is_set() && (req.priority == Priority::Low || attempts > 0) {
-                    return Err(CallError::Stopped);
-                }
-                let headers = if req.authenticated {
-                    match self.auth.headers() {
-                        Some(h) => Some(h),
-                        None => continue,
+                (Decision::Renew, _) => {
+                    if let Some(h) = &headers {
+                        self.auth.rejected(h);
                     }
-                } else {
-                    None
-                };
-                let mut builder = (req.build)(&self.http);
-                if let Some(h) = &headers {
-                    builder = builder.headers(h.clone());
+                    call.renewals += 1;
+                    attempts -= 1;
                 }
-                attempts += 1;
-                again = false;
-                // A resend after a 401 is the same call again: it deposits nothing more.
-                if attempts == 1 && refused == 0 {
-                    self.budget.deposit();
-                } else {
-                    Stats::add(&self.stats.retries, 1);
+                (Decision::Pace { first }, _) => {
+                    Stats::add(&self.stats.rate_limited, 1);
+                    place.again = first;
                 }
-                Stats::add(&self.stats.calls, 1);
-                let dest = dest.map(|d| (d, self.downloads.max_bytes));
-                (headers, receive(builder, dest).await, grant)
+                (Decision::Retry { backoff }, _) => {
+                    call.failures += 1;
+                    if !self.stop.sleep(self.backoff.delay(backoff)).await {
+                        return Err(CallError::Stopped);
+                    }
+                }
+                (Decision::Fail(fail), result) => {
+                    let message = failure_words(&result, call.download);
+                    return Err(self.failed(req.label, fail, message, attempts));
+                }
+            }
+        }
+    }
+
+    /// A call as the decision sees it, before any send.
+    fn attempt(&self, req: &Request<'_>, download: bool) -> Attempt {
+        Attempt {
+            paid: req.billing.paid(),
+            authenticated: req.authenticated,
+            download,
+            failures: 0,
+            max_attempts: self.max_attempts,
+            renewals: 0,
+            budget: true,
+        }
+    }
+
+    /// The request of one send, with its credentials; `None` when they went stale while it
+    /// waited, to be renewed on the next turn.
+    fn request(&self, req: &Request<'_>) -> Option<(Option<HeaderMap>, reqwest::RequestBuilder)> {
+        let headers = if req.authenticated {
+            Some(self.auth.headers()?)
+        } else {
+            None
+        };
+        let mut builder = (req.build)(&self.http);
+        if let Some(h) = &headers {
+            builder = builder.headers(h.clone());
+        }
+        Some((headers, builder))
+    }
+
+    /// What came back, as the decision and the gate read it.
+    fn outcome(&self, result: &Result<Answer, Failed>) -> (Outcome, Hints) {
+        match result {
+            Ok(answer) => (
+                Outcome::Answered {
+                    status: answer.status,
+                    day_spent: answer.status == StatusCode::TOO_MANY_REQUESTS
+                        && self.auth.day_spent(answer),
+                },
+                Hints::read(&answer.headers, SystemTime::now()),
+            ),
+            Err(failed) => (failed.outcome(), Hints::default()),
+        }
+    }
+
+    /// [`decide::classify`], the retry budget asked only once a charged retry is decided:
+    /// asking takes the retry.
+    fn decision(&self, call: &Attempt, outcome: Outcome, refusal: Option<Refusal>) -> Decision {
+        let decision = decide::classify(call, outcome, refusal);
+        if let Decision::Retry { .. } = decision
+            && !self.budget.withdraw()
+        {
+            Stats::add(&self.stats.retries_denied, 1);
+            let unfunded = Attempt {
+                budget: false,
+                ..*call
             };
-            let failure = match outcome {
-                Ok(answer) => {
-                    let status = answer.status;
-                    let hints = Hints::read(&answer.headers, SystemTime::now());
-                    if status == StatusCode::TOO_MANY_REQUESTS && self.auth.day_spent(&answer) {
-                        grant.report(Signal::Answered(hints));
-                        self.gate.exhaust();
-                        Stats::add(&self.stats.rate_limited, 1);
-                        return Err(CallError::DayQuota);
-                    } else if status == StatusCode::TOO_MANY_REQUESTS {
-                        // A pacing miss goes again first at the next slot; after a run of
-                        // 429s or a Retry-After, the gate holds everyone until the time.
-                        again = grant.report(Signal::RateLimited(hints)) == Some(Refusal::Miss);
-                        Stats::add(&self.stats.rate_limited, 1);
-                        Failure::RateLimited
-                    } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-                        grant.report(Signal::Failed { timeout: false });
-                        Failure::Other {
-                            reason: format!("http_{}", status.as_u16()),
-                            message: format!(
-                                "the provider answered HTTP {}{}",
-                                status.as_u16(),
-                                provider_words(&answer)
-                                    .map(|w| format!(": {w}"))
-                                    .unwrap_or_default()
-                            ),
-                        }
-                    } else {
-                        grant.report(Signal::Answered(hints));
-                        if status == StatusCode::UNAUTHORIZED
-                            && let Some(h) = &headers
-                            && refused < 2
-                        {
-                            // The call was refused, not processed: safe to send again with
-                            // fresh credentials, and not counted as an attempt.
-                            self.auth.rejected(h);
-                            refused += 1;
-                            attempts -= 1;
-                            continue;
-                        }
-                        if req.authenticated
-                            && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                        {
-                            return Err(self.credentials_refused(req, &answer));
-                        }
-                        return Ok(Answer { attempts, ..answer });
-                    }
-                }
-                Err(Failed::TooLarge(max)) if dest.is_some() => {
-                    return Err(CallError::GaveUp {
-                        label: req.label,
-                        reason: "download_too_large".into(),
-                        message: format!(
-                            "the result file is larger than {} MiB (max_download_mb): not \
-                             fetched",
-                            max / (1024 * 1024)
-                        ),
-                        attempts,
-                    });
-                }
-                Err(Failed::TooLarge(max)) => {
-                    let message = format!(
-                        "the provider's answer passed {} MiB, far beyond any answer of this \
-                         API: not read",
-                        max / (1024 * 1024)
-                    );
-                    // The provider answered, so a paid call may have been billed: never resent.
-                    return Err(if req.billing.paid() {
-                        CallError::Unconfirmed {
-                            label: req.label,
-                            message,
-                            attempts,
-                        }
-                    } else {
-                        CallError::GaveUp {
-                            label: req.label,
-                            reason: "answer_too_large".into(),
-                            message,
-                            attempts,
-                        }
-                    });
-                }
-                Err(Failed::Local(e)) => {
-                    return Err(CallError::Fatal(format!(
-                        "{}: cannot write the downloaded file ({e}); free disk space and run \
-                         the same command again",
-                        req.label
-                    )));
-                }
-                Err(Failed::Transport { error, sent }) => {
-                    grant.report(Signal::Failed {
-                        timeout: error.is_timeout(),
-                    });
-                    let message = describe(&error);
-                    if sent && req.billing.paid() {
-                        return Err(CallError::Unconfirmed {
-                            label: req.label,
-                            message,
-                            attempts,
-                        });
-                    }
-                    let reason = if sent {
-                        "transport_error"
-                    } else {
-                        "connect_failed"
-                    };
-                    Failure::Other {
-                        reason: reason.to_string(),
-                        message,
-                    }
-                }
-            };
-            let (reason, message) = match &failure {
-                Failure::RateLimited => (
-                    "rate_limited",
-                    "the provider answered 429 (rate limit exceeded)",
-                ),
-                Failure::Other { reason, message } => (reason.as_str(), message.as_str()),
-            };
+            return decide::classify(&unfunded, outcome, refusal);
+        }
+        decision
+    }
+
+    /// Everything before a send, in this order: fresh credentials before queueing, then a
+    /// concurrency slot and the quota's grant; a paid request records its intent (granted a
+    /// little ahead for it) and waits for its slot. After it, nothing slow comes before the
+    /// send, so that the provider's arrival times stay as close to the gate's pacing as the
+    /// network allows. `None` when the slot passed while the intent committed: the same
+    /// request asks for the next one, first in line.
+    async fn turn(
+        &self,
+        req: &Request<'_>,
+        slot: Slot,
+        place: &mut Place,
+    ) -> Result<Option<Turn<'_>>, CallError> {
+        if req.authenticated {
+            self.auth.refresh(self).await?;
+        }
+        let permit = match slot {
+            Slot::Take => Some(self.slots.acquire().await.map_err(|_| CallError::Stopped)?),
+            Slot::Bypass => None,
+        };
+        let ask = Ask {
+            priority: req.priority,
+            counted: req.priority == Priority::Low || self.polls_count,
+            paid: req.billing.paid() && !place.recorded,
+            again: place.again,
+        };
+        let mut grant = self.gate.acquire(ask).await?;
+        if let Billing::Paid(intent) = req.billing
+            && !place.recorded
+        {
+            let started = std::time::Instant::now();
+            intent.record().await?;
+            self.gate.committed_in(started.elapsed());
+            place.recorded = true;
+        }
+        if !grant.until_slot().await {
             tracing::debug!(
-                "{} {}: attempt {attempts}: {message}",
+                "{} {}: the slot passed while the intent committed",
                 self.provider,
                 req.label
             );
-            let gave_up = |message: String| CallError::GaveUp {
-                label: req.label,
-                reason: reason.to_string(),
+            Stats::add(&self.stats.slots_missed, 1);
+            place.again = true;
+            return Ok(None);
+        }
+        Ok(Some(Turn { permit, grant }))
+    }
+
+    /// The error a call ends with when no answer is the check's to read.
+    fn failed(&self, label: &'static str, fail: Fail, message: String, attempts: u32) -> CallError {
+        let gave_up = |reason: ReasonCode, message: String| CallError::GaveUp {
+            label,
+            reason,
+            message,
+            attempts,
+        };
+        match fail {
+            Fail::DaySpent => {
+                self.gate.exhaust();
+                Stats::add(&self.stats.rate_limited, 1);
+                CallError::DayQuota
+            }
+            Fail::Unconfirmed => CallError::Unconfirmed {
+                label,
                 message,
                 attempts,
-            };
-            // After a 429 the gate decides when the request goes again: no wait here, no
-            // charge to the budget, and no attempt used up (the provider did not process it);
-            // a provider that keeps refusing trips the gate's breaker instead.
-            if let Failure::Other { .. } = failure {
-                failures += 1;
-                if failures >= self.max_attempts {
-                    return Err(gave_up(message.to_string()));
-                }
-                if !self.budget.withdraw() {
-                    Stats::add(&self.stats.retries_denied, 1);
-                    return Err(gave_up(format!(
-                        "{message}; not retried: retries are capped at a share of calls \
-                         (retry_budget) while the provider fails this often"
-                    )));
-                }
-                if !self.stop.sleep(self.backoff.delay(failures - 1)).await {
-                    return Err(CallError::Stopped);
-                }
+            },
+            Fail::GaveUp(why) => gave_up(why.code(), message),
+            Fail::Denied(why) => gave_up(
+                why.code(),
+                format!(
+                    "{message}; not retried: retries are capped at a share of calls \
+                     (retry_budget) while the provider fails this often"
+                ),
+            ),
+            Fail::Oversize { download: true } => {
+                gave_up(Reason::DOWNLOAD_TOO_LARGE.into(), message)
             }
+            Fail::Oversize { download: false } => gave_up(Reason::ANSWER_TOO_LARGE.into(), message),
+            Fail::Unwritable => CallError::Fatal(format!("{label}: {message}")),
         }
     }
 
@@ -651,14 +555,6 @@ impl Api {
     }
 }
 
-/// Why an attempt got no usable answer.
-enum Failure {
-    /// A 429: the gate decides when the request goes again.
-    RateLimited,
-    /// A 5xx, a 408 or a transport failure: waited out with backoff, under the budget.
-    Other { reason: String, message: String },
-}
-
 /// Whether a request takes one of the provider's concurrency slots.
 #[derive(Clone, Copy)]
 enum Slot {
@@ -666,239 +562,19 @@ enum Slot {
     Bypass,
 }
 
-/// Why no answer came back.
-enum Failed {
-    /// Below HTTP. `sent` is false only when the request provably never left (the connection
-    /// was never made).
-    Transport { error: reqwest::Error, sent: bool },
-    /// The answer could not be written to disk.
-    Local(std::io::Error),
-    /// The body passed this many bytes.
-    TooLarge(u64),
+/// The right to send one request: its concurrency slot (none when bypassed), held until the
+/// answer is in, and the quota's grant, held until the gate is told how it went.
+struct Turn<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    grant: Grant,
 }
 
-/// The largest API answer read (result files have their own cap): a JSON answer of these APIs
-/// is kilobytes, so this only stops a body that would exhaust memory.
-const MAX_ANSWER_BYTES: u64 = 16 << 20;
-
-/// Sends and reads the answer; with `dest`, a 2xx body is streamed to that file, up to a size.
-async fn receive(
-    builder: reqwest::RequestBuilder,
-    dest: Option<(&Path, u64)>,
-) -> Result<Answer, Failed> {
-    let transport = |error: reqwest::Error| Failed::Transport {
-        sent: !error.is_connect(),
-        error,
-    };
-    let mut resp = builder.send().await.map_err(transport)?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = match dest {
-        Some((path, max)) if status.is_success() => {
-            if resp.content_length().is_some_and(|n| n > max) {
-                return Err(Failed::TooLarge(max));
-            }
-            let mut out = crate::util::fs::create_private_file_async(path)
-                .await
-                .map_err(Failed::Local)?;
-            let mut written = 0u64;
-            while let Some(bytes) = resp.chunk().await.map_err(transport)? {
-                written += bytes.len() as u64;
-                if written > max {
-                    return Err(Failed::TooLarge(max));
-                }
-                out.write_all(&bytes).await.map_err(Failed::Local)?;
-            }
-            out.flush().await.map_err(Failed::Local)?;
-            Bytes::new()
-        }
-        _ => {
-            if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES) {
-                return Err(Failed::TooLarge(MAX_ANSWER_BYTES));
-            }
-            let mut body = Vec::new();
-            while let Some(bytes) = resp.chunk().await.map_err(transport)? {
-                if (body.len() + bytes.len()) as u64 > MAX_ANSWER_BYTES {
-                    return Err(Failed::TooLarge(MAX_ANSWER_BYTES));
-                }
-                body.extend_from_slice(&bytes);
-            }
-            Bytes::from(body)
-        }
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-        attempts: 0,
-    })
-}
-
-/// A transport error's words, without the URL (which can carry identifiers and signatures).
-fn describe(error: &reqwest::Error) -> String {
-    let mut words = if error.is_timeout() {
-        "timed out".to_string()
-    } else if error.is_connect() {
-        "could not connect".to_string()
-    } else {
-        "connection failed".to_string()
-    };
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !words.contains(&text) && !text.contains("://") {
-            words.push_str(": ");
-            words.push_str(&text);
-        }
-        source = s.source();
-    }
-    words
-}
-
-/// The provider's own words in an error body: `detail` or `message`, as most of them send.
-pub fn provider_words(answer: &Answer) -> Option<String> {
-    let v = answer.json()?;
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(items) => {
-            let parts: Vec<String> = items
-                .iter()
-                .filter_map(|i| i.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
-                .collect();
-            (!parts.is_empty()).then(|| parts.join("; "))
-        }
-        _ => None,
-    };
-    ["message", "detail", "error"]
-        .iter()
-        .find_map(|k| v.get(k).and_then(text))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-    use crate::config::ConfigFile;
-    use crate::quota::gate::GateSettings;
-
-    /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
-    /// 3 MiB on `/big`, and streams without end on `/endless`.
-    async fn server() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shorts = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            loop {
-                let (mut conn, _) = listener.accept().await.unwrap();
-                let shorts = shorts.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = conn.read(&mut buf).await.unwrap_or(0);
-                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let body = [b'x'; 100];
-                    if request.starts_with("GET /short") {
-                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
-                        let _ = conn.write_all(head.as_bytes()).await;
-                        let cut = if shorts.fetch_add(1, Ordering::SeqCst) == 0 {
-                            10
-                        } else {
-                            100
-                        };
-                        let _ = conn.write_all(&body[..cut]).await;
-                    } else if request.starts_with("GET /big") {
-                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n";
-                        let _ = conn.write_all(head.as_bytes()).await;
-                    } else {
-                        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-                        let _ = conn.write_all(head.as_bytes()).await;
-                        let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
-                        while conn.write_all(chunk.as_bytes()).await.is_ok() {}
-                    }
-                });
-            }
-        });
-        url
-    }
-
-    async fn api(base: &str) -> Api {
-        let config = ConfigFile::parse(
-            "[providers.deepvue]\nmax_download_mb = 1\nmax_attempts = 3\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let env = |k: &str| match k {
-            "DEEPVUE_BASE_URL" => Some(base.to_string()),
-            "DEEPVUE_CLIENT_ID" | "DEEPVUE_CLIENT_SECRET" => Some("x".into()),
-            _ => None,
-        };
-        let settings = ProviderSettings::resolve(&deepvue::DEFAULTS, &config, &env, None).unwrap();
-        let gate = Gate::new(&GateSettings::of(&settings), vec![], None);
-        let auth = Box::new(FixedHeaders::new(HeaderMap::new(), |_| false));
-        Api::new(&settings, auth, gate, Arc::default(), Arc::default()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn downloads_cut_short_are_fetched_again_and_oversized_ones_refused() {
-        let base = server().await;
-        let api = api(&base).await;
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("f");
-
-        let got = api
-            .download("t", &Secret::new(format!("{base}/short")), &dest)
-            .await
-            .unwrap();
-        assert_eq!(got.attempts, 2, "the cut answer was fetched again");
-        assert_eq!(std::fs::read(&dest).unwrap().len(), 100);
-
-        for path in ["/big", "/endless"] {
-            let err = api
-                .download("t", &Secret::new(format!("{base}{path}")), &dest)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(&err, CallError::GaveUp { reason, .. } if reason == "download_too_large"),
-                "{path}: {err}"
-            );
-        }
-
-        // An endless answer to an API call is cut off, not read into memory: a free call
-        // gives up, a paid one is held (it may have been billed).
-        struct Noted;
-        impl Intent for Noted {
-            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
-                Box::pin(async { Ok(()) })
-            }
-        }
-        for (billing, paid) in [(Billing::Free, false), (Billing::Paid(&Noted), true)] {
-            let url = api.url("/endless");
-            let build = move |c: &reqwest::Client| c.get(url.clone());
-            let err = api
-                .call("t", billing, Priority::High, &build)
-                .await
-                .unwrap_err();
-            let held = matches!(err, CallError::Unconfirmed { .. });
-            let gave_up =
-                matches!(&err, CallError::GaveUp { reason, .. } if reason == "answer_too_large");
-            assert!(if paid { held } else { gave_up }, "{err}");
-        }
-
-        let err = api
-            .download(
-                "t",
-                &Secret::new("https://elsewhere.example/f.csv?X-Amz-Signature=s"),
-                &dest,
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, CallError::GaveUp { reason, .. } if reason == "download_refused"),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("Signature"), "{err}");
-    }
+/// Where a call stands at the gate.
+#[derive(Default)]
+struct Place {
+    /// The paid request's intent is durable: later grants need no lead for it.
+    recorded: bool,
+    /// The provider refused it for pacing, or its slot passed while the intent committed: it
+    /// goes before the rest of its queue at the next slot.
+    again: bool,
 }

@@ -280,19 +280,6 @@ impl Reason {
     pub fn provider(code: &str) -> ReasonCode {
         Family::PROVIDER.code(&code.to_ascii_lowercase())
     }
-
-    /// A code the http client gave up with (`CallError::GaveUp`): one of the client's fixed
-    /// codes or `http_<status>`, still spelled in the client until it builds them here.
-    pub fn from_client(code: String) -> ReasonCode {
-        debug_assert!(
-            Reason::ALL.iter().any(|r| r.code == code) || code.starts_with(Family::HTTP.prefix),
-            "the http client gave up with {code:?}, which is not in the vocabulary"
-        );
-        ReasonCode {
-            code: Cow::Owned(code),
-            statuses: &[Error],
-        }
-    }
 }
 
 /// A `bv_reason` as an outcome takes it. Only the vocabulary makes one, so a code cannot be
@@ -305,6 +292,11 @@ pub struct ReasonCode {
 }
 
 impl ReasonCode {
+    /// The code as the output spells it.
+    pub fn as_str(&self) -> &str {
+        &self.code
+    }
+
     /// What an outcome checks in a debug build: a code shown with a status it does not go
     /// with would mislead whoever reads the row.
     pub fn goes_with(&self, status: Status) -> bool {
@@ -413,7 +405,6 @@ mod tests {
         assert_eq!(code(Reason::OTP_SENT.into()), "otp_sent");
         assert!(Reason::http(500).goes_with(Status::Error));
         assert!(!Reason::http(500).goes_with(Status::Verified));
-        assert!(Reason::from_client("transport_error".into()).goes_with(Status::Error));
     }
 
     /// A README section: its lines from the heading to the next heading of its level or above.

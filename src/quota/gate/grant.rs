@@ -21,7 +21,7 @@ pub struct Grant {
 }
 
 /// How a granted request went, as the gate's controllers need to know it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// The provider answered (a 2xx, or a business answer the check reads).
     Answered(Hints),

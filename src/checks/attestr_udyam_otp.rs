@@ -4,15 +4,16 @@
 //! bank, employment, financials per year, units, address and NIC codes. Both are paid. The
 //! flow between the steps is the engine's (`engine::otp`), the same for every OTP check.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::flatten::{flatten, snake_case};
 use super::{
-    CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
+    CheckInfo, Env, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, Pipeline, PollSchedule, Subject,
+    otp_settings,
 };
-use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::attestr::{self, classify};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -20,7 +21,6 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
-use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "attestr-udyam-otp",

@@ -12,14 +12,16 @@
 //!   sends twice.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Map, Value, json};
 
-use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
-use super::{Env, Pipeline};
+use super::{
+    BatchCheck, BatchStep, CheckInfo, Env, Match, Pipeline, PollSchedule, Subject, Uploaded,
+};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -27,7 +29,6 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::Priority;
-use std::sync::Arc;
 
 const NAME_COLUMN: ColumnSpec = ColumnSpec {
     name: "name",

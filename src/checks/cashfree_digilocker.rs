@@ -4,13 +4,13 @@
 //! when the link is created, during the day; the status lookup is a read, safe to repeat, so a
 //! row whose customer has not acted yet is simply looked up again by the next run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::flatten::flatten;
-use super::{CheckInfo, PollSchedule, RowCheck, Step, Subject};
-use super::{Env, Pipeline};
+use super::{CheckInfo, Env, Pipeline, PollSchedule, RowCheck, Step, Subject};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::cashfree::{self, refusal};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -18,7 +18,6 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
-use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "cashfree-digilocker",

@@ -1,14 +1,14 @@
 //! `deepvue-udyam`: Udyam registration lookup, asynchronous. Submit the number, then poll the
 //! result endpoint (HTTP 202 while it runs) until `completed` or `failed`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::flatten::flatten;
-use super::{CheckInfo, PollSchedule, RowCheck, Step, Subject};
-use super::{Env, Pipeline};
+use super::{CheckInfo, Env, Pipeline, PollSchedule, RowCheck, Step, Subject};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -16,7 +16,6 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
-use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-udyam",

@@ -4,12 +4,14 @@
 //! line ends and extra columns are the provider's choice.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{BatchCheck, BatchStep, CheckInfo, Match, PollSchedule, Subject, Uploaded};
-use super::{Env, Pipeline};
+use super::{
+    BatchCheck, BatchStep, CheckInfo, Env, Match, Pipeline, PollSchedule, Subject, Uploaded,
+};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::deepvue::{self, accepted_request_id, refusal, verdict};
 use crate::http::{Answer, Api, Billing, CallError, Intent};
@@ -18,7 +20,6 @@ use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::Priority;
 use crate::secret::Secret;
-use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "deepvue-upi-batch",

@@ -8,15 +8,16 @@
 //! output's result columns a masked form (`XXXX XXXX 1234`) made here, never the provider's
 //! `aadhaar_no`, whatever it holds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::flatten::flatten;
 use super::{
-    CheckInfo, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, PollSchedule, Subject, otp_settings,
+    CheckInfo, Env, OTP_COLUMN, OtpAnswer, OtpCheck, OtpSent, Pipeline, PollSchedule, Subject,
+    otp_settings,
 };
-use super::{Env, Pipeline};
 use crate::config::{CheckConfig, ConfigError, ConfigFile};
 use crate::http::equal;
 use crate::http::{Answer, Api, Billing, CallError, Intent, provider_words};
@@ -24,7 +25,6 @@ use crate::input::reader::ColumnSpec;
 use crate::input::validate::{self, Invalid};
 use crate::outcome::{Outcome, Reason, ReasonCode, Status};
 use crate::quota::gate::Priority;
-use std::sync::Arc;
 
 pub const INFO: CheckInfo = CheckInfo {
     name: "equal-aadhaar-otp",

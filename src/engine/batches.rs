@@ -12,8 +12,7 @@ use super::rows::reap;
 use super::{Ctx, still_processing};
 use crate::checks::{BatchCheck, BatchStep, Match, Subject, Uploaded};
 use crate::http::CallError;
-use crate::journal::OpenBatch;
-use crate::journal::ident_hash;
+use crate::journal::{BatchState, OpenBatch, ident_hash};
 use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::stats::Stats;
 
@@ -134,7 +133,7 @@ async fn batch<C: BatchCheck + ?Sized>(
         }
         (Ok((Uploaded::Refused(outcome), attempts)), _) => {
             Stats::add(&ctx.stats.submitted, keys.len() as u64);
-            ctx.journal.batch_closed(batch_id, "refused");
+            ctx.journal.batch_closed(batch_id, BatchState::Refused);
             for k in keys {
                 ctx.finish(k, outcome.clone(), Some(attempts));
             }
@@ -229,7 +228,7 @@ fn settle(ctx: &Ctx, batch_id: i64, rows: &[(RowKey, [u8; 16])], results: Vec<(M
                 });
                 ctx.finish(k, outcome, None);
             }
-            ctx.journal.batch_closed(batch_id, "done");
+            ctx.journal.batch_closed(batch_id, BatchState::Done);
         }
         Err(rejected) => {
             tracing::warn!("the result of batch {batch_id} was rejected: {rejected}");

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::checks::PollSchedule;
 use crate::http::{Api, CallError, Intent};
-use crate::journal::JournalWriter;
+use crate::journal::{BatchState, JournalWriter};
 use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::GateError;
 use crate::stats::Stats;
@@ -138,7 +138,7 @@ impl Ctx {
             } => {
                 // Answered every time, never accepted: nothing was billed; a later run tries again.
                 if let Some(b) = batch {
-                    self.journal.batch_closed(b, "failed");
+                    self.journal.batch_closed(b, BatchState::Failed);
                 }
                 let outcome = Outcome::new(Status::Error)
                     .with_reason(reason)

@@ -110,10 +110,7 @@ async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
     gate.committed_in(Duration::from_millis(20));
     let paid = Ask { paid: true, ..LOW };
     drop(gate.acquire(paid).await.unwrap());
-    let mut g = gate.acquire(paid).await.unwrap();
-    let granted = std::time::Instant::now();
-    assert!(g.until_slot().await);
-    let waited = granted.elapsed();
+    let (g, waited) = leaving(&gate, paid).await;
     assert!(
         waited >= Duration::from_millis(20),
         "released at its slot: {waited:?}"
@@ -137,11 +134,27 @@ async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
         .await
         .unwrap()
         .expect("the full day waits for the reservation that may come back");
-    assert!(
-        again.until_slot().await,
+    if !again.until_slot().await {
+        drop(again);
+        drop(leaving(&gate, paid).await);
+    }
+    assert_eq!(
+        *lock(&recorded),
+        2,
         "the day's third request is the one given up, taken back"
     );
-    assert_eq!(*lock(&recorded), 2);
+}
+
+/// The grant of a request that leaves, asked for again while a loaded machine releases it
+/// after its slot, as the client does; and how long the one that left waited for its slot.
+async fn leaving(gate: &Gate, ask: Ask) -> (Grant, Duration) {
+    loop {
+        let mut g = gate.acquire(ask).await.unwrap();
+        let granted = std::time::Instant::now();
+        if g.until_slot().await {
+            return (g, granted.elapsed());
+        }
+    }
 }
 
 fn hints(retry_after_ms: Option<u64>, remaining: Option<u64>, reset_s: Option<u64>) -> Hints {

@@ -1,0 +1,193 @@
+//! Reading rows back: page by page for the dispatcher, streamed for the merge.
+
+use std::path::PathBuf;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::schema::DB_FILE;
+use super::{BatchState, Journal, JournalError, OtpPhase, RowState, sql_error};
+use crate::outcome::{RowKey, Status};
+
+/// What the journal keeps of a row's OTP request between the two steps: never the OTP, only
+/// digests of the ones the provider refused, so that a re-run does not spend one of the
+/// owner's few attempts on an OTP already known to be wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpRequest {
+    /// What step two and a later fetch need (the provider's request id, or ours and theirs).
+    pub handle: String,
+    /// When the OTP expires, in Unix seconds.
+    pub expires_at: i64,
+    pub phase: OtpPhase,
+    /// Digests of the OTPs the provider refused, and of any OTP already in the cell when this
+    /// request was made (it cannot be this request's).
+    pub tried: Vec<String>,
+    /// OTPs sent for the row so far.
+    pub sent: u32,
+}
+
+/// A row as the dispatcher sees it when resuming.
+#[derive(Debug, Clone)]
+pub struct RowRecord {
+    pub key: RowKey,
+    pub state: RowState,
+    pub status: Option<Status>,
+    pub request_id: Option<String>,
+    pub batch_id: Option<i64>,
+    /// Whether the row's batch was accepted and is still to be polled: such a row is never
+    /// sent again on its own, whatever its status.
+    pub batch_open: bool,
+    /// A two-step check's OTP request, once one was made.
+    pub otp: Option<OtpRequest>,
+}
+
+/// One row as the merge writes it.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    pub key: RowKey,
+    pub duplicate_of: Option<RowKey>,
+    pub state: RowState,
+    pub status: Option<Status>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub provider_status: Option<String>,
+    pub request_id: Option<String>,
+    pub checked_at: Option<String>,
+    pub attempts: u32,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Reads row states page by page, so that a long read never pins the WAL.
+pub struct JournalReader {
+    dir: PathBuf,
+    conn: Connection,
+}
+
+impl Journal {
+    /// A second connection for reading while the writer thread writes (WAL allows both).
+    pub fn reader(&self) -> Result<JournalReader, JournalError> {
+        let conn = Connection::open_with_flags(
+            self.dir.join(DB_FILE),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.sql(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| self.sql(e))?;
+        Ok(JournalReader {
+            dir: self.dir.clone(),
+            conn,
+        })
+    }
+
+    /// The check's own result fields over all rows, in the order they first appear: the
+    /// columns of the output after the common ones.
+    pub fn field_names(&self) -> Result<Vec<String>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT fields FROM rows WHERE fields IS NOT NULL ORDER BY row_key")
+            .map_err(|e| self.sql(e))?;
+        let mut rows = st.query([]).map_err(|e| self.sql(e))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
+            let text: String = r.get(0).map_err(|e| self.sql(e))?;
+            let fields: Vec<(String, String)> = serde_json::from_str(&text).unwrap_or_default();
+            for (name, _) in fields {
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every row's outcome for the merge, one at a time in key order; a duplicate carries its
+    /// leader's. Streamed: the merge must not hold a second copy of every result.
+    pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
+        let sql = sql_error(&self.dir);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT r.row_key, r.dup_of, s.state, s.status, s.reason, s.message,
+                        s.provider_status, s.request_id, s.checked_at, s.attempts, s.fields
+                 FROM rows r JOIN rows s ON s.row_key = coalesce(r.dup_of, r.row_key)
+                 ORDER BY r.row_key",
+            )
+            .map_err(sql)?;
+        let mut rows = st.query([]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            let status: Option<String> = r.get(3).map_err(sql)?;
+            let fields: Option<String> = r.get(10).map_err(sql)?;
+            f(ExportRow {
+                key: RowKey(r.get::<_, i64>(0).map_err(sql)? as u64),
+                duplicate_of: r
+                    .get::<_, Option<i64>>(1)
+                    .map_err(sql)?
+                    .map(|k| RowKey(k as u64)),
+                state: r.get(2).map_err(sql)?,
+                status: status.as_deref().and_then(Status::parse),
+                reason: r.get(4).map_err(sql)?,
+                message: r.get(5).map_err(sql)?,
+                provider_status: r.get(6).map_err(sql)?,
+                request_id: r.get(7).map_err(sql)?,
+                checked_at: r.get(8).map_err(sql)?,
+                attempts: r.get::<_, i64>(9).map_err(sql)? as u32,
+                fields: fields
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl JournalReader {
+    /// Up to `limit` rows with keys above `after`, in key order.
+    pub fn page(
+        &self,
+        after: Option<RowKey>,
+        limit: usize,
+    ) -> Result<Vec<RowRecord>, JournalError> {
+        let sql = sql_error(&self.dir);
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT r.row_key, r.state, r.status, r.request_id, r.batch_id,
+                        coalesce(b.state IN ({}), 0),
+                        o.handle, o.expires_at, o.phase, o.tried, o.sent
+                 FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
+                      LEFT JOIN otp_requests o ON o.row_key = r.row_key
+                 WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
+                BatchState::open_sql()
+            ))
+            .map_err(sql)?;
+        let after = after.map_or(-1, |k| k.0 as i64);
+        st.query_map(params![after, limit as i64], |r| {
+            let status: Option<String> = r.get(2)?;
+            let otp = match r.get::<_, Option<String>>(6)? {
+                None => None,
+                Some(handle) => {
+                    let phase: String = r.get(8)?;
+                    let tried: String = r.get(9)?;
+                    Some(OtpRequest {
+                        handle,
+                        expires_at: r.get(7)?,
+                        phase: OtpPhase::from_sql_or_closed(&phase),
+                        tried: tried.split_whitespace().map(str::to_owned).collect(),
+                        sent: r.get::<_, i64>(10)?.try_into().unwrap_or(u32::MAX),
+                    })
+                }
+            };
+            Ok(RowRecord {
+                key: RowKey(r.get::<_, i64>(0)? as u64),
+                state: r.get(1)?,
+                status: status.as_deref().and_then(Status::parse),
+                request_id: r.get(3)?,
+                batch_id: r.get(4)?,
+                batch_open: r.get(5)?,
+                otp,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(sql)
+    }
+}

@@ -1,0 +1,80 @@
+//! The tables, the journal's format and how connections to it are opened.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Journal, JournalError, io_error, sql_error};
+use crate::util::fs::create_private_file;
+
+pub(super) const DB_FILE: &str = "journal.sqlite";
+
+/// The format written to `meta`; a state of a newer format is refused, never read wrong.
+const SCHEMA_VERSION: &str = "1";
+
+/// States are stored as text so the journal can be read with `sqlite3`: their words are in
+/// `state`. SQLite keeps this text in every state, so it stays as first written.
+const TABLES: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS inputs (
+                     file_idx INTEGER PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS rows (
+                     row_key INTEGER PRIMARY KEY,
+                     ident BLOB,
+                     dup_of INTEGER,
+                     state TEXT NOT NULL,
+                     batch_id INTEGER,
+                     request_id TEXT,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     status TEXT, reason TEXT, message TEXT, provider_status TEXT,
+                     checked_at TEXT, fields TEXT) STRICT;
+                 CREATE INDEX IF NOT EXISTS rows_ident ON rows(ident) WHERE dup_of IS NULL;
+                 CREATE INDEX IF NOT EXISTS rows_batch ON rows(batch_id) WHERE batch_id IS NOT NULL;
+                 CREATE TABLE IF NOT EXISTS batches (
+                     batch_id INTEGER PRIMARY KEY,
+                     state TEXT NOT NULL,
+                     request_id TEXT,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     created_at TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS usage (
+                     minute INTEGER PRIMARY KEY, requests INTEGER NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS otp_requests (
+                     row_key INTEGER PRIMARY KEY,
+                     handle TEXT NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     phase TEXT NOT NULL,
+                     tried TEXT NOT NULL DEFAULT '',
+                     sent INTEGER NOT NULL DEFAULT 1) STRICT;";
+
+impl Journal {
+    pub(super) fn migrate(&self) -> Result<(), JournalError> {
+        self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
+        match self.meta("format")? {
+            None => self.set_meta("format", SCHEMA_VERSION),
+            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            Some(found) => Err(JournalError::Format {
+                dir: self.dir.display().to_string(),
+                found,
+            }),
+        }
+    }
+}
+
+/// A connection for writing, created private.
+pub(super) fn open_db(dir: &Path) -> Result<Connection, JournalError> {
+    let path = dir.join(DB_FILE);
+    let sql = sql_error(dir);
+    if !path.exists() {
+        // SQLite gives the -wal and -shm files the database file's mode, so 0600 here covers all.
+        create_private_file(&path).map_err(io_error(dir))?;
+    }
+    let conn = Connection::open(&path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(sql)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        .map_err(sql)?;
+    // FULL: a committed intent survives a power cut too, not only a killed process.
+    conn.execute_batch("PRAGMA synchronous = FULL;")
+        .map_err(sql)?;
+    Ok(conn)
+}

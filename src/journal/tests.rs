@@ -1,0 +1,424 @@
+//! The journal's tests across its parts: planning, the writer, recovery, the reader, the
+//! lock and the state directory.
+
+use std::path::Path;
+
+use super::lock::LOCK_FILE;
+use super::schema::DB_FILE;
+use super::*;
+use crate::outcome::Reason;
+use crate::outcome::{Outcome, RowKey, Status};
+
+const ID: Identity = Identity {
+    check: "deepvue-udyam",
+    environment: "sandbox",
+};
+
+fn hash(b: u8) -> [u8; 16] {
+    [b; 16]
+}
+
+fn export(j: &Journal) -> Vec<ExportRow> {
+    let mut rows = Vec::new();
+    j.export_each(|r| rows.push(r)).unwrap();
+    rows
+}
+
+#[test]
+fn planning_detects_duplicates_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let rows = vec![
+        (RowKey::new(0, 0), RowPlan::Subject(hash(1))),
+        (RowKey::new(0, 1), RowPlan::Subject(hash(2))),
+        (RowKey::new(0, 2), RowPlan::Subject(hash(1))),
+        (
+            RowKey::new(0, 3),
+            RowPlan::Invalid(Outcome::new(Status::InvalidInput).with_reason(Reason::UDYAM_FORMAT)),
+        ),
+    ];
+    j.plan_rows(&rows).unwrap();
+    // Planning the same rows again (a resumed pass) changes nothing.
+    j.plan_rows(&rows).unwrap();
+    let export = export(&j);
+    assert_eq!(export.len(), 4);
+    let leaders: Vec<_> = export.iter().map(|r| r.duplicate_of).collect();
+    assert_eq!(leaders, vec![None, None, Some(RowKey::new(0, 0)), None]);
+    assert_eq!(export[3].status, Some(Status::InvalidInput));
+}
+
+#[tokio::test]
+async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+        j.plan_rows(
+            &keys
+                .iter()
+                .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8))))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let (w, thread) = j.writer().unwrap();
+        w.intent(vec![keys[0]], None, None).await.unwrap();
+        w.running(vec![keys[0]], None, "req-0".into(), 1);
+        w.intent(vec![keys[1]], None, None).await.unwrap();
+        w.done(
+            keys[1],
+            Outcome::new(Status::Verified).with_fields(vec![("a".into(), "1".into())]),
+            Some(2),
+        );
+        w.intent(vec![keys[2]], None, None).await.unwrap();
+        w.close().await.unwrap();
+        thread.join();
+    }
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(j.recover(false).unwrap(), (1, 0));
+    let page = j.reader().unwrap().page(None, 10).unwrap();
+    let states: Vec<_> = page.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            RowState::Running,
+            RowState::Done,
+            RowState::Unconfirmed,
+            RowState::Planned
+        ]
+    );
+    assert_eq!(page[0].request_id.as_deref(), Some("req-0"));
+    let export = export(&j);
+    assert_eq!(export[1].attempts, 2);
+    assert_eq!(j.field_names().unwrap(), ["a"]);
+    assert_eq!(export[1].fields, vec![("a".to_string(), "1".to_string())]);
+    assert_eq!(j.recover(true).unwrap(), (0, 1));
+    let page = j
+        .reader()
+        .unwrap()
+        .page(Some(RowKey::new(0, 1)), 1)
+        .unwrap();
+    assert_eq!(page[0].state, RowState::Planned);
+}
+
+/// A run killed between committing a named upload and its answer: the next run asks for
+/// the name (the batch is open, unconfirmed), while an unnamed upload is held.
+#[tokio::test]
+async fn recovery_reconciles_named_uploads_and_holds_unnamed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let token = {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        j.plan_rows(
+            &keys
+                .iter()
+                .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let (w, thread) = j.writer().unwrap();
+        w.intent(keys[..2].to_vec(), Some(1), Some("bv-t-1".into()))
+            .await
+            .unwrap();
+        w.intent(keys[2..].to_vec(), Some(2), None).await.unwrap();
+        w.close().await.unwrap();
+        thread.join();
+        j.job_token().unwrap()
+    };
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(j.job_token().unwrap(), token, "the token is kept");
+    assert_eq!(
+        j.recover(false).unwrap(),
+        (2, 0),
+        "the unnamed batch is held"
+    );
+    let open = j.open_batches().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].request_id, "bv-t-1");
+    assert!(!open[0].confirmed);
+    assert_eq!(open[0].rows, vec![(keys[0], hash(1)), (keys[1], hash(2))]);
+    let page = j.reader().unwrap().page(None, 10).unwrap();
+    assert!(
+        page[..2]
+            .iter()
+            .all(|r| r.batch_open && r.state == RowState::Running)
+    );
+    assert!(page[2..].iter().all(|r| r.state == RowState::Unconfirmed));
+}
+
+#[test]
+fn a_second_run_on_the_same_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let _first = Journal::open(&state, &ID, false).unwrap();
+    let err = Journal::open(&state, &ID, false).err().unwrap();
+    assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id()))
+    );
+}
+
+/// Purging deletes the state and the old states moved aside, never a directory that is
+/// not a state, and never a state a run is using.
+#[test]
+fn purge_deletes_states_only_when_no_run_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("out.csv.bulkverify");
+    drop(Journal::open(&state, &ID, false).unwrap());
+    drop(Journal::open(&state, &ID, true).unwrap());
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".old-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "--fresh moved one aside");
+    let other = dir.path().join("out.csv.bulkverify.old-notes");
+    std::fs::create_dir(&other).unwrap();
+
+    let running = Journal::open(&state, &ID, false).unwrap();
+    let busy = Journal::purge(&state).unwrap_err();
+    assert!(matches!(busy, JournalError::Busy { .. }), "{busy}");
+    assert!(state.join(DB_FILE).exists());
+    drop(running);
+
+    let deleted = Journal::purge(&state).unwrap();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(!state.exists() && !aside[0].exists());
+    assert!(other.exists(), "not a state: kept");
+    let gone = Journal::purge(&state).unwrap_err();
+    assert!(matches!(gone, JournalError::NotAState { .. }), "{gone}");
+    assert!(matches!(
+        Journal::purge(&other).unwrap_err(),
+        JournalError::NotAState { .. }
+    ));
+}
+
+/// A new state hashes with a key of its own, kept across runs; a state with rows from
+/// before keys keeps hashing with the check's name alone.
+#[test]
+fn identifiers_are_hashed_with_the_states_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let scope_a = Journal::open(&a, &ID, false)
+        .unwrap()
+        .ident_scope("c")
+        .unwrap();
+    let scope_b = Journal::open(&b, &ID, false)
+        .unwrap()
+        .ident_scope("c")
+        .unwrap();
+    assert!(
+        scope_a.starts_with("c\0") && scope_a.len() > 60,
+        "{scope_a:?}"
+    );
+    assert_ne!(scope_a, scope_b, "each state its own key");
+    let again = Journal::open(&a, &ID, false)
+        .unwrap()
+        .ident_scope("c")
+        .unwrap();
+    assert_eq!(scope_a, again, "kept across runs");
+
+    let old = dir.path().join("old");
+    let mut j = Journal::open(&old, &ID, false).unwrap();
+    j.plan_rows(&[(RowKey::new(0, 0), RowPlan::Subject(hash(1)))])
+        .unwrap();
+    assert_eq!(j.ident_scope("c").unwrap(), "c", "rows from before keys");
+}
+
+#[test]
+fn identity_and_inputs_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    {
+        let j = Journal::open(&state, &ID, false).unwrap();
+        let inputs = vec![("a.csv".to_string(), "aa".to_string())];
+        assert!(!j.check_inputs(&inputs, "udyam=Udyam").unwrap());
+        j.finish_planning(10).unwrap();
+        assert!(j.check_inputs(&inputs, "udyam=Udyam").unwrap());
+        let err = j
+            .check_inputs(&[("a.csv".to_string(), "bb".to_string())], "udyam=Udyam")
+            .unwrap_err();
+        assert!(matches!(err, JournalError::InputChanged { .. }));
+        let err = j.check_inputs(&inputs, "udyam=Reg").unwrap_err();
+        assert!(matches!(err, JournalError::OtherColumns { .. }), "{err}");
+    }
+    let other = Identity {
+        check: "deepvue-upi-batch",
+        environment: "sandbox",
+    };
+    assert!(matches!(
+        Journal::open(&state, &other, false).err().unwrap(),
+        JournalError::OtherCheck { .. }
+    ));
+    let live = Identity {
+        check: "deepvue-udyam",
+        environment: "https://production.deepvue.tech/",
+    };
+    assert!(matches!(
+        Journal::open(&state, &live, false).err().unwrap(),
+        JournalError::OtherEnvironment { .. }
+    ));
+    let j = Journal::open(&state, &live, true).unwrap();
+    assert!(j.planned_rows().unwrap().is_none());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "the old state is kept aside"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn state_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let _j = Journal::open(&state, &ID, false).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join(DB_FILE)), 0o600);
+    assert_eq!(mode(&state.join(LOCK_FILE)), 0o600);
+}
+
+fn planned(j: &mut Journal, keys: &[RowKey]) {
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+        .collect();
+    j.plan_rows(&rows).unwrap();
+}
+
+fn states(j: &Journal) -> Vec<RowState> {
+    let page = j.reader().unwrap().page(None, 100).unwrap();
+    page.iter().map(|r| r.state).collect()
+}
+
+/// A move the lifecycle refuses is not written, and nothing after it: a held row is never
+/// sent again without the user's word, whatever the engine asks.
+#[tokio::test]
+async fn a_refused_move_stops_the_writer_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let keys: Vec<_> = (0..2).map(|i| RowKey::new(0, i)).collect();
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        planned(&mut j, &keys);
+        let (w, thread) = j.writer().unwrap();
+        w.intent(vec![keys[0]], None, None).await.unwrap();
+        w.unconfirmed(vec![keys[0]], None, Some(1));
+        w.flush().await.unwrap();
+        let err = w.intent(keys.clone(), None, None).await.unwrap_err();
+        assert!(matches!(err, JournalError::Refused(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("row 1 of input file 1 is unconfirmed and cannot be sent"),
+            "{err}"
+        );
+        w.done(keys[1], Outcome::new(Status::Verified), None);
+        assert!(matches!(w.flush().await, Err(JournalError::Refused(_))));
+        assert!(matches!(w.check(), Err(JournalError::Refused(_))));
+        assert!(w.close().await.is_err());
+        thread.join();
+    }
+    let j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(
+        states(&j),
+        [RowState::Unconfirmed, RowState::Planned],
+        "the refused transaction was rolled back whole"
+    );
+}
+
+/// Reverting a batch forgets it only while the provider has nothing of it: a named upload it
+/// has no trace of is planned again, an accepted one never.
+#[tokio::test]
+async fn only_a_batch_the_provider_never_took_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    planned(&mut j, &keys);
+    let (w, thread) = j.writer().unwrap();
+    let (named, accepted) = (keys[..2].to_vec(), keys[2..].to_vec());
+    w.intent(named.clone(), Some(1), Some("bv-t-1".into()))
+        .await
+        .unwrap();
+    w.reconciling(named.clone(), 1, "bv-t-1".into(), 1);
+    w.intent(accepted.clone(), Some(2), None).await.unwrap();
+    w.running(accepted.clone(), Some(2), "req-2".into(), 1);
+    w.flush().await.unwrap();
+    assert_eq!(states(&j), [RowState::Running; 4]);
+
+    w.revert(named, Some(1));
+    w.flush().await.unwrap();
+    let page = j.reader().unwrap().page(None, 10).unwrap();
+    assert!(
+        page[..2]
+            .iter()
+            .all(|r| r.state == RowState::Planned && r.batch_id.is_none() && !r.batch_open)
+    );
+    assert_eq!(j.open_batches().unwrap().len(), 1, "batch 1 is gone");
+
+    w.revert(accepted, Some(2));
+    let err = w.flush().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("batch 2 is uploaded and cannot be forgotten"),
+        "{err}"
+    );
+    assert!(w.close().await.is_err());
+    thread.join();
+    assert_eq!(j.open_batches().unwrap()[0].request_id, "req-2");
+}
+
+/// A state written before the lifecycles had types, killed with calls in flight: the same
+/// words on disk, read, recovered and moved on the same.
+#[tokio::test]
+async fn a_state_written_by_an_earlier_version_opens_and_resumes() {
+    use RowState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    drop(Journal::open(&state, &ID, false).unwrap());
+    let conn = rusqlite::Connection::open(state.join(DB_FILE)).unwrap();
+    conn.execute_batch(include_str!("../../fixtures/journal-v1.sql"))
+        .unwrap();
+    drop(conn);
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(j.planned_rows().unwrap(), Some(9));
+    assert_eq!(j.recover(false).unwrap(), (2, 0));
+    assert_eq!(
+        states(&j),
+        [
+            Done,
+            Planned,
+            Running,
+            Unconfirmed,
+            Duplicate,
+            Running,
+            Unconfirmed,
+            Done,
+            Running
+        ]
+    );
+    let page = j.reader().unwrap().page(None, 10).unwrap();
+    assert_eq!(page[5].request_id.as_deref(), Some("bv-0123-2"));
+    assert!(page[5].batch_open, "the named upload is reconciled");
+    assert_eq!(
+        page[7].otp.as_ref().map(|o| o.phase),
+        Some(OtpPhase::Awaiting)
+    );
+    let open = j.open_batches().unwrap();
+    let open: Vec<_> = open.iter().map(|b| (b.batch_id, b.confirmed)).collect();
+    assert_eq!(open, [(1, true), (2, false)]);
+
+    let (w, thread) = j.writer().unwrap();
+    w.done(RowKey(8), Outcome::new(Status::Verified), None);
+    w.batch_closed(1, BatchState::Done);
+    w.revert(vec![RowKey(5)], Some(2));
+    w.close().await.unwrap();
+    thread.join();
+    assert_eq!(states(&j)[5], Planned, "the provider had no such name");
+    assert!(j.open_batches().unwrap().is_empty());
+    assert_eq!(j.recover(true).unwrap(), (0, 2), "held rows released");
+    assert_eq!(states(&j)[3], Planned);
+}

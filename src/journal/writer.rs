@@ -1,0 +1,627 @@
+//! The writer thread: every change a run makes to the journal, grouped into transactions,
+//! and every move of a row or a batch checked against the lifecycles in `state`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::state::{Refused, Step};
+use super::{BatchState, Journal, JournalError, OtpPhase, RowState, schema};
+use crate::outcome::{Outcome, RowKey};
+use crate::util::time::now_rfc3339;
+
+/// A change to a row's OTP request, recorded with the row's outcome in one transaction.
+#[derive(Debug, Clone)]
+pub enum OtpChange {
+    /// A new OTP went out: a fresh request replaces any old one.
+    Sent {
+        handle: String,
+        expires_at: i64,
+        /// The digest of an OTP already in the cell.
+        stale: Option<String>,
+    },
+    /// The OTP was refused (by the provider: its digest is kept; or before sending it, for its
+    /// format or because it was refused before) and the request waits for another.
+    Refused(Option<String>),
+    Verifying,
+    Closed,
+}
+
+/// One change to the journal.
+enum Op {
+    Intent {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        /// The name the batch is uploaded under, when we choose it.
+        name: Option<String>,
+        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+    },
+    Revert {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+    },
+    Unconfirmed {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        attempts: Option<u32>,
+    },
+    Running {
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        request_id: String,
+        attempts: u32,
+        /// The batch's state: uploaded, or reconcile while it is unknown whether the provider
+        /// has it.
+        batch_state: BatchState,
+    },
+    Done {
+        key: RowKey,
+        outcome: Outcome,
+        attempts: Option<u32>,
+    },
+    Otp {
+        key: RowKey,
+        change: OtpChange,
+        outcome: Outcome,
+        attempts: Option<u32>,
+    },
+    BatchClosed {
+        batch_id: i64,
+        state: BatchState,
+    },
+    Usage {
+        minute: i64,
+        requests: u32,
+    },
+    Flush {
+        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+        /// Whether the writer thread ends after this.
+        close: bool,
+    },
+}
+
+/// Why a transaction was not committed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// Why writing stopped, kept to answer every later caller: once a write failed, nothing more
+/// is written and no paid call may leave.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Write(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<WriteError> for Failure {
+    fn from(e: WriteError) -> Failure {
+        match e {
+            WriteError::Sqlite(e) => Failure::Write(e.to_string()),
+            WriteError::Refused(r) => Failure::Refused(r.to_string()),
+        }
+    }
+}
+
+impl From<Failure> for JournalError {
+    fn from(f: Failure) -> JournalError {
+        match f {
+            Failure::Write(why) => JournalError::WriteFailed(why),
+            Failure::Refused(why) => JournalError::Refused(why),
+        }
+    }
+}
+
+/// The handle through which the engine records progress. Cheap to clone.
+#[derive(Clone)]
+pub struct JournalWriter {
+    tx: mpsc::Sender<Op>,
+    failed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<Failure>>>,
+}
+
+/// The writer thread; joined after [`JournalWriter::close`].
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        // A panic in the thread surfaces as failed writes already; nothing more to report.
+        let _ = self.0.join();
+    }
+}
+
+impl Journal {
+    /// Starts the writer thread on its own connection.
+    pub fn writer(&self) -> Result<(JournalWriter, WriterThread), JournalError> {
+        let conn = schema::open_db(&self.dir)?;
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let writer = JournalWriter {
+            tx,
+            failed: failed.clone(),
+            failure: failure.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || write_loop(conn, rx, failed, failure))
+            .map_err(super::io_error(&self.dir))?;
+        Ok((writer, WriterThread(handle)))
+    }
+}
+
+impl JournalWriter {
+    fn send(&self, op: Op) {
+        // A closed channel means the writer thread is gone; `failed()` reports why.
+        let _ = self.tx.send(op);
+    }
+
+    /// Commits the intent to call for these rows (and their batch) and waits until it is
+    /// durable. No paid request may leave before this returns `Ok`.
+    /// `name` is the name a batch is uploaded under, when we choose it: recorded with the
+    /// intent, so that a run that dies before the answer asks the provider for it.
+    pub async fn intent(
+        &self,
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        name: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.check()?;
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Op::Intent {
+            keys,
+            batch_id,
+            name,
+            ack,
+        });
+        done.await
+            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))
+    }
+
+    /// The call was not sent after all (it failed to connect, or the run stopped first).
+    pub fn revert(&self, keys: Vec<RowKey>, batch_id: Option<i64>) {
+        self.send(Op::Revert { keys, batch_id });
+    }
+
+    /// The call may have reached the provider (after `attempts` tries, when known) but its
+    /// answer was lost, or the provider no longer knows it.
+    pub fn unconfirmed(&self, keys: Vec<RowKey>, batch_id: Option<i64>, attempts: Option<u32>) {
+        self.send(Op::Unconfirmed {
+            keys,
+            batch_id,
+            attempts,
+        });
+    }
+
+    /// The provider accepted the call: from now on the rows are polled, never resent.
+    pub fn running(
+        &self,
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        request_id: String,
+        attempts: u32,
+    ) {
+        self.send(Op::Running {
+            keys,
+            batch_id,
+            request_id,
+            attempts,
+            batch_state: BatchState::Uploaded,
+        });
+    }
+
+    /// A batch uploaded under `name` got no answer: its rows wait while that name is asked
+    /// for, and are never uploaded under another name until the provider says it has none.
+    pub fn reconciling(&self, keys: Vec<RowKey>, batch_id: i64, name: String, attempts: u32) {
+        self.send(Op::Running {
+            keys,
+            batch_id: Some(batch_id),
+            request_id: name,
+            attempts,
+            batch_state: BatchState::Reconcile,
+        });
+    }
+
+    /// A row's outcome. `attempts` is the number of tries of its paid call, when this step made
+    /// one.
+    pub fn done(&self, key: RowKey, outcome: Outcome, attempts: Option<u32>) {
+        self.send(Op::Done {
+            key,
+            outcome,
+            attempts,
+        });
+    }
+
+    /// A two-step check's row: its OTP request changed, and this is its outcome now.
+    pub fn otp(&self, key: RowKey, change: OtpChange, outcome: Outcome, attempts: Option<u32>) {
+        self.send(Op::Otp {
+            key,
+            change,
+            outcome,
+            attempts,
+        });
+    }
+
+    /// A batch whose rows all have an outcome, or that was given up: `state` says why, and
+    /// decides whether its rows may go into a new batch.
+    pub fn batch_closed(&self, batch_id: i64, state: BatchState) {
+        self.send(Op::BatchClosed { batch_id, state });
+    }
+
+    /// Requests sent to the provider, for the per-day window of later runs.
+    pub fn usage(&self, minute: i64, requests: u32) {
+        self.send(Op::Usage { minute, requests });
+    }
+
+    /// Waits until everything sent so far is committed.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        self.flush_and(false).await
+    }
+
+    /// Commits everything sent so far and ends the writer thread; later changes are lost.
+    pub async fn close(&self) -> Result<(), JournalError> {
+        self.flush_and(true).await
+    }
+
+    async fn flush_and(&self, close: bool) -> Result<(), JournalError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Op::Flush { ack, close });
+        done.await
+            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))?;
+        self.check()
+    }
+
+    /// Fails once any write has failed: the run must stop sending.
+    pub fn check(&self) -> Result<(), JournalError> {
+        if self.failed.load(Ordering::Acquire) {
+            let failure = self.failure.lock().ok().and_then(|f| f.clone());
+            Err(failure.map_or_else(|| JournalError::WriteFailed(String::new()), Into::into))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    failed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<Failure>>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < 4096 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = if failed.load(Ordering::Acquire) {
+            let first = failure.lock().ok().and_then(|f| f.clone());
+            Err(first.unwrap_or_else(|| Failure::Write("an earlier write failed".into())))
+        } else {
+            apply_all(&mut conn, &ops).map_err(Failure::from)
+        };
+        if let Err(why) = &result {
+            if !failed.swap(true, Ordering::AcqRel) {
+                tracing::error!("journal write failed: {why}");
+            }
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| why.clone());
+            }
+        }
+        let mut closing = false;
+        for op in ops {
+            closing |= matches!(op, Op::Flush { close: true, .. });
+            if let Op::Intent { ack, .. } | Op::Flush { ack, .. } = op {
+                let _ = ack.send(result.clone().map_err(JournalError::from));
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+fn apply_all(conn: &mut Connection, ops: &[Op]) -> Result<(), WriteError> {
+    let tx = conn.transaction()?;
+    for op in ops {
+        apply(&tx, op)?;
+    }
+    Ok(tx.commit()?)
+}
+
+fn apply(tx: &Transaction, op: &Op) -> Result<(), WriteError> {
+    match op {
+        Op::Intent {
+            keys,
+            batch_id,
+            name,
+            ..
+        } => {
+            if let Some(b) = batch_id {
+                batch_intent(tx, *b, name.as_deref())?;
+            }
+            set_state(tx, keys, Step::Intent, *batch_id, None, None)
+        }
+        Op::Revert { keys, batch_id } => {
+            if let Some(b) = batch_id {
+                forget_batch(tx, *b)?;
+            }
+            set_state(tx, keys, Step::Revert, None, None, None)
+        }
+        Op::Unconfirmed {
+            keys,
+            batch_id,
+            attempts,
+        } => {
+            if let Some(b) = batch_id {
+                set_batch(tx, *b, BatchState::Unconfirmed, None)?;
+            }
+            set_state(tx, keys, Step::Hold, None, None, *attempts)
+        }
+        Op::Running {
+            keys,
+            batch_id,
+            request_id,
+            attempts,
+            batch_state,
+        } => {
+            if let Some(b) = batch_id {
+                set_batch(tx, *b, *batch_state, Some((request_id, *attempts)))?;
+            }
+            let id = Some(request_id.as_str());
+            set_state(tx, keys, Step::Accept, None, id, Some(*attempts))
+        }
+        Op::Done {
+            key,
+            outcome,
+            attempts,
+        } => done(tx, *key, outcome, *attempts),
+        Op::Otp {
+            key,
+            change,
+            outcome,
+            attempts,
+        } => {
+            otp_change(tx, *key, change)?;
+            done(tx, *key, outcome, *attempts)
+        }
+        Op::BatchClosed { batch_id, state } => set_batch(tx, *batch_id, *state, None),
+        Op::Usage { minute, requests } => {
+            tx.prepare_cached(
+                "INSERT INTO usage (minute, requests) VALUES (?1, ?2)
+                 ON CONFLICT (minute) DO UPDATE SET requests = requests + excluded.requests",
+            )?
+            .execute(params![minute, i64::from(*requests)])?;
+            Ok(())
+        }
+        Op::Flush { .. } => Ok(()),
+    }
+}
+
+/// Moves rows by `step`, only from the states it may start from.
+fn set_state(
+    tx: &Transaction,
+    keys: &[RowKey],
+    step: Step,
+    batch_id: Option<i64>,
+    request_id: Option<&str>,
+    attempts: Option<u32>,
+) -> Result<(), WriteError> {
+    let mut st = tx.prepare_cached(&format!(
+        "UPDATE rows SET state = ?2, batch_id = coalesce(?3, batch_id),
+                request_id = coalesce(?4, request_id), attempts = coalesce(?5, attempts)
+         WHERE row_key = ?1 AND state IN ({})",
+        step.sources_sql()
+    ))?;
+    for k in keys {
+        let moved = st.execute(params![
+            k.0 as i64,
+            step.target(),
+            batch_id,
+            request_id,
+            attempts.map(i64::from)
+        ])?;
+        if moved == 0 {
+            refuse_row(tx, *k, step)?;
+        }
+    }
+    Ok(())
+}
+
+fn done(
+    tx: &Transaction,
+    key: RowKey,
+    outcome: &Outcome,
+    attempts: Option<u32>,
+) -> Result<(), WriteError> {
+    let fields = (!outcome.fields.is_empty())
+        .then(|| serde_json::to_string(&outcome.fields).unwrap_or_default());
+    let moved = tx
+        .prepare_cached(&format!(
+            "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
+                    provider_status = ?5, request_id = coalesce(?6, request_id),
+                    checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
+             WHERE row_key = ?1 AND state IN ({})",
+            Step::Finish.sources_sql()
+        ))?
+        .execute(params![
+            key.0 as i64,
+            outcome.status.as_str(),
+            outcome.reason,
+            outcome.message,
+            outcome.provider_status,
+            outcome.request_id,
+            now_rfc3339(),
+            fields,
+            attempts.map(i64::from),
+            Step::Finish.target(),
+        ])?;
+    if moved == 0 {
+        refuse_row(tx, key, Step::Finish)?;
+    }
+    Ok(())
+}
+
+/// A row `step` did not move: refused when it is in a state the step cannot start from. A
+/// row the journal does not have is left alone, as it always was.
+fn refuse_row(tx: &Transaction, key: RowKey, step: Step) -> Result<(), WriteError> {
+    let from: Option<RowState> = tx
+        .query_row(
+            "SELECT state FROM rows WHERE row_key = ?1",
+            [key.0 as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(from) = from {
+        step.move_from(key, from)?;
+    }
+    Ok(())
+}
+
+/// Records a batch's intent: a new batch, or the same batch sent again.
+fn batch_intent(tx: &Transaction, batch_id: i64, name: Option<&str>) -> Result<(), WriteError> {
+    let to = BatchState::Sending;
+    let moved = tx.execute(
+        &format!(
+            "INSERT INTO batches (batch_id, state, request_id, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (batch_id) DO UPDATE SET state = excluded.state
+             WHERE batches.state IN ({})",
+            BatchState::sources_sql(to)
+        ),
+        params![batch_id, to, name, now_rfc3339()],
+    )?;
+    if moved == 0 {
+        refuse_batch(tx, batch_id, Some(to))?;
+    }
+    Ok(())
+}
+
+/// Moves a batch to `to`, only from the states it may be reached from; `accepted` is the
+/// request id and the attempts of an upload the provider answered.
+fn set_batch(
+    tx: &Transaction,
+    batch_id: i64,
+    to: BatchState,
+    accepted: Option<(&str, u32)>,
+) -> Result<(), WriteError> {
+    let (request_id, attempts) = accepted.unzip();
+    let moved = tx.execute(
+        &format!(
+            "UPDATE batches SET state = ?2, request_id = coalesce(?3, request_id),
+                    attempts = coalesce(?4, attempts)
+             WHERE batch_id = ?1 AND state IN ({})",
+            BatchState::sources_sql(to)
+        ),
+        params![batch_id, to, request_id, attempts.map(i64::from)],
+    )?;
+    if moved == 0 {
+        refuse_batch(tx, batch_id, Some(to))?;
+    }
+    Ok(())
+}
+
+/// Deletes a batch the provider has nothing of, and plans its rows again.
+fn forget_batch(tx: &Transaction, batch_id: i64) -> Result<(), WriteError> {
+    let state: Option<BatchState> = tx
+        .query_row(
+            "SELECT state FROM batches WHERE batch_id = ?1",
+            [batch_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(from) = state.filter(|s| !s.can_be_forgotten()) {
+        return Err(Refused::Batch {
+            batch_id,
+            from,
+            to: None,
+        }
+        .into());
+    }
+    tx.execute("DELETE FROM batches WHERE batch_id = ?1", [batch_id])?;
+    let step = Step::Forget;
+    tx.execute(
+        &format!(
+            "UPDATE rows SET state = ?2, batch_id = NULL, request_id = NULL
+             WHERE batch_id = ?1 AND state IN ({})",
+            step.sources_sql()
+        ),
+        params![batch_id, step.target()],
+    )?;
+    let left: Option<(i64, RowState)> = tx
+        .query_row(
+            "SELECT row_key, state FROM rows WHERE batch_id = ?1 LIMIT 1",
+            [batch_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((key, from)) = left {
+        step.move_from(RowKey(key as u64), from)?;
+    }
+    Ok(())
+}
+
+/// A batch that was not moved to `to` (`None`: forgotten): refused when the journal has it.
+fn refuse_batch(tx: &Transaction, batch_id: i64, to: Option<BatchState>) -> Result<(), WriteError> {
+    let from: Option<BatchState> = tx
+        .query_row(
+            "SELECT state FROM batches WHERE batch_id = ?1",
+            [batch_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match from {
+        Some(from) => Err(Refused::Batch { batch_id, from, to }.into()),
+        None => Ok(()),
+    }
+}
+
+fn otp_change(tx: &Transaction, key: RowKey, change: &OtpChange) -> Result<(), WriteError> {
+    let key = key.0 as i64;
+    match change {
+        OtpChange::Sent {
+            handle,
+            expires_at,
+            stale,
+        } => tx.execute(
+            "INSERT INTO otp_requests (row_key, handle, expires_at, phase, tried, sent)
+             VALUES (?1, ?2, ?3, ?5, ?4, 1)
+             ON CONFLICT (row_key) DO UPDATE SET handle = excluded.handle,
+                 expires_at = excluded.expires_at, phase = excluded.phase,
+                 tried = excluded.tried, sent = sent + 1",
+            params![
+                key,
+                handle,
+                expires_at,
+                stale.as_deref().unwrap_or_default(),
+                OtpPhase::Awaiting
+            ],
+        ),
+        OtpChange::Refused(digest) => tx.execute(
+            "UPDATE otp_requests SET phase = ?3,
+                    tried = CASE WHEN ?2 IS NULL THEN tried ELSE ltrim(tried || ' ' || ?2) END
+             WHERE row_key = ?1",
+            params![key, digest, OtpPhase::Awaiting],
+        ),
+        OtpChange::Verifying | OtpChange::Closed => {
+            let phase = if matches!(change, OtpChange::Verifying) {
+                OtpPhase::Verifying
+            } else {
+                OtpPhase::Closed
+            };
+            tx.execute(
+                "UPDATE otp_requests SET phase = ?2 WHERE row_key = ?1",
+                params![key, phase],
+            )
+        }
+    }?;
+    Ok(())
+}

@@ -38,6 +38,7 @@ pub static CHECKS: &[CheckName] = &[
 pub struct CheckName(&'static CheckInfo);
 
 impl CheckName {
+    /// Everything the check's module declares about it.
     pub fn info(self) -> &'static CheckInfo {
         self.0
     }
@@ -105,6 +106,8 @@ pub enum Pipeline {
 }
 
 impl Pipeline {
+    /// A row's values validated into what is sent, whatever the pipeline: planning needs it
+    /// before the pipeline runs.
     pub fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         match self {
             Pipeline::Rows(c) => c.subject(values),

@@ -31,6 +31,7 @@ pub enum RowState {
 }
 
 impl RowState {
+    /// Every state: what a stored word is read back as, and what the move tables cover.
     pub const ALL: [RowState; 6] = [
         RowState::Planned,
         RowState::Sending,
@@ -82,6 +83,7 @@ pub enum BatchState {
 }
 
 impl BatchState {
+    /// Every state: what a stored word is read back as, and what the move tables cover.
     pub const ALL: [BatchState; 8] = [
         BatchState::Sending,
         BatchState::Uploaded,

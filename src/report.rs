@@ -12,6 +12,7 @@ use crate::journal::{ExportRow, RowState};
 use crate::merge::{Cell, Kind, MergeError, Results, ResultsFile};
 use crate::outcome::{Reason, RowKey, Status};
 use crate::stats::Stats;
+use crate::util::sync::lock;
 
 /// Every row has a final outcome.
 pub const EXIT_OK: u8 = 0;
@@ -311,11 +312,7 @@ impl Summary<'_> {
                 "  retries not made (the retry budget was spent on a failing provider): {denied}"
             );
         }
-        let pace = st
-            .pace_note
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let pace = lock(&st.pace_note).clone();
         if let Some(note) = pace {
             let _ = writeln!(s, "  {note}");
         }

@@ -24,6 +24,7 @@ use crate::report::{Collector, Summary};
 use crate::stats::Stats;
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
+use crate::util::sync::lock;
 
 /// Everything `run` was asked to do.
 pub struct RunOptions {
@@ -55,11 +56,7 @@ impl Interrupts {
         let this = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            let dispatch = this
-                .dispatch
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let dispatch = lock(&this.dispatch).clone();
             if let Some(ctx) = dispatch {
                 this.interrupted.store(true, Ordering::Release);
                 tracing::warn!(
@@ -76,10 +73,7 @@ impl Interrupts {
     }
 
     fn dispatching(&self, ctx: Option<Arc<Ctx>>) {
-        *self
-            .dispatch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ctx;
+        *lock(&self.dispatch) = ctx;
     }
 }
 
@@ -459,10 +453,7 @@ async fn dispatch(
         Some(GateError::DayExhausted) => Stats::add(&ctx.stats.day_spent, 1),
         _ => {}
     }
-    *ctx.stats
-        .pace_note
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = ctx.api.gate().pace_note();
+    *lock(&ctx.stats.pace_note) = ctx.api.gate().pace_note();
     // Ends the gate's grant loop, which holds a journal handle for the usage counts.
     ctx.api.gate().close();
     if let Err(e) = fed {

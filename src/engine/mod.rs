@@ -20,6 +20,7 @@ use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::quota::gate::GateError;
 use crate::stats::Stats;
 use crate::util::stop::Stop;
+use crate::util::sync::lock;
 
 /// What every task of a run shares.
 pub struct Ctx {
@@ -66,19 +67,13 @@ impl Ctx {
 
     /// Stops the run for a reason that makes going on pointless or harmful.
     pub fn fail(&self, message: String) {
-        self.fatal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert(message);
+        lock(&self.fatal).get_or_insert(message);
         self.halt();
     }
 
     /// Why the run failed, if it did.
     pub fn fatal(&self) -> Option<String> {
-        self.fatal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.fatal).clone()
     }
 
     /// Records a row's outcome reached in this run.

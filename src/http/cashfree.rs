@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::{Answer, Api, CallError, Provider};
 use crate::config::{ProviderDefaults, ProviderSettings};
 use crate::outcome::{Outcome, Reason, Status};
+use crate::util::sync::lock;
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "cashfree",
@@ -88,9 +89,7 @@ impl CashfreeAuth {
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<(HeaderMap, Instant)>> {
-        self.signed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.signed)
     }
 
     fn sign(&self, key: &RsaPublicKey) -> Result<HeaderMap, CallError> {

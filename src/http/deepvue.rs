@@ -13,6 +13,7 @@ use crate::config::ProviderDefaults;
 use crate::outcome::{Outcome, Reason, Status};
 use crate::quota::gate::Priority;
 use crate::secret::Secret;
+use crate::util::sync::lock;
 
 pub const DEFAULTS: ProviderDefaults = ProviderDefaults {
     name: "deepvue",
@@ -56,9 +57,7 @@ impl DeepvueAuth {
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
-        self.token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.token)
     }
 
     fn fresh(&self) -> bool {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::util::sync::lock;
+
 /// Exponential backoff with full jitter: spreading retries uniformly over the whole interval
 /// keeps a crowd of workers that failed together from retrying together.
 #[derive(Debug, Clone, Copy)]
@@ -51,19 +53,13 @@ impl Budget {
 
     /// A first attempt was made.
     pub fn deposit(&self) {
-        let mut b = self
-            .balance
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = lock(&self.balance);
         *b = (*b + self.ratio).min(BUDGET_CAP);
     }
 
     /// Whether a retry may be made; takes it from the budget if so.
     pub fn withdraw(&self) -> bool {
-        let mut b = self
-            .balance
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = lock(&self.balance);
         if *b >= 1.0 {
             *b -= 1.0;
             true

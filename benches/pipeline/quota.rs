@@ -25,8 +25,10 @@
 //! period, and 429s ≤ 3%; two and three jobs,
 //! together ≥ 95% of the frontier, 429s ≤ 0.5%, and no job below 60% of an equal share.
 //!
-//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra`) and `QUOTA_JITTER`
-//! (`0,10,50`) narrow it; `-- quota quick` is `QUOTA_ROWS=200 QUOTA_JITTER=0`. The reference
+//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra`), `QUOTA_JITTER`
+//! (`0,10,50`) and `QUOTA_CELLS` (`known,unknown,over,two,three,python`) narrow it, and
+//! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
+//! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200 QUOTA_JITTER=0`. The reference
 //! row needs `pip install aiohttp aiolimiter`; without them it says so and is left out.
 
 use std::cmp::Reverse;
@@ -433,6 +435,10 @@ pub fn matrix() -> anyhow::Result<()> {
         .iter()
         .filter_map(|j| j.parse().ok())
         .collect();
+    let cells = env_list("QUOTA_CELLS", "known,unknown,over,two,three,python");
+    let frontier_override: Option<f64> = std::env::var("QUOTA_FRONTIER")
+        .ok()
+        .and_then(|v| v.parse().ok());
     println!(
         "deepvue-udyam, {rows} rows; the sandbox admits 20/s (burst 5 in bucket mode), answers \
          in 300 ± 100 ms, results after 3 s"
@@ -455,40 +461,65 @@ pub fn matrix() -> anyhow::Result<()> {
     );
     for mode in &modes {
         for &jitter in &jitters {
-            let front = frontier(mode, jitter)?;
-            let known = single(mode, jitter, rows, Some(20), front)?;
-            let unknown = single(mode, jitter, rows, None, front)?;
-            let over = single(mode, jitter, rows, Some(OVER), front)?;
-            let two = jobs(mode, jitter, rows, 2, Some(20), front)?;
-            let three = jobs(mode, jitter, rows, 3, Some(20), front)?;
-            let reference = python(mode, jitter, rows, front)?;
-            let u = |c: &Cell| c.use_share.unwrap_or(0.0);
-            let known_miss = if jitter == 0 {
-                let want: f64 = if mode == "bucket" { 0.99 } else { 0.96 };
-                u(&known) < want || known.refused_share > 0.005
-            } else {
-                known.refused_share > 0.005 || u(&known) < front - 0.03
+            let front = match frontier_override {
+                Some(f) => f,
+                None => frontier(mode, jitter)?,
             };
-            let unknown_miss = unknown.to_90.is_none_or(|t| t > 30)
-                || u(&unknown) < 0.9 * front
-                || unknown.refused_share > 0.03;
-            let over_miss = u(&over) < 0.93 * front || over.refused_share > 0.01;
+            let want = |name: &str| cells.iter().any(|c| c == name);
+            let run = |name: &str, per_second: Option<u32>, count: usize| {
+                want(name)
+                    .then(|| jobs(mode, jitter, rows, count, per_second, front))
+                    .transpose()
+            };
+            let known = run("known", Some(20), 1)?;
+            let unknown = run("unknown", None, 1)?;
+            let over = run("over", Some(OVER), 1)?;
+            let two = run("two", Some(20), 2)?;
+            let three = run("three", Some(20), 3)?;
+            let reference = if want("python") {
+                python(mode, jitter, rows, front)?
+            } else {
+                None
+            };
+            let u = |c: &Cell| c.use_share.unwrap_or(0.0);
+            let known_miss = |c: &Cell| {
+                if jitter == 0 {
+                    let want: f64 = if mode == "bucket" { 0.99 } else { 0.96 };
+                    u(c) < want || c.refused_share > 0.005
+                } else {
+                    c.refused_share > 0.005 || u(c) < front - 0.03
+                }
+            };
+            let unknown_miss = |c: &Cell| {
+                c.to_90.is_none_or(|t| t > 30) || u(c) < 0.9 * front || c.refused_share > 0.03
+            };
+            let over_miss = |c: &Cell| u(c) < 0.93 * front || c.refused_share > 0.01;
             let jobs_miss =
                 |c: &Cell| u(c) < 0.95 * front || c.refused_share > 0.005 || c.extra < 0.6;
+            let show = |cell: &Option<Cell>, extra: &str, miss: &dyn Fn(&Cell) -> bool| {
+                cell.as_ref()
+                    .map_or("-".to_string(), |c| c.render(extra, miss(c)))
+            };
+            let python_cell = if !want("python") {
+                "-".to_string()
+            } else {
+                reference
+                    .as_ref()
+                    .map_or("(pip install aiohttp aiolimiter)".to_string(), |c| {
+                        c.render("cpu", false)
+                    })
+            };
             println!(
                 "{:<8} {:>4}ms {:>7.0}% | {:<22} | {:<22} | {:<22} | {:<24} | {:<24} | {:<22}",
                 mode,
                 jitter,
                 100.0 * front,
-                known.render("cpu", known_miss),
-                unknown.render("t90", unknown_miss),
-                over.render("cpu", over_miss),
-                two.render("share", jobs_miss(&two)),
-                three.render("share", jobs_miss(&three)),
-                reference
-                    .as_ref()
-                    .map_or("(pip install aiohttp aiolimiter)".to_string(), |c| c
-                        .render("cpu", false)),
+                show(&known, "cpu", &known_miss),
+                show(&unknown, "t90", &unknown_miss),
+                show(&over, "cpu", &over_miss),
+                show(&two, "share", &jobs_miss),
+                show(&three, "share", &jobs_miss),
+                python_cell,
             );
             for (name, cell) in [
                 ("known", &known),
@@ -496,26 +527,13 @@ pub fn matrix() -> anyhow::Result<()> {
                 ("over", &over),
                 ("two jobs", &two),
                 ("three jobs", &three),
-            ]
-            .into_iter()
-            .chain(reference.as_ref().map(|c| ("python", c)))
-            {
-                for e in &cell.errors {
+                ("python", &reference),
+            ] {
+                for e in cell.iter().flat_map(|c| &c.errors) {
                     println!("    ERROR {mode} {jitter} ms {name}: {e}");
                 }
             }
         }
     }
     Ok(())
-}
-
-/// One job alone.
-fn single(
-    mode: &str,
-    jitter: u64,
-    rows: usize,
-    per_second: Option<u32>,
-    frontier: f64,
-) -> anyhow::Result<Cell> {
-    jobs(mode, jitter, rows, 1, per_second, frontier)
 }

@@ -193,13 +193,15 @@ const MARGIN_START: f64 = 0.5;
 /// within a second at the usual round trips.
 const MARGIN_RAMP: f64 = 0.25;
 /// A 429 lowers the rate to `1 - β` of the rate its request was sent at, with `β` this share
-/// of the refused share of its generation (requests sent between two decreases) ...
+/// of the refused share of the last `MARGIN_WINDOW` requests sent up to it, not counting it:
+/// one 429 is a pacing miss, whenever it comes, and each more in the window is evidence of a
+/// rate over the limit. Counted by when the requests left, not by when answers came back: a
+/// gateway answers a 429 at once and an admitted request a round trip later, so that counting
+/// answers would read the first 429 after a cut as all of its generation ...
 const MARGIN_SHARE: f64 = 0.6;
-/// ... counted as if this many more of them had been answered, so that one early refusal in a
-/// generation is not read as all of them ...
-const MARGIN_PRIOR: f64 = 3.0;
+const MARGIN_WINDOW: u64 = 20;
 /// ... and `β` between these: a pacing miss costs 1%, a provider far below the config at most
-/// 30% a round trip.
+/// 30% a 429.
 const MARGIN_MIN_CUT: f64 = 0.01;
 const MARGIN_MAX_CUT: f64 = 0.3;
 /// Each clean answer raises the rate by this share: a 1% cut takes a thousand clean answers
@@ -220,14 +222,14 @@ const MARGIN_PROBE_AFTER: u32 = 100;
 const MARGIN_PROBE_CLOSE: f64 = 0.05;
 /// The rate never falls below this share of the configured one.
 const MARGIN_FLOOR: f64 = 0.01;
-/// How many generations are remembered for the 429s that come back late.
-const MARGIN_GENERATIONS: usize = 16;
 
 /// What the margin was when a request was sent, to read its answer against.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sent {
     generation: u64,
     fraction: f64,
+    /// Its place among the requests sent.
+    seq: u64,
 }
 
 /// The share of a configured rate the provider admits on this path, learned from its 429s.
@@ -241,9 +243,11 @@ pub struct Margin {
     /// Whether a request was sent: the ramp's clock runs from the first, not from before the
     /// run's token or its polls.
     started: bool,
+    /// The decreases so far (a request's generation is the number before it was sent), the
+    /// requests sent, and the places among them of the recently refused ones.
     generation: u64,
-    /// Per recent generation: answers, and 429s among them.
-    counts: std::collections::VecDeque<(u64, u32, u32)>,
+    seq: u64,
+    refused_seqs: std::collections::VecDeque<u64>,
     /// Clean answers of the current generation, and since the last probe.
     clean: u32,
     since_probe: u32,
@@ -262,7 +266,8 @@ impl Margin {
             ramping: Some(now),
             started: false,
             generation: 0,
-            counts: std::collections::VecDeque::from([(0, 0, 0)]),
+            seq: 0,
+            refused_seqs: std::collections::VecDeque::new(),
             clean: 0,
             since_probe: 0,
             refused_at: None,
@@ -306,29 +311,25 @@ impl Margin {
                 self.ramping = Some(now);
             }
         }
+        self.seq += 1;
         Sent {
             generation: self.generation,
             fraction: self.fraction,
+            seq: self.seq,
         }
     }
 
-    fn counted(&mut self, generation: u64, refused: bool) -> (u32, u32) {
-        let entry = match self.counts.iter_mut().find(|(g, _, _)| *g == generation) {
-            Some(e) => e,
-            None => return (0, 0),
-        };
-        entry.1 += 1;
-        entry.2 += u32::from(refused);
-        (entry.1, entry.2)
-    }
-
-    fn next_generation(&mut self) {
-        self.generation += 1;
-        self.counts.push_back((self.generation, 0, 0));
-        while self.counts.len() > MARGIN_GENERATIONS {
-            self.counts.pop_front();
-        }
-        self.clean = 0;
+    /// The 429s among the last `MARGIN_WINDOW` requests sent up to `seq`, this one among them.
+    /// Older refusals are forgotten once they are out of the window of every request that may
+    /// still be answered, the oldest of them a few windows back.
+    fn refused_near(&mut self, seq: u64) -> u64 {
+        self.refused_seqs.push_back(seq);
+        let oldest = self.seq.saturating_sub(4 * MARGIN_WINDOW);
+        self.refused_seqs.retain(|s| *s >= oldest);
+        self.refused_seqs
+            .iter()
+            .filter(|s| **s <= seq && **s + MARGIN_WINDOW > seq)
+            .count() as u64
     }
 
     /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`. `runs`:
@@ -336,7 +337,6 @@ impl Margin {
     /// so each creeps that much faster.
     pub fn answered(&mut self, now: Instant, sent: Sent, rtt: Duration, runs: usize) {
         self.rtt = smoothed(self.rtt, rtt);
-        self.counted(sent.generation, false);
         if sent.generation != self.generation {
             return;
         }
@@ -372,15 +372,15 @@ impl Margin {
     pub fn refused(&mut self, sent: Sent) {
         self.refused += 1;
         self.ramping = None;
-        let (answered, refused) = self.counted(sent.generation, true);
-        let share = f64::from(refused) / (f64::from(answered) + MARGIN_PRIOR);
+        let others = self.refused_near(sent.seq).saturating_sub(1);
+        let share = others as f64 / MARGIN_WINDOW as f64;
         let cut = (MARGIN_SHARE * share).clamp(MARGIN_MIN_CUT, MARGIN_MAX_CUT);
         let lowered = (sent.fraction * (1.0 - cut)).max(MARGIN_FLOOR);
         if lowered < self.fraction {
             self.refused_at = (cut >= MARGIN_DEEP_CUT).then_some(sent.fraction);
             self.fraction = lowered;
             if sent.generation == self.generation {
-                self.next_generation();
+                self.generation += 1;
             }
             self.clean = 0;
             self.since_probe = 0;
@@ -569,14 +569,16 @@ mod tests {
     }
 
     /// Paces `n` requests at `ceiling_period` over the margin against `limiter`, on the
-    /// paused tokio clock: each is answered a round trip later, and the spacing before a
-    /// request is that of the margin when it goes, as the gate's schedule keeps it.
-    /// `throttle(i)` may change the limiter before request `i`. Returns which were refused.
+    /// paused tokio clock: each admitted one is answered a round trip later, each refused one
+    /// after `refused_rtt` (a gateway answers a 429 at once), and the spacing before a request
+    /// is that of the margin when it goes, as the gate's schedule keeps it. `throttle(i)` may
+    /// change the limiter before request `i`. Returns which were refused.
     async fn drive(
         margin: &Arc<Mutex<Margin>>,
         limiter: &Arc<Mutex<Strict>>,
         ceiling_period: Duration,
         n: usize,
+        refused_rtt: Duration,
         throttle: impl Fn(usize, &mut Strict),
     ) -> Vec<bool> {
         const RTT: Duration = Duration::from_millis(300);
@@ -602,7 +604,7 @@ mod tests {
             let ok = limiter.lock().unwrap().admit(now_ms);
             let (margin, refused) = (margin.clone(), refused.clone());
             answers.push(tokio::spawn(async move {
-                tokio::time::sleep(RTT).await;
+                tokio::time::sleep(if ok { RTT } else { refused_rtt }).await;
                 if ok {
                     margin
                         .lock()
@@ -625,32 +627,72 @@ mod tests {
     }
 
     /// The config says 25/s, a zero-burst limiter admits 20/s: the margin settles just under
-    /// what is admitted, paying a few 429s to find it and few once there.
+    /// what is admitted, paying a few 429s to find it and few once there, whether the 429s
+    /// come back at once or after a round trip like the admitted requests.
     #[tokio::test(start_paused = true)]
     async fn the_margin_converges_to_what_a_strict_limiter_admits() {
-        let margin = Arc::new(Mutex::new(Margin::new(Instant::now())));
-        let limiter = Arc::new(Mutex::new(Strict {
-            period_ms: 50,
-            last: None,
-        }));
-        let period = Duration::from_millis(40);
-        let refused = drive(&margin, &limiter, period, 2000, |_, _| {}).await;
-        let fraction = margin.lock().unwrap().fraction();
-        eprintln!(
-            "fraction {fraction:.3}, 429s {:.2}%, of the last 1000 {:.2}%",
-            100.0 * share(&refused),
-            100.0 * share(&refused[1000..]),
-        );
-        // Just under 20/s, probing a hair above it now and then.
-        assert!((0.74..=0.82).contains(&fraction), "settled at {fraction}");
+        for refused_rtt in [Duration::from_millis(300), Duration::from_millis(2)] {
+            let margin = Arc::new(Mutex::new(Margin::new(Instant::now())));
+            let limiter = Arc::new(Mutex::new(Strict {
+                period_ms: 50,
+                last: None,
+            }));
+            let period = Duration::from_millis(40);
+            let refused = drive(&margin, &limiter, period, 2000, refused_rtt, |_, _| {}).await;
+            let fraction = margin.lock().unwrap().fraction();
+            eprintln!(
+                "429s after {refused_rtt:?}: fraction {fraction:.3}, 429s {:.2}%, of the last \
+                 1000 {:.2}%",
+                100.0 * share(&refused),
+                100.0 * share(&refused[1000..]),
+            );
+            // Just under 20/s, probing a hair above it now and then.
+            assert!((0.74..=0.82).contains(&fraction), "settled at {fraction}");
+            assert!(
+                share(&refused) <= 0.01,
+                "{:.2}% refused",
+                100.0 * share(&refused)
+            );
+            // Settled, it still crosses the limit now and then (a hair over a zero-burst
+            // limiter refuses every other request for a round trip): a few 429s a thousand.
+            assert!(share(&refused[1000..]) <= 0.005, "once settled, few");
+        }
+    }
+
+    /// A lone 429 is a pacing miss, however early in its generation it comes (none of it
+    /// answered yet): it costs the least cut, and only more 429s among the requests sent near
+    /// it deepen the cut.
+    #[test]
+    fn a_lone_429_costs_little_and_more_near_it_cost_more() {
+        let t0 = Instant::now();
+        let mut m = Margin::new(t0);
+        m.join(1.0);
+        let old: Vec<Sent> = (0..40).map(|_| m.sent(t0)).collect();
+        m.refused(old[5]);
+        let first = 1.0 - MARGIN_MIN_CUT;
+        assert!((m.fraction() - first).abs() < 1e-9);
+        let new: Vec<Sent> = (0..25).map(|_| m.sent(t0)).collect();
+        m.refused(new[24]);
+        let second = first * (1.0 - MARGIN_MIN_CUT);
         assert!(
-            share(&refused) <= 0.01,
-            "{:.2}% refused",
-            100.0 * share(&refused)
+            (m.fraction() - second).abs() < 1e-9,
+            "refused before any of its generation was answered, with no 429 near it: {}",
+            m.fraction()
         );
-        // Settled, it still crosses the limit now and then (a hair over a zero-burst limiter
-        // refuses every other request for a round trip): a few 429s a thousand requests.
-        assert!(share(&refused[1000..]) <= 0.005, "once settled, few");
+        m.refused(old[35]);
+        assert_eq!(
+            m.fraction(),
+            second,
+            "sent at the old rate: no deeper than its cut"
+        );
+        let next = m.sent(t0);
+        m.refused(next);
+        let near = 1.0 / MARGIN_WINDOW as f64;
+        assert!(
+            (m.fraction() - second * (1.0 - MARGIN_SHARE * near)).abs() < 1e-9,
+            "a second 429 near it: {}",
+            m.fraction()
+        );
     }
 
     /// A passing throttle (another product using the shared quota for a while) halves what
@@ -677,7 +719,15 @@ mod tests {
                 *low = low.min(f);
             }
         });
-        let refused = drive(&margin, &limiter, period, 4500, throttled).await;
+        let refused = drive(
+            &margin,
+            &limiter,
+            period,
+            4500,
+            Duration::from_millis(300),
+            throttled,
+        )
+        .await;
         watch.abort();
         let (lowest, fraction) = (*low.lock().unwrap(), margin.lock().unwrap().fraction());
         eprintln!(

@@ -20,10 +20,12 @@
 //! millisecond, serves the waiters: requests the provider does not count first, then polls
 //! before new submissions, so that work already paid for drains first. A paid request is
 //! granted a little before its slot, records its intent in that time, and is released when its
-//! slot comes. Every grant is reported back with how it went: a 429 lowers the margin, and is
-//! sent again at the next slot without holding anyone; a run of 429s, a `Retry-After` or a
-//! window announced as used up pause every worker of the provider; timeouts lower the
-//! concurrency, and failures feed the circuit breaker ([`super::breaker`]).
+//! slot comes; one whose task a busy runtime polls late keeps the next one a period behind it,
+//! so that what the provider sees keeps the spacing the slots have. Every grant is reported
+//! back with how it went: a 429 lowers the margin, and is sent again at the next slot without
+//! holding anyone; a run of 429s, a `Retry-After` or a window announced as used up pause every
+//! worker of the provider; timeouts lower the concurrency, and failures feed the circuit
+//! breaker ([`super::breaker`]).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -51,8 +53,11 @@ use grants::grant_loop;
 
 pub const DAY_MINUTES: i64 = 24 * 60;
 
-/// 429s in a row, each to a request sent after the one before came back, that make a run of
-/// them: the provider is refusing everything, not catching a pacing miss, and everyone waits.
+/// 429s in a row, to requests granted one after the other, that make a run of them: the
+/// provider is refusing everything, not catching a pacing miss, and everyone waits. In grant
+/// order, not answer order: a gateway answers a 429 at once and an admitted request a round
+/// trip later, so that over a zero-burst limiter every other 429 comes back before the answers
+/// between them.
 const REFUSALS_IN_A_ROW: u32 = 3;
 
 /// The wait after a run of 429s that say nothing of when to come back: short, because the
@@ -68,8 +73,14 @@ const REFUSED_BACKOFF: Backoff = Backoff {
 const SHORT_RESET: Duration = Duration::from_secs(1);
 
 /// A paid request released later than this after its slot gives the slot up and takes the
-/// next: sent late, it would come too close to the request after it.
+/// next: sent late, it would come too close to the request after it when that is another job's
+/// (the spacing below keeps only this job's own apart), and hold up this job's next.
 const LATE: Duration = Duration::from_millis(2);
+/// A counted request leaves at least a period after the one before it, less this (or a tenth
+/// of the period, if less): a grant whose task a busy runtime polled late leaves its successor
+/// a short gap, which a zero-burst limiter refuses, and the tolerance keeps the timer's
+/// millisecond rounding from adding up into a slower pace.
+const DEPARTURE_SLACK: Duration = Duration::from_millis(1);
 
 /// The lead of a paid grant: how long its intent takes to commit, with room to spare.
 const MIN_LEAD: Duration = Duration::from_millis(2);
@@ -235,9 +246,15 @@ struct Control {
     in_flight: usize,
     concurrency: Concurrency,
     breaker: Breaker,
-    /// 429s in a row, counting those to requests sent after the previous one came back.
+    /// 429s in a row, by grant: the number of the last one refused, and how many granted just
+    /// before it were refused too.
     refusals: u32,
-    last_refused: Option<Instant>,
+    last_refused: Option<u64>,
+    /// Grants given so far, to number them.
+    granted: u64,
+    /// Pauses in the present run of 429s, and the last grant given before the last of them.
+    holds: u32,
+    held_at: u64,
     /// Whether requests were still queued at the last grant: only then is the rate a limit.
     backlogged: bool,
     /// How long intents took to commit lately: a decaying maximum, for the lead.
@@ -247,6 +264,8 @@ struct Control {
     /// Counted grants whose reservation in the day's window is not settled yet: while any is,
     /// a full day may still have room, given back by a grant that missed its slot.
     reserved: usize,
+    /// When the last counted request left (or is due to), on the monotonic clock.
+    departed: Option<Duration>,
 }
 
 impl Control {
@@ -378,10 +397,14 @@ impl Gate {
             breaker: Breaker::new(settings.give_up_after),
             refusals: 0,
             last_refused: None,
+            granted: 0,
+            holds: 0,
+            held_at: 0,
             backlogged: false,
             commit: Duration::ZERO,
             runs: 1,
             reserved: 0,
+            departed: None,
         };
         let pacer = Pacer::new(schedule, control.period());
         let inner = Arc::new(Inner {

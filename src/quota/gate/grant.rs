@@ -18,6 +18,8 @@ pub struct Grant {
     pub(super) probe: bool,
     pub(super) counted: bool,
     pub(super) open: bool,
+    /// Its number among the gate's grants.
+    pub(super) seq: u64,
 }
 
 /// How a granted request went, as the gate's controllers need to know it.
@@ -55,6 +57,9 @@ impl Grant {
                 release.await.is_ok() && self.slot.is_none_or(|slot| mono_now() <= slot + LATE)
             }
         };
+        if on_time && self.slot.is_some() {
+            self.space().await;
+        }
         self.at = Instant::now();
         if self.counted && !self.settled {
             self.settled = true;
@@ -71,6 +76,29 @@ impl Grant {
         on_time
     }
 
+    /// Keeps this request a period (less [`DEPARTURE_SLACK`]) behind the one that left before
+    /// it, whenever that one left late: their slots are a period apart, their departures need
+    /// not be.
+    async fn space(&self) {
+        let due = {
+            let mut st = lock(&self.inner.state);
+            let c = &mut st.control;
+            let period = c.period();
+            let gap = period.saturating_sub(DEPARTURE_SLACK.min(period / 10));
+            let now = mono_now();
+            let due = c.departed.map_or(now, |last| (last + gap).max(now));
+            c.departed = Some(due);
+            due
+        };
+        let wait = due.saturating_sub(mono_now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let left = mono_now();
+        let c = &mut lock(&self.inner.state).control;
+        c.departed = c.departed.max(Some(left));
+    }
+
     /// Feeds the outcome back: the breaker, the adaptive rate, margin and concurrency, and
     /// any pause or policy the provider's headers announce.
     pub fn report(mut self, signal: Signal) -> Option<Refusal> {
@@ -85,7 +113,10 @@ impl Grant {
             Signal::Answered(hints) => {
                 c.breaker.record(now, true, self.probe);
                 c.concurrency.answered(now);
-                c.refusals = 0;
+                if c.last_refused.is_none_or(|r| self.seq > r) {
+                    c.refusals = 0;
+                    c.holds = 0;
+                }
                 let backlogged = c.backlogged;
                 match (&mut c.pace, self.sent) {
                     (Pace::Known { margin, .. }, Some(sent)) if self.counted => {
@@ -123,12 +154,17 @@ impl Grant {
                 let announced = hints
                     .retry_after
                     .or(hints.reset.filter(|_| hints.remaining == Some(0)));
-                // A 429 to a request sent before the last one came back says nothing new:
-                // it must not lengthen the run of them.
-                let fresh = c.last_refused.is_none_or(|t| self.at > t);
+                // A 429 to a request granted before the last refused one says nothing new: it
+                // must not lengthen the run of them; one granted after an admitted one starts
+                // a new run.
+                let fresh = c.last_refused.is_none_or(|r| self.seq > r);
                 if fresh {
-                    c.refusals += 1;
-                    c.last_refused = Some(now);
+                    let follows = c.last_refused.is_some_and(|r| self.seq == r + 1);
+                    c.refusals = if follows { c.refusals + 1 } else { 1 };
+                    c.last_refused = Some(self.seq);
+                    if c.refusals < REFUSALS_IN_A_ROW {
+                        c.holds = 0;
+                    }
                 }
                 refusal = Some(match announced {
                     _ if hints.beyond_reach => Refusal::Held,
@@ -137,8 +173,12 @@ impl Grant {
                         Refusal::Held
                     }
                     None if c.refusals >= REFUSALS_IN_A_ROW => {
-                        if fresh {
-                            let wait = REFUSED_BACKOFF.delay(c.refusals - REFUSALS_IN_A_ROW);
+                        // The wait grows once a pause, not once a 429: those granted before
+                        // the last pause began tell nothing of how it went.
+                        if self.seq > c.held_at {
+                            let wait = REFUSED_BACKOFF.delay(c.holds);
+                            c.holds += 1;
+                            c.held_at = c.granted;
                             c.pause(now + wait);
                         }
                         Refusal::Held

@@ -160,6 +160,10 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
         probe,
         counted,
         open: true,
+        seq: {
+            st.control.granted += 1;
+            st.control.granted
+        },
     };
     // A waiter that gave up (its task ended) returns the grant, which frees its place as it
     // drops; the slot it used stays used, which errs on the safe side.

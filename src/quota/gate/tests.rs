@@ -145,6 +145,24 @@ async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
     );
 }
 
+/// A request that left late (a busy runtime polled its task after its slot) would leave the
+/// next one less than a period behind it, which a zero-burst limiter refuses: the next one
+/// waits until a period after it, less the slack for the timer's rounding.
+#[tokio::test]
+async fn a_late_departure_keeps_the_next_one_a_period_behind() {
+    let gate = gate(q(Some(10), None, None));
+    leaving(&gate, LOW).await;
+    let period = lock(&gate.inner.state).control.period();
+    let left = mono_now() + period / 2;
+    lock(&gate.inner.state).control.departed = Some(left);
+    leaving(&gate, LOW).await;
+    assert!(
+        mono_now() + DEPARTURE_SLACK >= left + period,
+        "left {:?} after the late one, the period is {period:?}",
+        mono_now().saturating_sub(left)
+    );
+}
+
 /// The grant of a request that leaves, asked for again while a loaded machine releases it
 /// after its slot, as the client does; and how long the one that left waited for its slot.
 async fn leaving(gate: &Gate, ask: Ask) -> (Grant, Duration) {
@@ -198,6 +216,49 @@ async fn a_single_429_widens_the_margin_and_a_run_of_them_holds_everyone() {
     }
     assert_eq!(last, Some(Refusal::Held));
     assert!(lock(&gate.inner.state).control.paused_until.is_some());
+}
+
+/// Over a zero-burst limiter every other request is refused, and a gateway answers the 429s
+/// at once, before the admitted requests between them: those 429s are misses the margin reads,
+/// not a run that holds everyone. A run is of requests granted one after the other.
+#[tokio::test]
+async fn fast_429s_between_admitted_requests_make_no_run() {
+    let gate = gate(q(Some(100), None, None));
+    let mut granted = Vec::new();
+    for _ in 0..8 {
+        granted.push(gate.acquire(LOW).await.unwrap());
+    }
+    let mut admitted = Vec::new();
+    for (i, g) in granted.into_iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(
+                g.report(Signal::RateLimited(Hints::default())),
+                Some(Refusal::Miss),
+                "429 to grant {i}"
+            );
+        } else {
+            admitted.push(g);
+        }
+    }
+    assert!(lock(&gate.inner.state).control.paused_until.is_none());
+    for g in admitted {
+        g.report(Signal::Answered(Hints::default()));
+    }
+    let mut run = Vec::new();
+    for _ in 0..REFUSALS_IN_A_ROW + 3 {
+        run.push(gate.acquire(LOW).await.unwrap());
+    }
+    let last = run
+        .into_iter()
+        .map(|g| g.report(Signal::RateLimited(Hints::default())))
+        .last()
+        .flatten();
+    assert_eq!(last, Some(Refusal::Held), "granted in a row, all refused");
+    assert_eq!(
+        lock(&gate.inner.state).control.holds,
+        1,
+        "the 429s to requests granted before the pause do not lengthen it"
+    );
 }
 
 #[tokio::test]

@@ -28,8 +28,9 @@
 //! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra`), `QUOTA_JITTER`
 //! (`0,10,50`) and `QUOTA_CELLS` (`known,unknown,over,two,three,python`) narrow it, and
 //! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
-//! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200 QUOTA_JITTER=0`. The reference
-//! row needs `pip install aiohttp aiolimiter`; without them it says so and is left out.
+//! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200
+//! QUOTA_JITTER=0`. The reference row needs `pip install aiohttp aiolimiter`; without them it
+//! says so and is left out.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -531,14 +531,7 @@ fn set_batch(
 
 /// Deletes a batch the provider has nothing of, and plans its rows again.
 fn forget_batch(tx: &Transaction, batch_id: i64) -> Result<(), WriteError> {
-    let state: Option<BatchState> = tx
-        .query_row(
-            "SELECT state FROM batches WHERE batch_id = ?1",
-            [batch_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(from) = state.filter(|s| !s.can_be_forgotten()) {
+    if let Some(from) = batch_state(tx, batch_id)?.filter(|s| !s.can_be_forgotten()) {
         return Err(Refused::Batch {
             batch_id,
             from,
@@ -571,17 +564,21 @@ fn forget_batch(tx: &Transaction, batch_id: i64) -> Result<(), WriteError> {
 
 /// A batch that was not moved to `to` (`None`: forgotten): refused when the journal has it.
 fn refuse_batch(tx: &Transaction, batch_id: i64, to: Option<BatchState>) -> Result<(), WriteError> {
-    let from: Option<BatchState> = tx
+    match batch_state(tx, batch_id)? {
+        Some(from) => Err(Refused::Batch { batch_id, from, to }.into()),
+        None => Ok(()),
+    }
+}
+
+/// A batch's stored state, if the journal has the batch.
+fn batch_state(tx: &Transaction, batch_id: i64) -> Result<Option<BatchState>, WriteError> {
+    Ok(tx
         .query_row(
             "SELECT state FROM batches WHERE batch_id = ?1",
             [batch_id],
             |r| r.get(0),
         )
-        .optional()?;
-    match from {
-        Some(from) => Err(Refused::Batch { batch_id, from, to }.into()),
-        None => Ok(()),
-    }
+        .optional()?)
 }
 
 fn otp_change(tx: &Transaction, key: RowKey, change: &OtpChange) -> Result<(), WriteError> {

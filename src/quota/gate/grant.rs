@@ -91,9 +91,12 @@ impl Grant {
             due
         };
         let wait = due.saturating_sub(mono_now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if wait.is_zero() {
+            return;
         }
+        // The timer wakes on a millisecond tick, after `due`: the next one keeps its distance
+        // from when this one really leaves.
+        tokio::time::sleep(wait).await;
         let left = mono_now();
         let c = &mut lock(&self.inner.state).control;
         c.departed = c.departed.max(Some(left));

@@ -11,8 +11,9 @@
 //!   on this path, refuses about one request in a thousand;
 //! - the request **rate**, when no per-second or per-minute quota is configured ([`Rate`]): it
 //!   starts low, doubles every second while requests queue for it (slow start), and on a 429
-//!   falls back by a factor, climbs quickly back to just under the rate that was refused and
-//!   slowly beyond it, probing the server's limit;
+//!   falls back by a factor, returns quickly to just under what the server admitted in the
+//!   second before, climbs more slowly to just under the rate it refused, and slowly beyond,
+//!   probing the server's limit;
 //! - the **concurrency**, always: a timeout means the provider is overloaded, so the number of
 //!   requests in flight is halved, then grows back by one a second while answers come.
 //!
@@ -33,9 +34,13 @@ const MIN_RATE: f64 = 0.1;
 const SLOW_START_DECREASE: f64 = 0.5;
 /// The fall back on later 429s: a shallow sawtooth keeps the average near the limit.
 const DECREASE: f64 = 0.85;
-/// After a decrease the rate climbs back, a share of the distance per second, to this much
-/// under the rate that was refused: the limit lies between the two.
+/// After a decrease the rate returns quickly, a share of the distance per second, to this
+/// much under what the provider admitted before it refused (its limit is no lower), then
+/// climbs more slowly towards as much under the rate it refused (its limit is no higher):
+/// over a zero-burst limiter, the admitted rate is half the refused one at worst, the limit
+/// in between.
 const RETURN_PER_SEC: f64 = 0.5;
+const CLIMB_PER_SEC: f64 = 0.2;
 const UNDER_REFUSED: f64 = 0.02;
 /// Past that, it probes: this share of the rate per second, slow enough that a sawtooth tooth
 /// spans several seconds, so that the one or two 429s at its tip stay near 1% of the traffic.
@@ -45,6 +50,9 @@ const PROBE_PER_SEC: f64 = 0.005;
 const HOLD: Duration = Duration::from_secs(1);
 /// How far back the rate is remembered: longer than any round trip worth adapting to.
 const HISTORY: Duration = Duration::from_secs(10);
+/// What the provider admitted is read over this much before a refused request: the second a
+/// per-second window counts.
+const ADMITTED_OVER: Duration = Duration::from_secs(1);
 /// How often the rate is raised: short enough to be smooth, long enough to see answers.
 const STEP: Duration = Duration::from_millis(100);
 
@@ -59,14 +67,26 @@ fn smoothed(mean: f64, rtt: Duration) -> f64 {
     }
 }
 
+/// Drops the times in `q` older than `HISTORY` before `now`.
+fn forget_before(q: &mut std::collections::VecDeque<Instant>, now: Instant) {
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > HISTORY)
+    {
+        q.pop_front();
+    }
+}
+
 /// The request rate, adapted to 429 answers.
 #[derive(Debug, Clone)]
 pub struct Rate {
     rate: f64,
     ceiling: f64,
     slow_start: bool,
-    /// The rate at which the server last refused a request.
+    /// The rate at which the server last refused a request, and what it admitted in the
+    /// second before: its limit lies between.
     refused_at: f64,
+    admitted_at: f64,
     last_decrease: Option<Instant>,
     last_raise: Instant,
     /// The mean round trip, in seconds.
@@ -74,6 +94,11 @@ pub struct Rate {
     /// The rate since each change of the last few seconds, to know the rate a refused
     /// request was sent at: with a long round trip the rate has moved on since.
     history: std::collections::VecDeque<(Instant, f64)>,
+    /// When the requests of the last few seconds were granted, and which of them were
+    /// refused: what the provider admitted, read without waiting for the admitted answers,
+    /// which come a round trip after the 429s.
+    grants: std::collections::VecDeque<Instant>,
+    refusals: std::collections::VecDeque<Instant>,
 }
 
 impl Rate {
@@ -84,11 +109,20 @@ impl Rate {
             ceiling,
             slow_start: true,
             refused_at: INITIAL_RATE,
+            admitted_at: INITIAL_RATE,
             last_decrease: None,
             last_raise: now,
             rtt: 0.0,
             history: std::collections::VecDeque::new(),
+            grants: std::collections::VecDeque::new(),
+            refusals: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A request was granted at `at`.
+    pub fn granted(&mut self, at: Instant) {
+        self.grants.push_back(at);
+        forget_before(&mut self.grants, at);
     }
 
     /// Requests per second now.
@@ -124,9 +158,11 @@ impl Rate {
             // trip after the limit was crossed, and the rate must not run far past it.
             self.rate * 2f64.powf(secs / (1.0 + self.rtt))
         } else {
-            let near = self.refused_at * (1.0 - UNDER_REFUSED);
-            if self.rate < near {
-                self.rate + (near - self.rate) * (RETURN_PER_SEC * secs).min(1.0)
+            let under = 1.0 - UNDER_REFUSED;
+            let (low, high) = (self.admitted_at * under, self.refused_at * under);
+            let towards = |to: f64, share: f64| self.rate + (to - self.rate) * share.min(1.0);
+            if self.rate < high {
+                towards(low, RETURN_PER_SEC * secs).max(towards(high, CLIMB_PER_SEC * secs))
             } else {
                 self.rate * (1.0 + PROBE_PER_SEC * secs)
             }
@@ -137,13 +173,23 @@ impl Rate {
 
     /// A request granted at `granted` was refused with a 429.
     pub fn refused(&mut self, now: Instant, granted: Instant) {
+        self.refusals.push_back(granted);
+        forget_before(&mut self.refusals, now);
         if self.last_decrease.is_some_and(|d| granted <= d + HOLD) {
             return;
         }
         let sent_at = self.rate_at(granted);
         self.refused_at = sent_at;
+        // Not under half the refused rate: a longer window that ran out admits nothing for a
+        // while, which says nothing of its rate. Half, too, when the grants before are not
+        // known (a 429 in the first second).
+        self.admitted_at = self
+            .admitted_before(granted)
+            .unwrap_or_default()
+            .clamp(sent_at * SLOW_START_DECREASE, sent_at);
         self.rate = if self.slow_start {
-            sent_at * SLOW_START_DECREASE
+            // As far under what was admitted as a later 429 falls, if that is more than half.
+            (sent_at * SLOW_START_DECREASE).max(self.admitted_at * DECREASE)
         } else {
             self.rate.min(sent_at) * DECREASE
         }
@@ -163,6 +209,20 @@ impl Rate {
         {
             self.history.pop_front();
         }
+    }
+
+    /// The requests per second granted in the `ADMITTED_OVER` up to `t` and not refused, if
+    /// the grants of all of it are still remembered.
+    fn admitted_before(&self, t: Instant) -> Option<f64> {
+        let from = t.checked_sub(ADMITTED_OVER)?;
+        if self.grants.front().is_none_or(|first| *first > from) {
+            return None;
+        }
+        let within = |q: &std::collections::VecDeque<Instant>| {
+            q.iter().filter(|at| **at > from && **at <= t).count()
+        };
+        let admitted = within(&self.grants).saturating_sub(within(&self.refusals));
+        Some(admitted as f64 / ADMITTED_OVER.as_secs_f64())
     }
 
     /// The rate in force at `t`: the last change at or before it.

@@ -314,7 +314,10 @@ impl Control {
     fn sent(&mut self, now: Instant) -> Option<Sent> {
         match &mut self.pace {
             Pace::Known { margin, .. } => Some(margin.sent(now)),
-            Pace::Unknown(_) => None,
+            Pace::Unknown(rate) => {
+                rate.granted(now);
+                None
+            }
         }
     }
 }

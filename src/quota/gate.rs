@@ -264,8 +264,6 @@ struct Control {
     /// Counted grants whose reservation in the day's window is not settled yet: while any is,
     /// a full day may still have room, given back by a grant that missed its slot.
     reserved: usize,
-    /// When the last counted request left (or is due to), on the monotonic clock.
-    departed: Option<Duration>,
 }
 
 impl Control {
@@ -407,7 +405,6 @@ impl Gate {
             commit: Duration::ZERO,
             runs: 1,
             reserved: 0,
-            departed: None,
         };
         let pacer = Pacer::new(schedule, control.period());
         let inner = Arc::new(Inner {

@@ -90,11 +90,15 @@ struct Table {
     last_slot: Duration,
     /// Slots taken so far.
     taken: u64,
+    /// When the account's last counted request left, or is due to (zero: none yet). Slots are
+    /// a period apart; a departure after its slot (a busy process polled it late) would leave
+    /// the next one, another job's as well, closer than that to it.
+    departed: Duration,
     runs: [Run; MAX_RUNS],
 }
 
-const MAGIC: &[u8; 8] = b"bvpace02";
-const HEADER: usize = 8 + 16 + 4 * 8;
+const MAGIC: &[u8; 8] = b"bvpace03";
+const HEADER: usize = 8 + 16 + 5 * 8;
 const RUN_BYTES: usize = 6 * 8;
 const TABLE_BYTES: usize = HEADER + MAX_RUNS * RUN_BYTES;
 
@@ -110,6 +114,7 @@ impl Table {
             tat: Duration::ZERO,
             last_slot: Duration::ZERO,
             taken: 0,
+            departed: Duration::ZERO,
             runs: [Run::default(); MAX_RUNS],
         }
     }
@@ -122,6 +127,7 @@ impl Table {
             out.extend_from_slice(&nanos(d).to_le_bytes());
         }
         out.extend_from_slice(&self.taken.to_le_bytes());
+        out.extend_from_slice(&nanos(self.departed).to_le_bytes());
         for r in &self.runs {
             for v in [
                 r.id,
@@ -148,6 +154,7 @@ impl Table {
         t.tat = Duration::from_nanos(word(32));
         t.last_slot = Duration::from_nanos(word(40));
         t.taken = word(48);
+        t.departed = Duration::from_nanos(word(56));
         for (i, r) in t.runs.iter_mut().enumerate() {
             let at = HEADER + i * RUN_BYTES;
             *r = Run {
@@ -167,7 +174,8 @@ impl Table {
     /// nothing now, and a slot far in the future would stop every run.
     fn refresh(&mut self, boot: [u8; 16], now: Duration) {
         let widest = self.runs.iter().map(|r| r.period).max().unwrap_or_default();
-        let far = self.tat > now + FAR.max(widest.saturating_mul(2));
+        let ahead = FAR.max(widest.saturating_mul(2));
+        let far = self.tat > now + ahead || self.departed > now + ahead;
         if self.boot != boot || self.touched > now || now - self.touched > FORGOTTEN || far {
             *self = Table::new(boot);
         }
@@ -597,6 +605,31 @@ impl Pacer {
             Ok(()) => Ok(lock(&self.granted).take().unwrap_or_else(mono_now)),
             Err(not_until) => Err(not_until.earliest_possible().saturating_sub(lead)),
         }
+    }
+
+    /// When a counted request whose slot has come may leave: now, or a period (less `slack`,
+    /// at most a tenth of it, for the timer's rounding) after the account's last departure,
+    /// whichever job's, if that one left late. The departure is reserved for it.
+    pub fn depart(&self, slack: Duration) -> Duration {
+        let gap = self.period.saturating_sub(slack.min(self.period / 10));
+        Pacer::which(&self.schedule, &self.alone, self.period).with(|table| {
+            let now = mono_now();
+            let due = if table.departed.is_zero() {
+                now
+            } else {
+                (table.departed + gap).max(now)
+            };
+            table.departed = due;
+            due
+        })
+    }
+
+    /// A request reserved to leave earlier really left at `at` (a timer wakes on its tick,
+    /// after the time it was set for): the next departure keeps its distance from this one.
+    pub fn departed(&self, at: Duration) {
+        Pacer::which(&self.schedule, &self.alone, self.period).with(|table| {
+            table.departed = table.departed.max(at);
+        });
     }
 
     /// The run is done with the account: its record goes, so that the others neither keep

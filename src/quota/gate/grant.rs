@@ -77,19 +77,10 @@ impl Grant {
     }
 
     /// Keeps this request a period (less [`DEPARTURE_SLACK`]) behind the one that left before
-    /// it, whenever that one left late: their slots are a period apart, their departures need
-    /// not be.
+    /// it, this job's or another's on the account, whenever that one left late: their slots
+    /// are a period apart, their departures need not be.
     async fn space(&self) {
-        let due = {
-            let mut st = lock(&self.inner.state);
-            let c = &mut st.control;
-            let period = c.period();
-            let gap = period.saturating_sub(DEPARTURE_SLACK.min(period / 10));
-            let now = mono_now();
-            let due = c.departed.map_or(now, |last| (last + gap).max(now));
-            c.departed = Some(due);
-            due
-        };
+        let due = lock(&self.inner.state).pacer.depart(DEPARTURE_SLACK);
         let wait = due.saturating_sub(mono_now());
         if wait.is_zero() {
             return;
@@ -97,9 +88,7 @@ impl Grant {
         // The timer wakes on a millisecond tick, after `due`: the next one keeps its distance
         // from when this one really leaves.
         tokio::time::sleep(wait).await;
-        let left = mono_now();
-        let c = &mut lock(&self.inner.state).control;
-        c.departed = c.departed.max(Some(left));
+        lock(&self.inner.state).pacer.departed(mono_now());
     }
 
     /// Feeds the outcome back: the breaker, the adaptive rate, margin and concurrency, and

@@ -154,7 +154,7 @@ async fn a_late_departure_keeps_the_next_one_a_period_behind() {
     leaving(&gate, LOW).await;
     let period = lock(&gate.inner.state).control.period();
     let left = mono_now() + period / 2;
-    lock(&gate.inner.state).control.departed = Some(left);
+    lock(&gate.inner.state).pacer.departed(left);
     leaving(&gate, LOW).await;
     assert!(
         mono_now() + DEPARTURE_SLACK >= left + period,

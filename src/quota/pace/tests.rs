@@ -100,11 +100,40 @@ fn two_runs_on_one_schedule_take_turns() {
     assert!(a.min(b) * 10 >= a.max(b) * 8, "turns are fair: {a} and {b}");
 }
 
+/// Two jobs' slots are a period apart; when one job's request leaves late, the other job's
+/// next one still leaves a period (less the slack) after it, not on its own slot.
+#[test]
+fn a_late_departure_spaces_the_next_one_of_another_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pace.bin");
+    let mut a = Pacer::new(Schedule::shared(&path).unwrap(), 20 * MS);
+    let mut b = Pacer::new(Schedule::shared(&path).unwrap(), 20 * MS);
+    a.agree(20 * MS, true);
+    b.agree(20 * MS, true);
+    let now = a.depart(MS);
+    assert!(now <= mono_now(), "the first departure waits for nothing");
+    let late = mono_now() + 5 * MS;
+    a.departed(late);
+    let due = b.depart(MS);
+    assert_eq!(due, late + 19 * MS, "another job's late departure is kept");
+    assert_eq!(
+        a.depart(MS),
+        due + 19 * MS,
+        "and the reserved one after it, by the first job too"
+    );
+    let alone = Pacer::new(Schedule::local(), 20 * MS);
+    assert!(
+        alone.depart(MS) <= mono_now(),
+        "a schedule of its own knows no other job's departures"
+    );
+}
+
 #[test]
 fn a_table_survives_its_file_and_forgets_another_boot() {
     let mut t = Table::new([7; 16]);
     t.tat = Duration::from_secs(5);
     t.taken = 3;
+    t.departed = Duration::from_secs(4);
     t.enter(42, Duration::from_secs(4)).unwrap().waiting = true;
     assert_eq!(Table::decode(&t.encode()), Some(t.clone()));
     assert_eq!(Table::decode(b"not a table"), None);

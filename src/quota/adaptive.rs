@@ -264,6 +264,12 @@ const MARGIN_WINDOW: u64 = 20;
 /// 30% a 429.
 const MARGIN_MIN_CUT: f64 = 0.01;
 const MARGIN_MAX_CUT: f64 = 0.3;
+/// `β` is also at least the least cut for each 429 among the last `MARGIN_RECENT` requests
+/// sent up to it, this one among them. A pacing miss now and then costs 1%; 429s that keep
+/// coming a request in a hundred or so (a rate a few points over a jittery path's limit, which
+/// refuses them one at a time, never two near each other) cut deeper each time, so that the
+/// rate comes down in a few of them rather than 1% a 429.
+const MARGIN_RECENT: u64 = 200;
 /// Each clean answer raises the rate by this share: a 1% cut takes a thousand clean answers
 /// to undo, so that the rate settles where about one request in a thousand is refused.
 const MARGIN_CREEP: f64 = 1e-5;
@@ -379,17 +385,23 @@ impl Margin {
         }
     }
 
-    /// The 429s among the last `MARGIN_WINDOW` requests sent up to `seq`, this one among them.
-    /// Older refusals are forgotten once they are out of the window of every request that may
-    /// still be answered, the oldest of them a few windows back.
-    fn refused_near(&mut self, seq: u64) -> u64 {
+    /// The 429s among the last `MARGIN_WINDOW` and among the last `MARGIN_RECENT` requests
+    /// sent up to `seq`, this one among them. Older refusals are forgotten once they are out
+    /// of the window of every request that may still be answered, the oldest of them a few
+    /// windows back.
+    fn refused_near(&mut self, seq: u64) -> (u64, u64) {
         self.refused_seqs.push_back(seq);
-        let oldest = self.seq.saturating_sub(4 * MARGIN_WINDOW);
+        let oldest = self
+            .seq
+            .saturating_sub((4 * MARGIN_WINDOW).max(2 * MARGIN_RECENT));
         self.refused_seqs.retain(|s| *s >= oldest);
-        self.refused_seqs
-            .iter()
-            .filter(|s| **s <= seq && **s + MARGIN_WINDOW > seq)
-            .count() as u64
+        let within = |n: u64| {
+            self.refused_seqs
+                .iter()
+                .filter(|s| **s <= seq && **s + n > seq)
+                .count() as u64
+        };
+        (within(MARGIN_WINDOW), within(MARGIN_RECENT))
     }
 
     /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`. `runs`:
@@ -432,9 +444,11 @@ impl Margin {
     pub fn refused(&mut self, sent: Sent) {
         self.refused += 1;
         self.ramping = None;
-        let others = self.refused_near(sent.seq).saturating_sub(1);
-        let share = others as f64 / MARGIN_WINDOW as f64;
-        let cut = (MARGIN_SHARE * share).clamp(MARGIN_MIN_CUT, MARGIN_MAX_CUT);
+        let (near, recent) = self.refused_near(sent.seq);
+        let share = near.saturating_sub(1) as f64 / MARGIN_WINDOW as f64;
+        let cut = (MARGIN_SHARE * share)
+            .max(MARGIN_MIN_CUT * recent as f64)
+            .clamp(MARGIN_MIN_CUT, MARGIN_MAX_CUT);
         let lowered = (sent.fraction * (1.0 - cut)).max(MARGIN_FLOOR);
         if lowered < self.fraction {
             self.refused_at = (cut >= MARGIN_DEEP_CUT).then_some(sent.fraction);

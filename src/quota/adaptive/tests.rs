@@ -278,8 +278,9 @@ async fn the_margin_converges_to_what_a_strict_limiter_admits() {
 }
 
 /// A lone 429 is a pacing miss, however early in its generation it comes (none of it
-/// answered yet): it costs the least cut, and only more 429s among the requests sent near
-/// it deepen the cut.
+/// answered yet): it costs the least cut. More 429s among the requests sent near it deepen
+/// the cut by their share; 429s that keep coming, one every few dozen requests, deepen it by
+/// their number.
 #[test]
 fn a_lone_429_costs_little_and_more_near_it_cost_more() {
     let t0 = Instant::now();
@@ -291,10 +292,11 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
     assert!((m.fraction() - first).abs() < 1e-9);
     let new: Vec<Sent> = (0..25).map(|_| m.sent(t0)).collect();
     m.refused(new[24]);
-    let second = first * (1.0 - MARGIN_MIN_CUT);
+    let second = first * (1.0 - 2.0 * MARGIN_MIN_CUT);
     assert!(
         (m.fraction() - second).abs() < 1e-9,
-        "refused before any of its generation was answered, with no 429 near it: {}",
+        "refused before any of its generation was answered, the second 429 of the last \
+         {MARGIN_RECENT} sent: {}",
         m.fraction()
     );
     m.refused(old[35]);
@@ -306,9 +308,17 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
     let next = m.sent(t0);
     m.refused(next);
     let near = 1.0 / MARGIN_WINDOW as f64;
+    let third = second * (1.0 - (MARGIN_SHARE * near).max(4.0 * MARGIN_MIN_CUT));
     assert!(
-        (m.fraction() - second * (1.0 - MARGIN_SHARE * near)).abs() < 1e-9,
-        "a second 429 near it: {}",
+        (m.fraction() - third).abs() < 1e-9,
+        "a 429 next to another, the fourth of the last {MARGIN_RECENT}: {}",
+        m.fraction()
+    );
+    let later: Vec<Sent> = (0..MARGIN_RECENT).map(|_| m.sent(t0)).collect();
+    m.refused(later[MARGIN_RECENT as usize - 1]);
+    assert!(
+        (m.fraction() - third * (1.0 - MARGIN_MIN_CUT)).abs() < 1e-9,
+        "alone again once the others are {MARGIN_RECENT} requests back: {}",
         m.fraction()
     );
 }

@@ -112,7 +112,7 @@ fn a_late_departure_spaces_the_next_one_of_another_job() {
     b.agree(20 * MS, true);
     let now = a.depart(MS);
     assert!(now <= mono_now(), "the first departure waits for nothing");
-    let late = mono_now() + 5 * MS;
+    let late = mono_now() + 200 * MS;
     a.departed(late);
     let due = b.depart(MS);
     assert_eq!(due, late + 19 * MS, "another job's late departure is kept");

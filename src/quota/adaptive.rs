@@ -369,8 +369,11 @@ impl Margin {
         }
     }
 
-    /// The margin a request granted at `now` is sent under.
-    pub fn sent(&mut self, now: Instant) -> Sent {
+    /// The margin a request granted at `now` is sent under: its own, or `paced` (the fraction
+    /// of the configured rate the account's jobs agreed on) where that is lower. A 429 then cuts
+    /// from the rate the request really went at, so that with jobs sharing an account each 429
+    /// lowers the account's pace, whichever job it came to.
+    pub fn sent(&mut self, now: Instant, paced: f64) -> Sent {
         if !self.started {
             self.started = true;
             if self.ramping.is_some() {
@@ -380,7 +383,7 @@ impl Margin {
         self.seq += 1;
         Sent {
             generation: self.generation,
-            fraction: self.fraction,
+            fraction: self.fraction.min(paced),
             seq: self.seq,
         }
     }

@@ -217,7 +217,7 @@ async fn drive(
         }
         last = Some(Instant::now());
         throttle(i, &mut limiter.lock().unwrap());
-        let sent = margin.lock().unwrap().sent(Instant::now());
+        let sent = margin.lock().unwrap().sent(Instant::now(), 1.0);
         let now_ms = (Instant::now() - start).as_millis() as u64;
         let ok = limiter.lock().unwrap().admit(now_ms);
         let (margin, refused) = (margin.clone(), refused.clone());
@@ -286,11 +286,11 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
     let t0 = Instant::now();
     let mut m = Margin::new(t0);
     m.join(1.0);
-    let old: Vec<Sent> = (0..40).map(|_| m.sent(t0)).collect();
+    let old: Vec<Sent> = (0..40).map(|_| m.sent(t0, 1.0)).collect();
     m.refused(old[5]);
     let first = 1.0 - MARGIN_MIN_CUT;
     assert!((m.fraction() - first).abs() < 1e-9);
-    let new: Vec<Sent> = (0..25).map(|_| m.sent(t0)).collect();
+    let new: Vec<Sent> = (0..25).map(|_| m.sent(t0, 1.0)).collect();
     m.refused(new[24]);
     let second = first * (1.0 - 2.0 * MARGIN_MIN_CUT);
     assert!(
@@ -305,7 +305,7 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
         second,
         "sent at the old rate: no deeper than its cut"
     );
-    let next = m.sent(t0);
+    let next = m.sent(t0, 1.0);
     m.refused(next);
     let near = 1.0 / MARGIN_WINDOW as f64;
     let third = second * (1.0 - (MARGIN_SHARE * near).max(4.0 * MARGIN_MIN_CUT));
@@ -314,11 +314,35 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
         "a 429 next to another, the fourth of the last {MARGIN_RECENT}: {}",
         m.fraction()
     );
-    let later: Vec<Sent> = (0..MARGIN_RECENT).map(|_| m.sent(t0)).collect();
+    let later: Vec<Sent> = (0..MARGIN_RECENT).map(|_| m.sent(t0, 1.0)).collect();
     m.refused(later[MARGIN_RECENT as usize - 1]);
     assert!(
         (m.fraction() - third * (1.0 - MARGIN_MIN_CUT)).abs() < 1e-9,
         "alone again once the others are {MARGIN_RECENT} requests back: {}",
+        m.fraction()
+    );
+}
+
+/// Jobs sharing an account go at the slowest pace any of them learned. A 429 to a job whose
+/// own margin is higher cuts from the pace its request went at: otherwise only the 429s of the
+/// slowest job would lower the account's pace, and the others' would be spent for nothing.
+#[test]
+fn a_429_at_the_accounts_slower_pace_cuts_from_it() {
+    let t0 = Instant::now();
+    let mut m = Margin::new(t0);
+    m.join(1.0);
+    let sent = m.sent(t0, 0.8);
+    m.refused(sent);
+    assert!(
+        (m.fraction() - 0.8 * (1.0 - MARGIN_MIN_CUT)).abs() < 1e-9,
+        "cut from the account's pace: {}",
+        m.fraction()
+    );
+    let own = m.sent(t0, 1.0);
+    m.refused(own);
+    assert!(
+        m.fraction() < 0.8 * (1.0 - MARGIN_MIN_CUT),
+        "and from its own once that is the slower: {}",
         m.fraction()
     );
 }

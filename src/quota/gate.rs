@@ -264,9 +264,6 @@ struct Control {
     /// Counted grants whose reservation in the day's window is not settled yet: while any is,
     /// a full day may still have room, given back by a grant that missed its slot.
     reserved: usize,
-    /// The period the account's jobs agreed on at the last decision: wider than this job's own
-    /// while another job learned a slower one, which is then the rate its requests go at.
-    account_period: Option<Duration>,
 }
 
 impl Control {
@@ -288,7 +285,6 @@ impl Control {
     /// The account's other jobs agreed on a pace: a job still ramping up starts from theirs.
     fn agreed(&mut self, agreed: Agreed) {
         self.runs = agreed.runs;
-        self.account_period = Some(agreed.period);
         if let (Pace::Known { base, margin, .. }, Some(learned)) = (&mut self.pace, agreed.learned)
         {
             margin.join(base.as_secs_f64() / learned.as_secs_f64());
@@ -313,15 +309,14 @@ impl Control {
         }
     }
 
-    fn sent(&mut self, now: Instant) -> Option<Sent> {
+    /// A counted request was granted at `now`, paced at `paced` (the period the account's jobs
+    /// agreed on: wider than this job's own while another job learned a slower one).
+    fn sent(&mut self, now: Instant, paced: Duration) -> Option<Sent> {
         match &mut self.pace {
             Pace::Known { base, margin, .. } => {
                 // Requests go at the account's pace: a 429 to one says that pace is too fast,
                 // even when it is another job's, slower than this one's own.
-                let paced = self
-                    .account_period
-                    .map_or(1.0, |p| base.as_secs_f64() / p.as_secs_f64());
-                Some(margin.sent(now, paced))
+                Some(margin.sent(now, base.as_secs_f64() / paced.as_secs_f64()))
             }
             Pace::Unknown(rate) => {
                 rate.granted(now);
@@ -416,7 +411,6 @@ impl Gate {
             commit: Duration::ZERO,
             runs: 1,
             reserved: 0,
-            account_period: None,
         };
         let pacer = Pacer::new(schedule, control.period());
         let inner = Arc::new(Inner {

@@ -597,6 +597,11 @@ impl Pacer {
         agreed
     }
 
+    /// The period it paces at: the one the account's live runs last agreed on.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     /// Takes the next slot if it can be granted now, `lead` before it is due: `Ok` with the
     /// slot's time, or `Err` with the (monotonic) time to ask again.
     pub fn take(&mut self, lead: Duration) -> Result<Duration, Duration> {

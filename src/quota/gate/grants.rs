@@ -153,7 +153,8 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
         settled: false,
         release,
         sent: if counted {
-            st.control.sent(Instant::now())
+            let paced = st.pacer.period();
+            st.control.sent(Instant::now(), paced)
         } else {
             None
         },

@@ -14,6 +14,15 @@ fn slots(pacer: &mut Pacer, n: usize, lead: Duration) -> Vec<Duration> {
     got
 }
 
+/// Two runs' pacers at `period` over one shared schedule file, kept in the directory returned.
+fn sharing(period: Duration) -> (tempfile::TempDir, Pacer, Pacer) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pace.bin");
+    let a = Pacer::new(Schedule::shared(&path).unwrap(), period);
+    let b = Pacer::new(Schedule::shared(&path).unwrap(), period);
+    (dir, a, b)
+}
+
 #[test]
 fn paces_from_the_first_request_without_a_burst() {
     let mut p = Pacer::new(Schedule::local(), 20 * MS);
@@ -104,10 +113,7 @@ fn two_runs_on_one_schedule_take_turns() {
 /// next one still leaves a period (less the slack) after it, not on its own slot.
 #[test]
 fn a_late_departure_spaces_the_next_one_of_another_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pace.bin");
-    let mut a = Pacer::new(Schedule::shared(&path).unwrap(), 20 * MS);
-    let mut b = Pacer::new(Schedule::shared(&path).unwrap(), 20 * MS);
+    let (_dir, mut a, mut b) = sharing(20 * MS);
     a.agree(20 * MS, true);
     b.agree(20 * MS, true);
     let now = a.depart(MS);
@@ -165,10 +171,7 @@ fn a_table_survives_its_file_and_forgets_another_boot() {
 
 #[test]
 fn a_run_that_leaves_gives_up_its_turns() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pace.bin");
-    let mut a = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
-    let mut b = Pacer::new(Schedule::shared(&path).unwrap(), 10 * MS);
+    let (_dir, mut a, mut b) = sharing(10 * MS);
     a.agree(40 * MS, true);
     assert_eq!(
         b.agree(10 * MS, true).period,

@@ -1,26 +1,24 @@
-//! The merge: every input row, in input order and with its values as read, joined with its
-//! outcome by row key, written atomically as CSV or Parquet.
+//! The merge: every input row, in input order and with its values as read, next to its
+//! outcome, written atomically as CSV or Parquet.
 //!
 //! polars' API moves between minor versions, so all of it stays in this file.
 //!
 //! polars does not parse the user's files itself: on blank lines and on a bare quote inside an
 //! unquoted field it disagrees with the csv crate that every other pass uses, and a single
-//! disagreement would attach outcomes to the wrong rows. Instead this module streams the
-//! records from the shared reader into a canonical Parquet copy (row key plus every column, as
-//! strings) in the state directory, joins that with the outcomes, and deletes the copy.
+//! disagreement would attach outcomes to the wrong rows. The journal gives one result per
+//! input row, in key order, which is the inputs' order: so each result is paired with the
+//! input record the shared reader reads next (their keys must agree), a chunk of rows is
+//! built into one polars frame, and polars' batched writer appends it to the output. Nothing
+//! is copied to disk on the way, and the merge holds one chunk, whatever the number of rows.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
-use polars_plan::plans::AExprSorted;
 
-use crate::input::{InputError, InputFile};
+use crate::input::{InputError, InputFile, Records};
 
-/// The name of the join key inside the merge; never written out.
-const KEY: &str = "__bv_key";
-/// Rows per Parquet row group of the canonical copy: bounds the merge's input buffer.
+/// Rows per frame written: bounds the merge's memory.
 const CHUNK_ROWS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,27 +58,6 @@ impl Format {
     }
 }
 
-/// The result columns, written row by row in key order to a Parquet file in the state
-/// directory, a row group at a time: like the input's copy, it is streamed into the join, so
-/// the merge's memory does not grow with the number of rows.
-pub struct Results {
-    path: PathBuf,
-    writer: BatchedWriter<File>,
-    columns: Vec<(String, Kind)>,
-    keys: PrimitiveChunkedBuilder<UInt64Type>,
-    builders: Vec<Builder>,
-    pending: usize,
-    rows: u64,
-    last: Option<u64>,
-}
-
-/// A finished results file.
-pub struct ResultsFile {
-    path: PathBuf,
-    rows: u64,
-    columns: Vec<String>,
-}
-
 /// A result column's kind. Counts stay numeric, for Parquet readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -100,62 +77,160 @@ enum Builder {
     Count(PrimitiveChunkedBuilder<UInt32Type>),
 }
 
-fn builders(columns: &[(String, Kind)]) -> (PrimitiveChunkedBuilder<UInt64Type>, Vec<Builder>) {
-    let keys = PrimitiveChunkedBuilder::new(KEY.into(), CHUNK_ROWS);
-    let builders = columns
-        .iter()
-        .map(|(name, kind)| match kind {
+impl Builder {
+    fn new(name: &str, kind: Kind) -> Builder {
+        match kind {
             Kind::Text => Builder::Text(StringChunkedBuilder::new(name.into(), CHUNK_ROWS)),
             Kind::Count => Builder::Count(PrimitiveChunkedBuilder::new(name.into(), CHUNK_ROWS)),
-        })
-        .collect();
-    (keys, builders)
+        }
+    }
+
+    fn finish(self) -> Column {
+        match self {
+            Builder::Text(b) => b.finish().into_series().into_column(),
+            Builder::Count(b) => b.finish().into_series().into_column(),
+        }
+    }
 }
 
-impl Results {
-    /// A results file at `path` (created 0600) with these columns.
-    pub fn create(path: &Path, columns: &[(String, Kind)]) -> Result<Results, MergeError> {
-        let file = crate::util::fs::create_private_file(path).map_err(|source| MergeError::Io {
+enum Writer {
+    Csv(polars::io::csv::write::BatchedWriter<File>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
+}
+
+/// The input file being read, and where each of its columns goes in the output's.
+struct Reading<'a> {
+    records: Records<'a>,
+    slots: Vec<usize>,
+    missing: Vec<usize>,
+}
+
+/// The output being written: result rows pushed in key order, each written beside the input
+/// record of the same key. It appears complete or not at all (a temporary file beside it,
+/// renamed by [`Output::finish`]), readable only by its owner.
+pub struct Output<'a> {
+    inputs: &'a [InputFile],
+    format: Format,
+    /// The output's columns: the inputs' (every file's, in first-seen order), then the results'.
+    columns: Vec<(String, Kind)>,
+    inputs_width: usize,
+    builders: Vec<Builder>,
+    pending: usize,
+    next_file: usize,
+    reading: Option<Reading<'a>>,
+    read: u64,
+    last: Option<u64>,
+    writer: Writer,
+    temp: tempfile::NamedTempFile,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl<'a> Output<'a> {
+    /// Starts writing `path`: the inputs' columns, then `results`.
+    pub fn create(
+        inputs: &'a [InputFile],
+        results: &[(String, Kind)],
+        path: &Path,
+    ) -> Result<Output<'a>, MergeError> {
+        let format = Format::for_path(path);
+        let mut columns: Vec<(String, Kind)> = union_of_headers(inputs)
+            .into_iter()
+            .map(|h| (h, Kind::Text))
+            .collect();
+        let inputs_width = columns.len();
+        columns.extend(results.iter().cloned());
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let io = |source| MergeError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        let mut fields = vec![Field::new(KEY.into(), DataType::UInt64)];
-        fields.extend(columns.iter().map(|(name, kind)| {
+        };
+        let temp = temp_beside(path, &dir).map_err(io)?;
+        let file = temp.as_file().try_clone().map_err(io)?;
+        let schema = Schema::from_iter(columns.iter().map(|(name, kind)| {
             let dtype = match kind {
                 Kind::Text => DataType::String,
                 Kind::Count => DataType::UInt32,
             };
             Field::new(name.into(), dtype)
         }));
-        let writer = ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Uncompressed)
-            .batched(&Schema::from_iter(fields))?;
-        let (keys, builders) = builders(columns);
-        Ok(Results {
-            path: path.to_path_buf(),
-            writer,
-            columns: columns.to_vec(),
-            keys,
+        let writer = match format {
+            Format::Csv => Writer::Csv(CsvWriter::new(file).batched(&schema)?),
+            Format::Parquet => {
+                Writer::Parquet(Box::new(ParquetWriter::new(file).batched(&schema)?))
+            }
+        };
+        let builders = columns.iter().map(|(n, k)| Builder::new(n, *k)).collect();
+        Ok(Output {
+            inputs,
+            format,
+            columns,
+            inputs_width,
             builders,
             pending: 0,
-            rows: 0,
+            next_file: 0,
+            reading: None,
+            read: 0,
             last: None,
+            writer,
+            temp,
+            path: path.to_path_buf(),
+            dir,
         })
     }
 
-    /// Appends a row, keys ascending: one cell per column, in column order.
-    pub fn push<'a>(
+    /// Appends a row, keys ascending: one cell per result column, in column order, beside
+    /// the input record of the same key.
+    pub fn push<'c>(
         &mut self,
         key: u64,
-        cells: impl IntoIterator<Item = Cell<'a>>,
+        cells: impl IntoIterator<Item = Cell<'c>>,
     ) -> Result<(), MergeError> {
-        // The join trusts the file to be sorted: a key out of order would pair rows wrongly.
+        // A key out of order would pair rows wrongly.
         if let Some(last) = self.last.filter(|l| key <= *l) {
             return Err(MergeError::Unordered { key, last });
         }
         self.last = Some(key);
-        self.keys.append_value(key);
-        for (builder, cell) in self.builders.iter_mut().zip(cells) {
+        match self.next_record()? {
+            None => {
+                return Err(MergeError::RowCount {
+                    read: self.read,
+                    known: self.read + 1,
+                });
+            }
+            // The journal has no result for an input row: the inputs changed.
+            Some(read) if read != key => {
+                return Err(MergeError::RowCount {
+                    read: self.read,
+                    known: self.read - 1,
+                });
+            }
+            Some(_) => {}
+        }
+        let reading = self.reading.as_ref().expect("a record was read");
+        let (input, results) = self.builders.split_at_mut(self.inputs_width);
+        let record = reading.records.record();
+        for (cell, &slot) in record.iter().zip(&reading.slots) {
+            if let Builder::Text(b) = &mut input[slot] {
+                // For a CSV output an empty cell is a null, written back as an empty cell
+                // (polars quotes an empty string); a Parquet output keeps the empty string.
+                if cell.is_empty() && self.format == Format::Csv {
+                    b.append_null();
+                } else {
+                    b.append_value(cell);
+                }
+            }
+        }
+        for &slot in &reading.missing {
+            if let Builder::Text(b) = &mut input[slot] {
+                b.append_null();
+            }
+        }
+        for (builder, cell) in results.iter_mut().zip(cells) {
             match (builder, cell) {
                 (Builder::Text(b), Cell::Text(v)) => b.append_option(v),
                 (Builder::Count(b), Cell::Count(v)) => b.append_option(v),
@@ -164,67 +239,98 @@ impl Results {
             }
         }
         self.pending += 1;
-        self.rows += 1;
         if self.pending == CHUNK_ROWS {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Moves to the next input record, across files, and returns its key; `None` after the
+    /// last.
+    fn next_record(&mut self) -> Result<Option<u64>, MergeError> {
+        loop {
+            if let Some(reading) = &mut self.reading
+                && let Some(key) = reading.records.advance()?
+            {
+                self.read += 1;
+                return Ok(Some(key.0));
+            }
+            let Some(file) = self.inputs.get(self.next_file) else {
+                self.reading = None;
+                return Ok(None);
+            };
+            self.next_file += 1;
+            let names = &self.columns[..self.inputs_width];
+            let slots: Vec<usize> = file
+                .headers
+                .iter()
+                .map(|h| {
+                    names
+                        .iter()
+                        .position(|(c, _)| c == h)
+                        .expect("the union has every header")
+                })
+                .collect();
+            let missing = (0..self.inputs_width)
+                .filter(|i| !slots.contains(i))
+                .collect();
+            self.reading = Some(Reading {
+                records: file.records()?,
+                slots,
+                missing,
+            });
+        }
+    }
+
     fn flush(&mut self) -> Result<(), MergeError> {
         if self.pending == 0 {
             return Ok(());
         }
-        let (keys, builders) = builders(&self.columns);
-        let keys = std::mem::replace(&mut self.keys, keys);
-        let full = std::mem::replace(&mut self.builders, builders);
-        let mut frame = vec![keys.finish().into_series().into_column()];
-        frame.extend(full.into_iter().map(|b| match b {
-            Builder::Text(b) => b.finish().into_series().into_column(),
-            Builder::Count(b) => b.finish().into_series().into_column(),
-        }));
-        self.writer
-            .write_batch(&DataFrame::new_infer_height(frame)?)?;
+        let fresh = self
+            .columns
+            .iter()
+            .map(|(n, k)| Builder::new(n, *k))
+            .collect();
+        let full = std::mem::replace(&mut self.builders, fresh);
+        let frame = DataFrame::new_infer_height(full.into_iter().map(Builder::finish).collect())?;
+        match &mut self.writer {
+            Writer::Csv(w) => w.write_batch(&frame)?,
+            Writer::Parquet(w) => w.write_batch(&frame)?,
+        }
         self.pending = 0;
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<ResultsFile, MergeError> {
-        self.flush()?;
-        self.writer.finish()?;
-        Ok(ResultsFile {
-            path: self.path,
-            rows: self.rows,
-            columns: self.columns.into_iter().map(|(n, _)| n).collect(),
-        })
-    }
-}
-
-/// Writes `output`: every input column, then the result columns. The file appears complete
-/// or not at all (a temporary file beside it, renamed), readable only by its owner.
-pub fn write_output(
-    inputs: &[InputFile],
-    results: ResultsFile,
-    output: &Path,
-    scratch: &Path,
-) -> Result<(), MergeError> {
-    let format = Format::for_path(output);
-    let copy = scratch.join("input-copy.parquet");
-    let columns = union_of_headers(inputs);
-    let result = (|| {
-        let read = canonical_copy(inputs, &columns, &copy, format)?;
-        if read != results.rows {
+    /// Writes what is left and puts the output in place; refuses when the inputs hold more
+    /// rows than the results (the previous output, if any, stays).
+    pub fn finish(mut self) -> Result<(), MergeError> {
+        let known = self.read;
+        if self.next_record()?.is_some() {
+            while self.next_record()?.is_some() {}
             return Err(MergeError::RowCount {
-                read,
-                known: results.rows,
+                read: self.read,
+                known,
             });
         }
-        join_and_sink(&copy, &columns, &results, output, format)
-    })();
-    // Both files hold personal data: they live only as long as the merge.
-    let _ = std::fs::remove_file(&copy);
-    let _ = std::fs::remove_file(&results.path);
-    result
+        self.flush()?;
+        match &mut self.writer {
+            Writer::Csv(w) => w.finish()?,
+            Writer::Parquet(w) => {
+                w.finish()?;
+            }
+        }
+        let io = |source| MergeError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.temp.as_file().sync_all().map_err(io)?;
+        self.temp.persist(&self.path).map_err(|e| io(e.error))?;
+        if let Ok(d) = File::open(&self.dir) {
+            // Make the rename itself durable.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
 }
 
 /// The input columns of the output: every file's, in first-seen order.
@@ -240,164 +346,27 @@ fn union_of_headers(inputs: &[InputFile]) -> Vec<String> {
     order
 }
 
-/// Streams every file's records into one Parquet copy keyed by row key, with the union of the
-/// files' columns (a column a file lacks is null). For a CSV output, empty cells become nulls
-/// so that they are written back as empty cells (polars quotes an empty string); a Parquet
-/// output keeps them as empty strings.
-fn canonical_copy(
-    inputs: &[InputFile],
-    columns: &[String],
-    path: &Path,
-    format: Format,
-) -> Result<u64, MergeError> {
-    let io = |source| MergeError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let out = crate::util::fs::create_private_file(path).map_err(io)?;
-    let mut fields = vec![Field::new(KEY.into(), DataType::UInt64)];
-    fields.extend(
-        columns
-            .iter()
-            .map(|h| Field::new(h.as_str().into(), DataType::String)),
-    );
-    let mut writer = ParquetWriter::new(out)
-        .with_compression(ParquetCompression::Uncompressed)
-        .batched(&Schema::from_iter(fields))?;
-    let mut keys: Vec<u64> = Vec::with_capacity(CHUNK_ROWS);
-    let mut cells: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(CHUNK_ROWS); columns.len()];
-    let mut flush =
-        |keys: &mut Vec<u64>, cells: &mut Vec<Vec<Option<String>>>| -> PolarsResult<()> {
-            if keys.is_empty() {
-                return Ok(());
-            }
-            let mut frame = Vec::with_capacity(columns.len() + 1);
-            frame.push(Column::new(KEY.into(), std::mem::take(keys)));
-            for (h, c) in columns.iter().zip(cells.iter_mut()) {
-                frame.push(Column::new(h.as_str().into(), std::mem::take(c)));
-            }
-            writer.write_batch(&DataFrame::new_infer_height(frame)?)
-        };
-    let mut n = 0u64;
-    for file in inputs {
-        // Where each of this file's columns goes in the union.
-        let slots: Vec<usize> = file
-            .headers
-            .iter()
-            .map(|h| {
-                columns
-                    .iter()
-                    .position(|c| c == h)
-                    .expect("the union has every header")
-            })
-            .collect();
-        let missing: Vec<usize> = (0..columns.len()).filter(|i| !slots.contains(i)).collect();
-        let mut records = file.records()?;
-        while let Some(key) = records.advance()? {
-            keys.push(key.0);
-            for (cell, &slot) in records.record().iter().zip(&slots) {
-                cells[slot].push(if cell.is_empty() && format == Format::Csv {
-                    None
-                } else {
-                    Some(cell.to_string())
-                });
-            }
-            for &slot in &missing {
-                cells[slot].push(None);
-            }
-            n += 1;
-            if keys.len() == CHUNK_ROWS {
-                flush(&mut keys, &mut cells)?;
-            }
-        }
-    }
-    flush(&mut keys, &mut cells)?;
-    writer.finish()?;
-    Ok(n)
-}
-
-fn join_and_sink(
-    copy: &Path,
-    input_columns: &[String],
-    results: &ResultsFile,
-    output: &Path,
-    format: Format,
-) -> Result<(), MergeError> {
-    // Both sides are written in key order and say so: polars then merges them as two sorted
-    // streams instead of holding one side in a hash table.
-    let sorted = AExprSorted {
-        descending: Some(false),
-        nulls_last: Some(false),
-    };
-    let scan = |p: &Path| -> PolarsResult<LazyFrame> {
-        Ok(
-            LazyFrame::scan_parquet(PlRefPath::try_from_path(p)?, ScanArgsParquet::default())?
-                .with_column(col(KEY).set_sorted_flag(sorted)),
-        )
-    };
-    let rows = scan(copy)?;
-    let outcomes = scan(&results.path)?;
-    let mut order: Vec<String> = input_columns.to_vec();
-    order.extend(results.columns.iter().cloned());
-
-    let joined = rows
-        .join_builder()
-        .with(outcomes)
-        .left_on([col(KEY)])
-        .right_on([col(KEY)])
-        .how(JoinType::Left)
-        .maintain_order(MaintainOrderJoin::Left)
-        .finish()
-        .select(order.iter().map(|c| col(c.as_str())).collect::<Vec<_>>());
-
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |source| MergeError::Io {
-        path: output.display().to_string(),
-        source,
-    };
-    // A run killed while writing leaves its temporary file behind: it holds personal data,
-    // and only a run of this job (which holds the job's lock) writes under this name.
+/// A private temporary file beside the output. A run killed while writing leaves its
+/// temporary file behind: it holds personal data, and only a run of this job (which holds the
+/// job's lock) writes under this name, so an old one is removed first.
+fn temp_beside(output: &Path, dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let prefix = format!(
         ".{}.bulkverify-",
         output
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
-    for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+    for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix) && name.ends_with(".tmp") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    // tempfile creates the file 0600; polars truncates and fills it, keeping the mode.
-    let temp = tempfile::Builder::new()
+    // tempfile creates the file 0600.
+    tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(io)?;
-    let file_format = match format {
-        Format::Csv => FileWriteFormat::Csv(CsvWriterOptions::default()),
-        Format::Parquet => FileWriteFormat::Parquet(Arc::new(ParquetWriteOptions::default())),
-    };
-    joined
-        .sink(
-            SinkDestination::File {
-                target: SinkTarget::Path(PlRefPath::try_from_path(temp.path())?),
-            },
-            file_format,
-            UnifiedSinkArgs::default(),
-        )?
-        .collect_with_engine(Engine::Streaming)?;
-    temp.as_file().sync_all().map_err(io)?;
-    temp.persist(output).map_err(|e| io(e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Make the rename itself durable.
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -417,29 +386,29 @@ mod tests {
         InputFile::open_all(&paths).unwrap()
     }
 
-    fn results(dir: &Path, keys: Vec<u64>) -> ResultsFile {
-        let mut r = Results::create(
-            &dir.join("results.parquet"),
+    /// Writes `out` from `files` with a result row for each of `keys`.
+    fn write(files: &[InputFile], keys: Vec<u64>, out: &Path) -> Result<(), MergeError> {
+        let mut o = Output::create(
+            files,
             &[
                 ("bv_status".into(), Kind::Text),
                 ("bv_note".into(), Kind::Text),
                 ("bv_attempts".into(), Kind::Count),
             ],
-        )
-        .unwrap();
+            out,
+        )?;
         for k in keys {
             let status = format!("s{k}");
-            r.push(
+            o.push(
                 k,
                 [
                     Cell::Text(Some(&status)),
                     Cell::Text((k % 2 == 0).then_some("a,\"b\"")),
                     Cell::Count((k % 3 != 0).then_some(1)),
                 ],
-            )
-            .unwrap();
+            )?;
         }
-        r.finish().unwrap()
+        o.finish()
     }
 
     #[test]
@@ -453,13 +422,7 @@ mod tests {
             )],
         );
         let out = dir.path().join("out.csv");
-        write_output(
-            &files,
-            results(dir.path(), vec![0, 1, 2, 3]),
-            &out,
-            dir.path(),
-        )
-        .unwrap();
+        write(&files, vec![0, 1, 2, 3], &out).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "id,name,x,bv_status,bv_note,bv_attempts\n\
@@ -468,13 +431,10 @@ mod tests {
              3,\"multi\nline\", sp ,s2,\"a,\"\"b\"\"\",1\n\
              ,,,s3,,\n"
         );
-        assert!(
-            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("copy")),
-            "the canonical copy is removed"
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "nothing but the input and the output"
         );
     }
 
@@ -488,13 +448,7 @@ mod tests {
         }
         let files = inputs(dir.path(), &[("big.csv", &data)]);
         let out = dir.path().join("out.csv");
-        write_output(
-            &files,
-            results(dir.path(), (0..n).collect()),
-            &out,
-            dir.path(),
-        )
-        .unwrap();
+        write(&files, (0..n).collect(), &out).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         for (i, line) in text.lines().skip(1).enumerate() {
             let (id, status) = line.split_once(',').unwrap();
@@ -509,7 +463,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = inputs(dir.path(), &[("in.csv", b"id,name\n007,\n2,b\n")]);
         let out = dir.path().join("out.parquet");
-        write_output(&files, results(dir.path(), vec![0, 1]), &out, dir.path()).unwrap();
+        write(&files, vec![0, 1], &out).unwrap();
         let df = LazyFrame::scan_parquet(
             PlRefPath::try_from_path(&out).unwrap(),
             ScanArgsParquet::default(),
@@ -536,16 +490,12 @@ mod tests {
             &[("a.csv", b"id,x\n1,a\n"), ("b.csv", b"y,id\nq,2\n")],
         );
         let out = dir.path().join("out.csv");
-        let mut r = Results::create(
-            &dir.path().join("r.parquet"),
-            &[("bv_status".into(), Kind::Text)],
-        )
-        .unwrap();
-        r.push(RowKey::new(0, 0).0, [Cell::Text(Some("first"))])
+        let mut o = Output::create(&files, &[("bv_status".into(), Kind::Text)], &out).unwrap();
+        o.push(RowKey::new(0, 0).0, [Cell::Text(Some("first"))])
             .unwrap();
-        r.push(RowKey::new(1, 0).0, [Cell::Text(Some("second"))])
+        o.push(RowKey::new(1, 0).0, [Cell::Text(Some("second"))])
             .unwrap();
-        write_output(&files, r.finish().unwrap(), &out, dir.path()).unwrap();
+        o.finish().unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "id,x,y,bv_status\n1,a,,first\n2,,q,second\n"
@@ -555,17 +505,34 @@ mod tests {
     #[test]
     fn result_keys_out_of_order_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Results::create(
-            &dir.path().join("r.parquet"),
-            &[("bv_status".into(), Kind::Text)],
-        )
-        .unwrap();
-        r.push(5, [Cell::Text(None)]).unwrap();
-        let err = r.push(3, [Cell::Text(None)]).unwrap_err();
+        let files = inputs(dir.path(), &[("in.csv", b"id\n1\n2\n3\n")]);
+        let out = dir.path().join("out.csv");
+        let mut o = Output::create(&files, &[("bv_status".into(), Kind::Text)], &out).unwrap();
+        o.push(0, [Cell::Text(None)]).unwrap();
+        o.push(1, [Cell::Text(None)]).unwrap();
+        let err = o.push(0, [Cell::Text(None)]).unwrap_err();
         assert!(
-            matches!(err, MergeError::Unordered { key: 3, last: 5 }),
+            matches!(err, MergeError::Unordered { key: 0, last: 1 }),
             "{err}"
         );
+    }
+
+    /// A result for no input row, or an input row without a result: the files changed.
+    #[test]
+    fn results_that_do_not_pair_with_the_input_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = inputs(dir.path(), &[("in.csv", b"id\n1\n2\n3\n")]);
+        let out = dir.path().join("out.csv");
+        for keys in [vec![0, 2, 3], vec![0, 1, 2, 3]] {
+            let err = write(&files, keys, &out).unwrap_err();
+            assert!(matches!(err, MergeError::RowCount { .. }), "{err}");
+            assert!(!out.exists());
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["in.csv"], "no temporary file is left");
     }
 
     #[test]
@@ -574,7 +541,7 @@ mod tests {
         let files = inputs(dir.path(), &[("in.csv", b"id\n1\n2\n")]);
         let out = dir.path().join("out.csv");
         std::fs::write(&out, "previous").unwrap();
-        let err = write_output(&files, results(dir.path(), vec![0]), &out, dir.path()).unwrap_err();
+        let err = write(&files, vec![0], &out).unwrap_err();
         assert!(
             matches!(err, MergeError::RowCount { read: 2, known: 1 }),
             "{err}"
@@ -594,7 +561,7 @@ mod tests {
         std::fs::write(dir.path().join(".out.csv.bulkverify-x1Y2z3.tmp"), "torn").unwrap();
         let other = dir.path().join(".other.csv.bulkverify-a1B2c3.tmp");
         std::fs::write(&other, "someone else's").unwrap();
-        write_output(&files, results(dir.path(), vec![0]), &out, dir.path()).unwrap();
+        write(&files, vec![0], &out).unwrap();
         assert!(
             other.exists(),
             "another output's temporary file is left alone"

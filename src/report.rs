@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::checks::COMMON_FIELDS;
 use crate::input::InputFile;
 use crate::journal::{ExportRow, RowState};
-use crate::merge::{Cell, Kind, MergeError, Results, ResultsFile};
+use crate::merge::{Cell, Kind, MergeError, Output};
 use crate::outcome::{Reason, RowKey, Status};
 use crate::stats::Stats;
 use crate::util::sync::lock;
@@ -88,14 +88,14 @@ fn written(row: &ExportRow) -> Written<'_> {
     }
 }
 
-/// Turns journal rows, one at a time in key order, into the output's result columns and the
-/// count of rows by status.
+/// Turns journal rows, one at a time in key order, into the output's result columns, written
+/// beside their input rows, and the count of rows by status.
 pub struct Collector<'a> {
     inputs: &'a [InputFile],
     /// The check's own fields: their output names, and where each goes by field name.
     field_columns: Vec<String>,
     field_index: HashMap<String, usize>,
-    results: Results,
+    output: Output<'a>,
     counts: BTreeMap<Status, u64>,
     duplicates: u64,
 }
@@ -107,8 +107,8 @@ pub struct Tally {
 }
 
 impl<'a> Collector<'a> {
-    /// `fields` are the check's own result fields in output order; the columns are written to
-    /// a results file at `path`.
+    /// `fields` are the check's own result fields in output order; the output is written to
+    /// `path`.
     pub fn new(
         inputs: &'a [InputFile],
         fields: Vec<String>,
@@ -145,7 +145,7 @@ impl<'a> Collector<'a> {
                 .enumerate()
                 .map(|(i, f)| (f, i))
                 .collect(),
-            results: Results::create(path, &columns)?,
+            output: Output::create(inputs, &columns, path)?,
             field_columns,
             counts: BTreeMap::new(),
             duplicates: 0,
@@ -184,7 +184,7 @@ impl<'a> Collector<'a> {
             Cell::Count((row.attempts > 0).then_some(row.attempts)),
             Cell::Text(duplicate_of.as_deref()),
         ];
-        self.results.push(
+        self.output.push(
             row.key.0,
             common
                 .into_iter()
@@ -192,14 +192,13 @@ impl<'a> Collector<'a> {
         )
     }
 
-    pub fn finish(self) -> Result<(ResultsFile, Tally), MergeError> {
-        Ok((
-            self.results.finish()?,
-            Tally {
-                counts: self.counts,
-                duplicates: self.duplicates,
-            },
-        ))
+    /// Puts the output in place.
+    pub fn finish(self) -> Result<Tally, MergeError> {
+        self.output.finish()?;
+        Ok(Tally {
+            counts: self.counts,
+            duplicates: self.duplicates,
+        })
     }
 }
 
@@ -399,15 +398,12 @@ mod tests {
         let input = dir.path().join("in.csv");
         std::fs::write(&input, "id\na\nb\nc\nd\ne\n").unwrap();
         let inputs = InputFile::open_all(&[input]).unwrap();
-        let results_path = dir.path().join("results.parquet");
-        let mut c =
-            Collector::new(&inputs, vec!["status".into(), "name".into()], &results_path).unwrap();
+        let out = dir.path().join("out.csv");
+        let mut c = Collector::new(&inputs, vec!["status".into(), "name".into()], &out).unwrap();
         for r in &rows {
             c.add(r).unwrap();
         }
-        let (results, tally) = c.finish().unwrap();
-        let out = dir.path().join("out.csv");
-        crate::merge::write_output(&inputs, results, &out, dir.path()).unwrap();
+        let tally = c.finish().unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -478,17 +474,10 @@ a,=1+1
             ("name".into(), "@evil".into()),
             ("turnover".into(), "-5".into()),
         ];
-        let results_path = dir.path().join("results.parquet");
-        let mut c = Collector::new(
-            &inputs,
-            vec!["name".into(), "turnover".into()],
-            &results_path,
-        )
-        .unwrap();
-        c.add(&r).unwrap();
-        let (results, _) = c.finish().unwrap();
         let out = dir.path().join("out.csv");
-        crate::merge::write_output(&inputs, results, &out, dir.path()).unwrap();
+        let mut c = Collector::new(&inputs, vec!["name".into(), "turnover".into()], &out).unwrap();
+        c.add(&r).unwrap();
+        c.finish().unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with("a,=1+1,not_verified,,'=cmd(),"), "{line}");

@@ -130,6 +130,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         token,
         ident_scope,
     } = tokio::task::spawn_blocking(move || prepare(job)).await??;
+    tracing::info!(
+        "read the inputs and the state in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let scratch = state_dir.join("scratch");
     let (sandbox, settings) = match live {
         Some(settings) => (None, settings),
@@ -139,6 +143,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         }
     };
     progress.phase(Phase::Verifying);
+    let verifying = Instant::now();
     let sent = if work > 0 {
         let d = Dispatch {
             check,
@@ -147,7 +152,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             inputs: inputs.clone(),
             maps: maps.clone(),
             stats: stats.clone(),
-            scratch: scratch.clone(),
+            scratch,
             open_batches,
             next_batch_id,
             used,
@@ -164,6 +169,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     if let Some(sb) = sandbox {
         sb.shutdown().await;
     }
+    tracing::info!(
+        "sent and settled {work} rows in {:.2} s",
+        verifying.elapsed().as_secs_f64()
+    );
     if let Err(e) = sent {
         progress.finish().await;
         return Err(e);
@@ -171,8 +180,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
 
     progress.phase(Phase::Writing);
     let (ins, out) = (inputs.clone(), output.clone());
-    let tally =
-        tokio::task::spawn_blocking(move || write_output(journal, &ins, &out, &scratch)).await??;
+    let tally = tokio::task::spawn_blocking(move || write_output(journal, &ins, &out)).await??;
     progress.finish().await;
 
     let summary = Summary {
@@ -230,29 +238,43 @@ fn paths(opts: &RunOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((output, state_dir))
 }
 
-/// Writes every row with its outcome: the journal's results merged onto the inputs, in input
-/// order. The journal, and with it the state's lock, lives until the output is written.
+/// Writes every row with its outcome: the journal's results beside the inputs' rows, in input
+/// order; unless the output on disk already holds every row as the journal has it (the same
+/// command again after a finished job). The journal, and with it the state's lock, lives until
+/// the output is written.
 fn write_output(
     journal: Journal,
     inputs: &[InputFile],
     out: &Path,
-    scratch: &Path,
 ) -> anyhow::Result<crate::report::Tally> {
-    let mut collector = Collector::new(
-        inputs,
-        journal.field_names()?,
-        &scratch.join("results.parquet"),
-    )?;
+    if let Some((counts, duplicates)) = journal.output_unchanged(out)? {
+        tracing::info!(
+            "{} already holds every row as the state has it; left as it is",
+            out.display()
+        );
+        return Ok(crate::report::Tally { counts, duplicates });
+    }
+    let writing = Instant::now();
+    let context = || format!("writing {}", out.display());
+    let mut collector =
+        Collector::new(inputs, journal.field_names()?, out).with_context(context)?;
     let mut added = Ok(());
     journal.export_each(|row| {
         if added.is_ok() {
             added = collector.add(&row);
         }
     })?;
-    added?;
-    let (results, tally) = collector.finish()?;
-    crate::merge::write_output(inputs, results, out, scratch)
-        .with_context(|| format!("writing {}", out.display()))?;
+    added.with_context(context)?;
+    let tally = collector.finish().with_context(context)?;
+    tracing::info!(
+        "wrote the output in {:.2} s",
+        writing.elapsed().as_secs_f64()
+    );
+    // Only saves the next run the writing: a failure here loses nothing.
+    let counts = (tally.counts.clone(), tally.duplicates);
+    if let Err(e) = journal.output_written(out, &counts) {
+        tracing::warn!("{e}");
+    }
     drop(journal);
     Ok(tally)
 }

@@ -288,7 +288,7 @@ fn output_keeps_every_input_value_byte_for_byte_and_in_order() {
 }
 
 #[test]
-fn a_finished_run_makes_no_calls_and_rewrites_the_same_output() {
+fn a_finished_run_makes_no_calls_and_keeps_or_restores_the_same_output() {
     let sandbox = Sandbox::quick(&[]);
     let job = Job::new();
     job.write("bulkverify.toml", FAST);
@@ -311,6 +311,30 @@ fn a_finished_run_makes_no_calls_and_rewrites_the_same_output() {
         std::fs::read(job.path("out.csv")).unwrap(),
         before,
         "the same bytes"
+    );
+
+    // Nothing changed since: the output is left as it is, the same file untouched.
+    use std::os::unix::fs::MetadataExt;
+    let identity = |m: std::fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec());
+    let written = identity(std::fs::metadata(job.path("out.csv")).unwrap());
+    let third = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&third), 0, "{}", stderr(&third));
+    assert!(stderr(&third).contains("verified"), "{}", stderr(&third));
+    assert_eq!(
+        identity(std::fs::metadata(job.path("out.csv")).unwrap()),
+        written
+    );
+    // An output edited since is written again, whole.
+    let mut edited = before.clone();
+    edited.extend_from_slice(b"a row someone added\n");
+    std::fs::write(job.path("out.csv"), edited).unwrap();
+    let fourth = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&fourth), 0, "{}", stderr(&fourth));
+    assert_eq!(std::fs::read(job.path("out.csv")).unwrap(), before);
+    assert_eq!(
+        sandbox.stats()["requests"].as_u64().unwrap(),
+        requests,
+        "zero calls"
     );
 }
 

@@ -301,7 +301,8 @@ fn a_full_disk_stops_paid_calls_and_keeps_the_previous_output() {
 
 /// A kill while the output is being written leaves the previous output whole, byte for byte;
 /// the temporary file of the killed write is removed by the next run. The job's rows are all
-/// final (invalid input costs no call), so each run is mostly its output write.
+/// final (invalid input costs no call), and the output is touched before each run so that it
+/// is written again: each run is mostly its output write.
 #[test]
 fn a_kill_during_the_output_write_leaves_the_previous_output_whole() {
     let sandbox = Sandbox::quick(&[]);
@@ -323,10 +324,19 @@ fn a_kill_during_the_output_write_leaves_the_previous_output_whole() {
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let (mut kills, mut mid_write) = (0, 0);
-    for _ in 0..80 {
+    for round in 0..80u64 {
         if kills >= 40 || mid_write >= 3 {
             break;
         }
+        // A finished job leaves an output it wrote as it is; one touched since is written
+        // again, which is the write this test kills.
+        let touched = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + round);
+        std::fs::File::options()
+            .append(true)
+            .open(job.path("out.csv"))
+            .unwrap()
+            .set_modified(touched)
+            .unwrap();
         let mut child = job
             .run(&sandbox, "deepvue-udyam", ARGS)
             .stdout(Stdio::null())

@@ -36,6 +36,8 @@ pub fn plan(
     const BATCH: usize = 10_000;
     let mut total = 0u64;
     let mut pending = Vec::with_capacity(BATCH);
+    let mut pace = PlanPace::new();
+    let mut planner = journal.planner()?;
     for (file, map) in inputs.iter().zip(maps) {
         let mut records = file.records()?;
         while let Some(key) = records.advance()? {
@@ -46,16 +48,51 @@ pub fn plan(
             pending.push((key, plan));
             total += 1;
             if pending.len() == BATCH {
-                journal.plan_rows(&pending)?;
+                planner.rows(&pending)?;
                 Stats::add(&stats.rows_read, pending.len() as u64);
                 pending.clear();
+                pace.planned(total);
             }
         }
     }
-    journal.plan_rows(&pending)?;
+    planner.rows(&pending)?;
     Stats::add(&stats.rows_read, pending.len() as u64);
-    journal.finish_planning(total)?;
+    planner.finish(total)?;
     Ok(total)
+}
+
+/// Planning's speed, a line per million rows: a planner that slows as the journal grows shows
+/// in the log of a long job, not only as a late start.
+struct PlanPace {
+    since: std::time::Instant,
+    at: u64,
+}
+
+impl PlanPace {
+    const EVERY: u64 = 1_000_000;
+
+    fn new() -> PlanPace {
+        PlanPace {
+            since: std::time::Instant::now(),
+            at: 0,
+        }
+    }
+
+    fn planned(&mut self, total: u64) {
+        if total / Self::EVERY == self.at / Self::EVERY {
+            return;
+        }
+        let secs = self.since.elapsed().as_secs_f64().max(1e-6);
+        tracing::info!(
+            "planned {total} rows, the last {} at {:.0} rows/s",
+            total - self.at,
+            (total - self.at) as f64 / secs
+        );
+        *self = PlanPace {
+            since: std::time::Instant::now(),
+            at: total,
+        };
+    }
 }
 
 pub fn invalid_outcome(invalid: Invalid) -> Outcome {

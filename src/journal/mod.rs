@@ -8,17 +8,19 @@
 //! callers that must wait for durability (intents) wait for their commit.
 //!
 //! The parts: `schema` (tables, format, connections), `lock` (one run per state, purge),
-//! `plan` (inputs and first-seen rows), `recover` (what a dead run left, open batches),
-//! `reader` (row pages, export), `writer` (the writer thread) and `state` (the lifecycles,
-//! their stored words and the moves allowed).
+//! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches),
+//! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
+//! written) and `state` (the lifecycles, their stored words and the moves allowed).
 
 mod lock;
 mod plan;
 mod reader;
 mod recover;
 mod schema;
+mod sort;
 mod state;
 mod writer;
+mod written;
 
 #[cfg(test)]
 mod tests;
@@ -28,11 +30,12 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub use plan::{RowPlan, ident_hash};
+pub use plan::{Planner, RowPlan, ident_hash};
 pub use reader::{ExportRow, JournalReader, OtpRequest, RowRecord};
 pub use recover::OpenBatch;
 pub use state::{BatchState, OtpPhase, RowState};
 pub use writer::{JournalWriter, OtpChange, WriterThread};
+pub use written::OutputCounts;
 
 use crate::util::fs::create_private_dir;
 use crate::util::time::now_rfc3339;

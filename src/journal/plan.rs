@@ -1,9 +1,10 @@
 //! Planning: the inputs a state was made for, and every row recorded once, before any call.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use sha2::{Digest, Sha256};
 
-use super::{Journal, JournalError, RowState, sql_error};
+use super::sort::ExternalSort;
+use super::{Journal, JournalError, RowState, io_error, sql_error};
 use crate::outcome::{Outcome, RowKey};
 use crate::util::time::now_rfc3339;
 
@@ -90,72 +91,137 @@ impl Journal {
         Ok(self.meta("planned_rows")?.and_then(|v| v.parse().ok()))
     }
 
-    /// Records a batch of first-seen rows in one transaction; a row whose identifier an earlier
-    /// row already has becomes that row's duplicate.
-    pub fn plan_rows(&mut self, rows: &[(RowKey, RowPlan)]) -> Result<(), JournalError> {
-        let sql = sql_error(&self.dir);
-        let tx = self.conn.transaction().map_err(&sql)?;
+    /// Starts recording the rows of the first pass.
+    pub fn planner(&mut self) -> Result<Planner<'_>, JournalError> {
+        self.planner_sorting(IDENTS_IN_MEMORY)
+    }
+
+    /// A planner that sorts up to `in_memory` identifiers before it spills them.
+    pub(super) fn planner_sorting(
+        &mut self,
+        in_memory: usize,
+    ) -> Result<Planner<'_>, JournalError> {
+        Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
+        let idents = ExternalSort::new(&self.dir, in_memory);
+        Ok(Planner {
+            journal: self,
+            idents,
+            in_memory,
+        })
+    }
+}
+
+/// Identifier hashes the planner sorts in memory before it spills them (24 bytes each).
+const IDENTS_IN_MEMORY: usize = 1 << 20;
+/// Duplicates marked per transaction.
+const DUPLICATES_PER_TRANSACTION: usize = 100_000;
+
+/// The first pass's rows, recorded in key order as they are read. Duplicates are found at the
+/// end, by sorting the identifiers' hashes: the journal keeps no index of them, whose random
+/// inserts slowed planning as the journal grew and rewrote most of the index's pages at
+/// every transaction.
+pub struct Planner<'a> {
+    journal: &'a mut Journal,
+    idents: ExternalSort<([u8; 16], u64)>,
+    in_memory: usize,
+}
+
+impl Planner<'_> {
+    /// Records a batch of rows, in key order, in one transaction. A row already recorded (a
+    /// resumed planning) is left as it is.
+    pub fn rows(&mut self, rows: &[(RowKey, RowPlan)]) -> Result<(), JournalError> {
+        let sql = sql_error(&self.journal.dir);
+        let tx = self.journal.conn.transaction().map_err(&sql)?;
         {
-            let mut find = tx
-                .prepare_cached(
-                    "SELECT row_key FROM rows WHERE ident = ?1 AND dup_of IS NULL LIMIT 1",
-                )
-                .map_err(sql)?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO rows (row_key, ident, dup_of, state, status, reason, message, checked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO rows (row_key, ident, state, status, reason, message, checked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (row_key) DO NOTHING",
                 )
                 .map_err(sql)?;
             for (key, plan) in rows {
                 match plan {
-                    RowPlan::Invalid(o) => {
-                        insert
-                            .execute(params![
-                                key.0 as i64,
-                                None::<Vec<u8>>,
-                                None::<i64>,
-                                RowState::Done,
-                                o.status.as_str(),
-                                o.reason,
-                                o.message,
-                                now_rfc3339(),
-                            ])
-                            .map_err(sql)?;
-                    }
+                    RowPlan::Invalid(o) => insert.execute(params![
+                        key.0 as i64,
+                        None::<Vec<u8>>,
+                        RowState::Done,
+                        o.status.as_str(),
+                        o.reason,
+                        o.message,
+                        now_rfc3339(),
+                    ]),
                     RowPlan::Subject(hash) => {
-                        let leader: Option<i64> = find
-                            .query_row([&hash[..]], |r| r.get(0))
-                            .optional()
-                            .map_err(sql)?;
-                        let leader = leader.filter(|l| *l != key.0 as i64);
-                        let state = if leader.is_some() {
-                            RowState::Duplicate
-                        } else {
-                            RowState::Planned
-                        };
-                        insert
-                            .execute(params![
-                                key.0 as i64,
-                                &hash[..],
-                                leader,
-                                state,
-                                None::<String>,
-                                None::<String>,
-                                None::<String>,
-                                None::<String>,
-                            ])
-                            .map_err(sql)?;
+                        self.idents
+                            .push((*hash, key.0))
+                            .map_err(io_error(&self.journal.dir))?;
+                        insert.execute(params![
+                            key.0 as i64,
+                            &hash[..],
+                            RowState::Planned,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                        ])
                     }
                 }
+                .map_err(sql)?;
             }
         }
         tx.commit().map_err(sql)
     }
 
-    /// Marks planning complete for `rows` rows: a resumed run skips the first pass.
-    pub fn finish_planning(&self, rows: u64) -> Result<(), JournalError> {
-        self.set_meta("planned_rows", &rows.to_string())
+    /// Marks every row whose identifier an earlier row has as that row's duplicate, then
+    /// planning complete for `rows` rows: a resumed run skips the first pass.
+    pub fn finish(self, rows: u64) -> Result<(), JournalError> {
+        let dir = self.journal.dir.clone();
+        let io = io_error(&dir);
+        let mut duplicates: ExternalSort<(u64, u64)> = ExternalSort::new(&dir, self.in_memory);
+        let mut leader: Option<([u8; 16], u64)> = None;
+        for record in self.idents.sorted().map_err(io)? {
+            let (hash, key) = record.map_err(io)?;
+            match leader {
+                Some((h, first)) if h == hash => duplicates.push((key, first)).map_err(io)?,
+                _ => leader = Some((hash, key)),
+            }
+        }
+        // In key order, so that each page of rows is written once.
+        let mut sorted = duplicates.sorted().map_err(io)?.peekable();
+        while sorted.peek().is_some() {
+            let chunk = sorted
+                .by_ref()
+                .take(DUPLICATES_PER_TRANSACTION)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io)?;
+            self.journal.mark_duplicates(&chunk)?;
+        }
+        self.journal.set_meta("planned_rows", &rows.to_string())
+    }
+}
+
+impl Journal {
+    /// Marks rows (`(row, leader)`, in row order) as duplicates of their leaders, in one
+    /// transaction. Only a planned row moves: planning ends before any call.
+    fn mark_duplicates(&mut self, pairs: &[(u64, u64)]) -> Result<(), JournalError> {
+        let sql = sql_error(&self.dir);
+        let tx = self.conn.transaction().map_err(&sql)?;
+        {
+            let mut mark = tx
+                .prepare_cached(
+                    "UPDATE rows SET state = ?3, dup_of = ?2 WHERE row_key = ?1 AND state = ?4",
+                )
+                .map_err(sql)?;
+            for (key, leader) in pairs {
+                mark.execute(params![
+                    *key as i64,
+                    *leader as i64,
+                    RowState::Duplicate,
+                    RowState::Planned
+                ])
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
     }
 }

@@ -104,35 +104,56 @@ impl Journal {
     /// leader's. Streamed: the merge must not hold a second copy of every result.
     pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
         let sql = sql_error(&self.dir);
+        // A row's own columns, then its leader's (only a duplicate looks one up); a duplicate
+        // takes the leader's.
+        const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
+                               checked_at, attempts, fields";
+        let leader: String = OUTCOME
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let own: String = OUTCOME
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut st = self
             .conn
-            .prepare(
-                "SELECT r.row_key, r.dup_of, s.state, s.status, s.reason, s.message,
-                        s.provider_status, s.request_id, s.checked_at, s.attempts, s.fields
-                 FROM rows r JOIN rows s ON s.row_key = coalesce(r.dup_of, r.row_key)
-                 ORDER BY r.row_key",
-            )
+            .prepare(&format!(
+                "SELECT r.row_key, r.dup_of, {own}, {leader}
+                 FROM rows r LEFT JOIN rows s ON s.row_key = r.dup_of
+                 ORDER BY r.row_key"
+            ))
             .map_err(sql)?;
         let mut rows = st.query([]).map_err(sql)?;
         while let Some(r) = rows.next().map_err(sql)? {
-            let status: Option<String> = r.get(3).map_err(sql)?;
-            let fields: Option<String> = r.get(10).map_err(sql)?;
+            let duplicate_of = r.get::<_, Option<i64>>(1).map_err(sql)?;
+            // Where the outcome's columns start: the row's own, or its leader's.
+            let at = if duplicate_of.is_some() { 11 } else { 2 };
+            let status = r
+                .get_ref(at + 1)
+                .map_err(sql)?
+                .as_str_or_null()
+                .map_err(|e| sql(e.into()))?;
+            let fields = r
+                .get_ref(at + 8)
+                .map_err(sql)?
+                .as_str_or_null()
+                .map_err(|e| sql(e.into()))?;
             f(ExportRow {
                 key: RowKey(r.get::<_, i64>(0).map_err(sql)? as u64),
-                duplicate_of: r
-                    .get::<_, Option<i64>>(1)
-                    .map_err(sql)?
-                    .map(|k| RowKey(k as u64)),
-                state: r.get(2).map_err(sql)?,
-                status: status.as_deref().and_then(Status::parse),
-                reason: r.get(4).map_err(sql)?,
-                message: r.get(5).map_err(sql)?,
-                provider_status: r.get(6).map_err(sql)?,
-                request_id: r.get(7).map_err(sql)?,
-                checked_at: r.get(8).map_err(sql)?,
-                attempts: r.get::<_, i64>(9).map_err(sql)? as u32,
+                duplicate_of: duplicate_of.map(|k| RowKey(k as u64)),
+                state: r.get(at).map_err(sql)?,
+                status: status.and_then(Status::parse),
+                reason: r.get(at + 2).map_err(sql)?,
+                message: r.get(at + 3).map_err(sql)?,
+                provider_status: r.get(at + 4).map_err(sql)?,
+                request_id: r.get(at + 5).map_err(sql)?,
+                checked_at: r.get(at + 6).map_err(sql)?,
+                attempts: r.get::<_, i64>(at + 7).map_err(sql)? as u32,
                 fields: fields
-                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .and_then(|f| serde_json::from_str(f).ok())
                     .unwrap_or_default(),
             });
         }

@@ -30,6 +30,7 @@ impl Journal {
         use RowState as R;
         let sql = sql_error(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
+        let before = tx.total_changes();
         // An upload under a name we chose is reconciled by asking for that name, not held.
         let named = format!(
             "batch_id IN (SELECT batch_id FROM batches WHERE state = {} AND request_id IS NOT NULL)",
@@ -51,6 +52,9 @@ impl Journal {
             released = move_rows(&tx, R::Unconfirmed, Step::Release, ", batch_id = NULL", "1")
                 .map_err(sql)?;
             move_batches(&tx, B::Unconfirmed, B::Abandoned, "1").map_err(sql)?;
+        }
+        if tx.total_changes() > before {
+            Journal::output_stale(&tx).map_err(sql)?;
         }
         let held: i64 = tx
             .query_row(

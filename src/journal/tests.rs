@@ -18,6 +18,13 @@ fn hash(b: u8) -> [u8; 16] {
     [b; 16]
 }
 
+/// A whole first pass over `rows`.
+fn plan(j: &mut Journal, rows: &[(RowKey, RowPlan)]) {
+    let mut planner = j.planner().unwrap();
+    planner.rows(rows).unwrap();
+    planner.finish(rows.len() as u64).unwrap();
+}
+
 fn export(j: &Journal) -> Vec<ExportRow> {
     let mut rows = Vec::new();
     j.export_each(|r| rows.push(r)).unwrap();
@@ -28,7 +35,7 @@ fn export(j: &Journal) -> Vec<ExportRow> {
 fn planning_detects_duplicates_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    let rows = vec![
+    let rows = [
         (RowKey::new(0, 0), RowPlan::Subject(hash(1))),
         (RowKey::new(0, 1), RowPlan::Subject(hash(2))),
         (RowKey::new(0, 2), RowPlan::Subject(hash(1))),
@@ -37,14 +44,61 @@ fn planning_detects_duplicates_and_is_idempotent() {
             RowPlan::Invalid(Outcome::new(Status::InvalidInput).with_reason(Reason::UDYAM_FORMAT)),
         ),
     ];
-    j.plan_rows(&rows).unwrap();
-    // Planning the same rows again (a resumed pass) changes nothing.
-    j.plan_rows(&rows).unwrap();
+    // A pass killed before its end recorded some rows and found no duplicate yet.
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows[..3]).unwrap();
+    drop(planner);
+    assert!(j.planned_rows().unwrap().is_none());
+    // The resumed pass reads every row again, in batches; once more changes nothing.
+    for _ in 0..2 {
+        let mut planner = j.planner().unwrap();
+        planner.rows(&rows[..2]).unwrap();
+        planner.rows(&rows[2..]).unwrap();
+        planner.finish(4).unwrap();
+    }
     let export = export(&j);
     assert_eq!(export.len(), 4);
     let leaders: Vec<_> = export.iter().map(|r| r.duplicate_of).collect();
     assert_eq!(leaders, vec![None, None, Some(RowKey::new(0, 0)), None]);
     assert_eq!(export[3].status, Some(Status::InvalidInput));
+    assert_eq!(j.planned_rows().unwrap(), Some(4));
+}
+
+/// Duplicates are found over more identifiers than the planner sorts in memory: every later
+/// row with an identifier takes its first row's outcome, whichever file it is in.
+#[test]
+fn duplicates_are_found_across_spilled_runs_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let n = 25_010;
+    let mut planner = j.planner_sorting(10_000).unwrap();
+    let key = |i: u64| RowKey::new(u32::from(i >= n / 2), i % (n / 2));
+    let ident = |i: u64| {
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&(if i % 10 == 9 { i / 3 } else { i }).to_be_bytes());
+        h
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|&i| (key(i), RowPlan::Subject(ident(i))))
+            .collect();
+        planner.rows(&rows).unwrap();
+    }
+    planner.finish(n).unwrap();
+    let mut first = std::collections::HashMap::new();
+    let expected: Vec<Option<RowKey>> = (0..n)
+        .map(|i| {
+            let leader = *first.entry(ident(i)).or_insert(key(i));
+            (leader != key(i)).then_some(leader)
+        })
+        .collect();
+    let got: Vec<Option<RowKey>> = export(&j).iter().map(|r| r.duplicate_of).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "duplicates differ from a hash map's");
+    assert!(expected.iter().flatten().count() > 1_000);
+    let states = j.reader().unwrap().page(None, 10).unwrap();
+    assert_eq!(states[9].state, RowState::Duplicate);
 }
 
 #[tokio::test]
@@ -54,13 +108,13 @@ async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
-        j.plan_rows(
+        plan(
+            &mut j,
             &keys
                 .iter()
                 .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8))))
                 .collect::<Vec<_>>(),
-        )
-        .unwrap();
+        );
         let (w, thread) = j.writer().unwrap();
         w.intent(vec![keys[0]], None, None).await.unwrap();
         w.running(vec![keys[0]], None, "req-0".into(), 1);
@@ -110,13 +164,13 @@ async fn recovery_reconciles_named_uploads_and_holds_unnamed_ones() {
     let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
     let token = {
         let mut j = Journal::open(&state, &ID, false).unwrap();
-        j.plan_rows(
+        plan(
+            &mut j,
             &keys
                 .iter()
                 .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
                 .collect::<Vec<_>>(),
-        )
-        .unwrap();
+        );
         let (w, thread) = j.writer().unwrap();
         w.intent(keys[..2].to_vec(), Some(1), Some("bv-t-1".into()))
             .await
@@ -222,8 +276,7 @@ fn identifiers_are_hashed_with_the_states_own_key() {
 
     let old = dir.path().join("old");
     let mut j = Journal::open(&old, &ID, false).unwrap();
-    j.plan_rows(&[(RowKey::new(0, 0), RowPlan::Subject(hash(1)))])
-        .unwrap();
+    plan(&mut j, &[(RowKey::new(0, 0), RowPlan::Subject(hash(1)))]);
     assert_eq!(j.ident_scope("c").unwrap(), "c", "rows from before keys");
 }
 
@@ -232,10 +285,10 @@ fn identity_and_inputs_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
     {
-        let j = Journal::open(&state, &ID, false).unwrap();
+        let mut j = Journal::open(&state, &ID, false).unwrap();
         let inputs = vec![("a.csv".to_string(), "aa".to_string())];
         assert!(!j.check_inputs(&inputs, "udyam=Udyam").unwrap());
-        j.finish_planning(10).unwrap();
+        j.planner().unwrap().finish(10).unwrap();
         assert!(j.check_inputs(&inputs, "udyam=Udyam").unwrap());
         let err = j
             .check_inputs(&[("a.csv".to_string(), "bb".to_string())], "udyam=Udyam")
@@ -287,7 +340,7 @@ fn planned(j: &mut Journal, keys: &[RowKey]) {
         .iter()
         .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
         .collect();
-    j.plan_rows(&rows).unwrap();
+    plan(j, &rows);
 }
 
 fn states(j: &Journal) -> Vec<RowState> {

@@ -139,6 +139,7 @@ impl WriterThread {
 impl Journal {
     /// Starts the writer thread on its own connection.
     pub fn writer(&self) -> Result<(JournalWriter, WriterThread), JournalError> {
+        Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
         let conn = schema::open_db(&self.dir)?;
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
@@ -294,6 +295,7 @@ fn write_loop(
     failed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<Failure>>>,
 ) {
+    let mut synced = false;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < 4096 {
@@ -306,7 +308,19 @@ fn write_loop(
             let first = failure.lock().ok().and_then(|f| f.clone());
             Err(first.unwrap_or_else(|| Failure::Write("an earlier write failed".into())))
         } else {
-            apply_all(&mut conn, &ops).map_err(Failure::from)
+            // Only an intent (and the last commit) buys the fsync; see `schema::durable`.
+            let sync = ops
+                .iter()
+                .any(|op| matches!(op, Op::Intent { .. } | Op::Flush { close: true, .. }));
+            let mode = if sync == synced {
+                Ok(())
+            } else {
+                synced = sync;
+                schema::durable(&conn, sync)
+            };
+            mode.map_err(WriteError::from)
+                .and_then(|()| apply_all(&mut conn, &ops))
+                .map_err(Failure::from)
         };
         if let Err(why) = &result {
             if !failed.swap(true, Ordering::AcqRel) {

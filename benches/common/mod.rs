@@ -1,0 +1,95 @@
+//! What the benches share: the sandbox as a process of its own, and reaping a client with its
+//! own resource usage.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
+
+/// A `bulkverify sandbox` process, killed when dropped.
+pub struct Sandbox {
+    child: Child,
+    pub url: String,
+    /// Kept open so that the sandbox never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Sandbox {
+    pub fn start(args: &[String]) -> anyhow::Result<Sandbox> {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start bulkverify sandbox")?;
+        let stdout = child.stdout.take().context("no sandbox stdout")?;
+        let mut sandbox = Sandbox {
+            child,
+            url: String::new(),
+            _stdout: BufReader::new(stdout),
+        };
+        let mut line = String::new();
+        sandbox._stdout.read_line(&mut line)?;
+        sandbox.url = line
+            .trim_end()
+            .strip_prefix("bulkverify sandbox listening on ")
+            .with_context(|| format!("unexpected first line from the sandbox: {line:?}"))?
+            .to_string();
+        Ok(sandbox)
+    }
+
+    pub fn stats(&self) -> anyhow::Result<Value> {
+        let addr = self.url.trim_start_matches("http://");
+        let body = http_get(addr, "/_sandbox/stats")?;
+        serde_json::from_str(&body).context("the sandbox stats are not JSON")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP/1.1 GET; returns the body of a 200 answer.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {status}");
+    }
+    Ok(body.to_string())
+}
+
+/// Reaps `pid` if it has ended, with its own resource usage (`wait4`: exactly this child's,
+/// unlike `getrusage(RUSAGE_CHILDREN)`, whose peak memory is the largest of all children so far).
+pub fn reap(pid: libc::pid_t) -> anyhow::Result<Option<(ExitStatus, libc::rusage)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes into it and `status`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+    match rc {
+        0 => Ok(None),
+        r if r == pid => Ok(Some((ExitStatus::from_raw(status), usage))),
+        _ => Err(std::io::Error::last_os_error()).context("wait4"),
+    }
+}

@@ -1,0 +1,574 @@
+//! `cargo bench --bench scale`: `bulkverify run` over a million and ten million rows, and a
+//! paced run, with the figures issue 13's goals are read from.
+//!
+//! For each job and row count it writes a deterministic input (with 1 % duplicate identifiers
+//! and 0.2 % invalid ones) into a temporary directory, starts `bulkverify sandbox` as its own
+//! process, runs `bulkverify run` against it as another, runs the same command again (the
+//! resume of a finished job, which must make no call), and prints:
+//!
+//! - `wall`, `peak RSS`, `CPU`: the client process's own, from `wait4`;
+//! - `written`: the bytes the client caused to be written to disk (`ru_oublock`, the same
+//!   count as `write_bytes` in `/proc/<pid>/io`), state and output included, and over the
+//!   input's size;
+//! - `planning`: rows per second of each million planned, from the client's own log lines,
+//!   and the last million's over the first's;
+//! - `phases`: reading and planning, sending, writing the output (the client's log lines);
+//! - `resume`: the second run's wall time and the requests the sandbox saw during it;
+//! - `duckdb`: DuckDB joining the same input with a results file of as many rows, sorting
+//!   and writing the CSV, in the same bench run, and the run's and its output step's ratios
+//!   to it. It needs `pip install duckdb`; without it the bench says so and leaves it out.
+//!
+//! The paced job runs `deepvue-udyam` at 17/s with 300 ms latency and prints the client's CPU
+//! and voluntary context switches per request the sandbox saw.
+//!
+//! The goals are checked on each figure (`MISS` marks one missed): peak RSS ≤ 500 MB and at
+//! ten million ≤ 1.2 × at a million; written ≤ 10 × the input; the last million planned at ≥
+//! 80 % of the first's rate; end to end ≤ 10 × DuckDB and the output step ≤ 2 × DuckDB; a
+//! resume ≤ 30 s with no call; paced, ≤ 0.3 ms CPU and ≤ 5 voluntary context switches per
+//! request.
+//!
+//! `-- --quick` runs 200,000 rows of the batch job only. `SCALE_ROWS` (`1000000,10000000`)
+//! and `SCALE_JOBS` (`batch,rows,paced`) narrow it.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::{BIN, Sandbox, reap};
+
+/// A client run taking longer than this is killed and reported as hung.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const MB: f64 = 1e6;
+
+/// A job the bench runs at scale.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// `deepvue-upi-batch`: uploads of 10,000 rows, each answered by a result file.
+    Batch,
+    /// `cashfree-digilocker`: one call per row.
+    Rows,
+    /// `deepvue-udyam` at 17/s, 300 ms latency: the paced run.
+    Paced,
+}
+
+impl Job {
+    fn parse(name: &str) -> anyhow::Result<Job> {
+        Ok(match name {
+            "batch" => Job::Batch,
+            "rows" => Job::Rows,
+            "paced" => Job::Paced,
+            other => bail!("SCALE_JOBS: unknown job {other:?} (batch, rows, paced)"),
+        })
+    }
+
+    fn check(self) -> &'static str {
+        match self {
+            Job::Batch => "deepvue-upi-batch",
+            Job::Rows => "cashfree-digilocker",
+            Job::Paced => "deepvue-udyam",
+        }
+    }
+
+    fn config(self) -> &'static str {
+        match self {
+            Job::Batch => {
+                "[providers.deepvue]\nper_second = 100000\nper_minute = 6000000\n\
+                 per_day = 4000000000\n\n[checks.deepvue-upi-batch]\npoll_initial_secs = 0.2\n"
+            }
+            Job::Rows => {
+                "[providers.cashfree]\nper_second = 100000\nper_minute = 6000000\n\
+                 per_day = 4000000000\nconcurrency = 64\n"
+            }
+            Job::Paced => {
+                "[providers.deepvue]\nper_second = 17\nper_minute = 1000\nper_day = 50000\n\
+                 concurrency = 32\n\n[checks.deepvue-udyam]\npoll_initial_secs = 3.0\n"
+            }
+        }
+    }
+
+    fn sandbox_args(self) -> Vec<String> {
+        let args: &[&str] = match self {
+            Job::Batch => &[
+                "--per-second",
+                "0",
+                "--per-minute",
+                "0",
+                "--per-day",
+                "0",
+                "--batch-delay-ms",
+                "200",
+                "--batch-ms-per-row",
+                "0",
+            ],
+            Job::Rows => &["--per-second", "0", "--per-minute", "0", "--per-day", "0"],
+            Job::Paced => &[
+                "--per-second",
+                "17",
+                "--per-minute",
+                "1000",
+                "--per-day",
+                "50000",
+                "--udyam-delay-ms",
+                "3000",
+                "--latency-ms",
+                "300",
+                "--latency-jitter-ms",
+                "100",
+            ],
+        };
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The first letter of the input's `id` column.
+    fn id_prefix(self) -> char {
+        if self == Job::Batch { 'L' } else { 'C' }
+    }
+
+    /// Writes `n` rows, header first: 1 % repeat the identifier of a row 50 rows back, 0.2 % are
+    /// invalid. The key column (`id`) is unique, for DuckDB's join.
+    fn write_input(self, path: &Path, n: usize) -> anyhow::Result<()> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        const NAMES: [&str; 4] = ["Ravi Kumar", "Anita Desai", "Mohan Rao", "Priya Nair"];
+        let ident = |i: usize| if i % 100 == 99 { i - 50 } else { i };
+        match self {
+            Job::Batch => {
+                writeln!(out, "id,customer_name,upi_id,amount")?;
+                for i in 0..n {
+                    let name = NAMES[i % 4];
+                    if i % 500 == 7 {
+                        writeln!(out, "L{i:08},{name},not a vpa,{:06}", i % 100_000)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "L{i:08},{name},user{}@okicici,{:06}",
+                            ident(i),
+                            i % 100_000
+                        )?;
+                    }
+                }
+            }
+            Job::Rows => {
+                writeln!(out, "id,verification_id")?;
+                for i in 0..n {
+                    writeln!(out, "C{i:08},LINK-{:08}", ident(i))?;
+                }
+            }
+            Job::Paced => {
+                writeln!(out, "id,udyam")?;
+                for i in 0..n {
+                    writeln!(out, "C{i:08},UDYAM-MH-01-{:07}", i + 1)?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// One finished client process.
+struct Run {
+    status: Option<ExitStatus>,
+    wall: Duration,
+    cpu_secs: f64,
+    max_rss_mb: f64,
+    written_bytes: u64,
+    voluntary_switches: u64,
+    /// The client's log.
+    stderr: String,
+}
+
+fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["-v", "run", "--check", job.check(), "--config"])
+        .arg(dir.join("bulkverify.toml"))
+        .arg("-o")
+        .arg(dir.join("out.csv"))
+        .args(["--progress", "off"])
+        .arg(dir.join("input.csv"))
+        .env("DEEPVUE_BASE_URL", url)
+        .env("DEEPVUE_CLIENT_ID", "sandbox_client")
+        .env("DEEPVUE_CLIENT_SECRET", "free_tier_sandbox_secret")
+        .env("CASHFREE_BASE_URL", format!("{url}/verification"))
+        .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
+        .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
+        .env("BULKVERIFY_LEDGER_DIR", "")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(dir.join("client.stderr"))?)
+        .spawn()
+        .context("cannot start bulkverify run")?;
+    let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+    let (status, usage) = loop {
+        if let Some((status, usage)) = reap(pid)? {
+            break (Some(status), Some(usage));
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            child.kill()?;
+            child.wait()?;
+            break (None, None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = started.elapsed();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Run {
+        status,
+        wall,
+        cpu_secs: usage.map_or(f64::NAN, |u| secs(u.ru_utime) + secs(u.ru_stime)),
+        // Linux reports ru_maxrss in KiB, and ru_oublock in 512-byte blocks.
+        max_rss_mb: usage.map_or(f64::NAN, |u| u.ru_maxrss as f64 * 1024.0 / MB),
+        written_bytes: usage.map_or(0, |u| u.ru_oublock as u64 * 512),
+        voluntary_switches: usage.map_or(0, |u| u.ru_nvcsw as u64),
+        stderr: std::fs::read_to_string(dir.join("client.stderr")).unwrap_or_default(),
+    })
+}
+
+impl Run {
+    /// Why the run cannot be trusted.
+    fn errors(&self, out: &Path, rows: usize) -> Vec<String> {
+        let mut errors = Vec::new();
+        match self.status {
+            None => errors.push("the client hung and was killed".to_string()),
+            Some(s) if !s.success() => errors.push(format!("the client exited with {s}")),
+            Some(_) => {}
+        }
+        match count_lines(out) {
+            Ok(n) if n == rows as u64 + 1 => {}
+            Ok(n) => errors.push(format!("the output has {n} lines, not {}", rows + 1)),
+            Err(e) => errors.push(format!("cannot read the output: {e}")),
+        }
+        errors
+    }
+
+    /// Seconds a phase took, from the client's `... in X s` log line.
+    fn phase(&self, words: &str) -> Option<f64> {
+        self.stderr.lines().find_map(|l| {
+            let (_, rest) = l.split_once(words)?;
+            rest.trim().strip_suffix(" s")?.parse().ok()
+        })
+    }
+
+    /// Rows per second of each million planned.
+    fn planning(&self) -> Vec<f64> {
+        self.stderr
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(" at ")?;
+                l.contains("planned ")
+                    .then(|| rest.strip_suffix(" rows/s")?.parse().ok())?
+            })
+            .collect()
+    }
+}
+
+fn count_lines(path: &Path) -> std::io::Result<u64> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut n = 0u64;
+    let mut last = b'\n';
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        n += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[buf.len() - 1];
+        let len = buf.len();
+        reader.consume(len);
+    }
+    Ok(n + u64::from(last != b'\n'))
+}
+
+fn requests(sandbox: &Sandbox) -> u64 {
+    sandbox
+        .stats()
+        .ok()
+        .and_then(|s| s["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+fn figure(label: &str, value: impl std::fmt::Display) {
+    println!("  {label:<30} {value}");
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISS" }
+}
+
+/// DuckDB on the same rows: the input joined with a results file by `id`, sorted and written.
+/// `None` when the module is not installed.
+fn duckdb(dir: &Path, prefix: char, rows: usize) -> anyhow::Result<Option<f64>> {
+    let have = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        return Ok(None);
+    }
+    // The results in another order than the input's, so that the sort has work to do.
+    let results = dir.join("results.csv");
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&results)?);
+    writeln!(out, "id,bv_status,bv_reason,bv_name_at_bank,bv_checked_at")?;
+    let stride = 7_919;
+    for j in 0..rows {
+        let i = (j * stride) % rows.max(1);
+        writeln!(
+            out,
+            "{prefix}{i:08},verified,,RAVI KUMAR,2026-12-01T02:00:00Z"
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    let script = "import duckdb, sys, time\n\
+        con = duckdb.connect()\n\
+        con.execute('SET threads TO 2')\n\
+        t = time.monotonic()\n\
+        con.execute(\"COPY (SELECT i.*, r.* EXCLUDE (id) FROM read_csv(?, all_varchar=true) i \
+        LEFT JOIN read_csv(?, all_varchar=true) r USING (id) ORDER BY i.id) TO ? (HEADER)\", \
+        [sys.argv[1], sys.argv[2], sys.argv[3]])\n\
+        print(time.monotonic() - t)\n";
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("input.csv"))
+        .arg(&results)
+        .arg(dir.join("duckdb.csv"))
+        .output()?;
+    if !output.status.success() {
+        bail!("duckdb: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let _ = std::fs::remove_file(&results);
+    let _ = std::fs::remove_file(dir.join("duckdb.csv"));
+    Ok(Some(
+        String::from_utf8_lossy(&output.stdout).trim().parse()?,
+    ))
+}
+
+/// What a row count of a job measured, for the comparisons across row counts.
+struct Measured {
+    rows: usize,
+    max_rss_mb: f64,
+}
+
+fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
+    println!("\n== {} × {rows} rows ==", job.check());
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("input.csv");
+    job.write_input(&input, rows)?;
+    let input_bytes = std::fs::metadata(&input)?.len();
+    std::fs::write(dir.path().join("bulkverify.toml"), job.config())?;
+    let sandbox = Sandbox::start(&job.sandbox_args())?;
+    let run = run_client(dir.path(), job, &sandbox.url)?;
+    let out = dir.path().join("out.csv");
+    let errors = run.errors(&out, rows);
+    for e in &errors {
+        println!("  ERROR: {e}");
+    }
+    let calls = requests(&sandbox);
+    let wall = run.wall.as_secs_f64();
+    figure("input", format!("{:.0} MB", input_bytes as f64 / MB));
+    figure(
+        "wall",
+        format!("{wall:.1} s ({:.0} rows/s)", rows as f64 / wall),
+    );
+    figure(
+        "CPU",
+        format!(
+            "{:.1} s ({:.2} µs per row)",
+            run.cpu_secs,
+            run.cpu_secs * 1e6 / rows as f64
+        ),
+    );
+    figure(
+        "peak RSS",
+        format!(
+            "{:.0} MB  {}",
+            run.max_rss_mb,
+            verdict(run.max_rss_mb <= 500.0)
+        ),
+    );
+    let ratio = run.written_bytes as f64 / input_bytes as f64;
+    figure(
+        "written",
+        format!(
+            "{:.2} GB = {ratio:.1} × the input  {}",
+            run.written_bytes as f64 / 1e9,
+            verdict(ratio <= 10.0)
+        ),
+    );
+    figure(
+        "phases",
+        format!(
+            "reading and planning {:.1} s, sending {:.1} s, writing {:.1} s",
+            run.phase("read the inputs and the state in")
+                .unwrap_or(f64::NAN),
+            run.phase(" rows in").unwrap_or(f64::NAN),
+            run.phase("wrote the output in").unwrap_or(f64::NAN)
+        ),
+    );
+    let planning = run.planning();
+    if planning.len() < 2 {
+        figure(
+            "planning, rows/s per million",
+            "n/a (fewer than two million rows)",
+        );
+    }
+    if let (Some(first), Some(last)) = (planning.first(), planning.last())
+        && planning.len() >= 2
+    {
+        let shown: Vec<String> = planning
+            .iter()
+            .map(|r| format!("{:.0}k", r / 1e3))
+            .collect();
+        figure(
+            "planning, rows/s per million",
+            format!(
+                "{}; last / first {:.2}  {}",
+                shown.join(" "),
+                last / first,
+                verdict(last / first >= 0.8)
+            ),
+        );
+    }
+    figure("requests", calls);
+    if job == Job::Paced {
+        figure(
+            "CPU per request",
+            format!(
+                "{:.3} ms  {}",
+                run.cpu_secs * 1e3 / calls.max(1) as f64,
+                verdict(run.cpu_secs * 1e3 / calls.max(1) as f64 <= 0.3)
+            ),
+        );
+        let switches = run.voluntary_switches as f64 / calls.max(1) as f64;
+        figure(
+            "voluntary switches per request",
+            format!("{switches:.1}  {}", verdict(switches <= 5.0)),
+        );
+    }
+    if errors.is_empty() {
+        let again = run_client(dir.path(), job, &sandbox.url)?;
+        let more = requests(&sandbox) - calls;
+        let secs = again.wall.as_secs_f64();
+        let ok = again.status.is_some_and(|s| s.success()) && more == 0 && secs <= 30.0;
+        figure(
+            "resume of the finished job",
+            format!(
+                "{secs:.1} s, {more} requests, {:.0} MB peak RSS  {}",
+                again.max_rss_mb,
+                verdict(ok)
+            ),
+        );
+    } else {
+        println!("  client log (last lines):");
+        for l in run
+            .stderr
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+        {
+            println!("    | {l}");
+        }
+    }
+    drop(sandbox);
+    if job != Job::Paced {
+        match duckdb(dir.path(), job.id_prefix(), rows)? {
+            Some(duck) => {
+                let writing = run.phase("wrote the output in").unwrap_or(f64::NAN);
+                figure(
+                    "duckdb join, sort, write",
+                    format!(
+                        "{duck:.1} s; end to end {:.1} ×  {}, output step {:.1} ×  {}",
+                        wall / duck,
+                        verdict(wall / duck <= 10.0),
+                        writing / duck,
+                        verdict(writing / duck <= 2.0)
+                    ),
+                );
+            }
+            None => figure("duckdb", "not installed: pip install duckdb"),
+        }
+    }
+    Ok(Measured {
+        rows,
+        max_rss_mb: run.max_rss_mb,
+    })
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rows_default, jobs_default) = if quick {
+        ("200000", "batch")
+    } else {
+        ("1000000,10000000", "batch,rows,paced")
+    };
+    let rows: Vec<usize> = match list("SCALE_ROWS", rows_default)
+        .iter()
+        .map(|r| r.parse())
+        .collect()
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("SCALE_ROWS: {e}");
+            std::process::exit(2);
+        }
+    };
+    let jobs: Vec<Job> = match list("SCALE_JOBS", jobs_default)
+        .iter()
+        .map(|j| Job::parse(j))
+        .collect()
+    {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    println!("bulkverify scale benchmark: {BIN}");
+    for job in jobs {
+        if job == Job::Paced {
+            if let Err(e) = scale(job, 600) {
+                println!("  ERROR: {e:#}");
+            }
+            continue;
+        }
+        let mut measured = Vec::new();
+        for &n in &rows {
+            match scale(job, n) {
+                Ok(m) => measured.push(m),
+                Err(e) => println!("  ERROR: {e:#}"),
+            }
+        }
+        if let (Some(small), Some(large)) = (measured.first(), measured.last())
+            && large.rows > small.rows
+        {
+            let growth = large.max_rss_mb / small.max_rss_mb;
+            println!(
+                "\n  {} peak RSS at {} rows / at {} rows: {growth:.2}  {}",
+                job.check(),
+                large.rows,
+                small.rows,
+                verdict(growth <= 1.2)
+            );
+        }
+    }
+}

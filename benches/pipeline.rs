@@ -50,7 +50,7 @@ mod common;
 #[path = "pipeline/quota.rs"]
 mod quota;
 
-use common::{BIN, Sandbox, reap};
+use common::{BIN, Sandbox, env_list, reap, wait_with_usage};
 
 /// Rows of the Enterprise-quota Udyam scenario: about 1.5 to 2 minutes at ~16.7 requests/s.
 const ENTERPRISE_UDYAM_ROWS: usize = 600;
@@ -376,18 +376,7 @@ fn spawn_client(
 
 /// Waits for a client started at `started`, with its own resource usage.
 fn wait_client(child: &mut Child, started: Instant) -> anyhow::Result<ClientRun> {
-    let pid = libc::pid_t::try_from(child.id()).context("pid")?;
-    let (status, usage) = loop {
-        if let Some((status, usage)) = reap(pid)? {
-            break (Some(status), Some(usage));
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            child.kill()?;
-            child.wait()?;
-            break (None, None);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (status, usage) = wait_with_usage(child, started, RUN_TIMEOUT)?;
     Ok(ClientRun::of(status, started.elapsed(), usage))
 }
 

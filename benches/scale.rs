@@ -39,7 +39,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::{BIN, Sandbox, reap};
+use common::{BIN, Sandbox, env_list, wait_with_usage};
 
 /// A client run taking longer than this is killed and reported as hung.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -205,18 +205,7 @@ fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
         .stderr(File::create(dir.join("client.stderr"))?)
         .spawn()
         .context("cannot start bulkverify run")?;
-    let pid = libc::pid_t::try_from(child.id()).context("pid")?;
-    let (status, usage) = loop {
-        if let Some((status, usage)) = reap(pid)? {
-            break (Some(status), Some(usage));
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            child.kill()?;
-            child.wait()?;
-            break (None, None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, usage) = wait_with_usage(&mut child, started, RUN_TIMEOUT)?;
     let wall = started.elapsed();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Run {
@@ -505,15 +494,6 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
     })
 }
 
-fn list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rows_default, jobs_default) = if quick {
@@ -521,7 +501,7 @@ fn main() {
     } else {
         ("1000000,10000000", "batch,rows,paced")
     };
-    let rows: Vec<usize> = match list("SCALE_ROWS", rows_default)
+    let rows: Vec<usize> = match env_list("SCALE_ROWS", rows_default)
         .iter()
         .map(|r| r.parse())
         .collect()
@@ -532,7 +512,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let jobs: Vec<Job> = match list("SCALE_JOBS", jobs_default)
+    let jobs: Vec<Job> = match env_list("SCALE_JOBS", jobs_default)
         .iter()
         .map(|j| Job::parse(j))
         .collect()

@@ -271,8 +271,7 @@ fn write_output(
         writing.elapsed().as_secs_f64()
     );
     // Only saves the next run the writing: a failure here loses nothing.
-    let counts = (tally.counts.clone(), tally.duplicates);
-    if let Err(e) = journal.output_written(out, &counts) {
+    if let Err(e) = journal.output_written(out, &tally.counts, tally.duplicates) {
         tracing::warn!("{e}");
     }
     drop(journal);

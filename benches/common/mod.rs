@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -92,4 +92,35 @@ pub fn reap(pid: libc::pid_t) -> anyhow::Result<Option<(ExitStatus, libc::rusage
         r if r == pid => Ok(Some((ExitStatus::from_raw(status), usage))),
         _ => Err(std::io::Error::last_os_error()).context("wait4"),
     }
+}
+
+/// Waits for `child`, started at `started`, and reaps it with its own resource usage; kills it
+/// once it runs past `timeout` (then both are `None`).
+pub fn wait_with_usage(
+    child: &mut Child,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<(Option<ExitStatus>, Option<libc::rusage>)> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+    loop {
+        if let Some((status, usage)) = reap(pid)? {
+            return Ok((Some(status), Some(usage)));
+        }
+        if started.elapsed() > timeout {
+            child.kill()?;
+            child.wait()?;
+            return Ok((None, None));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A comma-separated list from the environment variable `name`, or `default`.
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::{
-    ClientRun, Sandbox, accepted_per_second, busy_period, reap, run_errors, spawn_client,
+    ClientRun, Sandbox, accepted_per_second, busy_period, env_list, reap, run_errors, spawn_client,
     udyam_number, wait_client,
 };
 
@@ -55,17 +55,6 @@ const OVER: u32 = 25;
 const SWEEP_SECS: f64 = 20.0;
 const SWEEP_REQUESTS: f64 = 400.0;
 
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// The sandbox's flags for a mode and jitter: 20/s per second, no other window, the latency
-/// and result delay of the measurements.
 fn sandbox_args(mode: &str, jitter: u64) -> Vec<String> {
     [
         "--per-second",

@@ -108,16 +108,14 @@ impl Journal {
         // takes the leader's.
         const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
                                checked_at, attempts, fields";
-        let leader: String = OUTCOME
-            .split(", ")
-            .map(|c| format!("s.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let own: String = OUTCOME
-            .split(", ")
-            .map(|c| format!("r.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let of = |table: &str| {
+            OUTCOME
+                .split(", ")
+                .map(|c| format!("{table}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (own, leader) = (of("r"), of("s"));
         let mut st = self
             .conn
             .prepare(&format!(

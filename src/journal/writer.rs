@@ -315,8 +315,7 @@ fn write_loop(
             let mode = if sync == synced {
                 Ok(())
             } else {
-                synced = sync;
-                schema::durable(&conn, sync)
+                schema::durable(&conn, sync).inspect(|()| synced = sync)
             };
             mode.map_err(WriteError::from)
                 .and_then(|()| apply_all(&mut conn, &ops))

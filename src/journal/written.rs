@@ -42,14 +42,18 @@ fn identify(path: &Path) -> std::io::Result<String> {
 
 impl Journal {
     /// Records that the output at `path`, as it is now, holds every row as the journal has it.
-    pub fn output_written(&self, path: &Path, counts: &OutputCounts) -> Result<(), JournalError> {
+    pub fn output_written(
+        &self,
+        path: &Path,
+        counts: &BTreeMap<Status, u64>,
+        duplicates: u64,
+    ) -> Result<(), JournalError> {
         let file = identify(path).map_err(io_error(&self.dir))?;
         let tally: Vec<String> = counts
-            .0
             .iter()
             .map(|(s, n)| format!("{}={n}", s.as_str()))
             .collect();
-        self.set_meta(KEY, &format!("{file}\n{}\n{}", tally.join(","), counts.1))
+        self.set_meta(KEY, &format!("{file}\n{}\n{duplicates}", tally.join(",")))
     }
 
     /// What the output at `path` holds, when it is still the file this journal last wrote and

@@ -15,10 +15,9 @@
 //! journal's own count still holds the job's quota.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 use sha2::{Digest, Sha256};
@@ -26,8 +25,11 @@ use sha2::{Digest, Sha256};
 use crate::config::ProviderSettings;
 use crate::quota::gate::{DAY_MINUTES, WeakGate};
 use crate::util::fs::create_private_dir;
+use crate::util::sync::MinuteCounts;
 
 const FILE: &str = "usage.sqlite";
+/// How often a run records its requests and reads the other runs'.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -220,39 +222,26 @@ impl Ledger {
         Ok(rows.into_iter().map(|(_, m, n)| (m, n)).collect())
     }
 
-    /// Keeps the ledger in step with a running gate, on its own thread: records the minutes
-    /// `grants` sends, and tells the gate what other runs spent, until
-    /// [`Following::finish`].
-    pub fn follow(mut self, gate: WeakGate, grants: mpsc::Receiver<i64>) -> Following {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+    /// Keeps the ledger in step with a running gate, on its own thread: once a second it
+    /// records what `counts` gathered and tells the gate what other runs spent, until
+    /// [`Following::finish`]. It wakes only for that, never for a request.
+    pub fn follow(mut self, gate: WeakGate, counts: Arc<MinuteCounts>) -> Following {
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let mut pending: Vec<(i64, u64)> = Vec::new();
-            let count = |minute: i64, pending: &mut Vec<(i64, u64)>| match pending.last_mut() {
-                Some((m, n)) if *m == minute => *n += 1,
-                _ => pending.push((minute, 1)),
-            };
             let mut warned = false;
-            let mut last = Instant::now();
             loop {
-                let open = match grants.recv_timeout(Duration::from_millis(250)) {
-                    Ok(minute) => {
-                        count(minute, &mut pending);
-                        true
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => true,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => false,
-                };
-                let open = open && !stopped.load(Ordering::Acquire);
-                if open && last.elapsed() < Duration::from_secs(1) {
-                    continue;
-                }
-                if !open {
-                    while let Ok(minute) = grants.try_recv() {
-                        count(minute, &mut pending);
+                // Finished (the sender dropped) or a second passed.
+                let open = matches!(
+                    stopped.recv_timeout(SYNC_EVERY),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                );
+                for (minute, n) in counts.take() {
+                    match pending.last_mut() {
+                        Some((m, c)) if *m == minute => *c += n,
+                        _ => pending.push((minute, n)),
                     }
                 }
-                last = Instant::now();
                 let synced = self.record(&pending).and_then(|()| self.others());
                 match synced {
                     Ok(others) => {
@@ -278,14 +267,14 @@ impl Ledger {
 
 /// The thread that keeps the ledger in step with a run.
 pub struct Following {
-    stop: Arc<AtomicBool>,
+    stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl Following {
     /// Records what is left and ends the thread: the run sends nothing more.
     pub fn finish(self) {
-        self.stop.store(true, Ordering::Release);
+        drop(self.stop);
         let _ = self.thread.join();
     }
 }

@@ -24,7 +24,7 @@ use crate::report::{Collector, Summary};
 use crate::stats::Stats;
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
-use crate::util::sync::lock;
+use crate::util::sync::{MinuteCounts, lock};
 
 /// Everything `run` was asked to do.
 pub struct RunOptions {
@@ -418,14 +418,15 @@ async fn dispatch(
         }
         None => (None, d.used, Schedule::local()),
     };
-    let (grants, granted) = std::sync::mpsc::channel::<i64>();
+    let granted = Arc::new(MinuteCounts::default());
+    let for_ledger = granted.clone();
     let gate = Gate::on(
         &GateSettings::of(settings),
         used,
         Some(Box::new(move |minute| {
-            usage_writer.usage(minute, 1);
-            // The ledger's thread may be gone (no ledger): the journal still has it.
-            let _ = grants.send(minute);
+            usage_writer.usage(minute);
+            // Taken by the ledger's thread when there is one; the journal has them anyway.
+            for_ledger.add(minute);
         })),
         schedule,
     );

@@ -3,13 +3,24 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::state::{Refused, Step};
 use super::{BatchState, Journal, JournalError, OtpPhase, RowState, schema};
 use crate::outcome::{Outcome, RowKey};
+use crate::util::sync::MinuteCounts;
 use crate::util::time::now_rfc3339;
+
+/// How long requests counted in [`JournalWriter::usage`] wait at most for a commit to take
+/// them: a kill loses at most this much of the day's count, as the account ledger, which
+/// records once a second too, does.
+const USAGE_EVERY: Duration = Duration::from_secs(1);
+/// The shortest time between two commits that nobody waits for.
+const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// The most changes in one transaction.
+const MAX_OPS: usize = 4096;
 
 /// A change to a row's OTP request, recorded with the row's outcome in one transaction.
 #[derive(Debug, Clone)]
@@ -70,15 +81,18 @@ enum Op {
         batch_id: i64,
         state: BatchState,
     },
-    Usage {
-        minute: i64,
-        requests: u32,
-    },
     Flush {
         ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
         /// Whether the writer thread ends after this.
         close: bool,
     },
+}
+
+impl Op {
+    /// Whether a caller waits for the commit.
+    fn awaited(&self) -> bool {
+        matches!(self, Op::Intent { .. } | Op::Flush { .. })
+    }
 }
 
 /// Why a transaction was not committed.
@@ -122,6 +136,7 @@ impl From<Failure> for JournalError {
 #[derive(Clone)]
 pub struct JournalWriter {
     tx: mpsc::Sender<Op>,
+    usage: Arc<MinuteCounts>,
     failed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<Failure>>>,
 }
@@ -144,14 +159,16 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
+        let usage = Arc::new(MinuteCounts::default());
         let writer = JournalWriter {
             tx,
+            usage: usage.clone(),
             failed: failed.clone(),
             failure: failure.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(conn, rx, failed, failure))
+            .spawn(move || write_loop(conn, rx, &usage, failed, failure))
             .map_err(super::io_error(&self.dir))?;
         Ok((writer, WriterThread(handle)))
     }
@@ -255,9 +272,11 @@ impl JournalWriter {
         self.send(Op::BatchClosed { batch_id, state });
     }
 
-    /// Requests sent to the provider, for the per-day window of later runs.
-    pub fn usage(&self, minute: i64, requests: u32) {
-        self.send(Op::Usage { minute, requests });
+    /// A request sent to the provider in `minute`, for the per-day window of later runs. It
+    /// is committed with the next change, or within [`USAGE_EVERY`]: a request per slot must
+    /// not wake the writer each time.
+    pub fn usage(&self, minute: i64) {
+        self.usage.add(minute);
     }
 
     /// Waits until everything sent so far is committed.
@@ -292,17 +311,40 @@ impl JournalWriter {
 fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Op>,
+    usage: &MinuteCounts,
     failed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<Failure>>>,
 ) {
     let mut synced = false;
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < 4096 {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+    let mut open = true;
+    let mut committed: Option<Instant> = None;
+    while open {
+        let mut ops = Vec::new();
+        match rx.recv_timeout(USAGE_EVERY) {
+            Ok(first) => ops.push(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every handle is gone: what they counted is still committed, then the thread ends.
+            Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+        }
+        drain(&rx, &mut ops);
+        // Changes nobody waits for are committed at most every COMMIT_EVERY: under a flow of
+        // answers one commit each would write a page of the journal for every row. A change
+        // somebody waits for (an intent) is committed at once, with what gathered.
+        if let Some(due) = committed.map(|at| at + COMMIT_EVERY) {
+            while !ops.iter().any(Op::awaited) && ops.len() < MAX_OPS {
+                let Some(left) = due.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(left) {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+                drain(&rx, &mut ops);
             }
+        }
+        let counted = usage.take();
+        if ops.is_empty() && counted.is_empty() {
+            continue;
         }
         let result = if failed.load(Ordering::Acquire) {
             let first = failure.lock().ok().and_then(|f| f.clone());
@@ -318,7 +360,7 @@ fn write_loop(
                 schema::durable(&conn, sync).inspect(|()| synced = sync)
             };
             mode.map_err(WriteError::from)
-                .and_then(|()| apply_all(&mut conn, &ops))
+                .and_then(|()| apply_all(&mut conn, &ops, &counted))
                 .map_err(Failure::from)
         };
         if let Err(why) = &result {
@@ -329,6 +371,7 @@ fn write_loop(
                 f.get_or_insert_with(|| why.clone());
             }
         }
+        committed = Some(Instant::now());
         let mut closing = false;
         for op in ops {
             closing |= matches!(op, Op::Flush { close: true, .. });
@@ -342,10 +385,29 @@ fn write_loop(
     }
 }
 
-fn apply_all(conn: &mut Connection, ops: &[Op]) -> Result<(), WriteError> {
+/// Takes what is waiting, up to [`MAX_OPS`] in all.
+fn drain(rx: &mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
+    while ops.len() < MAX_OPS {
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+}
+
+fn apply_all(conn: &mut Connection, ops: &[Op], counted: &[(i64, u64)]) -> Result<(), WriteError> {
     let tx = conn.transaction()?;
     for op in ops {
         apply(&tx, op)?;
+    }
+    if !counted.is_empty() {
+        let mut add = tx.prepare_cached(
+            "INSERT INTO usage (minute, requests) VALUES (?1, ?2)
+             ON CONFLICT (minute) DO UPDATE SET requests = requests + excluded.requests",
+        )?;
+        for (minute, requests) in counted {
+            add.execute(params![minute, *requests as i64])?;
+        }
     }
     Ok(tx.commit()?)
 }
@@ -407,14 +469,6 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), WriteError> {
             done(tx, *key, outcome, *attempts)
         }
         Op::BatchClosed { batch_id, state } => set_batch(tx, *batch_id, *state, None),
-        Op::Usage { minute, requests } => {
-            tx.prepare_cached(
-                "INSERT INTO usage (minute, requests) VALUES (?1, ?2)
-                 ON CONFLICT (minute) DO UPDATE SET requests = requests + excluded.requests",
-            )?
-            .execute(params![minute, i64::from(*requests)])?;
-            Ok(())
-        }
         Op::Flush { .. } => Ok(()),
     }
 }

@@ -435,7 +435,7 @@ impl Gate {
     /// Waits for the right to send one request.
     pub async fn acquire(&self, ask: Ask) -> Result<Grant, GateError> {
         let (tx, rx) = oneshot::channel();
-        {
+        let first = {
             let mut st = lock(&self.inner.state);
             let q = &mut st.queues;
             if q.closed {
@@ -446,6 +446,13 @@ impl Gate {
                 _ => {}
             }
             let waiter = Waiter { tx, paid: ask.paid };
+            // Behind others of its kind, a waiter changes nothing the grant loop waits for:
+            // it is woken only for the first, not once a request.
+            let first = if ask.counted {
+                !q.counted_waiting()
+            } else {
+                q.free.is_empty()
+            };
             let queue = match (ask.counted, ask.priority) {
                 (false, _) => &mut q.free,
                 (true, Priority::High) => &mut q.high,
@@ -456,8 +463,11 @@ impl Gate {
             } else {
                 queue.push_back(waiter);
             }
+            first
+        };
+        if first {
+            self.inner.wake.notify_one();
         }
-        self.inner.wake.notify_one();
         rx.await.unwrap_or(Err(GateError::Closed))
     }
 

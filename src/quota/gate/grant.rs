@@ -63,6 +63,7 @@ impl Grant {
         self.at = Instant::now();
         if self.counted && !self.settled {
             self.settled = true;
+            let returned = !on_time && self.inner.day.is_some();
             if on_time {
                 if let Some(usage) = &self.inner.usage {
                     usage(unix_minute());
@@ -70,8 +71,16 @@ impl Grant {
             } else if let Some(day) = &self.inner.day {
                 lock(day).remove(self.minute, 1);
             }
-            lock(&self.inner.state).control.reserved -= 1;
-            self.inner.wake.notify_one();
+            let reserved = {
+                let mut st = lock(&self.inner.state);
+                st.control.reserved -= 1;
+                st.control.reserved
+            };
+            // The grant loop waits on reservations only when the day's window is full: for
+            // the last one to settle, or for one given back.
+            if returned || (reserved == 0 && self.inner.day.is_some()) {
+                self.inner.wake.notify_one();
+            }
         }
         on_time
     }
@@ -99,6 +108,12 @@ impl Grant {
         let rtt = now.saturating_duration_since(self.at);
         let mut st = lock(&self.inner.state);
         let c = &mut st.control;
+        // What the grant loop may be waiting for: room under the concurrency limit, a probe's
+        // answer, a rate still being learned, or what a refusal or failure changes.
+        let wake = c.in_flight >= c.concurrency.limit()
+            || self.probe
+            || matches!(c.pace, Pace::Unknown(_))
+            || !matches!(signal, Signal::Answered(_));
         c.in_flight = c.in_flight.saturating_sub(1);
         let mut refusal = None;
         let exhausted = match signal {
@@ -192,7 +207,9 @@ impl Grant {
             st.queues.refuse(GateError::DayExhausted);
         }
         drop(st);
-        self.inner.wake.notify_one();
+        if wake || exhausted {
+            self.inner.wake.notify_one();
+        }
         refusal
     }
 }

@@ -198,7 +198,8 @@ fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
         .env("CASHFREE_BASE_URL", format!("{url}/verification"))
         .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
         .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
-        .env("BULKVERIFY_LEDGER_DIR", "")
+        // The account's ledger and shared schedule, as a user's run keeps them.
+        .env("BULKVERIFY_LEDGER_DIR", dir.join("ledger"))
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

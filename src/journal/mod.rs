@@ -12,6 +12,7 @@
 //! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
 //! written) and `state` (the lifecycles, their stored words and the moves allowed).
 
+mod fields;
 mod lock;
 mod plan;
 mod reader;

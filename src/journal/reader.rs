@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::schema::DB_FILE;
-use super::{BatchState, Journal, JournalError, OtpPhase, RowState, sql_error};
+use super::state::sql_list;
+use super::{BatchState, Journal, JournalError, OtpPhase, RowState, fields, sql_error};
 use crate::outcome::{RowKey, Status};
 
 /// What the journal keeps of a row's OTP request between the two steps: never the OTP, only
@@ -81,6 +82,9 @@ impl Journal {
     /// The check's own result fields over all rows, in the order they first appear: the
     /// columns of the output after the common ones.
     pub fn field_names(&self) -> Result<Vec<String>, JournalError> {
+        if self.meta("format")?.as_deref() == Some(fields::NUMBERED) {
+            return fields::names_in_row_order(&self.conn).map_err(|e| self.sql(e));
+        }
         let mut st = self
             .conn
             .prepare("SELECT fields FROM rows WHERE fields IS NOT NULL ORDER BY row_key")
@@ -90,8 +94,7 @@ impl Journal {
         let mut seen = std::collections::HashSet::new();
         while let Some(r) = rows.next().map_err(|e| self.sql(e))? {
             let text: String = r.get(0).map_err(|e| self.sql(e))?;
-            let fields: Vec<(String, String)> = serde_json::from_str(&text).unwrap_or_default();
-            for (name, _) in fields {
+            for (name, _) in fields::decode(&text, &[]) {
                 if seen.insert(name.clone()) {
                     names.push(name);
                 }
@@ -108,19 +111,25 @@ impl Journal {
         // takes the leader's.
         const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
                                checked_at, attempts, fields";
-        let of = |table: &str| {
+        let of = |table: &str, batch: &str| {
             OUTCOME
                 .split(", ")
-                .map(|c| format!("{table}.{c}"))
+                .map(|c| match c {
+                    "request_id" => request_id_sql(table, batch),
+                    c => format!("{table}.{c}"),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (own, leader) = (of("r"), of("s"));
+        let (own, leader) = (of("r", "rb"), of("s", "sb"));
+        let names = fields::numbered_names(&self.conn).map_err(sql)?;
         let mut st = self
             .conn
             .prepare(&format!(
                 "SELECT r.row_key, r.dup_of, {own}, {leader}
-                 FROM rows r LEFT JOIN rows s ON s.row_key = r.dup_of
+                 FROM rows r LEFT JOIN batches rb ON rb.batch_id = r.batch_id
+                      LEFT JOIN rows s ON s.row_key = r.dup_of
+                      LEFT JOIN batches sb ON sb.batch_id = s.batch_id
                  ORDER BY r.row_key"
             ))
             .map_err(sql)?;
@@ -150,9 +159,7 @@ impl Journal {
                 request_id: r.get(at + 5).map_err(sql)?,
                 checked_at: r.get(at + 6).map_err(sql)?,
                 attempts: r.get::<_, i64>(at + 7).map_err(sql)? as u32,
-                fields: fields
-                    .and_then(|f| serde_json::from_str(f).ok())
-                    .unwrap_or_default(),
+                fields: fields.map_or_else(Vec::new, |f| fields::decode(f, &names)),
             });
         }
         Ok(())
@@ -170,12 +177,13 @@ impl JournalReader {
         let mut st = self
             .conn
             .prepare_cached(&format!(
-                "SELECT r.row_key, r.state, r.status, r.request_id, r.batch_id,
+                "SELECT r.row_key, r.state, r.status, {}, r.batch_id,
                         coalesce(b.state IN ({}), 0),
                         o.handle, o.expires_at, o.phase, o.tried, o.sent
                  FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
                       LEFT JOIN otp_requests o ON o.row_key = r.row_key
                  WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
+                request_id_sql("r", "b"),
                 BatchState::open_sql()
             ))
             .map_err(sql)?;
@@ -209,4 +217,25 @@ impl JournalReader {
         .and_then(Iterator::collect)
         .map_err(sql)
     }
+}
+
+/// The request id of the row `row`, in SQL: its own, or for a row of the batch `batch` once
+/// the batch was accepted, the batch's, which its rows do not each keep a copy of.
+fn request_id_sql(row: &str, batch: &str) -> String {
+    use {BatchState as B, RowState as R};
+    let rows = sql_list([R::Running, R::Done, R::Unconfirmed].map(R::as_sql));
+    let batches = sql_list(
+        [
+            B::Uploaded,
+            B::Reconcile,
+            B::Done,
+            B::Unconfirmed,
+            B::Abandoned,
+        ]
+        .map(B::as_sql),
+    );
+    format!(
+        "coalesce({row}.request_id, CASE WHEN {row}.state IN ({rows}) \
+         AND {batch}.state IN ({batches}) THEN {batch}.request_id END)"
+    )
 }

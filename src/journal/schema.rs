@@ -4,13 +4,14 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::{Journal, JournalError, io_error, sql_error};
+use super::{Journal, JournalError, fields, io_error, sql_error};
 use crate::util::fs::create_private_file;
 
 pub(super) const DB_FILE: &str = "journal.sqlite";
 
-/// The format written to `meta`; a state of a newer format is refused, never read wrong.
-const SCHEMA_VERSION: &str = "1";
+/// The formats read, written to `meta` as the journal is made; a state of a newer format is
+/// refused, never read wrong. A journal keeps the format it was made with (`fields`).
+const FORMATS: [&str; 2] = [fields::NAMED, fields::NUMBERED];
 
 /// States are stored as text so the journal can be read with `sqlite3`: their words are in
 /// `state`. SQLite keeps this text in every state, so it stays as first written.
@@ -37,6 +38,11 @@ const TABLES: &str =
                      request_id TEXT,
                      attempts INTEGER NOT NULL DEFAULT 0,
                      created_at TEXT NOT NULL) STRICT;
+                 CREATE TABLE IF NOT EXISTS field_names (
+                     idx INTEGER PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     first_key INTEGER NOT NULL,
+                     first_pos INTEGER NOT NULL) STRICT;
                  CREATE TABLE IF NOT EXISTS usage (
                      minute INTEGER PRIMARY KEY, requests INTEGER NOT NULL) STRICT;
                  CREATE TABLE IF NOT EXISTS otp_requests (
@@ -51,8 +57,8 @@ impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {
         self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
         match self.meta("format")? {
-            None => self.set_meta("format", SCHEMA_VERSION),
-            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            None => self.set_meta("format", fields::NUMBERED),
+            Some(v) if FORMATS.contains(&v.as_str()) => Ok(()),
             Some(found) => Err(JournalError::Format {
                 dir: self.dir.display().to_string(),
                 found,

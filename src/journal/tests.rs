@@ -475,3 +475,113 @@ async fn a_state_written_by_an_earlier_version_opens_and_resumes() {
     assert_eq!(j.recover(true).unwrap(), (0, 2), "held rows released");
     assert_eq!(states(&j)[3], Planned);
 }
+
+/// Rows keep their fields by number: each row's own fields come back, names never seen in a
+/// row are not invented for it, and the columns are in the order the names first appear over
+/// the rows in key order, whichever row was answered first. A journal made before numbering
+/// (format 1) is read, and written, as it was.
+#[tokio::test]
+async fn fields_are_kept_by_number_and_named_fields_still_read() {
+    let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for format in [fields::NUMBERED, fields::NAMED] {
+        let state = dir.path().join(format);
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        if format == fields::NAMED {
+            j.set_meta("format", format).unwrap();
+        }
+        let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+        plan(
+            &mut j,
+            &keys
+                .iter()
+                .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+                .collect::<Vec<_>>(),
+        );
+        let (w, thread) = j.writer().unwrap();
+        let answer = |pairs| Outcome::new(Status::Verified).with_fields(fields(pairs));
+        // The last row is answered first, with a name the first row has too.
+        w.done(keys[2], answer(&[("z", "3"), ("b", "2")]), None);
+        w.done(keys[0], answer(&[("a", "1"), ("b", "x,\"y\"")]), None);
+        w.done(keys[1], answer(&[]), None);
+        w.close().await.unwrap();
+        thread.join();
+        // A row's fields come back by name; their order within it is the output's columns'.
+        let export: Vec<_> = export(&j)
+            .into_iter()
+            .map(|mut r| {
+                r.fields.sort();
+                r.fields
+            })
+            .collect();
+        assert_eq!(export[0], fields(&[("a", "1"), ("b", "x,\"y\"")]));
+        assert_eq!(export[1], fields(&[]));
+        assert_eq!(export[2], fields(&[("b", "2"), ("z", "3")]));
+        assert_eq!(j.field_names().unwrap(), ["a", "b", "z"], "format {format}");
+        let stored: String = j
+            .conn
+            .query_row(
+                "SELECT fields FROM rows WHERE row_key = ?1",
+                [keys[0].0 as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if format == fields::NUMBERED {
+            assert_eq!(stored, r#"[null,"x,\"y\"","1"]"#, "no name in the row");
+        } else {
+            assert_eq!(stored, r#"[["a","1"],["b","x,\"y\""]]"#);
+        }
+    }
+}
+
+/// A batch's rows read the batch's request id once it was accepted, and keep none of their
+/// own: a row sent again in a new batch has the new batch's, a row whose upload never left
+/// has none.
+#[tokio::test]
+async fn batch_rows_have_their_accepted_batch_s_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    plan(
+        &mut j,
+        &keys
+            .iter()
+            .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+            .collect::<Vec<_>>(),
+    );
+    let (w, thread) = j.writer().unwrap();
+    w.intent(keys[..2].to_vec(), Some(1), Some("up-1".into()))
+        .await
+        .unwrap();
+    w.running(keys[..2].to_vec(), Some(1), "req-1".into(), 1);
+    // The first row's answer names the batch; the second's is an error with no id of its own.
+    w.done(keys[0], Outcome::new(Status::Verified), None);
+    let failed = Outcome::new(Status::Error).with_request_id("req-1");
+    w.done(keys[1], failed, None);
+    w.batch_closed(1, BatchState::Done);
+    // The second row goes again in a batch that is accepted; the third in one whose upload
+    // is only intended.
+    w.intent(vec![keys[1]], Some(2), None).await.unwrap();
+    w.running(vec![keys[1]], Some(2), "req-2".into(), 1);
+    w.intent(vec![keys[2]], Some(3), Some("up-3".into()))
+        .await
+        .unwrap();
+    w.close().await.unwrap();
+    thread.join();
+    let ids: Vec<_> = export(&j).into_iter().map(|r| r.request_id).collect();
+    assert_eq!(ids, [Some("req-1".into()), Some("req-2".into()), None]);
+    let own: Vec<Option<String>> = j
+        .conn
+        .prepare("SELECT request_id FROM rows ORDER BY row_key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(own, [None, None, None], "no row keeps a copy");
+}

@@ -34,7 +34,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -198,8 +198,16 @@ fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
         .env("CASHFREE_BASE_URL", format!("{url}/verification"))
         .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
         .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
-        // The account's ledger and shared schedule, as a user's run keeps them.
-        .env("BULKVERIFY_LEDGER_DIR", dir.join("ledger"))
+        // The paced run keeps the account's ledger and shared schedule, as a user's does;
+        // the unpaced ones leave them out, since they pace nothing.
+        .env(
+            "BULKVERIFY_LEDGER_DIR",
+            if job == Job::Paced {
+                dir.join("ledger")
+            } else {
+                PathBuf::new()
+            },
+        )
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -320,6 +328,7 @@ fn duckdb(dir: &Path, prefix: char, rows: usize) -> anyhow::Result<Option<f64>> 
     let script = "import duckdb, sys, time\n\
         con = duckdb.connect()\n\
         con.execute('SET threads TO 2')\n\
+        con.execute('SET enable_progress_bar = false')\n\
         t = time.monotonic()\n\
         con.execute(\"COPY (SELECT i.*, r.* EXCLUDE (id) FROM read_csv(?, all_varchar=true) i \
         LEFT JOIN read_csv(?, all_varchar=true) r USING (id) ORDER BY i.id) TO ? (HEADER)\", \
@@ -337,7 +346,13 @@ fn duckdb(dir: &Path, prefix: char, rows: usize) -> anyhow::Result<Option<f64>> 
     let _ = std::fs::remove_file(&results);
     let _ = std::fs::remove_file(dir.join("duckdb.csv"));
     Ok(Some(
-        String::from_utf8_lossy(&output.stdout).trim().parse()?,
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .context("duckdb printed no time")?,
     ))
 }
 

@@ -96,14 +96,25 @@ pub fn reap(pid: libc::pid_t) -> anyhow::Result<Option<(ExitStatus, libc::rusage
 
 /// Waits for `child`, started at `started`, and reaps it with its own resource usage; kills it
 /// once it runs past `timeout` (then both are `None`).
+///
+/// `ru_maxrss` is the child's own peak, read from its `VmHWM` while it runs (to the last
+/// 10 ms): Linux carries the parent's peak into a spawned child's `ru_maxrss`, so a bench
+/// that held a large answer in memory would report it as the client's.
 pub fn wait_with_usage(
     child: &mut Child,
     started: Instant,
     timeout: Duration,
 ) -> anyhow::Result<(Option<ExitStatus>, Option<libc::rusage>)> {
     let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+    let mut peak_kib: Option<libc::c_long> = None;
     loop {
-        if let Some((status, usage)) = reap(pid)? {
+        if let Some(hwm) = high_water_kib(pid) {
+            peak_kib = Some(peak_kib.map_or(hwm, |p| p.max(hwm)));
+        }
+        if let Some((status, mut usage)) = reap(pid)? {
+            if let Some(peak) = peak_kib {
+                usage.ru_maxrss = peak;
+            }
             return Ok((Some(status), Some(usage)));
         }
         if started.elapsed() > timeout {
@@ -123,4 +134,17 @@ pub fn env_list(name: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// The peak resident set of the process `pid` so far, in KiB (`VmHWM`).
+fn high_water_kib(pid: libc::pid_t) -> Option<libc::c_long> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }

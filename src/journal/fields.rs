@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::outcome::RowKey;
 
@@ -29,7 +29,7 @@ impl FieldNames {
             .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
                 r.get(0)
             })
-            .ok();
+            .optional()?;
         let mut names = FieldNames {
             numbered: format.as_deref() == Some(NUMBERED),
             by_name: HashMap::new(),

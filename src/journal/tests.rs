@@ -25,6 +25,15 @@ fn plan(j: &mut Journal, rows: &[(RowKey, RowPlan)]) {
     planner.finish(rows.len() as u64).unwrap();
 }
 
+/// A whole first pass over `keys`, each a subject with an identifier of its own.
+fn plan_subjects(j: &mut Journal, keys: &[RowKey]) {
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
+        .collect();
+    plan(j, &rows);
+}
+
 fn export(j: &Journal) -> Vec<ExportRow> {
     let mut rows = Vec::new();
     j.export_each(|r| rows.push(r)).unwrap();
@@ -164,13 +173,7 @@ async fn recovery_reconciles_named_uploads_and_holds_unnamed_ones() {
     let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
     let token = {
         let mut j = Journal::open(&state, &ID, false).unwrap();
-        plan(
-            &mut j,
-            &keys
-                .iter()
-                .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
-                .collect::<Vec<_>>(),
-        );
+        plan_subjects(&mut j, &keys);
         let (w, thread) = j.writer().unwrap();
         w.intent(keys[..2].to_vec(), Some(1), Some("bv-t-1".into()))
             .await
@@ -496,13 +499,7 @@ async fn fields_are_kept_by_number_and_named_fields_still_read() {
             j.set_meta("format", format).unwrap();
         }
         let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
-        plan(
-            &mut j,
-            &keys
-                .iter()
-                .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
-                .collect::<Vec<_>>(),
-        );
+        plan_subjects(&mut j, &keys);
         let (w, thread) = j.writer().unwrap();
         let answer = |pairs| Outcome::new(Status::Verified).with_fields(fields(pairs));
         // The last row is answered first, with a name the first row has too.
@@ -547,13 +544,7 @@ async fn batch_rows_have_their_accepted_batch_s_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
     let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
-    plan(
-        &mut j,
-        &keys
-            .iter()
-            .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
-            .collect::<Vec<_>>(),
-    );
+    plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
     w.intent(keys[..2].to_vec(), Some(1), Some("up-1".into()))
         .await

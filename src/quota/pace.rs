@@ -292,10 +292,19 @@ fn new_run_id() -> u64 {
 impl Schedule {
     /// A schedule this run keeps to itself.
     pub fn local() -> Schedule {
-        let boot = boot_id();
+        Schedule::private(new_run_id(), boot_id())
+    }
+
+    /// A schedule of its own for the run `me` of this one. The run keeps its id: a second id
+    /// in one table would read as another run, whose turn every slot would wait a grace for.
+    fn alone(&self) -> Schedule {
+        Schedule::private(self.me, self.boot)
+    }
+
+    fn private(me: u64, boot: [u8; 16]) -> Schedule {
         Schedule {
             store: Store::Local(Mutex::new(Table::new(boot))),
-            me: new_run_id(),
+            me,
             boot,
         }
     }
@@ -509,7 +518,7 @@ impl Pacer {
         let lead = Arc::new(AtomicU64::new(0));
         let granted = Arc::new(Mutex::new(None));
         let alone = if schedule.is_shared() {
-            Arc::new(Schedule::local())
+            Arc::new(schedule.alone())
         } else {
             schedule.clone()
         };

@@ -182,3 +182,25 @@ fn a_run_that_leaves_gives_up_its_turns() {
     let alone = b.agree(10 * MS, true);
     assert_eq!((alone.period, alone.runs), (10 * MS, 1));
 }
+
+/// A period too short to share is paced on the run's own schedule, under the run's own id:
+/// with a second id there, every slot waited a grace for a turn that was nobody's.
+#[test]
+fn a_period_too_short_to_share_is_paced_without_waiting_for_turns() {
+    let period = Duration::from_micros(20);
+    let (_dir, mut a, _b) = sharing(period);
+    let started = mono_now();
+    let mut got = 0;
+    while got < 200 {
+        a.agree(period, true);
+        match a.take(Duration::ZERO) {
+            Ok(_) => got += 1,
+            Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+        }
+    }
+    let took = mono_now() - started;
+    assert!(
+        took < 200 * GRACE / 4,
+        "200 slots 20 µs apart took {took:?}"
+    );
+}

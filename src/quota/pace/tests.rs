@@ -204,3 +204,28 @@ fn a_period_too_short_to_share_is_paced_without_waiting_for_turns() {
         "200 slots 20 µs apart took {took:?}"
     );
 }
+
+/// The grant thread wakes a little after the slot it waits for: such a slot is still granted
+/// at its due time, so that the lateness does not push every later slot back. A slot asked for
+/// long after it was due (nothing was waiting) is granted when asked.
+#[test]
+fn a_slot_asked_for_a_little_late_keeps_its_time() {
+    let period = 10 * MS;
+    let late = Duration::from_micros(600);
+    let mut p = Pacer::new(Schedule::local(), period);
+    p.agree(period, true);
+    let mut got = vec![p.take(Duration::ZERO).unwrap()];
+    while got.len() < 20 {
+        match p.take(Duration::ZERO) {
+            Ok(at) => got.push(at),
+            Err(when) => std::thread::sleep(when.saturating_sub(mono_now()) + late),
+        }
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1] - w[0], period, "{got:?}");
+    }
+    std::thread::sleep(period + 5 * MS);
+    let asked = mono_now();
+    let idle = p.take(Duration::ZERO).unwrap();
+    assert!(idle >= asked, "a slot long past is not granted in the past");
+}

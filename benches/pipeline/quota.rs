@@ -29,7 +29,8 @@
 //! (`0,10,50`) and `QUOTA_CELLS` (`known,unknown,over,two,three,python`) narrow it, and
 //! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
 //! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200
-//! QUOTA_JITTER=0`. The reference row needs `pip install aiohttp aiolimiter`; without them it
+//! QUOTA_JITTER=0`. `QUOTA_SERIES=1` prints each cell's accepted requests a second to stderr,
+//! to see where a cell lost its use. The reference row needs `pip install aiohttp aiolimiter`; without them it
 //! says so and is left out.
 
 use std::cmp::Reverse;
@@ -273,6 +274,10 @@ fn sandbox_figures(
     let stats = sandbox.stats()?;
     let per_second = accepted_per_second(&stats);
     let busy = busy_period(&per_second, 0.8 * frontier * LIMIT);
+    if std::env::var_os("QUOTA_SERIES").is_some() {
+        let series: Vec<u64> = per_second.values().copied().collect();
+        eprintln!("accepted a second: {series:?}");
+    }
     let arrived = stats["requests"].as_u64().unwrap_or(0);
     let refused = stats["rate_limited"].as_u64().unwrap_or(0);
     let first = per_second.keys().next().copied().unwrap_or(0);

@@ -26,7 +26,7 @@ fn run_fixture(
 ) -> (Job, BTreeMap<String, BTreeMap<String, String>>) {
     let job = Job::new();
     job.write("bulkverify.toml", CONFIG);
-    let fixture = std::fs::read(format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let fixture = std::fs::read(package_dir().join("fixtures").join(file)).unwrap();
     job.write("in.csv", &fixture);
     let o = output(job.run(sandbox, check, JOB_ARGS));
     assert_eq!(code(&o), exit, "{}", stderr(&o));

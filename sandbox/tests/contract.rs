@@ -19,8 +19,16 @@ fn shape(v: &Value) -> Value {
     }
 }
 
+/// The package's directory as cargo gives it to the running test, since a test built in
+/// another checkout (a build cache shared between clones) holds that checkout's path; the path
+/// it was built with when run by hand.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/contract/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = package_dir().join("fixtures/contract").join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

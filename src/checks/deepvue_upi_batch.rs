@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn output_rows_match_by_key_in_any_order() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = crate::util::package_dir()
             .join("sandbox/fixtures/contract/deepvue-upi-batch-output.csv");
         let mut rows: Vec<(RowKey, Outcome)> = read_output(&path)
             .unwrap()

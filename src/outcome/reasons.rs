@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn the_readme_and_the_vocabulary_name_the_same_codes() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let path = crate::util::package_dir().join("README.md");
         let readme = std::fs::read_to_string(path).expect("the README is readable");
         let named = readme_codes(&readme);
         let mut wrong = Vec::new();

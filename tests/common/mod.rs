@@ -10,6 +10,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkverify");
+
+/// The package's directory as cargo gives it to the running test, since a test built in
+/// another checkout (a build cache shared between clones) holds that checkout's path; the path
+/// it was built with when run by hand.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
 pub const CLIENT_ID: &str = "sandbox_client";
 pub const CLIENT_SECRET: &str = "free_tier_sandbox_secret";
 pub const ATTESTR_TOKEN: &str = "sandbox_attestr_token";

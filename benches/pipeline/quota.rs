@@ -30,8 +30,8 @@
 //! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
 //! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200
 //! QUOTA_JITTER=0`. `QUOTA_SERIES=1` prints each cell's accepted requests a second to stderr,
-//! to see where a cell lost its use. The reference row needs `pip install aiohttp aiolimiter`; without them it
-//! says so and is left out.
+//! to see where a cell lost its use. The reference row needs `pip install aiohttp
+//! aiolimiter`; without them it says so and is left out.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -338,14 +338,6 @@ fn state_is_private() {
     assert_eq!(mode(&state.join(LOCK_FILE)), 0o600);
 }
 
-fn planned(j: &mut Journal, keys: &[RowKey]) {
-    let rows: Vec<_> = keys
-        .iter()
-        .map(|k| (*k, RowPlan::Subject(hash(k.0 as u8 + 1))))
-        .collect();
-    plan(j, &rows);
-}
-
 fn states(j: &Journal) -> Vec<RowState> {
     let page = j.reader().unwrap().page(None, 100).unwrap();
     page.iter().map(|r| r.state).collect()
@@ -360,7 +352,7 @@ async fn a_refused_move_stops_the_writer_and_changes_nothing() {
     let keys: Vec<_> = (0..2).map(|i| RowKey::new(0, i)).collect();
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
-        planned(&mut j, &keys);
+        plan_subjects(&mut j, &keys);
         let (w, thread) = j.writer().unwrap();
         w.intent(vec![keys[0]], None, None).await.unwrap();
         w.unconfirmed(vec![keys[0]], None, Some(1));
@@ -393,7 +385,7 @@ async fn only_a_batch_the_provider_never_took_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
     let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
-    planned(&mut j, &keys);
+    plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
     let (named, accepted) = (keys[..2].to_vec(), keys[2..].to_vec());
     w.intent(named.clone(), Some(1), Some("bv-t-1".into()))

@@ -41,12 +41,18 @@ enum Command {
     /// List the checks, the input columns each reads and the output columns each writes.
     Checks,
     /// Delete a job's state (its journal holds the providers' answers) once its output has
-    /// served its purpose; the output itself is kept.
+    /// served its purpose, the output itself kept; or, with --results, the answers the
+    /// account's results store keeps for later jobs.
     Purge(PurgeArgs),
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[command(group(
+    clap::ArgGroup::new("what")
+        .required(true)
+        .multiple(false)
+        .args(["output", "state", "results"])
+))]
 struct PurgeArgs {
     /// The job's output: its state is <output>.bulkverify.
     #[arg(short, long, value_name = "FILE")]
@@ -54,6 +60,13 @@ struct PurgeArgs {
     /// The job's state directory, when it was given with --state.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    /// The results store beside the usage ledger (BULKVERIFY_LEDGER_DIR): the answers later
+    /// jobs reuse instead of paying again.
+    #[arg(long)]
+    results: bool,
+    /// With --results: only the answers obtained longer ago than this (90d, 12h, ...).
+    #[arg(long, value_name = "AGE", requires = "results", value_parser = parse_age)]
+    older_than: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +96,10 @@ struct RunArgs {
     /// Start over: move the existing state aside (it is kept, not deleted).
     #[arg(long)]
     fresh: bool,
+    /// Send every identifier again, even those whose answer an earlier job on the account
+    /// obtained within the check's reuse_within.
+    #[arg(long)]
+    no_reuse: bool,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -146,6 +163,7 @@ pub fn main() -> ExitCode {
                     sandbox: a.sandbox,
                     resend_unconfirmed: a.resend_unconfirmed,
                     fresh: a.fresh,
+                    no_reuse: a.no_reuse,
                     progress: a.progress,
                     progress_every: Duration::from_secs(a.progress_interval.max(1)),
                     inputs: a.inputs,
@@ -171,7 +189,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn parse_age(s: &str) -> Result<Duration, String> {
+    crate::util::time::parse_age(s).ok_or_else(|| "expected an age such as 90d, 12h or 30m".into())
+}
+
 fn purge(a: PurgeArgs) -> anyhow::Result<u8> {
+    if a.results {
+        let dir = crate::ledger::default_dir(&|k| std::env::var(k).ok()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no results store: set BULKVERIFY_LEDGER_DIR, XDG_STATE_HOME or HOME to where \
+                 the jobs keep it"
+            )
+        })?;
+        let n = crate::store::ResultsStore::open(&dir)?.purge(a.older_than)?;
+        let _ = writeln!(
+            LogWriter,
+            "bulkverify: deleted {n} answers from the results store in {}",
+            dir.display()
+        );
+        return Ok(0);
+    }
     let dir = a
         .state
         .or_else(|| a.output.as_deref().map(crate::run::default_state))
@@ -232,6 +269,11 @@ fn print_checks() {
         for (f, help) in info.fields {
             out.push_str(&format!("    bv_{f:<22} {help}\n"));
         }
+        out.push_str(&format!(
+            "  reuses earlier jobs' answers: {} by default ({})\n",
+            info.reuse.within.describe(),
+            info.reuse.why
+        ));
         out.push('\n');
     }
     print!("{out}");

@@ -115,6 +115,8 @@ pub struct CheckConfig {
     pub otp_valid_secs: Option<f64>,
     /// `equal-aadhaar-otp`: the journey Equal set up for the account (or `EQUAL_JOURNEY_ID`).
     pub journey_id: Option<String>,
+    /// How long a final answer serves later jobs on the same account (`30d`; `0`: never).
+    pub reuse_within: Option<String>,
 }
 
 impl ConfigFile {

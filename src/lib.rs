@@ -17,4 +17,5 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod stats;
+pub mod store;
 pub mod util;

@@ -183,6 +183,7 @@ impl<'a> Collector<'a> {
             }),
             Cell::Count((row.attempts > 0).then_some(row.attempts)),
             Cell::Text(duplicate_of.as_deref()),
+            Cell::Text(row.reused.then_some("yes")),
         ];
         self.output.push(
             row.key.0,
@@ -240,6 +241,35 @@ impl Summary<'_> {
         }
     }
 
+    /// The summary's lines on requests sent again after a lost answer.
+    fn resends(&self, s: &mut String) {
+        let st = self.stats;
+        let resent = Stats::get(&st.resent);
+        if resent > 0 {
+            let _ = writeln!(
+                s,
+                "  resent after a lost answer (may be billed twice): {}",
+                rows_word(resent)
+            );
+        }
+        let (safe, reconciled) = (Stats::get(&st.safe_resends), Stats::get(&st.reconciled));
+        if safe > 0 {
+            let _ = writeln!(
+                s,
+                "  uploads sent again under the same name after a lost answer (never billed \
+                 twice: the provider takes a name once): {safe}"
+            );
+        }
+        if reconciled > 0 {
+            let _ = writeln!(
+                s,
+                "  rows of uploads without an answer, asked for by the upload's name instead of \
+                 held: {}",
+                rows_word(reconciled)
+            );
+        }
+    }
+
     pub fn render(&self) -> String {
         let rows: u64 = self.counts.values().sum();
         let mut s = String::new();
@@ -264,6 +294,16 @@ impl Summary<'_> {
             );
         }
         let st = self.stats;
+        let reused = Stats::get(&st.reused);
+        if reused > 0 {
+            let _ = writeln!(
+                s,
+                "  reused from earlier jobs on the account: {} ({reused} paid call{} saved; \
+                 --no-reuse sends them again)",
+                rows_word(reused),
+                if reused == 1 { "" } else { "s" }
+            );
+        }
         let _ = writeln!(
             s,
             "  calls {} · 429 answers {} · retries {} · unconfirmed {}",
@@ -272,30 +312,8 @@ impl Summary<'_> {
             Stats::get(&st.retries),
             Stats::get(&st.unconfirmed)
         );
-        let (resent, denied) = (Stats::get(&st.resent), Stats::get(&st.retries_denied));
-        if resent > 0 {
-            let _ = writeln!(
-                s,
-                "  resent after a lost answer (may be billed twice): {}",
-                rows_word(resent)
-            );
-        }
-        let (safe, reconciled) = (Stats::get(&st.safe_resends), Stats::get(&st.reconciled));
-        if safe > 0 {
-            let _ = writeln!(
-                s,
-                "  uploads sent again under the same name after a lost answer (never billed \
-                 twice: the provider takes a name once): {safe}"
-            );
-        }
-        if reconciled > 0 {
-            let _ = writeln!(
-                s,
-                "  rows of uploads without an answer, asked for by the upload's name instead of \
-                 held: {}",
-                rows_word(reconciled)
-            );
-        }
+        let denied = Stats::get(&st.retries_denied);
+        self.resends(&mut s);
         let (sent, awaiting) = (Stats::get(&st.otps_sent), Stats::get(&st.awaiting_otp));
         if sent > 0 || awaiting > 0 {
             let _ = writeln!(
@@ -377,6 +395,7 @@ mod tests {
             checked_at: Some("2026-11-22T00:00:00Z".into()),
             attempts: 0,
             fields: Vec::new(),
+            reused: false,
         }
     }
 
@@ -384,6 +403,7 @@ mod tests {
     fn states_become_definite_outcomes() {
         let mut dup = row(4, RowState::Done, Some(Status::Verified));
         dup.duplicate_of = Some(RowKey(0));
+        dup.reused = true;
         let mut verified = row(0, RowState::Done, Some(Status::Verified));
         verified.fields = vec![("status".into(), "x".into()), ("name".into(), "A".into())];
         verified.attempts = 2;
@@ -409,11 +429,11 @@ mod tests {
         assert_eq!(
             lines[0],
             "id,bv_status,bv_reason,bv_message,bv_provider_status,bv_request_id,\
-             bv_checked_at,bv_attempts,bv_duplicate_of,bv_source_status,bv_name"
+             bv_checked_at,bv_attempts,bv_duplicate_of,bv_reused,bv_source_status,bv_name"
         );
-        assert_eq!(lines[1], "a,verified,,,,,2026-11-22T00:00:00Z,2,,x,A");
+        assert_eq!(lines[1], "a,verified,,,,,2026-11-22T00:00:00Z,2,,,x,A");
         assert!(lines[2].starts_with("b,pending,not_sent,"), "{}", lines[2]);
-        assert!(lines[2].ends_with(",,,,,"), "never checked: {}", lines[2]);
+        assert!(lines[2].ends_with(",,,,,,"), "never checked: {}", lines[2]);
         assert!(
             lines[3].starts_with("c,pending,still_processing,"),
             "{}",
@@ -424,7 +444,7 @@ mod tests {
             "{}",
             lines[4]
         );
-        assert_eq!(lines[5], "e,verified,,,,,2026-11-22T00:00:00Z,,row 1,,");
+        assert_eq!(lines[5], "e,verified,,,,,2026-11-22T00:00:00Z,,row 1,yes,,");
         assert_eq!(tally.counts[&Status::Verified], 2);
         assert_eq!(tally.counts[&Status::Pending], 2);
         assert_eq!(tally.counts[&Status::Error], 1);

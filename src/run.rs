@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::checks::{CheckInfo, CheckName, Pipeline, validate_sections};
+use crate::checks::{CheckInfo, CheckName, Pipeline, ReuseWithin, validate_sections};
 use crate::config::{ConfigFile, ProviderSettings};
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
@@ -22,6 +22,7 @@ use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
 use crate::report::{Collector, Summary};
 use crate::stats::Stats;
+use crate::store::{JobStore, StoreSide};
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub sandbox: bool,
     pub resend_unconfirmed: bool,
     pub fresh: bool,
+    /// Send every identifier again, whatever earlier jobs on the account obtained.
+    pub no_reuse: bool,
     pub progress: ProgressMode,
     pub progress_every: Duration,
     pub inputs: Vec<PathBuf>,
@@ -90,20 +93,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     } else {
         info.build(&config, &|k| std::env::var(k).ok())?
     };
+    let reuse_within = info.reuse_within(&config, opts.no_reuse)?;
     let (inputs, maps) = open_inputs(&opts, info, &config)?;
     let (output, state_dir) = paths(&opts)?;
 
     // Resolved before anything is opened, so that a missing credential stops the run first.
-    let live = if opts.sandbox {
-        None
-    } else {
-        Some(ProviderSettings::resolve(
-            info.provider,
-            &config,
-            &|k| std::env::var(k).ok(),
-            None,
-        )?)
-    };
+    let env = |k: &str| std::env::var(k).ok();
+    let live = (!opts.sandbox)
+        .then(|| ProviderSettings::resolve(info.provider, &config, &env, None))
+        .transpose()?;
     let environment = live
         .as_ref()
         .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string());
@@ -112,6 +110,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let (inputs, maps) = (Arc::new(inputs), Arc::new(maps));
     let job = Job {
         state_dir: state_dir.clone(),
+        store: store_side(live.as_ref(), reuse_within),
         info,
         environment,
         fresh: opts.fresh,
@@ -129,6 +128,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         used,
         token,
         ident_scope,
+        store,
     } = tokio::task::spawn_blocking(move || prepare(job)).await??;
     tracing::info!(
         "read the inputs and the state in {:.2} s",
@@ -180,7 +180,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
 
     progress.phase(Phase::Writing);
     let (ins, out) = (inputs.clone(), output.clone());
-    let tally = tokio::task::spawn_blocking(move || write_output(journal, &ins, &out)).await??;
+    let tally =
+        tokio::task::spawn_blocking(move || write_output(journal, store, &ins, &out)).await??;
     progress.finish().await;
 
     let summary = Summary {
@@ -195,6 +196,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     };
     eprint!("{}", summary.render());
     Ok(summary.exit_code())
+}
+
+/// Where a live run finds the account's results store, and which answers it reuses. Live
+/// runs only, like the ledger: a rehearsal's answers are the sandbox's.
+fn store_side(live: Option<&ProviderSettings>, reuse: ReuseWithin) -> Option<StoreSide> {
+    let settings = live?;
+    Some(StoreSide {
+        dir: crate::ledger::default_dir(&|k| std::env::var(k).ok())?,
+        account: crate::ledger::account(settings),
+        since: reuse.since(crate::util::time::unix_now()),
+    })
 }
 
 /// Opens the inputs and finds the check's columns in each; an input that holds our own result
@@ -238,15 +250,20 @@ fn paths(opts: &RunOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((output, state_dir))
 }
 
-/// Writes every row with its outcome: the journal's results beside the inputs' rows, in input
-/// order; unless the output on disk already holds every row as the journal has it (the same
-/// command again after a finished job). The journal, and with it the state's lock, lives until
-/// the output is written.
+/// Hands the results store the answers the job obtained, then writes every row with its
+/// outcome: the journal's results beside the inputs' rows, in input order; unless the output
+/// on disk already holds every row as the journal has it (the same command again after a
+/// finished job). The journal, and with it the state's lock, lives until the output is
+/// written.
 fn write_output(
     journal: Journal,
+    store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
 ) -> anyhow::Result<crate::report::Tally> {
+    if let Some(store) = store {
+        store.keep_from(&journal);
+    }
     if let Some((counts, duplicates)) = journal.output_unchanged(out)? {
         tracing::info!(
             "{} already holds every row as the state has it; left as it is",
@@ -281,6 +298,7 @@ fn write_output(
 /// What the journal work before any call needs.
 struct Job {
     state_dir: PathBuf,
+    store: Option<StoreSide>,
     info: &'static CheckInfo,
     environment: String,
     fresh: bool,
@@ -304,6 +322,8 @@ struct Prepared {
     token: String,
     /// What identifiers are hashed with.
     ident_scope: String,
+    /// The results store, when this job's hashes are its own.
+    store: Option<JobStore>,
 }
 
 /// Opens the state, checks the inputs against it, plans first-seen rows, settles what a dead
@@ -336,7 +356,9 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
         .map(|(f, m)| m.describe(f, job.info.columns))
         .collect::<Vec<_>>()
         .join(" | ");
-    let ident_scope = journal.ident_scope(job.info.name)?;
+    let store = job.store.and_then(|side| side.open(job.info));
+    let (ident_scope, shared) =
+        journal.ident_scope_for(job.info.name, store.as_ref().map(JobStore::hash_key))?;
     if journal.check_inputs(&fingerprints, &columns)? {
         let n = journal.planned_rows()?.unwrap_or(0);
         Stats::add(&job.stats.rows_read, n);
@@ -360,6 +382,10 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
              send them again (they may be billed twice)"
         );
     }
+    let store = store.filter(|_| shared);
+    if let Some(store) = &store {
+        Stats::add(&job.stats.reused, store.reuse_into(&mut journal));
+    }
     let open_batches = journal.open_batches()?;
     let work = count_work(&journal.reader()?)?
         + open_batches
@@ -367,7 +393,11 @@ fn prepare(job: Job) -> anyhow::Result<Prepared> {
             .map(|b| b.rows.len() as u64)
             .sum::<u64>();
     Stats::add(&job.stats.work_total, work);
+    if work > 0 && store.is_some() {
+        journal.set_answers_stored(false)?;
+    }
     Ok(Prepared {
+        store,
         token: journal.job_token()?,
         next_batch_id: journal.next_batch_id()?,
         used: journal.usage_since(unix_minute() - 24 * 60)?,

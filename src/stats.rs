@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Rows read so far by the planning pass.
     pub rows_read: AtomicU64,
+    /// Rows given an earlier job's answer from the results store in this run: each saved its
+    /// paid call.
+    pub reused: AtomicU64,
     /// Rows that need a call in this run.
     pub work_total: AtomicU64,
     /// Rows whose paid call (or batch upload) was sent in this run.

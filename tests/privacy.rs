@@ -4,7 +4,7 @@
 //! lines, the summary, error messages), every file of the state and of the usage ledger, and
 //! `--help`. No secret, no URL signature and no full Aadhaar number may appear anywhere; the
 //! PAN and the account number, personal data the state keeps only as the providers' answers,
-//! may not appear in what is printed.
+//! may not appear in what is printed, and no identifier appears in the results store.
 
 mod common;
 
@@ -63,7 +63,25 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
                 printed.extend_from_slice(&o.stdout);
             }
             stored.extend(files_under(&job.path("out.csv.bulkverify")));
-            stored.extend(files_under(&job.path("ledger")));
+            let ledger = files_under(&job.path("ledger"));
+            // The results store keeps answers under keyed hashes: no identifier in clear.
+            let store = ledger
+                .iter()
+                .find(|(p, _)| p.ends_with("results.sqlite"))
+                .expect("the results store was made");
+            let kept: Vec<u8> = ledger
+                .iter()
+                .filter(|(p, _)| p.to_string_lossy().contains("results.sqlite"))
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
+            assert!(!store.1.is_empty());
+            for ident in [AADHAAR, PAN, ACCOUNT, "ravi@okicici", "anita@ybl"] {
+                assert!(
+                    !contains_bytes(&kept, ident),
+                    "{ident} is in the results store"
+                );
+            }
+            stored.extend(ledger);
         }
     }
     // Refusals print what went wrong: never with the secret that was refused.

@@ -90,6 +90,12 @@ pub const INFO: CheckInfo = CheckInfo {
     ],
     settings: &["otp_valid_secs"],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Never,
+        configurable: false,
+        why: "an OTP check never reuses an answer: each verification is the holder's consent, given by the OTP of that run",
+        echoes: &[],
+    },
     make: build,
 };
 

@@ -96,6 +96,12 @@ pub const BANK_INFO: CheckInfo = CheckInfo {
     ],
     settings: &[],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Secs(7 * 86_400),
+        configurable: true,
+        why: "an account can be closed, frozen or renamed at any time; a week covers a re-sent or overlapping export",
+        echoes: &[],
+    },
     make: build_bank,
 };
 
@@ -141,6 +147,12 @@ pub const PAN_INFO: CheckInfo = CheckInfo {
     ],
     settings: &[],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Secs(30 * 86_400),
+        configurable: true,
+        why: "a PAN and its holder's name change rarely; a month covers the overlap of monthly and nightly exports",
+        echoes: &[],
+    },
     make: build_pan,
 };
 

@@ -57,6 +57,12 @@ pub const INFO: CheckInfo = CheckInfo {
     ],
     settings: &[],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Always,
+        configurable: true,
+        why: "a verification_id's final DigiLocker status does not change once the holder acted or the link expired",
+        echoes: &["reference_id"],
+    },
     make: build,
 };
 

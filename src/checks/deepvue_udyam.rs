@@ -47,6 +47,12 @@ pub const INFO: CheckInfo = CheckInfo {
     ],
     settings: &[],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Secs(30 * 86_400),
+        configurable: true,
+        why: "an Udyam registration's details change rarely (an update is filed by the enterprise); a month covers the overlap of monthly and nightly exports",
+        echoes: &["udyam_aadhaar_number"],
+    },
     make: build,
 };
 

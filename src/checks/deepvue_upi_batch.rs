@@ -51,6 +51,12 @@ pub const INFO: CheckInfo = CheckInfo {
     ],
     settings: &[],
     env: &[],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Secs(7 * 86_400),
+        configurable: true,
+        why: "a VPA can be closed or moved to another bank account at any time; a week covers a re-sent or overlapping export",
+        echoes: &[],
+    },
     make: build,
 };
 

@@ -72,6 +72,12 @@ pub const INFO: CheckInfo = CheckInfo {
         "EQUAL_JOURNEY_ID",
         "the journey Equal set up for the account (or journey_id in the config)",
     )],
+    reuse: crate::checks::Reuse {
+        within: crate::checks::ReuseWithin::Never,
+        configurable: false,
+        why: "an OTP check never reuses an answer: each verification is the holder's consent, given by the OTP of that run",
+        echoes: &[],
+    },
     make: build,
 };
 

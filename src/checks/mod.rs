@@ -145,6 +145,42 @@ impl CheckInfo {
         (self.make)(config, &section, env)
     }
 
+    /// How long this job reuses earlier answers: `[checks.<name>] reuse_within` over the
+    /// check's default, or never with `--no-reuse`.
+    pub fn reuse_within(
+        &self,
+        config: &ConfigFile,
+        no_reuse: bool,
+    ) -> Result<ReuseWithin, ConfigError> {
+        let setting = config
+            .checks
+            .get(self.name)
+            .and_then(|s| s.reuse_within.as_deref());
+        let within = match setting {
+            None => self.reuse.within,
+            Some(text) => {
+                let key = format!("[checks.{}] reuse_within", self.name);
+                let within = match text.trim() {
+                    "never" => ReuseWithin::Never,
+                    "always" => ReuseWithin::Always,
+                    t => crate::util::time::parse_age(t)
+                        .map(|d| ReuseWithin::Secs(d.as_secs()))
+                        .ok_or_else(|| {
+                            config.invalid(
+                                key.clone(),
+                                "give an age such as \"30d\", \"12h\" or \"90m\", \"always\",                                  or \"0\" to send every identifier again",
+                            )
+                        })?,
+                };
+                if !self.reuse.configurable && within.since(0).is_some() {
+                    return Err(config.invalid(key, self.reuse.why));
+                }
+                within
+            }
+        };
+        Ok(if no_reuse { ReuseWithin::Never } else { within })
+    }
+
     /// Which input header each column the check reads is found under, where the config's
     /// `[checks.<name>] columns` or `--column` say: the command line's word is the last.
     pub fn mapping(
@@ -199,7 +235,64 @@ pub struct CheckInfo {
     pub settings: &'static [&'static str],
     /// The environment variables it reads besides its provider's, with what each is for.
     pub env: &'static [(&'static str, &'static str)],
+    /// How long its final answers serve later jobs by default, and why: a decision made from
+    /// what the answer means and how fast it goes stale, which the README's table repeats.
+    pub reuse: Reuse,
     pub make: Build,
+}
+
+/// How long a check's final answers serve later jobs on the same account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReuseWithin {
+    /// Every identifier is sent again.
+    Never,
+    /// Answers younger than this many seconds are reused.
+    Secs(u64),
+    /// A final answer never changes.
+    Always,
+}
+
+impl ReuseWithin {
+    /// The oldest time (Unix seconds) an answer may have been obtained at to be reused now;
+    /// `None` when nothing is reused.
+    pub fn since(self, now: i64) -> Option<i64> {
+        match self {
+            ReuseWithin::Never | ReuseWithin::Secs(0) => None,
+            ReuseWithin::Secs(s) => Some(now.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX))),
+            ReuseWithin::Always => Some(i64::MIN),
+        }
+    }
+
+    /// As the README and `bulkverify checks` write it.
+    pub fn describe(self) -> String {
+        match self {
+            ReuseWithin::Never | ReuseWithin::Secs(0) => "never".into(),
+            ReuseWithin::Always => "always".into(),
+            ReuseWithin::Secs(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            ReuseWithin::Secs(s) if s % 3_600 == 0 => format!("{}h", s / 3_600),
+            ReuseWithin::Secs(s) => format!("{s}s"),
+        }
+    }
+}
+
+/// A check's default [`ReuseWithin`], with the reason for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse {
+    pub within: ReuseWithin,
+    /// Whether `reuse_within` may change it: never for a check whose every run is the
+    /// holder's consent.
+    pub configurable: bool,
+    pub why: &'static str,
+    /// Result fields that repeat the identifier: the store keeps them out, since it never
+    /// holds an identifier in clear, and a reused row leaves them empty (the input has it).
+    pub echoes: &'static [&'static str],
+}
+
+impl Reuse {
+    /// Whether the check's answers are worth keeping: a check that never reuses keeps none.
+    pub fn keeps(&self) -> bool {
+        self.configurable || self.within.since(0).is_some()
+    }
 }
 
 /// The columns every check writes, before its own.
@@ -226,6 +319,11 @@ pub const COMMON_FIELDS: &[(&str, &str)] = &[
     (
         "duplicate_of",
         "for a repeated identifier: the row whose outcome was copied",
+    ),
+    (
+        "reused",
+        "yes: the answer an earlier job on the account obtained at bv_checked_at, taken \
+         without a call",
     ),
 ];
 
@@ -492,170 +590,4 @@ pub trait BatchCheck: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ProviderSettings;
-    use crate::http::Answer;
-    use crate::outcome::Status;
-
-    /// What `bulkverify checks` lists is what the client reads: with only the listed variables
-    /// set, every check and its provider resolve, and no variable of the provider's prefix is
-    /// asked for that the list leaves out.
-    #[test]
-    fn every_check_lists_the_variables_it_and_its_provider_read() {
-        for name in CHECKS {
-            let info = name.info();
-            let listed: Vec<String> = info.variables().into_iter().map(|(v, _)| v).collect();
-            let asked = std::sync::Mutex::new(Vec::new());
-            let env = |k: &str| {
-                asked.lock().unwrap().push(k.to_string());
-                listed.iter().any(|v| v == k).then(|| {
-                    if k.ends_with("_BASE_URL") {
-                        "https://provider.example".to_string()
-                    } else {
-                        "set".to_string()
-                    }
-                })
-            };
-            let config = ConfigFile::default();
-            if let Err(e) = ProviderSettings::resolve(info.provider, &config, &env, None) {
-                panic!("{}: {e}", info.name);
-            }
-            if let Err(e) = info.build(&config, &env) {
-                panic!("{}: {e}", info.name);
-            }
-            let prefix = format!("{}_", info.provider.env_prefix);
-            for k in asked.lock().unwrap().iter() {
-                assert!(
-                    !k.starts_with(&prefix) || listed.contains(k),
-                    "{} reads {k}, which `bulkverify checks` does not list",
-                    info.name
-                );
-            }
-        }
-        let attestr = CheckName::named("attestr-udyam-otp")
-            .unwrap()
-            .info()
-            .variables();
-        assert_eq!(attestr[0].0, "ATTESTR_AUTH_TOKEN");
-        let equal = CheckName::named("equal-aadhaar-otp")
-            .unwrap()
-            .info()
-            .variables();
-        assert!(equal.iter().any(|(v, _)| v == "EQUAL_JOURNEY_ID"));
-    }
-
-    /// Bodies no provider should send, but a proxy, a bug or an attacker on the path might:
-    /// empty, not JSON, not UTF-8, the wrong types, nested past any parser's depth, 1 MB.
-    fn hostile_bodies() -> Vec<Vec<u8>> {
-        vec![
-            b"".to_vec(),
-            b"null".to_vec(),
-            b"[]".to_vec(),
-            b"{}".to_vec(),
-            b"\"SUCCESS\"".to_vec(),
-            b"<html>gateway</html>".to_vec(),
-            br#"{"status":5,"valid":"yes","data":[],"entries":{},"code":[1],"_id":7}"#.to_vec(),
-            br#"{"status":{"a":1},"data":{"keys":5},"result":"x","decision":3}"#.to_vec(),
-            br#"{"status":"completed","result":null,"data":"s","request_id":null}"#.to_vec(),
-            vec![0xff, 0xfe, b'{', 0x80],
-            "[".repeat(100_000).into_bytes(),
-            format!(r#"{{"status":"{}"}}"#, "A".repeat(1 << 20)).into_bytes(),
-        ]
-    }
-
-    /// A 2xx answer that makes no sense is never read as a verdict: only `error` or `pending`,
-    /// with a reason. Anything else may be a refusal, or a stop with a message.
-    fn judge(who: &str, status: u16, body: &[u8], outcome: Option<&Outcome>) {
-        let Some(o) = outcome else { return };
-        if (200..300).contains(&status) {
-            assert!(
-                matches!(o.status, Status::Error | Status::Pending),
-                "{who}: HTTP {status} {:?} read as {:?}",
-                String::from_utf8_lossy(&body[..body.len().min(80)]),
-                o.status
-            );
-        }
-        if o.status == Status::Error {
-            assert!(o.reason.as_deref().is_some_and(|r| !r.is_empty()), "{o:?}");
-        }
-    }
-
-    #[test]
-    fn hostile_answers_never_panic_nor_pass_for_verdicts() {
-        for status in [200, 202, 400, 404, 409, 422, 500] {
-            for body in hostile_bodies() {
-                let a = Answer {
-                    status: reqwest::StatusCode::from_u16(status).unwrap(),
-                    headers: reqwest::header::HeaderMap::new(),
-                    body: bytes::Bytes::from(body.clone()),
-                    attempts: 1,
-                };
-                let step = |s: Step| match s {
-                    Step::Done(o) => judge("deepvue udyam", status, &body, Some(&o)),
-                    Step::Running(id) => assert!(!id.is_empty() && status < 300),
-                    Step::Lost(_) => {}
-                };
-                if let Ok(s) = deepvue_udyam::read_submit(&a) {
-                    step(s);
-                }
-                step(deepvue_udyam::read_result(&a, "r"));
-                if let Ok(Uploaded::Refused(o)) = deepvue_upi_batch::read_upload(&a) {
-                    judge("upi upload", status, &body, Some(&o));
-                }
-                if let deepvue_upi_batch::BatchStatus::Failed(o) =
-                    deepvue_upi_batch::read_status(&a)
-                {
-                    judge("upi status", status, &body, Some(&o));
-                }
-                judge(
-                    "digilocker",
-                    status,
-                    &body,
-                    cashfree_digilocker::read_status(&a).ok().as_ref(),
-                );
-                if let Ok(Uploaded::Refused(o)) = cashfree_bulk::read_upload(&a, "x", "n") {
-                    judge("bulk upload", status, &body, Some(&o));
-                }
-                for kind in [cashfree_bulk::Kind::Bank, cashfree_bulk::Kind::Pan] {
-                    match cashfree_bulk::read_status(kind, &a, "r") {
-                        Ok(BatchStep::Done(rows)) => {
-                            for (_, o) in &rows {
-                                judge("bulk entries", status, &body, Some(o));
-                            }
-                        }
-                        Ok(BatchStep::Failed(o)) => judge("bulk status", status, &body, Some(&o)),
-                        _ => {}
-                    }
-                }
-                if let Ok(OtpSent::Done(o)) = attestr_udyam_otp::read_sent(&a) {
-                    judge("attestr otp-gen", status, &body, Some(&o));
-                }
-                let otp = |who: &str, r: Result<OtpAnswer, CallError>| {
-                    if let Ok(OtpAnswer::Done(o) | OtpAnswer::Refused(o) | OtpAnswer::Closed(o)) = r
-                    {
-                        judge(who, status, &body, Some(&o));
-                    }
-                };
-                otp("attestr otp-verify", attestr_udyam_otp::read_verified(&a));
-                otp(
-                    "equal journey",
-                    equal_aadhaar_otp::read_journey(&a, "234123412346"),
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn poll_delays_grow_and_cap() {
-        let s = PollSchedule {
-            first: Duration::from_secs(3),
-            max: Duration::from_secs(30),
-            deadline: Duration::from_secs(900),
-        };
-        assert_eq!(s.delay(0), Duration::from_secs(3));
-        assert_eq!(s.delay(1), Duration::from_millis(4500));
-        assert_eq!(s.delay(10), Duration::from_secs(30));
-        assert_eq!(s.delay(u32::MAX), Duration::from_secs(30));
-    }
-}
+mod tests;

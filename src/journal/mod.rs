@@ -8,7 +8,8 @@
 //! callers that must wait for durability (intents) wait for their commit.
 //!
 //! The parts: `schema` (tables, format, connections), `lock` (one run per state, purge),
-//! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches),
+//! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches), `reuse`
+//! (what the account's results store gives and takes),
 //! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
 //! written) and `state` (the lifecycles, their stored words and the moves allowed).
 
@@ -17,6 +18,7 @@ mod lock;
 mod plan;
 mod reader;
 mod recover;
+mod reuse;
 mod schema;
 mod sort;
 mod state;
@@ -34,6 +36,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub use plan::{Planner, RowPlan, ident_hash};
 pub use reader::{ExportRow, JournalReader, OtpRequest, RowRecord};
 pub use recover::OpenBatch;
+pub use reuse::{Answer, PAGE as REUSE_PAGE, REUSABLE};
 pub use state::{BatchState, OtpPhase, RowState};
 pub use writer::{JournalWriter, OtpChange, WriterThread};
 pub use written::OutputCounts;

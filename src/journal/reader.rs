@@ -55,6 +55,8 @@ pub struct ExportRow {
     pub checked_at: Option<String>,
     pub attempts: u32,
     pub fields: Vec<(String, String)>,
+    /// The answer came from an earlier job on the account, without a call.
+    pub reused: bool,
 }
 
 /// Reads row states page by page, so that a long read never pins the WAL.
@@ -110,7 +112,7 @@ impl Journal {
         // A row's own columns, then its leader's (only a duplicate looks one up); a duplicate
         // takes the leader's.
         const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
-                               checked_at, attempts, fields";
+                               checked_at, attempts, fields, reused";
         let of = |table: &str, batch: &str| {
             OUTCOME
                 .split(", ")
@@ -137,7 +139,7 @@ impl Journal {
         while let Some(r) = rows.next().map_err(sql)? {
             let duplicate_of = r.get::<_, Option<i64>>(1).map_err(sql)?;
             // Where the outcome's columns start: the row's own, or its leader's.
-            let at = if duplicate_of.is_some() { 11 } else { 2 };
+            let at = if duplicate_of.is_some() { 12 } else { 2 };
             let status = r
                 .get_ref(at + 1)
                 .map_err(sql)?
@@ -160,6 +162,7 @@ impl Journal {
                 checked_at: r.get(at + 6).map_err(sql)?,
                 attempts: r.get::<_, i64>(at + 7).map_err(sql)? as u32,
                 fields: fields.map_or_else(Vec::new, |f| fields::decode(f, &names)),
+                reused: r.get::<_, Option<i64>>(at + 9).map_err(sql)? == Some(1),
             });
         }
         Ok(())
@@ -221,7 +224,7 @@ impl JournalReader {
 
 /// The request id of the row `row`, in SQL: its own, or for a row of the batch `batch` once
 /// the batch was accepted, the batch's, which its rows do not each keep a copy of.
-fn request_id_sql(row: &str, batch: &str) -> String {
+pub(super) fn request_id_sql(row: &str, batch: &str) -> String {
     use {BatchState as B, RowState as R};
     let rows = sql_list([R::Running, R::Done, R::Unconfirmed].map(R::as_sql));
     let batches = sql_list(

@@ -28,7 +28,7 @@ const TABLES: &str =
                      request_id TEXT,
                      attempts INTEGER NOT NULL DEFAULT 0,
                      status TEXT, reason TEXT, message TEXT, provider_status TEXT,
-                     checked_at TEXT, fields TEXT) STRICT;
+                     checked_at TEXT, fields TEXT, reused INTEGER) STRICT;
                  -- Older journals indexed identifiers; planning sorts them instead.
                  DROP INDEX IF EXISTS rows_ident;
                  CREATE INDEX IF NOT EXISTS rows_batch ON rows(batch_id) WHERE batch_id IS NOT NULL;
@@ -56,6 +56,20 @@ const TABLES: &str =
 impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {
         self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
+        // Journals made before answers were reused lack the column.
+        let has_reused: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('rows') WHERE name = 'reused'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(|e| self.sql(e))?;
+        if !has_reused {
+            self.conn
+                .execute_batch("ALTER TABLE rows ADD COLUMN reused INTEGER")
+                .map_err(|e| self.sql(e))?;
+        }
         match self.meta("format")? {
             None => self.set_meta("format", fields::NUMBERED),
             Some(v) if FORMATS.contains(&v.as_str()) => Ok(()),

@@ -568,3 +568,80 @@ async fn batch_rows_have_their_accepted_batch_s_request_id() {
         .unwrap();
     assert_eq!(own, [None, None, None], "no row keeps a copy");
 }
+
+/// A state made beside a results store hashes with the store's key, so that the store can
+/// look its rows up; one made before, or with another store, keeps its own key and says so.
+#[test]
+fn a_state_made_with_a_store_hashes_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new");
+    let j = Journal::open(&new, &ID, false).unwrap();
+    let store = Some(("store-1", "k1"));
+    assert_eq!(
+        j.ident_scope_for("c", store).unwrap(),
+        ("c\0k1".to_string(), true)
+    );
+    drop(j);
+    let j = Journal::open(&new, &ID, false).unwrap();
+    assert!(j.ident_scope_for("c", store).unwrap().1);
+    let other = j.ident_scope_for("c", Some(("store-2", "k2"))).unwrap();
+    assert_eq!(other, ("c\0k1".to_string(), false), "another store");
+
+    let own = Journal::open(&dir.path().join("own"), &ID, false).unwrap();
+    let scope = own.ident_scope("c").unwrap();
+    assert_eq!(own.ident_scope_for("c", store).unwrap(), (scope, false));
+}
+
+/// Reused answers go to planned rows only, keep their time and say they were reused; the
+/// answers the store is given are those the job obtained itself.
+#[tokio::test]
+async fn reused_rows_keep_their_answer_and_are_not_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    plan_subjects(&mut j, &keys);
+    let (w, thread) = j.writer().unwrap();
+    w.intent(vec![keys[1]], None, None).await.unwrap();
+    w.done(
+        keys[1],
+        Outcome::new(Status::Verified).with_fields(vec![("name".into(), "B".into())]),
+        Some(1),
+    );
+    w.intent(vec![keys[3]], None, None).await.unwrap();
+    w.done(keys[3], Outcome::new(Status::Error), Some(1));
+    w.close().await.unwrap();
+    thread.join();
+
+    let unsent = j.unsent_idents(None).unwrap();
+    assert_eq!(unsent, vec![(keys[0], hash(1)), (keys[2], hash(3))]);
+    let answer = |key: RowKey| Answer {
+        key,
+        ident: hash(key.0 as u8 + 1),
+        outcome: Outcome::new(Status::NotVerified)
+            .with_request_id("jan-1")
+            .with_fields(vec![("name".into(), "A".into())]),
+        checked_at: "2026-01-05T00:00:00Z".into(),
+    };
+    assert_eq!(j.reuse(&[answer(keys[0]), answer(keys[1])]).unwrap(), 1);
+    assert_eq!(j.unsent_idents(None).unwrap(), vec![(keys[2], hash(3))]);
+    let rows = export(&j);
+    assert!(rows[0].reused && !rows[1].reused);
+    assert_eq!(rows[0].status, Some(Status::NotVerified));
+    assert_eq!(rows[0].checked_at.as_deref(), Some("2026-01-05T00:00:00Z"));
+    assert_eq!(rows[0].request_id.as_deref(), Some("jan-1"));
+    assert_eq!(rows[0].fields, vec![("name".to_string(), "A".to_string())]);
+    assert_eq!(rows[1].fields, vec![("name".to_string(), "B".to_string())]);
+
+    let given = j.obtained_answers(None).unwrap();
+    assert_eq!(
+        given.len(),
+        1,
+        "the reused row and the error stay out: {given:?}"
+    );
+    assert_eq!((given[0].key, given[0].ident), (keys[1], hash(2)));
+    assert_eq!(given[0].outcome.status, Status::Verified);
+    assert_eq!(given[0].outcome.fields, rows[1].fields);
+    assert!(!j.answers_stored().unwrap());
+    j.set_answers_stored(true).unwrap();
+    assert!(j.answers_stored().unwrap());
+}

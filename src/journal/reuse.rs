@@ -1,0 +1,186 @@
+//! What the journal gives the account's results store and takes from it: the first-seen rows
+//! still to be sent, by their identifiers' hashes, and the final answers this job obtained.
+//! A row given an earlier job's answer is done without a call and says so (`reused`).
+
+use rusqlite::params;
+
+use super::fields::{self, FieldNames};
+use super::reader::request_id_sql;
+use super::state::sql_list;
+use super::{Journal, JournalError, RowState, sql_error};
+use crate::outcome::{Outcome, RowKey, Status};
+
+/// The outcomes a later job may take instead of a call: the provider's final word. `pending`
+/// and `error` say nothing lasting about the identifier.
+pub const REUSABLE: [Status; 3] = [Status::Verified, Status::NotVerified, Status::NeedsReview];
+
+/// An answer the job obtained, or one it takes from an earlier job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub key: RowKey,
+    /// The hash of the row's identifier ([`super::ident_hash`]).
+    pub ident: [u8; 16],
+    pub outcome: Outcome,
+    /// When the provider gave it (`bv_checked_at`).
+    pub checked_at: String,
+}
+
+/// Rows of either side handed over per page.
+pub const PAGE: usize = 10_000;
+
+impl Journal {
+    /// The hash scope of a job whose identifiers the results store can look up: the check's
+    /// name and the store's key, kept with the state when the state is made, with the store's
+    /// name. Returns the scope and whether the rows are hashed under `store`'s key; a state
+    /// made before, or with another store, keeps its own key ([`Journal::ident_scope`]).
+    pub fn ident_scope_for(
+        &self,
+        check: &str,
+        store: Option<(&str, &str)>,
+    ) -> Result<(String, bool), JournalError> {
+        if let (Some((id, key)), None) = (store, self.meta("ident_key")?) {
+            let rows: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+            if rows == 0 {
+                self.set_meta("ident_key", key)?;
+                self.set_meta("ident_store", id)?;
+            }
+        }
+        let scope = self.ident_scope(check)?;
+        let shared = match (store, self.meta("ident_store")?) {
+            (Some((id, _)), Some(found)) => found == id,
+            _ => false,
+        };
+        Ok((scope, shared))
+    }
+
+    /// Up to [`PAGE`] rows above `after` that are planned and not yet sent, with their
+    /// identifiers' hashes, in key order.
+    pub fn unsent_idents(
+        &self,
+        after: Option<RowKey>,
+    ) -> Result<Vec<(RowKey, [u8; 16])>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT row_key, ident FROM rows
+                 WHERE row_key > ?1 AND state = ?2 AND ident IS NOT NULL
+                 ORDER BY row_key LIMIT ?3",
+            )
+            .map_err(|e| self.sql(e))?;
+        let after = after.map_or(-1, |k| k.0 as i64);
+        st.query_map(params![after, RowState::Planned, PAGE as i64], |r| {
+            let ident: Vec<u8> = r.get(1)?;
+            Ok((RowKey(r.get::<_, i64>(0)? as u64), hash_of(&ident)))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.sql(e))
+    }
+
+    /// Gives planned rows earlier jobs' answers, in one transaction: each is done, with the
+    /// answer's outcome and time, and marked reused. A row no longer planned is left alone.
+    /// Returns the rows that took one.
+    pub fn reuse(&mut self, answers: &[Answer]) -> Result<u64, JournalError> {
+        let sql = sql_error(&self.dir);
+        Journal::output_stale(&self.conn).map_err(sql)?;
+        let mut names = FieldNames::load(&self.conn).map_err(sql)?;
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut reused = 0;
+        for a in answers {
+            let fields = if a.outcome.fields.is_empty() {
+                None
+            } else {
+                Some(names.encode(&tx, a.key, &a.outcome.fields).map_err(sql)?)
+            };
+            let o = &a.outcome;
+            reused += tx
+                .prepare_cached(
+                    "UPDATE rows SET state = ?2, status = ?3, reason = ?4, message = ?5,
+                            provider_status = ?6, request_id = ?7, checked_at = ?8, fields = ?9,
+                            reused = 1
+                     WHERE row_key = ?1 AND state = ?10",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    a.key.0 as i64,
+                    RowState::Done,
+                    o.status.as_str(),
+                    o.reason,
+                    o.message,
+                    o.provider_status,
+                    o.request_id,
+                    a.checked_at,
+                    fields,
+                    RowState::Planned,
+                ])
+                .map_err(sql)? as u64;
+        }
+        tx.commit().map_err(sql)?;
+        Ok(reused)
+    }
+
+    /// Up to [`PAGE`] final answers above `after` that this job obtained itself (not reused,
+    /// not a duplicate's copy), in key order: what the results store keeps for later jobs.
+    pub fn obtained_answers(&self, after: Option<RowKey>) -> Result<Vec<Answer>, JournalError> {
+        let sql = sql_error(&self.dir);
+        let names = fields::numbered_names(&self.conn).map_err(sql)?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT r.row_key, r.ident, r.status, r.reason, r.message, r.provider_status,
+                        {}, r.checked_at, r.fields
+                 FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
+                 WHERE r.row_key > ?1 AND r.state = ?2 AND r.status IN ({})
+                       AND r.ident IS NOT NULL AND r.checked_at IS NOT NULL
+                       AND coalesce(r.reused, 0) = 0
+                 ORDER BY r.row_key LIMIT ?3",
+                request_id_sql("r", "b"),
+                sql_list(REUSABLE.map(Status::as_str)),
+            ))
+            .map_err(sql)?;
+        let after = after.map_or(-1, |k| k.0 as i64);
+        st.query_map(params![after, RowState::Done, PAGE as i64], |r| {
+            let ident: Vec<u8> = r.get(1)?;
+            let status: String = r.get(2)?;
+            let fields: Option<String> = r.get(8)?;
+            Ok(Answer {
+                key: RowKey(r.get::<_, i64>(0)? as u64),
+                ident: hash_of(&ident),
+                outcome: Outcome {
+                    status: Status::parse(&status).unwrap_or(Status::Error),
+                    reason: r.get(3)?,
+                    message: r.get(4)?,
+                    provider_status: r.get(5)?,
+                    request_id: r.get(6)?,
+                    fields: fields.map_or_else(Vec::new, |f| fields::decode(&f, &names)),
+                },
+                checked_at: r.get(7)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(sql)
+    }
+
+    /// Whether the answers this job obtained are all in the results store: set before a run
+    /// sends anything, cleared once the store took them, so that a run killed in between
+    /// hands them over the next time.
+    pub fn answers_stored(&self) -> Result<bool, JournalError> {
+        Ok(self.meta("answers_stored")?.as_deref() == Some("1"))
+    }
+
+    pub fn set_answers_stored(&self, stored: bool) -> Result<(), JournalError> {
+        self.set_meta("answers_stored", if stored { "1" } else { "0" })
+    }
+}
+
+/// A stored hash as the 16 bytes it was written as; a damaged one reads as zeros, which no
+/// identifier hashes to in practice and so matches nothing.
+fn hash_of(bytes: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if bytes.len() == 16 {
+        out.copy_from_slice(bytes);
+    }
+    out
+}

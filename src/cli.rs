@@ -34,6 +34,10 @@ enum Command {
     // A flag given twice takes its last value, so that an alias or wrapper can be overridden.
     #[command(args_override_self = true)]
     Run(RunArgs),
+    /// What `run` with the same arguments would send, cost and take at the quotas, from the
+    /// inputs, the job's state, the results store and the day ledger: no call is made.
+    #[command(args_override_self = true)]
+    Plan(PlanArgs),
     /// Run the built-in simulator of the providers, to rehearse a job offline.
     #[cfg(feature = "sandbox")]
     #[command(args_override_self = true)]
@@ -100,6 +104,10 @@ struct RunArgs {
     /// obtained within the check's reuse_within.
     #[arg(long)]
     no_reuse: bool,
+    /// The most paid calls this run makes (rows, for a batch check); the rows left over stay
+    /// pending for the next run. Replaces the config's max_paid_calls.
+    #[arg(long, value_name = "N")]
+    max_paid_calls: Option<u64>,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -109,6 +117,35 @@ struct RunArgs {
     /// The CSV exports to verify.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print the plan as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    fn options(self) -> RunOptions {
+        RunOptions {
+            check: self.check,
+            config: self.config,
+            output: self.output,
+            state: self.state,
+            columns: self.columns,
+            sandbox: self.sandbox,
+            resend_unconfirmed: self.resend_unconfirmed,
+            fresh: self.fresh,
+            no_reuse: self.no_reuse,
+            max_paid_calls: self.max_paid_calls,
+            progress: self.progress,
+            progress_every: Duration::from_secs(self.progress_interval.max(1)),
+            inputs: self.inputs,
+        }
+    }
 }
 
 #[cfg(feature = "sandbox")]
@@ -153,23 +190,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(a) => {
-                run(RunOptions {
-                    check: a.check,
-                    config: a.config,
-                    output: a.output,
-                    state: a.state,
-                    columns: a.columns,
-                    sandbox: a.sandbox,
-                    resend_unconfirmed: a.resend_unconfirmed,
-                    fresh: a.fresh,
-                    no_reuse: a.no_reuse,
-                    progress: a.progress,
-                    progress_every: Duration::from_secs(a.progress_interval.max(1)),
-                    inputs: a.inputs,
-                })
-                .await
-            }
+            Command::Run(a) => run(a.options()).await,
+            Command::Plan(a) => crate::forecast::plan(a.run.options(), a.json).await,
             #[cfg(feature = "sandbox")]
             Command::Sandbox(a) => bulkverify_sandbox::serve(a.port, a.config)
                 .await

@@ -4,6 +4,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod forecast;
 pub mod http;
 pub mod input;
 pub mod journal;

@@ -25,17 +25,10 @@ impl Rehearsal {
     ) -> anyhow::Result<(Rehearsal, ProviderSettings)> {
         use anyhow::Context;
         use bulkverify_sandbox::{Sandbox, SandboxConfig};
-        use std::num::NonZeroU32;
 
         let sandbox_config = SandboxConfig {
             data_dir: Some(state_dir.join("sandbox")),
             ..SandboxConfig::default()
-        };
-        let quota = |n: u64| u32::try_from(n).ok().and_then(NonZeroU32::new);
-        let quotas = crate::config::Quotas {
-            per_second: quota(sandbox_config.per_second),
-            per_minute: quota(sandbox_config.per_minute),
-            per_day: quota(sandbox_config.per_day),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -43,8 +36,35 @@ impl Rehearsal {
         let sb = Sandbox::start(sandbox_config, listener).await?;
         let base_url = sb.base_url();
         let env = move |k: &str| Rehearsal::env(&base_url, k);
-        let settings = ProviderSettings::resolve(provider, config, &env, Some(quotas))?;
+        let settings = ProviderSettings::resolve(provider, config, &env, Some(Self::quotas()))?;
         Ok((Rehearsal(sb), settings))
+    }
+
+    /// The settings a rehearsal runs under, without starting the simulator: what `plan`
+    /// counts its time with. The address is never called.
+    pub fn settings(
+        config: &ConfigFile,
+        provider: &'static ProviderDefaults,
+    ) -> anyhow::Result<ProviderSettings> {
+        let env = |k: &str| Rehearsal::env("http://127.0.0.1:9", k);
+        Ok(ProviderSettings::resolve(
+            provider,
+            config,
+            &env,
+            Some(Self::quotas()),
+        )?)
+    }
+
+    /// The simulator's own quotas, which a rehearsal paces at.
+    fn quotas() -> crate::config::Quotas {
+        use std::num::NonZeroU32;
+        let defaults = bulkverify_sandbox::SandboxConfig::default();
+        let quota = |n: u64| u32::try_from(n).ok().and_then(NonZeroU32::new);
+        crate::config::Quotas {
+            per_second: quota(defaults.per_second),
+            per_minute: quota(defaults.per_minute),
+            per_day: quota(defaults.per_day),
+        }
     }
 
     /// The environment a job on the built-in sandbox sees: every provider's base URL on it and
@@ -84,6 +104,17 @@ impl Rehearsal {
         anyhow::bail!(
             "this bulkverify was built without the sandbox (--no-default-features); run the job \
              against the provider, or use a build with the default features to rehearse it"
+        )
+    }
+
+    /// Refuses, as `start` does.
+    pub fn settings(
+        _config: &ConfigFile,
+        _provider: &'static ProviderDefaults,
+    ) -> anyhow::Result<ProviderSettings> {
+        anyhow::bail!(
+            "this bulkverify was built without the sandbox (--no-default-features); plan the job \
+             against the provider's settings, or use a build with the default features"
         )
     }
 

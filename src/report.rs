@@ -241,6 +241,33 @@ impl Summary<'_> {
         }
     }
 
+    /// The summary's line on the paid calls made, and on the cap when the run has one.
+    fn spending(&self, s: &mut String) {
+        let st = self.stats;
+        let paid = Stats::get(&st.paid);
+        let cap = *lock(&st.max_paid_calls);
+        let Some(cap) = cap else {
+            if paid > 0 {
+                let _ = writeln!(s, "  paid calls made in this run: {paid}");
+            }
+            return;
+        };
+        let capped = Stats::get(&st.capped);
+        let _ = writeln!(
+            s,
+            "  paid calls made in this run: {paid} of its cap of {cap}{}",
+            if capped > 0 {
+                format!(
+                    "; {} not sent (pending, paid_call_limit): the same command sends them, \
+                     up to the cap again",
+                    rows_word(capped)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+
     /// The summary's lines on requests sent again after a lost answer.
     fn resends(&self, s: &mut String) {
         let st = self.stats;
@@ -313,6 +340,7 @@ impl Summary<'_> {
             Stats::get(&st.unconfirmed)
         );
         let denied = Stats::get(&st.retries_denied);
+        self.spending(&mut s);
         self.resends(&mut s);
         let (sent, awaiting) = (Stats::get(&st.otps_sent), Stats::get(&st.awaiting_otp));
         if sent > 0 || awaiting > 0 {

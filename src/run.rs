@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::checks::{CheckInfo, CheckName, Pipeline, ReuseWithin, validate_sections};
-use crate::config::{ConfigFile, ProviderSettings};
+use crate::checks::{CheckInfo, CheckName, Pipeline};
+use crate::config::ProviderSettings;
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
@@ -27,6 +27,11 @@ use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
 
+mod setup;
+
+pub(crate) use setup::Setup;
+pub use setup::default_state;
+
 /// Everything `run` was asked to do.
 pub struct RunOptions {
     pub check: CheckName,
@@ -39,6 +44,8 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Send every identifier again, whatever earlier jobs on the account obtained.
     pub no_reuse: bool,
+    /// `--max-paid-calls`: replaces the config's cap.
+    pub max_paid_calls: Option<u64>,
     pub progress: ProgressMode,
     pub progress_every: Duration,
     pub inputs: Vec<PathBuf>,
@@ -85,41 +92,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     let started = Instant::now();
     let interrupts = Arc::new(Interrupts::default());
     interrupts.listen();
-    let config = ConfigFile::load(opts.config.as_deref())?;
-    validate_sections(&config)?;
-    let info = opts.check.info();
-    let check = if opts.sandbox {
-        info.build(&config, &|k| Rehearsal::env("", k))?
-    } else {
-        info.build(&config, &|k| std::env::var(k).ok())?
-    };
-    let reuse_within = info.reuse_within(&config, opts.no_reuse)?;
-    let (inputs, maps) = open_inputs(&opts, info, &config)?;
-    let (output, state_dir) = paths(&opts)?;
-
-    // Resolved before anything is opened, so that a missing credential stops the run first.
-    let env = |k: &str| std::env::var(k).ok();
-    let live = (!opts.sandbox)
-        .then(|| ProviderSettings::resolve(info.provider, &config, &env, None))
-        .transpose()?;
-    let environment = live
-        .as_ref()
-        .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string());
+    let setup = Setup::of(&opts)?;
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
-    let (inputs, maps) = (Arc::new(inputs), Arc::new(maps));
-    let job = Job {
-        state_dir: state_dir.clone(),
-        store: store_side(live.as_ref(), reuse_within),
+    let job = setup.job(
+        setup.state_dir.clone(),
+        opts.fresh,
+        opts.resend_unconfirmed,
+        stats.clone(),
+    );
+    let Setup {
+        config,
         info,
-        environment,
-        fresh: opts.fresh,
-        resend_unconfirmed: opts.resend_unconfirmed,
-        inputs: inputs.clone(),
-        maps: maps.clone(),
-        subject: check.clone(),
-        stats: stats.clone(),
-    };
+        check,
+        spending,
+        inputs,
+        maps,
+        output,
+        state_dir,
+        live,
+        ..
+    } = setup;
     let Prepared {
         journal,
         work,
@@ -157,6 +150,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             next_batch_id,
             used,
             token,
+            max_paid_calls: spending.max_paid_calls,
             otp_at: (info.columns.iter().position(|c| c.filled_later)).unwrap_or(usize::MAX),
             ledger: (!opts.sandbox)
                 .then(|| crate::ledger::default_dir(&|k| std::env::var(k).ok()))
@@ -196,58 +190,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     };
     eprint!("{}", summary.render());
     Ok(summary.exit_code())
-}
-
-/// Where a live run finds the account's results store, and which answers it reuses. Live
-/// runs only, like the ledger: a rehearsal's answers are the sandbox's.
-fn store_side(live: Option<&ProviderSettings>, reuse: ReuseWithin) -> Option<StoreSide> {
-    let settings = live?;
-    Some(StoreSide {
-        dir: crate::ledger::default_dir(&|k| std::env::var(k).ok())?,
-        account: crate::ledger::account(settings),
-        since: reuse.since(crate::util::time::unix_now()),
-    })
-}
-
-/// Opens the inputs and finds the check's columns in each; an input that holds our own result
-/// columns is an earlier output, not an export.
-fn open_inputs(
-    opts: &RunOptions,
-    info: &'static CheckInfo,
-    config: &ConfigFile,
-) -> anyhow::Result<(Vec<InputFile>, Vec<ColumnMap>)> {
-    let mapping = info.mapping(config, &opts.columns)?;
-    let inputs = InputFile::open_all(&opts.inputs)?;
-    let maps = inputs
-        .iter()
-        .map(|f| ColumnMap::resolve(f, info.columns, &mapping))
-        .collect::<Result<Vec<_>, _>>()?;
-    for f in &inputs {
-        if let Some(h) = f.headers.iter().find(|h| h.starts_with("bv_")) {
-            bail!(
-                "{}: the column {h:?} uses the bv_ prefix under which bulkverify writes its \
-                 results; rename it (or give the original export, not an earlier output)",
-                f.display()
-            );
-        }
-    }
-    Ok((inputs, maps))
-}
-
-/// The output file and the state directory, checked not to overwrite an input.
-fn paths(opts: &RunOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let output = match &opts.output {
-        Some(o) => o.clone(),
-        None => default_output(&opts.inputs[0]),
-    };
-    if opts.inputs.iter().any(|i| same_file(i, &output)) {
-        bail!(
-            "the output {} is one of the inputs; choose another with -o",
-            output.display()
-        );
-    }
-    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
-    Ok((output, state_dir))
 }
 
 /// Hands the results store the answers the job obtained, then writes every row with its
@@ -296,7 +238,7 @@ fn write_output(
 }
 
 /// What the journal work before any call needs.
-struct Job {
+pub(crate) struct Job {
     state_dir: PathBuf,
     store: Option<StoreSide>,
     info: &'static CheckInfo,
@@ -310,25 +252,25 @@ struct Job {
 }
 
 /// The journal, ready for dispatch, and what it says.
-struct Prepared {
-    journal: Journal,
+pub(crate) struct Prepared {
+    pub journal: Journal,
     /// Rows that need a call in this run.
-    work: u64,
-    open_batches: Vec<OpenBatch>,
-    next_batch_id: i64,
+    pub work: u64,
+    pub open_batches: Vec<OpenBatch>,
+    pub next_batch_id: i64,
     /// Requests sent in the last 24 hours, per Unix minute.
-    used: Vec<(i64, u64)>,
+    pub used: Vec<(i64, u64)>,
     /// The job's token, for the names of its uploads.
-    token: String,
+    pub token: String,
     /// What identifiers are hashed with.
-    ident_scope: String,
+    pub ident_scope: String,
     /// The results store, when this job's hashes are its own.
-    store: Option<JobStore>,
+    pub store: Option<JobStore>,
 }
 
 /// Opens the state, checks the inputs against it, plans first-seen rows, settles what a dead
 /// run left in flight and counts the work: file and SQLite work, kept off the async runtime.
-fn prepare(job: Job) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
     let mut journal = Journal::open(
         &job.state_dir,
         &Identity {
@@ -421,6 +363,7 @@ struct Dispatch<'a> {
     next_batch_id: i64,
     used: Vec<(i64, u64)>,
     token: String,
+    max_paid_calls: Option<u64>,
     /// A two-step check's OTP among a subject's values.
     otp_at: usize,
     /// The usage ledger shared by the jobs on one account (live runs only).
@@ -472,6 +415,7 @@ async fn dispatch(
         d.stats,
         stop,
         settings.concurrency,
+        d.max_paid_calls,
     ));
 
     interrupts.dispatching(Some(ctx.clone()));
@@ -533,7 +477,7 @@ async fn dispatch(
 /// larger of the job's own count and the shared ledger's (which holds the job's earlier runs
 /// too, when it was reachable then), and the ledger to keep following. Without a ledger, the
 /// job's own count.
-fn shared_usage(
+pub(crate) fn shared_usage(
     dir: &Path,
     account: String,
     own: Vec<(i64, u64)>,
@@ -593,43 +537,10 @@ fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
     Ok(n)
 }
 
-/// A job's state directory when `--state` is not given: beside its output.
-pub fn default_state(output: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.bulkverify", output.display()))
-}
-
-/// `exports/jan.csv` → `jan.verified.csv` in the working directory.
-fn default_output(first_input: &Path) -> PathBuf {
-    let stem = first_input
-        .file_stem()
-        .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
-    PathBuf::from(format!("{stem}.verified.csv"))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// The directory for files in transit; whatever a killed run left there is stale.
 fn prepare_scratch(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_output_is_beside_the_working_directory() {
-        assert_eq!(
-            default_output(Path::new("exports/jan.csv")),
-            PathBuf::from("jan.verified.csv")
-        );
-    }
 }

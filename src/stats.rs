@@ -10,6 +10,12 @@ pub struct Stats {
     /// Rows given an earlier job's answer from the results store in this run: each saved its
     /// paid call.
     pub reused: AtomicU64,
+    /// The run's cap on paid calls, when it has one.
+    pub max_paid_calls: std::sync::Mutex<Option<u64>>,
+    /// Paid calls counted against the cap: rows, for a batch check.
+    pub paid: AtomicU64,
+    /// Rows not sent because the cap was reached.
+    pub capped: AtomicU64,
     /// Rows that need a call in this run.
     pub work_total: AtomicU64,
     /// Rows whose paid call (or batch upload) was sent in this run.

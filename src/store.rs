@@ -121,6 +121,19 @@ impl ResultsStore {
     }
 
     /// The answers obtained at or after `since` (Unix seconds) for the identifiers of `rows`.
+    /// Whether the store holds any answer of `check` on `account` obtained since `since`: a
+    /// job's first night on a check finds none, and looks none of its rows up one by one.
+    fn holds_any(&self, account: &str, check: &str, since: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM answers
+                 WHERE account = ?1 AND check_name = ?2 AND obtained_at >= ?3)",
+                params![account, check, since],
+                |r| r.get(0),
+            )
+            .map_err(sql(&self.dir))
+    }
+
     fn lookup(
         &self,
         account: &str,
@@ -274,6 +287,14 @@ impl JobStore {
         let Some(since) = self.side.since else {
             return 0;
         };
+        match self
+            .store
+            .holds_any(&self.side.account, self.check.name, since)
+        {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => return warned(e, 0),
+        }
         let mut after = None;
         let mut reused = 0;
         loop {

@@ -62,6 +62,25 @@ fn overlapping_exports_pay_each_identifier_once() {
     for (i, n) in feb_numbers.iter().enumerate() {
         feb_input.push_str(&format!("f{i:03},{n}\n"));
     }
+    job.write("feb.csv.in.csv", &feb_input);
+    let plan = output(job.plan(
+        &sandbox,
+        "deepvue-udyam",
+        &[
+            "--config",
+            "bulkverify.toml",
+            "-o",
+            "feb.csv",
+            "feb.csv.in.csv",
+        ],
+    ));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        (&plan["reusable"], &plan["duplicates"], &plan["paid_calls"]),
+        (&50.into(), &1.into(), &10.into()),
+        "{plan:#}"
+    );
+    assert_eq!(paid(&sandbox), 50, "plan pays nothing");
     let (feb, summary) = night(&job, &sandbox, &feb_input, "feb.csv", &[]);
     assert_eq!(paid(&sandbox), 60, "60 distinct identifiers, 60 paid");
     assert!(sandbox.submissions().values().all(|&n| n == 1));

@@ -126,6 +126,10 @@ impl Digilocker {
 
 #[async_trait::async_trait]
 impl RowCheck for Digilocker {
+    fn polls(&self) -> bool {
+        false
+    }
+
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let (verification, reference) = (values[0].trim(), values[1].trim());
         let ident = if !verification.is_empty() {

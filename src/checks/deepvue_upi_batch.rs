@@ -99,6 +99,10 @@ impl UpiBatch {
 
 #[async_trait::async_trait]
 impl BatchCheck for UpiBatch {
+    fn downloads(&self) -> bool {
+        true
+    }
+
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid> {
         let vpa = validate::vpa(values[0])?;
         Ok(Subject {

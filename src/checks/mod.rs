@@ -9,6 +9,7 @@ pub mod deepvue_udyam;
 pub mod deepvue_upi_batch;
 pub mod equal_aadhaar_otp;
 pub mod flatten;
+pub mod spending;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -168,7 +169,8 @@ impl CheckInfo {
                         .ok_or_else(|| {
                             config.invalid(
                                 key.clone(),
-                                "give an age such as \"30d\", \"12h\" or \"90m\", \"always\",                                  or \"0\" to send every identifier again",
+                                "give an age such as \"30d\", \"12h\" or \"90m\", \"always\", \
+                                 or \"0\" to send every identifier again",
                             )
                         })?,
                 };
@@ -413,6 +415,12 @@ pub trait RowCheck: Send + Sync + 'static {
     async fn poll(&self, api: &Api, request_id: &str) -> Result<Step, CallError>;
 
     fn schedule(&self) -> PollSchedule;
+
+    /// Whether an accepted request is polled for its result: `plan` counts at least one poll
+    /// for each.
+    fn polls(&self) -> bool {
+        true
+    }
 }
 
 /// A two-step check's answer to step one.
@@ -566,6 +574,12 @@ pub trait BatchCheck: Send + Sync + 'static {
     fn subject(&self, values: &[&str]) -> Result<Subject, Invalid>;
 
     fn chunk_size(&self) -> usize;
+
+    /// Whether a finished batch's results come as a file to download: `plan` counts one
+    /// download for each batch.
+    fn downloads(&self) -> bool {
+        false
+    }
 
     /// Sends the paid upload, under `name` where the check names its uploads. Returns its
     /// answer and how many times it was sent.

@@ -57,6 +57,12 @@ pub async fn run<C: BatchCheck + ?Sized>(
         };
         match work {
             Some(Work::Submit { key, subject }) => {
+                // Each row takes its paid call from the cap as it joins: the last batch under
+                // the cap is as full as the cap allows.
+                if !ctx.take_paid(1) {
+                    ctx.capped(&[key]);
+                    continue;
+                }
                 chunk.push((key, subject));
                 if chunk.len() < check.chunk_size() {
                     continue;
@@ -101,7 +107,8 @@ async fn batch<C: BatchCheck + ?Sized>(
     let name = check
         .names_uploads()
         .then(|| format!("bv-{}-{batch_id}", place.token));
-    let Some((sending, intent)) = ctx.begin_paid(&keys, Some(batch_id), name.clone()).await else {
+    let Some((sending, intent)) = ctx.begin_paid(&keys, 0, Some(batch_id), name.clone()).await
+    else {
         return;
     };
     let label = name.as_deref().unwrap_or_default();

@@ -8,6 +8,7 @@ pub mod rows;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -35,6 +36,8 @@ pub struct Ctx {
     /// the calls that may have left; this bound keeps even those to the provider's
     /// concurrency in calls: that many rows, or that many batches.
     pub sending: Semaphore,
+    /// The paid calls the run may still make, under its cap.
+    allowance: Arc<Allowance>,
     fatal: Mutex<Option<String>>,
 }
 
@@ -46,7 +49,13 @@ impl Ctx {
         stats: Arc<Stats>,
         stop: Arc<Stop>,
         concurrency: usize,
+        max_paid_calls: Option<u64>,
     ) -> Ctx {
+        *lock(&stats.max_paid_calls) = max_paid_calls;
+        let allowance = Arc::new(Allowance {
+            left: max_paid_calls.map(AtomicU64::new),
+            stats: stats.clone(),
+        });
         Ctx {
             ident_scope,
             api,
@@ -54,6 +63,7 @@ impl Ctx {
             stats,
             stop,
             sending: Semaphore::new(concurrency),
+            allowance,
             fatal: Mutex::new(None),
         }
     }
@@ -82,13 +92,35 @@ impl Ctx {
         Stats::add(&self.stats.done, 1);
     }
 
-    /// Everything before a paid call queues: the stop and the day's quota are checked and a
-    /// sending permit is taken. Returns the permit and the intent the client records after its
-    /// grant; `None` when the call must not be made (the rows are settled already, or stay as
-    /// they are for the next run).
+    /// Takes `n` paid calls from the run's cap; see [`Allowance::take`].
+    pub fn take_paid(&self, n: u64) -> bool {
+        self.allowance.take(n)
+    }
+
+    /// Settles rows the cap left unsent: `pending`, and the next run sends them.
+    pub fn capped(&self, keys: &[RowKey]) {
+        let cap = lock(&self.stats.max_paid_calls).unwrap_or_default();
+        let outcome = Outcome::new(Status::Pending)
+            .with_reason(Reason::PAID_CALL_LIMIT)
+            .with_message(format!(
+                "not sent: the run reached its cap of {cap} paid calls (max_paid_calls or \
+                 max_spend); the next run continues"
+            ));
+        Stats::add(&self.stats.capped, keys.len() as u64);
+        for k in keys {
+            self.finish(*k, outcome.clone(), None);
+        }
+    }
+
+    /// Everything before a paid call queues: the stop, the day's quota and the run's cap are
+    /// checked (`share`: the paid calls it takes from the cap, 0 for a batch whose rows took
+    /// theirs as they joined it) and a sending permit is taken. Returns the permit and the
+    /// intent the client records after its grant; `None` when the call must not be made (the
+    /// rows are settled already, or stay as they are for the next run).
     pub async fn begin_paid(
         &self,
         keys: &[RowKey],
+        share: u64,
         batch: Option<i64>,
         name: Option<String>,
     ) -> Option<(SemaphorePermit<'_>, PaidIntent)> {
@@ -106,12 +138,17 @@ impl Ctx {
             }
             return None;
         }
+        if !self.take_paid(share) {
+            self.capped(keys);
+            return None;
+        }
         let permit = self.sending.acquire().await.ok()?;
         if self.stop.is_set() {
             return None;
         }
         let intent = PaidIntent {
             journal: self.journal.clone(),
+            allowance: self.allowance.clone(),
             keys: keys.to_vec(),
             batch,
             name,
@@ -235,9 +272,34 @@ impl Ctx {
     }
 }
 
+/// The paid calls a run may still make under its cap (`max_paid_calls`; `left` is `None`
+/// without one), and the count of those it took.
+struct Allowance {
+    left: Option<AtomicU64>,
+    stats: Arc<Stats>,
+}
+
+impl Allowance {
+    /// Takes `n` paid calls; `false`, and nothing taken, when fewer are left. A call takes its
+    /// share before it queues and keeps it, whatever becomes of it (the gate may refuse it
+    /// later), and a request the provider answered with a failure takes another to be sent
+    /// again: so the cap holds across retries and resends, however the provider bills them.
+    fn take(&self, n: u64) -> bool {
+        let taken = self.left.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(n))
+                .is_ok()
+        });
+        if taken {
+            Stats::add(&self.stats.paid, n);
+        }
+        taken
+    }
+}
+
 /// A paid call's rows, batch and chosen name, committed to the journal as its intent.
 pub struct PaidIntent {
     journal: JournalWriter,
+    allowance: Arc<Allowance>,
     keys: Vec<RowKey>,
     batch: Option<i64>,
     name: Option<String>,
@@ -253,6 +315,11 @@ impl Intent for PaidIntent {
                 .await
                 .map_err(|e| CallError::Fatal(e.to_string()))
         })
+    }
+
+    /// A batch takes one paid call per row again, as it took them first.
+    fn again(&self) -> bool {
+        self.allowance.take(self.keys.len() as u64)
     }
 }
 

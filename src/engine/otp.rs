@@ -19,7 +19,6 @@
 //! owner's few attempts on an OTP already known to be wrong.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -33,6 +32,7 @@ use crate::journal::{OtpChange, OtpPhase, OtpRequest};
 use crate::outcome::misrouted;
 use crate::outcome::{Outcome, Reason, RowKey, Status};
 use crate::stats::Stats;
+use crate::util::time::unix_now;
 
 /// Runs every row the feed sends. `otp_at` is the position of the OTP among a subject's values.
 pub async fn run<C: OtpCheck + ?Sized>(
@@ -62,16 +62,6 @@ async fn row<C: OtpCheck + ?Sized>(ctx: &Ctx, check: &C, otp_at: usize, work: Wo
         } => next_step(ctx, check, key, &subject, otp_at, &request).await,
         Work::Poll { key, .. } => ctx.finish(key, misrouted(), None),
     }
-}
-
-fn otp_cell(subject: &Subject, at: usize) -> &str {
-    subject.values.get(at).map_or("", |v| v.trim())
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The digest the journal keeps of an OTP tried on a request: enough to recognise it, and
@@ -116,7 +106,7 @@ async fn send_otp<C: OtpCheck + ?Sized>(
     subject: &Subject,
     cell: &str,
 ) {
-    let Some((_sending, intent)) = ctx.begin_paid(&[key], None, None).await else {
+    let Some((_sending, intent)) = ctx.begin_paid(&[key], 1, None, None).await else {
         return;
     };
     let (sent, attempts) = match check.send_otp(&ctx.api, subject, &intent).await {
@@ -150,6 +140,65 @@ async fn send_otp<C: OtpCheck + ?Sized>(
     }
 }
 
+/// What a row with an OTP request needs now, from the request and the OTP cell as it is: the
+/// decision `run` acts on and `plan` counts.
+#[derive(Debug)]
+pub enum OtpStep {
+    /// Step two was accepted: fetch its result (free).
+    Fetch,
+    /// The OTP is on its way: nothing to do.
+    Wait,
+    /// Step one (paid): no live request, and an empty cell.
+    SendOtp,
+    /// The request expired before its OTP came back.
+    Expire,
+    /// The provider closed the request: the outcome recorded then says what to do.
+    Closed,
+    /// The cell holds something that is not an OTP.
+    Malformed(crate::input::validate::Invalid),
+    /// The cell holds an OTP the provider refused, or one there before the request.
+    AlreadyTried,
+    /// Step two (paid), with the OTP and its digest.
+    Verify { otp: String, digest: String },
+}
+
+impl OtpStep {
+    /// Whether the step is a paid call.
+    pub fn paid(&self) -> bool {
+        matches!(self, OtpStep::SendOtp | OtpStep::Verify { .. })
+    }
+}
+
+/// The [`OtpStep`] of a row whose request is `request` and whose OTP cell holds `cell`, at
+/// Unix time `now`.
+pub fn otp_step(request: &OtpRequest, cell: &str, now: i64) -> OtpStep {
+    if request.phase == OtpPhase::Verifying {
+        return OtpStep::Fetch;
+    }
+    let live = request.phase == OtpPhase::Awaiting && now < request.expires_at;
+    match (cell.is_empty(), live) {
+        (true, true) => return OtpStep::Wait,
+        (true, false) => return OtpStep::SendOtp,
+        (false, false) if request.phase == OtpPhase::Awaiting => return OtpStep::Expire,
+        (false, false) => return OtpStep::Closed,
+        (false, true) => {}
+    }
+    let otp = match validate::otp(cell) {
+        Ok(otp) => otp,
+        Err(invalid) => return OtpStep::Malformed(invalid),
+    };
+    let digest = otp_digest(&request.handle, &otp);
+    if request.tried.contains(&digest) {
+        return OtpStep::AlreadyTried;
+    }
+    OtpStep::Verify { otp, digest }
+}
+
+/// What a subject's OTP cell holds, trimmed.
+pub fn otp_cell(subject: &Subject, at: usize) -> &str {
+    subject.values.get(at).map_or("", |v| v.trim())
+}
+
 /// A row with an OTP request: what it needs now.
 async fn next_step<C: OtpCheck + ?Sized>(
     ctx: &Ctx,
@@ -159,21 +208,15 @@ async fn next_step<C: OtpCheck + ?Sized>(
     otp_at: usize,
     request: &OtpRequest,
 ) {
-    if request.phase == OtpPhase::Verifying {
-        return fetch(ctx, check, key, &request.handle, subject).await;
-    }
     let cell = otp_cell(subject, otp_at);
-    let live = request.phase == OtpPhase::Awaiting && unix_now() < request.expires_at;
-    if cell.is_empty() {
-        if live {
+    match otp_step(request, cell, unix_now()) {
+        OtpStep::Fetch => fetch(ctx, check, key, &request.handle, subject).await,
+        OtpStep::Wait => {
             Stats::add(&ctx.stats.awaiting_otp, 1);
             Stats::add(&ctx.stats.done, 1);
-            return;
         }
-        return send_otp(ctx, check, key, subject, cell).await;
-    }
-    if !live {
-        if request.phase == OtpPhase::Awaiting {
+        OtpStep::SendOtp => send_otp(ctx, check, key, subject, cell).await,
+        OtpStep::Expire => {
             let outcome = Outcome::new(Status::Pending)
                 .with_reason(Reason::OTP_EXPIRED)
                 .with_message(format!(
@@ -182,32 +225,28 @@ async fn next_step<C: OtpCheck + ?Sized>(
                     rfc3339(request.expires_at)
                 ));
             record(ctx, key, OtpChange::Closed, outcome, None);
-        } else {
-            // Closed by the provider: the outcome recorded then says to clear the cell.
-            Stats::add(&ctx.stats.done, 1);
         }
-        return;
-    }
-    let otp = match validate::otp(cell) {
-        Ok(otp) => otp,
-        Err(invalid) => {
+        // Closed by the provider: the outcome recorded then says to clear the cell.
+        OtpStep::Closed => Stats::add(&ctx.stats.done, 1),
+        OtpStep::Malformed(invalid) => {
             let message = format!("{}; correct the otp cell and run again", invalid.message);
             let outcome = waiting(invalid.reason, message, request);
-            return record(ctx, key, OtpChange::Refused(None), outcome, None);
+            record(ctx, key, OtpChange::Refused(None), outcome, None);
         }
-    };
-    let digest = otp_digest(&request.handle, &otp);
-    if request.tried.contains(&digest) {
-        let outcome = waiting(
-            Reason::OTP_ALREADY_TRIED,
-            "this OTP was sent before and refused, or was in the cell before the OTP request \
-             was made: enter the OTP the owner received and run again"
-                .into(),
-            request,
-        );
-        return record(ctx, key, OtpChange::Refused(None), outcome, None);
+        OtpStep::AlreadyTried => {
+            let outcome = waiting(
+                Reason::OTP_ALREADY_TRIED,
+                "this OTP was sent before and refused, or was in the cell before the OTP \
+                 request was made: enter the OTP the owner received and run again"
+                    .into(),
+                request,
+            );
+            record(ctx, key, OtpChange::Refused(None), outcome, None);
+        }
+        OtpStep::Verify { otp, digest } => {
+            verify(ctx, check, key, subject, request, &otp, digest).await;
+        }
     }
-    verify(ctx, check, key, subject, request, &otp, digest).await;
 }
 
 /// Step two.
@@ -220,7 +259,7 @@ async fn verify<C: OtpCheck + ?Sized>(
     otp: &str,
     digest: String,
 ) {
-    let Some((_sending, intent)) = ctx.begin_paid(&[key], None, None).await else {
+    let Some((_sending, intent)) = ctx.begin_paid(&[key], 1, None, None).await else {
         return;
     };
     match check

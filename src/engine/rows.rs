@@ -92,7 +92,7 @@ async fn submit<C: RowCheck + ?Sized>(
     key: RowKey,
     subject: &Subject,
 ) -> Option<String> {
-    let (_sending, intent) = ctx.begin_paid(&[key], None, None).await?;
+    let (_sending, intent) = ctx.begin_paid(&[key], 1, None, None).await?;
     match check.submit(&ctx.api, subject, &intent).await {
         Ok((step, attempts)) => {
             Stats::add(&ctx.stats.submitted, 1);

@@ -240,8 +240,11 @@ mod tests {
         assert!(err.contains("private or local"), "{err}");
     }
 
+    /// Requests `/failing` got.
+    static FAILED: AtomicUsize = AtomicUsize::new(0);
+
     /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
-    /// 3 MiB on `/big`, and streams without end on `/endless`.
+    /// 3 MiB on `/big`, streams without end on `/endless`, and answers 503 to `/failing`.
     async fn server() -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -255,7 +258,11 @@ mod tests {
                     let n = conn.read(&mut buf).await.unwrap_or(0);
                     let request = String::from_utf8_lossy(&buf[..n]).into_owned();
                     let body = [b'x'; 100];
-                    if request.starts_with("GET /short") {
+                    if request.starts_with("POST /failing") {
+                        FAILED.fetch_add(1, Ordering::SeqCst);
+                        let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                    } else if request.starts_with("GET /short") {
                         let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
                         let _ = conn.write_all(head.as_bytes()).await;
                         let cut = if shorts.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -328,6 +335,10 @@ mod tests {
             fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
                 Box::pin(async { Ok(()) })
             }
+
+            fn again(&self) -> bool {
+                true
+            }
         }
         for (billing, paid) in [(Billing::Free, false), (Billing::Paid(&Noted), true)] {
             let url = api.url("/endless");
@@ -354,5 +365,39 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("Signature"), "{err}");
+    }
+
+    /// A paid request the provider failed (503) is sent again only while the run's cap has
+    /// room for another paid call: here one more, of the three attempts allowed.
+    #[tokio::test]
+    async fn a_failed_paid_request_is_sent_again_only_within_the_cap() {
+        struct Capped(AtomicUsize);
+        impl Intent for Capped {
+            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
+                Box::pin(async { Ok(()) })
+            }
+
+            fn again(&self) -> bool {
+                self.0.fetch_add(1, Ordering::SeqCst) == 0
+            }
+        }
+        let base = server().await;
+        let api = api(&base).await;
+        let intent = Capped(AtomicUsize::new(0));
+        let url = api.url("/failing");
+        let build = move |c: &reqwest::Client| c.post(url.clone());
+        let err = api
+            .call("t", Billing::Paid(&intent), Priority::Low, &build)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::GaveUp { reason, attempts: 2, .. } if reason.as_str() == "paid_call_limit"),
+            "{err}"
+        );
+        assert_eq!(
+            FAILED.load(Ordering::SeqCst),
+            2,
+            "sent once, and once again"
+        );
     }
 }

@@ -74,6 +74,11 @@ impl Billing<'_> {
 /// grant and before the first send.
 pub trait Intent: Send + Sync {
     fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>>;
+
+    /// Takes what sending the request again costs from the run's cap on paid calls, after an
+    /// answer that may have been billed however it failed (a 5xx, a 408); `false` when the
+    /// cap has no room for it, and the request is not sent again.
+    fn again(&self) -> bool;
 }
 
 /// Builds the HTTP request afresh for each attempt (a multipart body cannot be replayed).
@@ -377,7 +382,21 @@ impl Api {
                     Stats::add(&self.stats.rate_limited, 1);
                     place.again = first;
                 }
-                (Decision::Retry { backoff }, _) => {
+                (Decision::Retry { backoff }, result) => {
+                    if let (Billing::Paid(intent), Outcome::Answered { .. }) =
+                        (req.billing, outcome)
+                        && !intent.again()
+                    {
+                        return Err(CallError::GaveUp {
+                            label: req.label,
+                            reason: Reason::PAID_CALL_LIMIT.into(),
+                            message: format!(
+                                "{}; not sent again: the run's cap on paid calls is spent",
+                                failure_words(&result, call.download)
+                            ),
+                            attempts,
+                        });
+                    }
                     call.failures += 1;
                     if !self.stop.sleep(self.backoff.delay(backoff)).await {
                         return Err(CallError::Stopped);

@@ -41,7 +41,7 @@ pub use state::{BatchState, OtpPhase, RowState};
 pub use writer::{JournalWriter, OtpChange, WriterThread};
 pub use written::OutputCounts;
 
-use crate::util::fs::create_private_dir;
+use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::time::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,18 @@ impl Journal {
         journal.migrate()?;
         journal.check_identity(identity)?;
         Ok(journal)
+    }
+
+    /// A consistent copy of the state in `dest`, an empty private directory: what `plan` works
+    /// on, so that it changes nothing of the job's own state.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), JournalError> {
+        let path = dest.join(schema::DB_FILE);
+        // SQLite writes into an empty file it is given, which keeps this one's mode.
+        create_private_file(&path).map_err(io_error(dest))?;
+        self.conn
+            .execute("VACUUM INTO ?1", [path.to_string_lossy()])
+            .map(drop)
+            .map_err(|e| self.sql(e))
     }
 
     fn sql(&self, source: rusqlite::Error) -> JournalError {

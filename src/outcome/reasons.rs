@@ -135,6 +135,9 @@ vocabulary! {
         "The circuit breaker gave up on the provider: not sent (error), or accepted and not \
          fetched (pending).";
     NOT_SENT = "not_sent", [Pending], "The run stopped before the row was sent.";
+    PAID_CALL_LIMIT = "paid_call_limit", [Pending, Error],
+        "The run reached its cap on paid calls (max_paid_calls, max_spend): not sent \
+         (pending), or failed and not sent again (error); the next run continues.";
     UNCONFIRMED_SUBMISSION = "unconfirmed_submission", [Error],
         "A paid request may have been billed, but its answer was lost.";
     STATE_MISMATCH = "state_mismatch", [Error],

@@ -189,9 +189,24 @@ impl Job {
         progress: &str,
         args: &[&str],
     ) -> Command {
+        self.command(
+            sandbox,
+            "run",
+            check,
+            &[&["--progress", progress], args].concat(),
+        )
+    }
+
+    /// `bulkverify plan --check CHECK --json ARGS`, in the job's directory, against `sandbox`.
+    pub fn plan(&self, sandbox: &Sandbox, check: &str, args: &[&str]) -> Command {
+        self.command(sandbox, "plan", check, &[&["--json"], args].concat())
+    }
+
+    /// `bulkverify COMMAND --check CHECK ARGS` with the sandbox's environment.
+    pub fn command(&self, sandbox: &Sandbox, command: &str, check: &str, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.current_dir(self.dir.path())
-            .args(["run", "--check", check, "--progress", progress])
+            .args([command, "--check", check])
             .args(args)
             .env_remove("RUST_LOG")
             .env("BULKVERIFY_LEDGER_DIR", self.path("ledger"))

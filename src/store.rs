@@ -76,15 +76,20 @@ impl ResultsStore {
         .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
+        // An answer is a row of `results` under its scope (an account and a check), its result
+        // fields' values by number with the scope's names once: a small key, a small row,
+        // and no index beside the key, since a store of millions is written each night. The
+        // first layout (`answers`) is dropped: it held a day's answers of a development build.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-             CREATE TABLE IF NOT EXISTS answers (
-                 account TEXT NOT NULL, check_name TEXT NOT NULL, ident BLOB NOT NULL,
-                 obtained_at INTEGER NOT NULL, checked_at TEXT NOT NULL, status TEXT NOT NULL,
-                 reason TEXT, message TEXT, provider_status TEXT, request_id TEXT, fields TEXT,
-                 PRIMARY KEY (account, check_name, ident)) STRICT, WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS answers_age ON answers(obtained_at);",
+             DROP TABLE IF EXISTS answers;
+             CREATE TABLE IF NOT EXISTS scopes (
+                 scope INTEGER PRIMARY KEY, account TEXT NOT NULL, check_name TEXT NOT NULL,
+                 fields TEXT NOT NULL DEFAULT '[]', UNIQUE (account, check_name)) STRICT;
+             CREATE TABLE IF NOT EXISTS results (
+                 scope INTEGER NOT NULL, ident BLOB NOT NULL, obtained_at INTEGER NOT NULL,
+                 answer TEXT NOT NULL, PRIMARY KEY (scope, ident)) STRICT, WITHOUT ROWID;",
         )
         .map_err(sql)?;
         // Two jobs making the store at once agree on the first key written.
@@ -121,19 +126,49 @@ impl ResultsStore {
     }
 
     /// The answers obtained at or after `since` (Unix seconds) for the identifiers of `rows`.
+    /// The scope of `check` on `account` and its result fields' names, made when `make`.
+    fn scope(
+        conn: &Connection,
+        account: &str,
+        check: &str,
+        make: bool,
+    ) -> rusqlite::Result<Option<(i64, Vec<String>)>> {
+        if make {
+            conn.execute(
+                "INSERT INTO scopes (account, check_name) VALUES (?1, ?2)
+                 ON CONFLICT (account, check_name) DO NOTHING",
+                params![account, check],
+            )?;
+        }
+        conn.query_row(
+            "SELECT scope, fields FROM scopes WHERE account = ?1 AND check_name = ?2",
+            params![account, check],
+            |r| Ok((r.get(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()
+        .map(|found| {
+            found.map(|(scope, names)| (scope, serde_json::from_str(&names).unwrap_or_default()))
+        })
+    }
+
     /// Whether the store holds any answer of `check` on `account` obtained since `since`: a
     /// job's first night on a check finds none, and looks none of its rows up one by one.
     fn holds_any(&self, account: &str, check: &str, since: i64) -> Result<bool, StoreError> {
+        let sql = sql(&self.dir);
+        let Some((scope, _)) = Self::scope(&self.conn, account, check, false).map_err(sql)? else {
+            return Ok(false);
+        };
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM answers
-                 WHERE account = ?1 AND check_name = ?2 AND obtained_at >= ?3)",
-                params![account, check, since],
+                "SELECT EXISTS (SELECT 1 FROM results WHERE scope = ?1 AND obtained_at >= ?2)",
+                params![scope, since],
                 |r| r.get(0),
             )
-            .map_err(sql(&self.dir))
+            .map_err(sql)
     }
 
+    /// The answers obtained at or after `since` (Unix seconds) for the identifiers of `rows`,
+    /// looked up in the order of their hashes, as the key keeps them.
     fn lookup(
         &self,
         account: &str,
@@ -142,86 +177,72 @@ impl ResultsStore {
         rows: &[(RowKey, [u8; 16])],
     ) -> Result<Vec<Answer>, StoreError> {
         let sql = sql(&self.dir);
+        let Some((scope, names)) = Self::scope(&self.conn, account, check, false).map_err(sql)?
+        else {
+            return Ok(Vec::new());
+        };
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT status, reason, message, provider_status, request_id, checked_at, fields
-                 FROM answers
-                 WHERE account = ?1 AND check_name = ?2 AND ident = ?3 AND obtained_at >= ?4",
+                "SELECT answer FROM results WHERE scope = ?1 AND ident = ?2 AND obtained_at >= ?3",
             )
             .map_err(sql)?;
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable_by_key(|(_, ident)| *ident);
         let mut found = Vec::new();
-        for (key, ident) in rows {
-            let answer = st
-                .query_row(params![account, check, &ident[..], since], |r| {
-                    let status: String = r.get(0)?;
-                    let fields: Option<String> = r.get(6)?;
-                    Ok(Status::parse(&status)
-                        .filter(|s| crate::journal::REUSABLE.contains(s))
-                        .map(|status| Answer {
-                            key: *key,
-                            ident: *ident,
-                            outcome: Outcome {
-                                status,
-                                reason: r.get(1).ok().flatten(),
-                                message: r.get(2).ok().flatten(),
-                                provider_status: r.get(3).ok().flatten(),
-                                request_id: r.get(4).ok().flatten(),
-                                fields: fields
-                                    .and_then(|f| serde_json::from_str(&f).ok())
-                                    .unwrap_or_default(),
-                            },
-                            checked_at: r.get(5).unwrap_or_default(),
-                        }))
-                })
+        for (key, ident) in sorted {
+            let answer: Option<String> = st
+                .query_row(params![scope, &ident[..], since], |r| r.get(0))
                 .optional()
-                .map_err(sql)?
-                .flatten();
-            found.extend(answer);
+                .map_err(sql)?;
+            found.extend(answer.and_then(|a| decode(&a, &names, key, ident)));
         }
         Ok(found)
     }
 
-    /// Keeps `answers`, in one transaction; an answer older than the one kept is dropped.
-    fn keep(&mut self, account: &str, check: &str, answers: &[Answer]) -> Result<(), StoreError> {
+    /// Keeps `answers`, in one transaction, in the order of their hashes; an answer older than
+    /// the one kept is dropped.
+    fn keep(
+        &mut self,
+        account: &str,
+        check: &str,
+        answers: &mut [Answer],
+    ) -> Result<(), StoreError> {
         let sql = sql(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
+        let (scope, mut names) = Self::scope(&tx, account, check, true)
+            .map_err(sql)?
+            .unwrap_or_default();
+        let known = names.len();
+        answers.sort_unstable_by_key(|a| a.ident);
         {
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO answers (account, check_name, ident, obtained_at, checked_at,
-                         status, reason, message, provider_status, request_id, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (account, check_name, ident) DO UPDATE SET
-                         obtained_at = excluded.obtained_at, checked_at = excluded.checked_at,
-                         status = excluded.status, reason = excluded.reason,
-                         message = excluded.message, provider_status = excluded.provider_status,
-                         request_id = excluded.request_id, fields = excluded.fields
-                     WHERE excluded.obtained_at >= answers.obtained_at",
+                    "INSERT INTO results (scope, ident, obtained_at, answer) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (scope, ident) DO UPDATE SET
+                         obtained_at = excluded.obtained_at, answer = excluded.answer
+                     WHERE excluded.obtained_at >= results.obtained_at",
                 )
                 .map_err(sql)?;
-            for a in answers {
+            for a in answers.iter() {
                 let Some(obtained) = rfc3339_unix(&a.checked_at) else {
                     continue;
                 };
-                let o = &a.outcome;
-                let fields = (!o.fields.is_empty())
-                    .then(|| serde_json::to_string(&o.fields).unwrap_or_default());
                 st.execute(params![
-                    account,
-                    check,
+                    scope,
                     &a.ident[..],
                     obtained,
-                    a.checked_at,
-                    o.status.as_str(),
-                    o.reason,
-                    o.message,
-                    o.provider_status,
-                    o.request_id,
-                    fields,
+                    encode(a, &mut names)
                 ])
                 .map_err(sql)?;
             }
+        }
+        if names.len() > known {
+            tx.execute(
+                "UPDATE scopes SET fields = ?1 WHERE scope = ?2",
+                params![serde_json::to_string(&names).unwrap_or_default(), scope],
+            )
+            .map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -234,7 +255,7 @@ impl ResultsStore {
         });
         let n = self
             .conn
-            .execute("DELETE FROM answers WHERE obtained_at < ?1", [before])
+            .execute("DELETE FROM results WHERE obtained_at < ?1", [before])
             .map_err(sql(&self.dir))?;
         // Deleted answers must not stay readable in free pages.
         self.conn
@@ -339,25 +360,93 @@ impl JobStore {
         let echoes = self.check.reuse.echoes;
         let mut after = None;
         let mut kept = 0;
+        let mut batch = Vec::new();
         loop {
-            let mut page = journal.obtained_answers(after)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key);
-            for a in &mut page {
+            let page = journal.obtained_answers(after)?;
+            let last = page.last().map(|a| a.key);
+            let end = page.len() < REUSE_PAGE;
+            for mut a in page {
                 a.outcome
                     .fields
                     .retain(|(name, _)| !echoes.contains(&name.as_str()));
+                batch.push(a);
             }
-            self.store
-                .keep(&self.side.account, self.check.name, &page)?;
-            kept += page.len() as u64;
-            if page.len() < REUSE_PAGE {
-                break;
+            // Five pages a transaction, sorted by hash: fewer, closer writes.
+            if !batch.is_empty() && (end || batch.len() >= 5 * REUSE_PAGE) {
+                self.store
+                    .keep(&self.side.account, self.check.name, &mut batch)?;
+                kept += batch.len() as u64;
+                batch.clear();
+            }
+            match last {
+                Some(key) if !end => after = Some(key),
+                _ => break,
             }
         }
         journal.set_answers_stored(true)?;
         Ok(kept)
     }
+}
+
+/// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
+/// checked_at, [field values by number]]`, numbering new field names onto `names`.
+fn encode(a: &Answer, names: &mut Vec<String>) -> String {
+    let o = &a.outcome;
+    let mut values: Vec<Option<&str>> = Vec::new();
+    for (name, value) in &o.fields {
+        let at = names.iter().position(|n| n == name).unwrap_or_else(|| {
+            names.push(name.clone());
+            names.len() - 1
+        });
+        if values.len() <= at {
+            values.resize(at + 1, None);
+        }
+        values[at] = Some(value);
+    }
+    serde_json::json!([
+        o.status.as_str(),
+        o.reason,
+        o.message,
+        o.provider_status,
+        o.request_id,
+        a.checked_at,
+        values
+    ])
+    .to_string()
+}
+
+/// The answer [`encode`] kept, for row `key`; `None` for one that is not a reusable outcome.
+fn decode(text: &str, names: &[String], key: RowKey, ident: [u8; 16]) -> Option<Answer> {
+    type Kept = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        Vec<Option<String>>,
+    );
+    let (status, reason, message, provider_status, request_id, checked_at, values): Kept =
+        serde_json::from_str(text).ok()?;
+    let status = Status::parse(&status).filter(|s| crate::journal::REUSABLE.contains(s))?;
+    let fields = values
+        .into_iter()
+        .zip(names)
+        .filter_map(|(v, n)| Some((n.clone(), v?)))
+        .collect();
+    Some(Answer {
+        key,
+        ident,
+        outcome: Outcome {
+            status,
+            reason,
+            message,
+            provider_status,
+            request_id,
+            fields,
+        },
+        checked_at,
+    })
 }
 
 /// Logs why the reuse stopped; what was reused before stays.
@@ -371,5 +460,77 @@ fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
     move |source| StoreError::Sqlite {
         dir: dir.display().to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(fields: &[(&str, &str)]) -> Answer {
+        Answer {
+            key: RowKey(7),
+            ident: [3; 16],
+            outcome: Outcome {
+                status: Status::NeedsReview,
+                reason: Some("name_mismatch".into()),
+                message: None,
+                provider_status: Some("SUCCESS".into()),
+                request_id: Some("r1".into()),
+                fields: fields
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            },
+            checked_at: "2026-12-01T02:00:00Z".into(),
+        }
+    }
+
+    /// Field names are numbered once per scope, in the order they are first seen: a later
+    /// answer with other fields adds to them, and each answer reads back as it was.
+    #[test]
+    fn answers_keep_their_fields_by_number_and_read_back_whole() {
+        let mut names = Vec::new();
+        let first = answer(&[("name_at_bank", "RAVI"), ("account_exists", "true")]);
+        let second = answer(&[("account_exists", "false"), ("ifsc", "HDFC0001234")]);
+        let (a, b) = (encode(&first, &mut names), encode(&second, &mut names));
+        assert_eq!(names, ["name_at_bank", "account_exists", "ifsc"]);
+        assert!(
+            !a.contains("name_at_bank") && !b.contains("ifsc"),
+            "{a} {b}"
+        );
+        for (text, original) in [(a, first), (b, second)] {
+            let back = decode(&text, &names, RowKey(9), [5; 16]).unwrap();
+            assert_eq!((back.key, back.ident), (RowKey(9), [5; 16]));
+            assert_eq!(back.checked_at, original.checked_at);
+            let mut want = original.outcome.fields.clone();
+            let mut got = back.outcome.fields.clone();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want);
+            assert_eq!(
+                (
+                    back.outcome.status,
+                    back.outcome.reason,
+                    back.outcome.request_id
+                ),
+                (
+                    Status::NeedsReview,
+                    original.outcome.reason,
+                    original.outcome.request_id
+                )
+            );
+        }
+        let pending = encode(
+            &Answer {
+                outcome: Outcome::new(Status::Pending),
+                ..answer(&[])
+            },
+            &mut names,
+        );
+        assert!(
+            decode(&pending, &names, RowKey(1), [0; 16]).is_none(),
+            "never reused"
+        );
     }
 }

@@ -183,10 +183,22 @@ impl BatchCheck for UpiBatch {
             );
             return Ok(BatchStep::Running);
         }
+        // A file too large for memory went to the disk: it holds personal data, and lives only
+        // as long as it takes to read it.
+        let spilled = dest.exists();
         let path = dest.clone();
-        let read = tokio::task::spawn_blocking(move || read_output(&path)).await;
-        // The file holds personal data: it lives only as long as it takes to read it.
-        if let Err(e) = tokio::fs::remove_file(&dest).await {
+        let body = got.body;
+        let read = tokio::task::spawn_blocking(move || {
+            if spilled {
+                std::fs::File::open(&path)
+                    .map_err(|e| format!("cannot open the result file: {e}"))
+                    .and_then(read_output)
+            } else {
+                read_output(&body[..])
+            }
+        })
+        .await;
+        if spilled && let Err(e) = tokio::fs::remove_file(&dest).await {
             tracing::warn!("could not remove {}: {e}", dest.display());
         }
         match read {
@@ -279,11 +291,8 @@ pub fn read_status(answer: &Answer) -> BatchStatus {
 
 /// Reads a downloaded output file into outcomes by row key. Tolerates a BOM, CRLF, extra and
 /// reordered columns; needs our key column.
-pub fn read_output(path: &Path) -> Result<Vec<(Match, Outcome)>, String> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| format!("cannot open the result file: {e}"))?;
+pub fn read_output(file: impl std::io::Read) -> Result<Vec<(Match, Outcome)>, String> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     let headers = rdr
         .headers()
         .map_err(|e| format!("the result file has no readable header: {e}"))?
@@ -441,7 +450,7 @@ mod tests {
     fn output_rows_match_by_key_in_any_order() {
         let path = crate::util::package_dir()
             .join("sandbox/fixtures/contract/deepvue-upi-batch-output.csv");
-        let mut rows: Vec<(RowKey, Outcome)> = read_output(&path)
+        let mut rows: Vec<(RowKey, Outcome)> = read_output(std::fs::File::open(&path).unwrap())
             .unwrap()
             .into_iter()
             .map(|(m, o)| match m {
@@ -473,12 +482,14 @@ mod tests {
 
     #[test]
     fn a_file_without_our_key_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("o.csv");
-        std::fs::write(&p, "vpa,account_exists\r\na@b,true\r\n").unwrap();
-        assert!(read_output(&p).unwrap_err().contains(KEY_COLUMN));
-        std::fs::write(&p, "bv_row_key,account_exists\n0,true\nx,true\n").unwrap();
-        let err = read_output(&p).unwrap_err();
+        let unkeyed = "vpa,account_exists\r\na@b,true\r\n";
+        assert!(
+            read_output(unkeyed.as_bytes())
+                .unwrap_err()
+                .contains(KEY_COLUMN)
+        );
+        let err =
+            read_output("bv_row_key,account_exists\n0,true\nx,true\n".as_bytes()).unwrap_err();
         assert!(err.contains("nothing of it was merged"), "{err}");
     }
 

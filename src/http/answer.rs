@@ -65,7 +65,13 @@ pub(super) enum Failed {
 /// is kilobytes, so this only stops a body that would exhaust memory.
 const MAX_ANSWER_BYTES: u64 = 16 << 20;
 
-/// Sends and reads the answer; with `dest`, a 2xx body is streamed to that file, up to a size.
+/// The largest result file kept in memory: a batch's results are a few megabytes, and a file
+/// kept in memory is neither written to the disk nor left there holding personal data. A
+/// larger one goes to the disk as it arrives.
+pub const DOWNLOAD_IN_MEMORY: usize = 8 << 20;
+
+/// Sends and reads the answer; with `dest`, a 2xx body up to a size, in memory up to
+/// [`DOWNLOAD_IN_MEMORY`] and streamed to that file past it (the answer's body is empty then).
 pub(super) async fn receive(
     builder: reqwest::RequestBuilder,
     dest: Option<(&Path, u64)>,
@@ -82,19 +88,38 @@ pub(super) async fn receive(
             if resp.content_length().is_some_and(|n| n > max) {
                 return Err(Failed::TooLarge(max));
             }
-            let mut out = crate::util::fs::create_private_file_async(path)
-                .await
-                .map_err(Failed::Local)?;
+            // What an attempt cut short left there is not this answer's.
+            match tokio::fs::remove_file(path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Failed::Local(e));
+                }
+                _ => {}
+            }
+            let mut body = Vec::new();
+            let mut out = None;
             let mut written = 0u64;
             while let Some(bytes) = resp.chunk().await.map_err(transport)? {
                 written += bytes.len() as u64;
                 if written > max {
                     return Err(Failed::TooLarge(max));
                 }
-                out.write_all(&bytes).await.map_err(Failed::Local)?;
+                if out.is_none() && body.len() + bytes.len() > DOWNLOAD_IN_MEMORY {
+                    let mut file = crate::util::fs::create_private_file_async(path)
+                        .await
+                        .map_err(Failed::Local)?;
+                    file.write_all(&body).await.map_err(Failed::Local)?;
+                    body = Vec::new();
+                    out = Some(file);
+                }
+                match &mut out {
+                    Some(file) => file.write_all(&bytes).await.map_err(Failed::Local)?,
+                    None => body.extend_from_slice(&bytes),
+                }
             }
-            out.flush().await.map_err(Failed::Local)?;
-            Bytes::new()
+            if let Some(mut file) = out {
+                file.flush().await.map_err(Failed::Local)?;
+            }
+            Bytes::from(body)
         }
         _ => {
             if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES) {

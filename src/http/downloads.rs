@@ -18,9 +18,11 @@ use crate::quota::gate::Priority;
 use crate::secret::Secret;
 
 impl Api {
-    /// Downloads a pre-signed URL to `dest`, streamed: no credentials go with it (they would
-    /// make S3 refuse the request), and its body never sits in memory whole. A non-2xx answer
-    /// is returned with its body and nothing written. The URL must pass the download policy
+    /// Downloads a pre-signed URL: no credentials go with it (they would make S3 refuse the
+    /// request). A body up to `DOWNLOAD_IN_MEMORY` is returned in the answer and nothing is
+    /// written; a larger one is streamed to `dest` as it arrives, never whole in memory, and
+    /// the answer's body is empty (`dest` exists then, and only then). A non-2xx answer is
+    /// returned with its body and nothing written. The URL must pass the download policy
     /// (the module docs); the body is capped in size and in time, and a body cut short (fewer
     /// bytes than announced, a chunked body without its end) is a transport failure, fetched
     /// again.
@@ -244,7 +246,8 @@ mod tests {
     static FAILED: AtomicUsize = AtomicUsize::new(0);
 
     /// A server that cuts its first answer to `/short` off after 10 of 100 bytes, announces
-    /// 3 MiB on `/big`, streams without end on `/endless`, and answers 503 to `/failing`.
+    /// 3 MiB on `/big`, sends a byte more than is kept in memory on `/large`, streams without
+    /// end on `/endless`, and answers 503 to `/failing`.
     async fn server() -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -262,6 +265,12 @@ mod tests {
                         FAILED.fetch_add(1, Ordering::SeqCst);
                         let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
                         let _ = conn.write_all(head.as_bytes()).await;
+                    } else if request.starts_with("GET /large") {
+                        let large = vec![b'z'; super::super::answer::DOWNLOAD_IN_MEMORY + 1];
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", large.len());
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let _ = conn.write_all(&large).await;
                     } else if request.starts_with("GET /short") {
                         let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
                         let _ = conn.write_all(head.as_bytes()).await;
@@ -287,8 +296,13 @@ mod tests {
     }
 
     async fn api(base: &str) -> Api {
+        api_capped(base, 1).await
+    }
+
+    /// An API whose downloads are capped at `max_mb`.
+    async fn api_capped(base: &str, max_mb: u64) -> Api {
         let config = ConfigFile::parse(
-            "[providers.deepvue]\nmax_download_mb = 1\nmax_attempts = 3\n",
+            &format!("[providers.deepvue]\nmax_download_mb = {max_mb}\nmax_attempts = 3\n"),
             Path::new("t.toml"),
         )
         .unwrap();
@@ -315,7 +329,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.attempts, 2, "the cut answer was fetched again");
-        assert_eq!(std::fs::read(&dest).unwrap().len(), 100);
+        assert_eq!(got.body.len(), 100, "a small file is kept in memory");
+        assert!(!dest.exists(), "and nothing is written");
 
         for path in ["/big", "/endless"] {
             let err = api
@@ -365,6 +380,32 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("Signature"), "{err}");
+    }
+
+    /// A result file larger than what is kept in memory goes to the disk as it arrives, and
+    /// whole; a stale file from an earlier attempt is replaced, never read.
+    #[tokio::test]
+    async fn a_large_download_is_streamed_to_the_disk() {
+        let base = server().await;
+        let api = api_capped(&base, 64).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        std::fs::write(&dest, "stale").unwrap();
+        let got = api
+            .download("t", &Secret::new(format!("{base}/large")), &dest)
+            .await
+            .unwrap();
+        assert!(got.body.is_empty());
+        let file = std::fs::read(&dest).unwrap();
+        assert_eq!(file.len(), super::super::answer::DOWNLOAD_IN_MEMORY + 1);
+        assert!(file.iter().all(|&b| b == b'z'));
+        std::fs::write(&dest, "stale").unwrap();
+        let small = api
+            .download("t", &Secret::new(format!("{base}/short")), &dest)
+            .await
+            .unwrap();
+        assert_eq!(small.body.len(), 100);
+        assert!(!dest.exists(), "the stale file went");
     }
 
     /// A paid request the provider failed (503) is sent again only while the run's cap has

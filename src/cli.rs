@@ -33,7 +33,7 @@ enum Command {
     /// Verify the rows of one or more CSV exports and write them back with their outcomes.
     // A flag given twice takes its last value, so that an alias or wrapper can be overridden.
     #[command(args_override_self = true)]
-    Run(RunArgs),
+    Run(RunCommand),
     /// What `run` with the same arguments would send, cost and take at the quotas, from the
     /// inputs, the job's state, the results store and the day ledger: no call is made.
     #[command(args_override_self = true)]
@@ -120,6 +120,17 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct RunCommand {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print nothing when every row has a final outcome (exit 0), for cron, which mails what a
+    /// job prints: no progress, no log line, no summary. When the run is incomplete or fails,
+    /// everything it held back is printed at the end, with the summary or the error.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
 struct PlanArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -190,7 +201,14 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(a) => run(a.options()).await,
+            Command::Run(a) => {
+                let mut options = a.run.options();
+                if a.quiet {
+                    options.progress = ProgressMode::Off;
+                    crate::progress::hold_lines();
+                }
+                run(options).await
+            }
             Command::Plan(a) => crate::forecast::plan(a.run.options(), a.json).await,
             #[cfg(feature = "sandbox")]
             Command::Sandbox(a) => bulkverify_sandbox::serve(a.port, a.config)
@@ -205,6 +223,7 @@ pub fn main() -> ExitCode {
     });
     // Background tasks (a sandbox's connections, timers) must not hold up the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    crate::progress::release_lines(!matches!(result, Ok(0)));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => fatal(&e),

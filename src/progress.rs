@@ -6,13 +6,14 @@
 //! identifier: only counts.
 
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::stats::Stats;
+use crate::util::sync::lock;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,8 +56,35 @@ static BARS: OnceLock<MultiProgress> = OnceLock::new();
 /// Where log lines go: stderr, around the bars.
 pub struct LogWriter;
 
+/// What `run --quiet` holds back: the lines written while it holds (up to [`HELD_MAX`]),
+/// given out only when the run does not complete. Cron mails what a job prints.
+static HELD: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// The most `--quiet` holds: a run that logs more keeps its first lines, which say what went
+/// wrong first.
+const HELD_MAX: usize = 4 << 20;
+
+/// From now on, lines through [`LogWriter`] are held back, not written.
+pub fn hold_lines() {
+    *lock(&HELD) = Some(Vec::new());
+}
+
+/// Stops holding lines back, and writes the held ones when `show`.
+pub fn release_lines(show: bool) {
+    let held = lock(&HELD).take();
+    if let Some(held) = held.filter(|_| show) {
+        let _ = std::io::stderr().write_all(&held);
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(held) = lock(&HELD).as_mut() {
+            if held.len() + buf.len() <= HELD_MAX {
+                held.extend_from_slice(buf);
+            }
+            return Ok(buf.len());
+        }
         match BARS.get() {
             Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
             None => std::io::stderr().write_all(buf)?,

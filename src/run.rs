@@ -16,7 +16,7 @@ use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
 use crate::input::{ColumnMap, InputFile};
 use crate::journal::{Identity, Journal, JournalReader, OpenBatch};
-use crate::progress::{Phase, Progress, ProgressMode};
+use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
@@ -78,6 +78,7 @@ impl Interrupts {
                 // Commit what is queued (request ids above all), briefly, then go.
                 let _ = tokio::time::timeout(Duration::from_secs(2), ctx.journal.close()).await;
             }
+            crate::progress::release_lines(true);
             std::process::exit(130);
         });
     }
@@ -188,7 +189,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         output: &output.display().to_string(),
         interrupted: interrupts.interrupted.load(Ordering::Acquire),
     };
-    eprint!("{}", summary.render());
+    // Through the log's writer, which `--quiet` holds back until it knows the exit code.
+    let _ = std::io::Write::write_all(&mut LogWriter, summary.render().as_bytes());
     Ok(summary.exit_code())
 }
 

@@ -1024,3 +1024,51 @@ fn state_and_output_are_private_whatever_the_umask() {
         "the journal, its lock and the ledger were checked"
     );
 }
+
+/// `--quiet` prints nothing when every row has a final outcome, as cron wants, and everything
+/// it held back, with the summary and what to do, when the run is incomplete or fails.
+#[test]
+fn quiet_prints_nothing_on_a_complete_run_and_the_summary_on_an_incomplete_one() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", FAST);
+    job.write("in.csv", udyam_input(&udyam_numbers(3)));
+    let args = [
+        "-q",
+        "--config",
+        "bulkverify.toml",
+        "-o",
+        "out.csv",
+        "in.csv",
+    ];
+    let o = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!((stderr(&o), o.stdout.len()), (String::new(), 0));
+    assert_eq!(rows_by_id(&job).len(), 3);
+
+    job.write("more.csv", udyam_input(&udyam_numbers(6)));
+    let capped = [
+        "-q",
+        "--max-paid-calls",
+        "1",
+        "--config",
+        "bulkverify.toml",
+        "-o",
+        "more.out.csv",
+    ];
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[&capped[..], &["more.csv"]].concat(),
+    ));
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bulkverify deepvue-udyam: 6 rows") && err.contains("incomplete:"),
+        "{err}"
+    );
+
+    let o = output(job.run(&sandbox, "deepvue-udyam", &["-q", "missing.csv"]));
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("missing.csv"), "{}", stderr(&o));
+}

@@ -125,7 +125,7 @@ fn forecast(
     let copy = scratch.path().join("state");
     create_private_dir(&copy).with_context(|| format!("cannot create {}", copy.display()))?;
     let environment = setup.environment();
-    if !opts.fresh && setup.state_dir.join("journal.sqlite").is_file() {
+    if !opts.fresh && Journal::exists(&setup.state_dir) {
         let identity = Identity {
             check: setup.info.name,
             environment: &environment,

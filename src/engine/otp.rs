@@ -334,6 +334,55 @@ fn settle(
 mod tests {
     use super::*;
 
+    fn request(phase: OtpPhase, expires_at: i64, tried: &[&str]) -> OtpRequest {
+        OtpRequest {
+            handle: "h".into(),
+            expires_at,
+            phase,
+            tried: tried.iter().map(|t| t.to_string()).collect(),
+            sent: 1,
+        }
+    }
+
+    /// The module's table, row by row: what `run` does with a row and what `plan` counts.
+    #[test]
+    fn each_request_and_cell_has_its_step() {
+        let now = 1_000;
+        let live = request(OtpPhase::Awaiting, now + 60, &[]);
+        let expired = request(OtpPhase::Awaiting, now - 1, &[]);
+        let closed = request(OtpPhase::Closed, now + 60, &[]);
+        let tried = request(OtpPhase::Awaiting, now + 60, &[&otp_digest("h", "111111")]);
+        let verifying = request(OtpPhase::Verifying, now - 1, &[]);
+        let step = |r: &OtpRequest, cell: &str| otp_step(r, cell, now);
+        assert!(matches!(step(&live, ""), OtpStep::Wait));
+        assert!(matches!(step(&expired, ""), OtpStep::SendOtp));
+        assert!(matches!(step(&closed, ""), OtpStep::SendOtp));
+        assert!(matches!(step(&expired, "123456"), OtpStep::Expire));
+        assert!(matches!(step(&closed, "123456"), OtpStep::Closed));
+        assert!(matches!(step(&live, "12345"), OtpStep::Malformed(_)));
+        assert!(matches!(step(&tried, "111111"), OtpStep::AlreadyTried));
+        assert!(matches!(step(&verifying, ""), OtpStep::Fetch));
+        match step(&tried, "123456") {
+            OtpStep::Verify { otp, digest } => {
+                assert_eq!(
+                    (otp.as_str(), digest),
+                    ("123456", otp_digest("h", "123456"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let paid: Vec<bool> = [
+            step(&expired, ""),
+            step(&live, "123456"),
+            step(&live, ""),
+            step(&verifying, ""),
+        ]
+        .iter()
+        .map(OtpStep::paid)
+        .collect();
+        assert_eq!(paid, [true, true, false, false]);
+    }
+
     #[test]
     fn digests_bind_the_otp_to_its_request() {
         assert_eq!(otp_digest("a", "123456"), otp_digest("a", "123456"));

@@ -155,6 +155,11 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Whether `dir` holds a state: `plan` copies one, and makes none.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(schema::DB_FILE).is_file()
+    }
+
     /// A consistent copy of the state in `dest`, an empty private directory: what `plan` works
     /// on, so that it changes nothing of the job's own state.
     pub fn copy_into(&self, dest: &Path) -> Result<(), JournalError> {

@@ -56,33 +56,72 @@ static BARS: OnceLock<MultiProgress> = OnceLock::new();
 /// Where log lines go: stderr, around the bars.
 pub struct LogWriter;
 
-/// What `run --quiet` holds back: the lines written while it holds (up to [`HELD_MAX`]),
-/// given out only when the run does not complete. Cron mails what a job prints.
-static HELD: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+/// What `run --quiet` holds back: the lines written while it holds, given out only when the
+/// run does not complete. Cron mails what a job prints.
+static HELD: Mutex<Option<Held>> = Mutex::new(None);
 
-/// The most `--quiet` holds: a run that logs more keeps its first lines, which say what went
-/// wrong first.
-const HELD_MAX: usize = 4 << 20;
+/// The most `--quiet` holds, in each of two parts: a run that logs more keeps its first lines,
+/// which say what went wrong first, and its last, which hold the summary.
+const HELD_PART: usize = 2 << 20;
+
+#[derive(Default)]
+struct Held {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    dropped: usize,
+}
+
+impl Held {
+    fn add(&mut self, buf: &[u8]) {
+        if self.tail.is_empty() && self.head.len() + buf.len() <= HELD_PART {
+            return self.head.extend_from_slice(buf);
+        }
+        self.tail.extend_from_slice(buf);
+        if self.tail.len() > 2 * HELD_PART {
+            // Whole lines go: the tail starts after a line's end.
+            let cut = self.tail.len() - HELD_PART;
+            let cut = self.tail[cut..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(cut, |i| cut + i + 1);
+            self.tail.drain(..cut);
+            self.dropped += cut;
+        }
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        let mut out = self.head;
+        if self.dropped > 0 {
+            out.extend_from_slice(
+                format!(
+                    "bulkverify: ({} bytes of log lines left out here)\n",
+                    self.dropped
+                )
+                .as_bytes(),
+            );
+        }
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
 
 /// From now on, lines through [`LogWriter`] are held back, not written.
 pub fn hold_lines() {
-    *lock(&HELD) = Some(Vec::new());
+    *lock(&HELD) = Some(Held::default());
 }
 
 /// Stops holding lines back, and writes the held ones when `show`.
 pub fn release_lines(show: bool) {
     let held = lock(&HELD).take();
     if let Some(held) = held.filter(|_| show) {
-        let _ = std::io::stderr().write_all(&held);
+        let _ = std::io::stderr().write_all(&held.bytes());
     }
 }
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(held) = lock(&HELD).as_mut() {
-            if held.len() + buf.len() <= HELD_MAX {
-                held.extend_from_slice(buf);
-            }
+            held.add(buf);
             return Ok(buf.len());
         }
         match BARS.get() {
@@ -264,6 +303,26 @@ pub fn clock(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that logs more than `--quiet` holds keeps its first lines and its last (the
+    /// summary), whole, and says what it left out.
+    #[test]
+    fn held_lines_keep_the_first_and_the_last() {
+        let mut held = Held::default();
+        held.add(b"first warning\n");
+        let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+        for _ in 0..(5 * HELD_PART / line.len()) {
+            held.add(&line);
+        }
+        held.add(b"summary\n");
+        let out = held.bytes();
+        assert!(out.len() < 4 * HELD_PART + 200, "{}", out.len());
+        assert!(out.starts_with(b"first warning\n"));
+        assert!(out.ends_with(b"summary\n"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("bytes of log lines left out here)\n"));
+        assert!(text.lines().all(|l| l.len() == 99 || !l.starts_with('x')));
+    }
 
     #[test]
     fn plain_line_has_counts_rate_and_eta() {

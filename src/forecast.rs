@@ -28,6 +28,7 @@ use crate::util::time::unix_now;
 #[derive(Debug, Default, Serialize)]
 pub struct Forecast {
     pub check: &'static str,
+    /// The inputs, and the rows in them.
     pub files: usize,
     pub rows: u64,
     /// Rows that fail validation: never sent, free.
@@ -259,6 +260,7 @@ impl Forecast {
         };
     }
 
+    /// The forecast as `plan` prints it: one figure a line, counts only, never an identifier.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(

@@ -23,6 +23,7 @@ use crate::util::time::{rfc3339_unix, unix_now};
 
 const FILE: &str = "results.sqlite";
 
+/// Why the store cannot be used: every one costs the reuse, never the run.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(

@@ -32,6 +32,8 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
+    /// Reads the config, builds the check, opens the inputs and resolves the provider's
+    /// settings: what a job cannot run with is refused before its state is touched.
     pub fn of(opts: &RunOptions) -> anyhow::Result<Setup> {
         let config = ConfigFile::load(opts.config.as_deref())?;
         validate_sections(&config)?;

@@ -93,9 +93,7 @@ pub async fn plan(opts: RunOptions, json: bool) -> anyhow::Result<u8> {
         Some(s) => s.clone(),
         None => Rehearsal::settings(&setup.config, setup.info.provider)?,
     };
-    let ledger = (!opts.sandbox)
-        .then(|| crate::ledger::default_dir(&|k| std::env::var(k).ok()))
-        .flatten();
+    let ledger = setup.ledger_dir();
     let forecast =
         tokio::task::spawn_blocking(move || forecast(&setup, &opts, &settings, ledger.as_deref()))
             .await??;
@@ -197,7 +195,7 @@ impl Forecast {
     fn count_sends(&mut self, setup: &Setup, prepared: &Prepared) -> anyhow::Result<Sends> {
         let reader = prepared.journal.reader()?;
         let (tx, mut rx) = mpsc::channel::<Work>(1024);
-        let otp_at = (setup.info.columns.iter().position(|c| c.filled_later)).unwrap_or(usize::MAX);
+        let otp_at = setup.info.otp_at();
         let now = unix_now();
         let check = &setup.check;
         let mut sends = Sends {

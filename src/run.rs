@@ -102,6 +102,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         opts.resend_unconfirmed,
         stats.clone(),
     );
+    let ledger = setup.ledger_dir();
     let Setup {
         config,
         info,
@@ -152,10 +153,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             used,
             token,
             max_paid_calls: spending.max_paid_calls,
-            otp_at: (info.columns.iter().position(|c| c.filled_later)).unwrap_or(usize::MAX),
-            ledger: (!opts.sandbox)
-                .then(|| crate::ledger::default_dir(&|k| std::env::var(k).ok()))
-                .flatten(),
+            otp_at: info.otp_at(),
+            ledger,
         };
         dispatch(&journal, d, &interrupts).await
     } else {

@@ -183,6 +183,15 @@ impl CheckInfo {
         Ok(if no_reuse { ReuseWithin::Never } else { within })
     }
 
+    /// Where a two-step check's OTP is among a subject's values (`usize::MAX`: a check without
+    /// one): the pipeline reads it there, and `plan` too.
+    pub fn otp_at(&self) -> usize {
+        self.columns
+            .iter()
+            .position(|c| c.filled_later)
+            .unwrap_or(usize::MAX)
+    }
+
     /// Which input header each column the check reads is found under, where the config's
     /// `[checks.<name>] columns` or `--column` say: the command line's word is the last.
     pub fn mapping(

@@ -73,6 +73,22 @@ impl Setup {
             .map_or_else(|| "sandbox".to_string(), |s| s.base_url.to_string())
     }
 
+    /// The directory of the account's usage ledger and results store, for a live job; none for
+    /// a rehearsal, whose calls and answers are the sandbox's.
+    pub fn ledger_dir(&self) -> Option<PathBuf> {
+        self.live.as_ref()?;
+        crate::ledger::default_dir(&|k| std::env::var(k).ok())
+    }
+
+    /// Where a live job finds the account's results store, and which answers it reuses.
+    fn store_side(&self) -> Option<StoreSide> {
+        Some(StoreSide {
+            dir: self.ledger_dir()?,
+            account: crate::ledger::account(self.live.as_ref()?),
+            since: self.reuse_within.since(crate::util::time::unix_now()),
+        })
+    }
+
     /// The journal work before any call, on the state in `state_dir`.
     pub fn job(
         &self,
@@ -83,7 +99,7 @@ impl Setup {
     ) -> Job {
         Job {
             state_dir,
-            store: store_side(self.live.as_ref(), self.reuse_within),
+            store: self.store_side(),
             info: self.info,
             environment: self.environment(),
             fresh,
@@ -94,17 +110,6 @@ impl Setup {
             stats,
         }
     }
-}
-
-/// Where a live run finds the account's results store, and which answers it reuses. Live
-/// runs only, like the ledger: a rehearsal's answers are the sandbox's.
-fn store_side(live: Option<&ProviderSettings>, reuse: ReuseWithin) -> Option<StoreSide> {
-    let settings = live?;
-    Some(StoreSide {
-        dir: crate::ledger::default_dir(&|k| std::env::var(k).ok())?,
-        account: crate::ledger::account(settings),
-        since: reuse.since(crate::util::time::unix_now()),
-    })
 }
 
 /// Opens the inputs and finds the check's columns in each; an input that holds our own result

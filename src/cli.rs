@@ -42,6 +42,10 @@ enum Command {
     #[cfg(feature = "sandbox")]
     #[command(args_override_self = true)]
     Sandbox(SandboxArgs),
+    /// How far a job is: its rows by state and outcome, calls, 429s, the current rate, the
+    /// ETA, and whether a run is live on it. Reads the job's state without taking its lock,
+    /// while its run goes on or after.
+    Status(StatusArgs),
     /// List the checks, the input columns each reads and the output columns each writes.
     Checks,
     /// Delete a job's state (its journal holds the providers' answers) once its output has
@@ -71,6 +75,25 @@ struct PurgeArgs {
     /// With --results: only the answers obtained longer ago than this (90d, 12h, ...).
     #[arg(long, value_name = "AGE", requires = "results", value_parser = parse_age)]
     older_than: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("job")
+        .required(true)
+        .multiple(false)
+        .args(["output", "state"])
+))]
+struct StatusArgs {
+    /// The job's output: its state is <output>.bulkverify.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The job's state directory, when it was given with --state.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Print the status as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +237,9 @@ pub fn main() -> ExitCode {
             Command::Sandbox(a) => bulkverify_sandbox::serve(a.port, a.config)
                 .await
                 .map(|()| 0),
+            Command::Status(a) => {
+                state_dir(a.output, a.state).and_then(|dir| crate::status::status(&dir, a.json))
+            }
             Command::Checks => {
                 print_checks();
                 Ok(0)
@@ -250,14 +276,18 @@ fn purge(a: PurgeArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    let dir = a
-        .state
-        .or_else(|| a.output.as_deref().map(crate::run::default_state))
-        .ok_or_else(|| anyhow::anyhow!("give the job's output (-o) or its --state"))?;
+    let dir = state_dir(a.output, a.state)?;
     for deleted in crate::journal::Journal::purge(&dir)? {
         let _ = writeln!(LogWriter, "bulkverify: deleted {}", deleted.display());
     }
     Ok(0)
+}
+
+/// A job's state directory, from its output (`-o`) or as given (`--state`).
+fn state_dir(output: Option<PathBuf>, state: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    state
+        .or_else(|| output.as_deref().map(crate::run::default_state))
+        .ok_or_else(|| anyhow::anyhow!("give the job's output (-o) or its --state"))
 }
 
 fn fatal(e: &anyhow::Error) -> ExitCode {

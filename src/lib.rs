@@ -18,5 +18,6 @@ pub mod report;
 pub mod run;
 pub mod secret;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod util;

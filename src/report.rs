@@ -55,19 +55,44 @@ struct Written<'r> {
     message: Option<&'r str>,
 }
 
+/// What a journal row means in the output: its status and reason, from its state, stored
+/// status and reason alone (what `status` counts the rows by).
+pub fn outcome_of(
+    state: RowState,
+    status: Option<Status>,
+    reason: Option<&str>,
+) -> (Status, Option<&str>) {
+    let w = written_parts(state, status, reason, None);
+    (w.status, w.reason)
+}
+
 /// What a journal row means in the output.
 fn written(row: &ExportRow) -> Written<'_> {
+    written_parts(
+        row.state,
+        row.status,
+        row.reason.as_deref(),
+        row.message.as_deref(),
+    )
+}
+
+fn written_parts<'r>(
+    state: RowState,
+    status: Option<Status>,
+    reason: Option<&'r str>,
+    message: Option<&'r str>,
+) -> Written<'r> {
     let own = || Written {
-        status: row.status.unwrap_or(Status::Error),
-        reason: row.reason.as_deref(),
-        message: row.message.as_deref(),
+        status: status.unwrap_or(Status::Error),
+        reason,
+        message,
     };
     let pending = |reason: Reason, message: &'static str| Written {
         status: Status::Pending,
         reason: Some(reason.code),
         message: Some(message),
     };
-    match row.state {
+    match state {
         RowState::Done => own(),
         RowState::Planned | RowState::Duplicate => pending(
             Reason::NOT_SENT,
@@ -96,15 +121,11 @@ pub struct Collector<'a> {
     field_columns: Vec<String>,
     field_index: HashMap<String, usize>,
     output: Output<'a>,
-    counts: BTreeMap<Status, u64>,
-    duplicates: u64,
+    tally: Tally,
 }
 
-/// What the rows add up to.
-pub struct Tally {
-    pub counts: BTreeMap<Status, u64>,
-    pub duplicates: u64,
-}
+/// What the rows add up to: what the output holds.
+pub type Tally = crate::journal::OutputCounts;
 
 impl<'a> Collector<'a> {
     /// `fields` are the check's own result fields in output order; the output is written to
@@ -147,15 +168,21 @@ impl<'a> Collector<'a> {
                 .collect(),
             output: Output::create(inputs, &columns, path)?,
             field_columns,
-            counts: BTreeMap::new(),
-            duplicates: 0,
+            tally: Tally::default(),
         })
     }
 
     pub fn add(&mut self, row: &ExportRow) -> Result<(), MergeError> {
         let w = written(row);
-        *self.counts.entry(w.status).or_insert(0) += 1;
-        self.duplicates += u64::from(row.duplicate_of.is_some());
+        let tally = &mut self.tally;
+        *tally.counts.entry(w.status).or_insert(0) += 1;
+        if let Some(reason) = w.reason {
+            *tally
+                .reasons
+                .entry((w.status, reason.to_string()))
+                .or_insert(0) += 1;
+        }
+        tally.duplicates += u64::from(row.duplicate_of.is_some());
         let done = row.state == RowState::Done;
         let duplicate_of = row.duplicate_of.map(|k| row_reference(self.inputs, k));
         let mut fields: Vec<Option<Cow<str>>> = vec![None; self.field_columns.len()];
@@ -196,10 +223,7 @@ impl<'a> Collector<'a> {
     /// Puts the output in place.
     pub fn finish(self) -> Result<Tally, MergeError> {
         self.output.finish()?;
-        Ok(Tally {
-            counts: self.counts,
-            duplicates: self.duplicates,
-        })
+        Ok(self.tally)
     }
 }
 
@@ -210,6 +234,12 @@ fn row_reference(inputs: &[InputFile], key: RowKey) -> String {
         Some(f) if inputs.len() > 1 => format!("{} row {row}", f.name()),
         _ => format!("row {row}"),
     }
+}
+
+/// The exit code of a job whose rows have these outcomes.
+pub fn exit_code(counts: &BTreeMap<Status, u64>) -> u8 {
+    let incomplete = counts.iter().any(|(s, n)| !s.is_final() && *n > 0);
+    if incomplete { EXIT_INCOMPLETE } else { EXIT_OK }
 }
 
 /// The end-of-run summary, for stderr.
@@ -234,11 +264,7 @@ impl Summary<'_> {
     }
 
     pub fn exit_code(&self) -> u8 {
-        if self.incomplete() > 0 {
-            EXIT_INCOMPLETE
-        } else {
-            EXIT_OK
-        }
+        exit_code(self.counts)
     }
 
     /// The summary's line on the paid calls made, and on the cap when the run has one.

@@ -15,17 +15,18 @@ use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
 use crate::input::{ColumnMap, InputFile};
-use crate::journal::{Identity, Journal, JournalReader, OpenBatch};
+use crate::journal::{Following, Identity, Journal, JournalReader, OpenBatch};
 use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
-use crate::report::{Collector, Summary};
+use crate::report::{Collector, EXIT_FATAL, Summary, exit_code};
 use crate::stats::Stats;
 use crate::store::{JobStore, StoreSide};
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
+use crate::util::time::unix_ms;
 
 mod setup;
 
@@ -90,18 +91,21 @@ impl Interrupts {
 
 /// Runs the job; returns the exit code.
 pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
-    let started = Instant::now();
+    let (started, started_ms) = (Instant::now(), unix_ms());
     let interrupts = Arc::new(Interrupts::default());
     interrupts.listen();
     let setup = Setup::of(&opts)?;
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
-    let job = setup.job(
-        setup.state_dir.clone(),
-        opts.fresh,
-        opts.resend_unconfirmed,
-        stats.clone(),
-    );
+    let job = Job {
+        run_started_ms: Some(started_ms),
+        ..setup.job(
+            setup.state_dir.clone(),
+            opts.fresh,
+            opts.resend_unconfirmed,
+            stats.clone(),
+        )
+    };
     let ledger = setup.ledger_dir();
     let Setup {
         config,
@@ -117,6 +121,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     } = setup;
     let Prepared {
         journal,
+        run: recorded,
         work,
         open_batches,
         next_batch_id,
@@ -130,12 +135,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         started.elapsed().as_secs_f64()
     );
     let scratch = state_dir.join("scratch");
-    let (sandbox, settings) = match live {
-        Some(settings) => (None, settings),
-        None => {
-            let (sb, settings) = Rehearsal::start(&config, info.provider, &state_dir).await?;
-            (Some(sb), settings)
-        }
+    let rehearsal = match live {
+        Some(settings) => Ok((None, settings)),
+        None => Rehearsal::start(&config, info.provider, &state_dir)
+            .await
+            .map(|(sb, settings)| (Some(sb), settings)),
+    };
+    let (sandbox, settings) = match rehearsal {
+        Ok(started) => started,
+        Err(e) => return Err(failed(&journal, recorded, &stats, e)),
     };
     progress.phase(Phase::Verifying);
     let verifying = Instant::now();
@@ -155,6 +163,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             max_paid_calls: spending.max_paid_calls,
             otp_at: info.otp_at(),
             ledger,
+            recorded,
         };
         dispatch(&journal, d, &interrupts).await
     } else {
@@ -169,13 +178,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     );
     if let Err(e) = sent {
         progress.finish().await;
-        return Err(e);
+        return Err(failed(&journal, recorded, &stats, e));
+    }
+    if let Some(run) = recorded {
+        journal.run_dispatched(run)?;
     }
 
     progress.phase(Phase::Writing);
-    let (ins, out) = (inputs.clone(), output.clone());
-    let tally =
-        tokio::task::spawn_blocking(move || write_output(journal, store, &ins, &out)).await??;
+    let (ins, out, counted) = (inputs.clone(), output.clone(), stats.clone());
+    let tally = tokio::task::spawn_blocking(move || {
+        finish(&journal, recorded, &counted, || {
+            write_output(&journal, store, &ins, &out)
+        })
+    })
+    .await??;
     progress.finish().await;
 
     let summary = Summary {
@@ -193,26 +209,44 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     Ok(summary.exit_code())
 }
 
+/// The run's last step, `write`, and the record of how the run ended: by its rows' outcomes,
+/// or failed.
+fn finish(
+    journal: &Journal,
+    recorded: Option<i64>,
+    stats: &Stats,
+    write: impl FnOnce() -> anyhow::Result<crate::report::Tally>,
+) -> anyhow::Result<crate::report::Tally> {
+    let written = write();
+    if let Some(run) = recorded {
+        let code = written
+            .as_ref()
+            .map_or(EXIT_FATAL, |tally| exit_code(&tally.counts));
+        ended(journal, run, code, Stats::get(&stats.paid));
+    }
+    written
+}
+
 /// Hands the results store the answers the job obtained, then writes every row with its
 /// outcome: the journal's results beside the inputs' rows, in input order; unless the output
 /// on disk already holds every row as the journal has it (the same command again after a
 /// finished job). The journal, and with it the state's lock, lives until the output is
 /// written.
 fn write_output(
-    journal: Journal,
+    journal: &Journal,
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
 ) -> anyhow::Result<crate::report::Tally> {
     if let Some(store) = store {
-        store.keep_from(&journal);
+        store.keep_from(journal);
     }
-    if let Some((counts, duplicates)) = journal.output_unchanged(out)? {
+    if let Some(held) = journal.output_unchanged(out)? {
         tracing::info!(
             "{} already holds every row as the state has it; left as it is",
             out.display()
         );
-        return Ok(crate::report::Tally { counts, duplicates });
+        return Ok(held);
     }
     let writing = Instant::now();
     let context = || format!("writing {}", out.display());
@@ -231,10 +265,9 @@ fn write_output(
         writing.elapsed().as_secs_f64()
     );
     // Only saves the next run the writing: a failure here loses nothing.
-    if let Err(e) = journal.output_written(out, &tally.counts, tally.duplicates) {
+    if let Err(e) = journal.output_written(out, &tally) {
         tracing::warn!("{e}");
     }
-    drop(journal);
     Ok(tally)
 }
 
@@ -250,11 +283,16 @@ pub(crate) struct Job {
     maps: Arc<Vec<ColumnMap>>,
     subject: Pipeline,
     stats: Arc<Stats>,
+    /// When this run began, in Unix ms, to record it in the job's history; `None` for `plan`,
+    /// which is no run.
+    run_started_ms: Option<i64>,
 }
 
 /// The journal, ready for dispatch, and what it says.
 pub(crate) struct Prepared {
     pub journal: Journal,
+    /// This run's number in the job's history, when it is a run.
+    pub run: Option<i64>,
     /// Rows that need a call in this run.
     pub work: u64,
     pub open_batches: Vec<OpenBatch>,
@@ -280,6 +318,79 @@ pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
         },
         job.fresh,
     )?;
+    let run = job
+        .run_started_ms
+        .map(|at| journal.begin_run(at))
+        .transpose()?;
+    let stats = job.stats.clone();
+    let planned = match prepare_opened(job, &mut journal) {
+        Ok(planned) => planned,
+        Err(e) => {
+            if let Some(run) = run {
+                ended(&journal, run, EXIT_FATAL, 0);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(run) = run {
+        journal.run_prepared(run, planned.work, Stats::get(&stats.reused))?;
+    }
+    let Planned {
+        work,
+        open_batches,
+        next_batch_id,
+        used,
+        token,
+        ident_scope,
+        store,
+    } = planned;
+    Ok(Prepared {
+        journal,
+        run,
+        work,
+        open_batches,
+        next_batch_id,
+        used,
+        token,
+        ident_scope,
+        store,
+    })
+}
+
+/// What [`prepare`] finds beside the journal.
+struct Planned {
+    work: u64,
+    open_batches: Vec<OpenBatch>,
+    next_batch_id: i64,
+    used: Vec<(i64, u64)>,
+    token: String,
+    ident_scope: String,
+    store: Option<JobStore>,
+}
+
+/// Records that the run failed with `e`, which it returns.
+fn failed(
+    journal: &Journal,
+    recorded: Option<i64>,
+    stats: &Stats,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if let Some(run) = recorded {
+        ended(journal, run, EXIT_FATAL, Stats::get(&stats.paid));
+    }
+    e
+}
+
+/// Records how the run ended, as far as the journal can still be written: a failure to record
+/// it loses only the report's line for it.
+fn ended(journal: &Journal, run: i64, exit_code: u8, paid: u64) {
+    if let Err(e) = journal.end_run(run, exit_code, paid) {
+        tracing::warn!("{e}");
+    }
+}
+
+/// [`prepare`], once the journal is open.
+fn prepare_opened(job: Job, journal: &mut Journal) -> anyhow::Result<Planned> {
     prepare_scratch(&job.state_dir.join("scratch"))?;
     let fingerprints = job
         .inputs
@@ -308,7 +419,7 @@ pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
     } else {
         let subject = |v: &[&str]| job.subject.subject(v);
         plan::plan(
-            &mut journal,
+            journal,
             &ident_scope,
             &job.inputs,
             &job.maps,
@@ -327,7 +438,7 @@ pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
     }
     let store = store.filter(|_| shared);
     if let Some(store) = &store {
-        Stats::add(&job.stats.reused, store.reuse_into(&mut journal));
+        Stats::add(&job.stats.reused, store.reuse_into(journal));
     }
     let open_batches = journal.open_batches()?;
     let work = count_work(&journal.reader()?)?
@@ -339,12 +450,11 @@ pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
     if work > 0 && store.is_some() {
         journal.set_answers_stored(false)?;
     }
-    Ok(Prepared {
+    Ok(Planned {
         store,
         token: journal.job_token()?,
         next_batch_id: journal.next_batch_id()?,
         used: journal.usage_since(unix_minute() - 24 * 60)?,
-        journal,
         work,
         open_batches,
         ident_scope,
@@ -369,6 +479,8 @@ struct Dispatch<'a> {
     otp_at: usize,
     /// The usage ledger shared by the jobs on one account (live runs only).
     ledger: Option<PathBuf>,
+    /// This run's number in the job's history, whose progress the journal's writer records.
+    recorded: Option<i64>,
 }
 
 /// Sends every row that needs a call; an error is what stopped it (the journal keeps what was
@@ -379,7 +491,11 @@ async fn dispatch(
     interrupts: &Interrupts,
 ) -> anyhow::Result<()> {
     let settings = d.settings;
-    let (writer, writer_thread) = journal.writer()?;
+    let following = d.recorded.map(|run| Following {
+        run,
+        stats: d.stats.clone(),
+    });
+    let (writer, writer_thread) = journal.writer_following(following)?;
     let usage_writer = writer.clone();
     let account = crate::ledger::account(settings);
     let (ledger, used, schedule) = match d.ledger {

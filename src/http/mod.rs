@@ -50,8 +50,9 @@ use crate::outcome::{Reason, ReasonCode};
 use crate::quota::gate::{Ask, Gate, GateError, Grant, Priority, Refusal};
 use crate::quota::hints::Hints;
 use crate::quota::retry::{Backoff, Budget};
-use crate::stats::Stats;
+use crate::stats::{Exchange, Sent, Stats};
 use crate::util::stop::Stop;
+use crate::util::time::unix_ms;
 
 /// Whether a request costs money. Decides what may be resent after a lost answer, and what
 /// must be recorded before it leaves.
@@ -346,9 +347,25 @@ impl Api {
                 Stats::add(&self.stats.retries, 1);
             }
             Stats::add(&self.stats.calls, 1);
+            let (sent_ms, left) = (unix_ms(), std::time::Instant::now());
             let result = receive(builder, dest.map(|d| (d, self.downloads.max_bytes))).await;
             drop(permit);
             let (outcome, hints) = self.outcome(&result);
+            self.stats.timeline.record(&Exchange {
+                label: req.label,
+                kind: match (dest, req.billing) {
+                    (Some(_), _) => Sent::Download,
+                    (None, Billing::Paid(_)) => Sent::Paid,
+                    (None, Billing::Free) => Sent::Poll,
+                },
+                sent_ms,
+                retry: attempts > 1 || call.renewals > 0,
+                status: match outcome {
+                    Outcome::Answered { status, .. } => Some(status.as_u16()),
+                    _ => None,
+                },
+                round_trip: left.elapsed(),
+            });
             // An answer not read tells the gate nothing: its grant is dropped unreported.
             let refusal = decide::signal(outcome, hints).and_then(|s| grant.report(s));
             let decision = self.decision(&call, outcome, refusal);

@@ -11,7 +11,9 @@
 //! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches), `reuse`
 //! (what the account's results store gives and takes),
 //! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
-//! written) and `state` (the lifecycles, their stored words and the moves allowed).
+//! written), `runs` (the job's runs and their per-second counters, read by the report and by
+//! `status` through [`Peek`]) and `state` (the lifecycles, their stored words and the moves
+//! allowed).
 
 mod fields;
 mod lock;
@@ -19,6 +21,7 @@ mod plan;
 mod reader;
 mod recover;
 mod reuse;
+mod runs;
 mod schema;
 mod sort;
 mod state;
@@ -37,6 +40,7 @@ pub use plan::{Planner, RowPlan, ident_hash};
 pub use reader::{ExportRow, JournalReader, OtpRequest, RowRecord};
 pub use recover::OpenBatch;
 pub use reuse::{Answer, PAGE as REUSE_PAGE, REUSABLE};
+pub use runs::{Following, History, OutcomeGroup, Peek, RunRecord};
 pub use state::{BatchState, OtpPhase, RowState};
 pub use writer::{JournalWriter, OtpChange, WriterThread};
 pub use written::OutputCounts;
@@ -119,6 +123,11 @@ pub enum JournalError {
     Refused(String),
     #[error("{dir} is not a bulkverify state directory (it holds no journal); nothing was deleted")]
     NotAState { dir: String },
+    #[error(
+        "{dir} holds no bulkverify job (no journal there): give the job's output (-o) or the \
+         --state its run was given"
+    )]
+    NoJob { dir: String },
 }
 
 /// Who the state belongs to: a journal refuses to serve another check or another environment.

@@ -51,7 +51,26 @@ const TABLES: &str =
                      expires_at INTEGER NOT NULL,
                      phase TEXT NOT NULL,
                      tried TEXT NOT NULL DEFAULT '',
-                     sent INTEGER NOT NULL DEFAULT 1) STRICT;";
+                     sent INTEGER NOT NULL DEFAULT 1) STRICT;
+                 CREATE TABLE IF NOT EXISTS runs (
+                     run INTEGER PRIMARY KEY,
+                     pid INTEGER NOT NULL,
+                     version TEXT NOT NULL,
+                     started_ms INTEGER NOT NULL,
+                     prepared_ms INTEGER, dispatched_ms INTEGER, ended_ms INTEGER,
+                     exit_code INTEGER, heartbeat_ms INTEGER,
+                     work INTEGER NOT NULL DEFAULT 0, reused INTEGER NOT NULL DEFAULT 0,
+                     paid INTEGER NOT NULL DEFAULT 0, settled INTEGER NOT NULL DEFAULT 0) STRICT;
+                 CREATE TABLE IF NOT EXISTS seconds (
+                     run INTEGER NOT NULL, second INTEGER NOT NULL,
+                     paid INTEGER NOT NULL, polls INTEGER NOT NULL, downloads INTEGER NOT NULL,
+                     accepted INTEGER NOT NULL, rate_limited INTEGER NOT NULL,
+                     retries INTEGER NOT NULL,
+                     PRIMARY KEY (run, second)) WITHOUT ROWID, STRICT;
+                 CREATE TABLE IF NOT EXISTS latency (
+                     run INTEGER NOT NULL, endpoint TEXT NOT NULL, bucket INTEGER NOT NULL,
+                     answers INTEGER NOT NULL,
+                     PRIMARY KEY (run, endpoint, bucket)) WITHOUT ROWID, STRICT;";
 
 impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {

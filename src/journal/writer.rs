@@ -12,9 +12,11 @@ mod batch;
 use batch::{batch_intent, forget_batch, set_batch};
 
 use super::fields::FieldNames;
+use super::runs::{FOLLOW_EVERY, Following, record_progress};
 use super::state::{Refused, Step};
 use super::{BatchState, Journal, JournalError, OtpPhase, RowState, schema};
 use crate::outcome::{Outcome, RowKey};
+use crate::stats::Taken;
 use crate::util::sync::MinuteCounts;
 use crate::util::time::now_rfc3339;
 
@@ -159,6 +161,15 @@ impl WriterThread {
 impl Journal {
     /// Starts the writer thread on its own connection.
     pub fn writer(&self) -> Result<(JournalWriter, WriterThread), JournalError> {
+        self.writer_following(None)
+    }
+
+    /// Starts the writer thread of a run, which also records the run's progress and timeline
+    /// ([`Following`]) with its commits.
+    pub fn writer_following(
+        &self,
+        following: Option<Following>,
+    ) -> Result<(JournalWriter, WriterThread), JournalError> {
         Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
         let conn = schema::open_db(&self.dir)?;
         let names = FieldNames::load(&conn).map_err(|e| self.sql(e))?;
@@ -174,7 +185,15 @@ impl Journal {
         };
         let handle = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(conn, names, rx, &usage, failed, failure))
+            .spawn(move || {
+                let shared = Shared {
+                    usage: &usage,
+                    following: following.as_ref(),
+                    failed,
+                    failure,
+                };
+                write_loop(conn, names, rx, &shared);
+            })
             .map_err(super::io_error(&self.dir))?;
         Ok((writer, WriterThread(handle)))
     }
@@ -314,17 +333,30 @@ impl JournalWriter {
     }
 }
 
+/// What the writer thread shares with the run besides its changes.
+struct Shared<'a> {
+    usage: &'a MinuteCounts,
+    following: Option<&'a Following>,
+    failed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<Failure>>>,
+}
+
 fn write_loop(
     mut conn: Connection,
     mut names: FieldNames,
     rx: mpsc::Receiver<Op>,
-    usage: &MinuteCounts,
-    failed: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<Failure>>>,
+    shared: &Shared,
 ) {
+    let Shared {
+        usage,
+        following,
+        failed,
+        failure,
+    } = shared;
     let mut synced = false;
     let mut open = true;
     let mut committed: Option<Instant> = None;
+    let mut followed = Instant::now();
     while open {
         let mut ops = Vec::new();
         match rx.recv_timeout(USAGE_EVERY) {
@@ -350,8 +382,21 @@ fn write_loop(
             }
         }
         let counted = usage.take();
-        if ops.is_empty() && counted.is_empty() {
+        // The run's progress and timeline, with a commit made anyway, and at least every
+        // FOLLOW_EVERY while anything was counted; all of it with the last commit.
+        let last = !open
+            || ops
+                .iter()
+                .any(|op| matches!(op, Op::Flush { close: true, .. }));
+        let progress = following.filter(|_| last || followed.elapsed() >= FOLLOW_EVERY);
+        let taken = progress
+            .map(|f| f.stats.timeline.take())
+            .unwrap_or_default();
+        if ops.is_empty() && counted.is_empty() && taken.is_empty() {
             continue;
+        }
+        if progress.is_some() {
+            followed = Instant::now();
         }
         let result = if failed.load(Ordering::Acquire) {
             let first = failure.lock().ok().and_then(|f| f.clone());
@@ -367,7 +412,10 @@ fn write_loop(
                 schema::durable(&conn, sync).inspect(|()| synced = sync)
             };
             mode.map_err(WriteError::from)
-                .and_then(|()| apply_all(&mut conn, &mut names, &ops, &counted))
+                .and_then(|()| {
+                    let progress = progress.map(|f| (f, &taken));
+                    apply_all(&mut conn, &mut names, &ops, &counted, progress)
+                })
                 .map_err(Failure::from)
         };
         if let Err(why) = &result {
@@ -407,6 +455,7 @@ fn apply_all(
     names: &mut FieldNames,
     ops: &[Op],
     counted: &[(i64, u64)],
+    progress: Option<(&Following, &Taken)>,
 ) -> Result<(), WriteError> {
     let tx = conn.transaction()?;
     for op in ops {
@@ -420,6 +469,9 @@ fn apply_all(
         for (minute, requests) in counted {
             add.execute(params![minute, *requests as i64])?;
         }
+    }
+    if let Some((following, taken)) = progress {
+        record_progress(&tx, following, taken)?;
     }
     Ok(tx.commit()?)
 }

@@ -14,8 +14,14 @@ use crate::outcome::Status;
 
 const KEY: &str = "output";
 
-/// What an output held: rows by status, and the rows that repeated an earlier identifier.
-pub type OutputCounts = (BTreeMap<Status, u64>, u64);
+/// What an output held: rows by status, by status and reason, and the rows that repeated an
+/// earlier identifier.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OutputCounts {
+    pub counts: BTreeMap<Status, u64>,
+    pub reasons: BTreeMap<(Status, String), u64>,
+    pub duplicates: u64,
+}
 
 /// The file at `path` as it is on disk now: where it is, which file it is, its size and its
 /// modification time. An output edited, replaced or removed since no longer matches.
@@ -42,18 +48,28 @@ fn identify(path: &Path) -> std::io::Result<String> {
 
 impl Journal {
     /// Records that the output at `path`, as it is now, holds every row as the journal has it.
-    pub fn output_written(
-        &self,
-        path: &Path,
-        counts: &BTreeMap<Status, u64>,
-        duplicates: u64,
-    ) -> Result<(), JournalError> {
+    pub fn output_written(&self, path: &Path, held: &OutputCounts) -> Result<(), JournalError> {
         let file = identify(path).map_err(io_error(&self.dir))?;
-        let tally: Vec<String> = counts
+        let tally: Vec<String> = held
+            .counts
             .iter()
             .map(|(s, n)| format!("{}={n}", s.as_str()))
             .collect();
-        self.set_meta(KEY, &format!("{file}\n{}\n{duplicates}", tally.join(",")))
+        // Reasons come from providers too: JSON holds any text.
+        let reasons: Vec<(&str, &str, u64)> = held
+            .reasons
+            .iter()
+            .map(|((s, r), n)| (s.as_str(), r.as_str(), *n))
+            .collect();
+        let reasons = serde_json::to_string(&reasons).unwrap_or_default();
+        self.set_meta(
+            KEY,
+            &format!(
+                "{file}\n{}\n{}\n{reasons}",
+                tally.join(","),
+                held.duplicates
+            ),
+        )
     }
 
     /// What the output at `path` holds, when it is still the file this journal last wrote and
@@ -71,10 +87,22 @@ impl Journal {
         else {
             return Ok(None);
         };
-        let Some((tally, duplicates)) = rest.split_once('\n') else {
+        let mut lines = rest.splitn(3, '\n');
+        let (Some(tally), Some(duplicates), Some(reasons)) =
+            (lines.next(), lines.next(), lines.next())
+        else {
             return Ok(None);
         };
-        let mut counts = BTreeMap::new();
+        let Ok(reasons) = serde_json::from_str::<Vec<(String, String, u64)>>(reasons) else {
+            return Ok(None);
+        };
+        let mut held = OutputCounts::default();
+        for (status, reason, n) in reasons {
+            let Some(status) = Status::parse(&status) else {
+                return Ok(None);
+            };
+            held.reasons.insert((status, reason), n);
+        }
         for part in tally.split(',').filter(|p| !p.is_empty()) {
             let parsed = part
                 .split_once('=')
@@ -82,9 +110,12 @@ impl Journal {
             let Some((status, n)) = parsed else {
                 return Ok(None);
             };
-            counts.insert(status, n);
+            held.counts.insert(status, n);
         }
-        Ok(duplicates.parse().ok().map(|d| (counts, d)))
+        Ok(duplicates.parse().ok().map(|d| OutputCounts {
+            duplicates: d,
+            ..held
+        }))
     }
 
     /// The rows are about to change: the output on disk no longer holds them as they will be.

@@ -285,6 +285,27 @@ impl Reason {
     }
 }
 
+/// What a `bv_reason` code means: a fixed code's own meaning, or its family's (a code that is
+/// no fixed one and fits no other family is a provider's own).
+pub fn meaning_of(code: &str) -> &'static str {
+    if let Some(r) = Reason::ALL.iter().find(|r| r.code == code) {
+        return r.meaning;
+    }
+    let fits = |f: &&Family| {
+        !f.prefix.is_empty()
+            && code
+                .strip_prefix(f.prefix)
+                .is_some_and(|rest| match f.part {
+                    Part::Number => !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()),
+                    Part::Reason | Part::Code => !rest.is_empty(),
+                })
+    };
+    Family::ALL
+        .iter()
+        .find(fits)
+        .map_or(Family::PROVIDER.meaning, |f| f.meaning)
+}
+
 /// A `bv_reason` as an outcome takes it. Only the vocabulary makes one, so a code cannot be
 /// spelled at a call site; it carries its statuses, so that an outcome can check it goes with
 /// its own.
@@ -390,6 +411,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_code_has_a_meaning() {
+        assert_eq!(meaning_of("not_sent"), Reason::NOT_SENT.meaning);
+        assert_eq!(meaning_of("http_503"), Family::HTTP.meaning);
+        assert_eq!(
+            meaning_of("batch_refused_unconfirmed_submission"),
+            Family::BATCH_REFUSED.meaning
+        );
+        assert_eq!(meaning_of("code_4042"), Family::NUMBERED.meaning);
+        assert_eq!(meaning_of("invalid_vpa"), Family::PROVIDER.meaning);
+        assert_eq!(meaning_of("http_abc"), Family::PROVIDER.meaning);
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl Setup {
             maps: self.maps.clone(),
             subject: self.check.clone(),
             stats,
+            run_started_ms: None,
         }
     }
 }

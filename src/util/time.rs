@@ -21,6 +21,11 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Now, in Unix milliseconds: the unit of the journal's record of runs and their seconds.
+pub fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// An age as the config and the command line write it: a whole number and a unit (`45s`,
 /// `90m`, `12h`, `30d`, `2w`), or `0`. `None` for anything else, so that the caller can name
 /// the setting in its error.

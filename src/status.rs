@@ -1,0 +1,284 @@
+//! `bulkverify status`: how far a job is, from another shell, while its run goes on or after.
+//!
+//! It reads the job's journal read-only ([`Peek`]): it takes no lock and writes nothing, so a
+//! live run is neither blocked nor slowed, and a cron run that starts meanwhile finds its state
+//! free. Whether a run is live is read from the state's lock file (the pid of the run that took
+//! it last) and the job's history (that run's row has no end yet).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::journal::{History, Peek, RowState, RunRecord};
+use crate::outcome::Status;
+use crate::report::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, outcome_of};
+use crate::stats::Second;
+use crate::util::time::unix_ms;
+
+/// The seconds the current rate is read over: the last ones the run's writer recorded.
+const RATE_OVER_SECS: i64 = 10;
+
+/// What `status` finds.
+struct Found {
+    dir: String,
+    check: String,
+    by_state: BTreeMap<&'static str, u64>,
+    by_status: BTreeMap<Status, u64>,
+    history: History,
+    /// The run working on the job now.
+    live: Option<RunRecord>,
+}
+
+/// Prints the status of the job whose state is `dir`; returns the exit code (0).
+pub fn status(dir: &Path, as_json: bool) -> anyhow::Result<u8> {
+    let peek = Peek::open(dir)?;
+    let history = peek.history()?;
+    let mut by_state = BTreeMap::new();
+    let mut by_status = BTreeMap::new();
+    for g in peek.outcome_groups()? {
+        *by_state.entry(state_words(g.state)).or_insert(0) += g.rows;
+        let (status, _) = outcome_of(g.state, g.status, g.reason.as_deref());
+        *by_status.entry(status).or_insert(0) += g.rows;
+    }
+    let live = history
+        .runs
+        .last()
+        .filter(|r| r.ended_ms.is_none() && peek.lock_pid() == Some(r.pid) && alive(r.pid))
+        .cloned();
+    let found = Found {
+        dir: dir.display().to_string(),
+        check: peek.check()?.unwrap_or_default(),
+        by_state,
+        by_status,
+        history,
+        live,
+    };
+    let text = if as_json {
+        format!("{:#}\n", found.json(unix_ms()))
+    } else {
+        found.render(unix_ms())
+    };
+    print!("{text}");
+    Ok(0)
+}
+
+/// Whether a process with this pid exists.
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    // EPERM: it exists, under another user.
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Ok(()) | Err(rustix::io::Errno::PERM)
+    )
+}
+
+/// A row state as `status` words it.
+fn state_words(state: RowState) -> &'static str {
+    match state {
+        RowState::Planned | RowState::Duplicate => "to send",
+        RowState::Sending => "sending",
+        RowState::Running => "sent, result awaited",
+        RowState::Unconfirmed => "held (unconfirmed)",
+        RowState::Done => "done",
+    }
+}
+
+/// The exit code in words.
+pub fn exit_words(code: u8) -> &'static str {
+    match code {
+        EXIT_OK => "complete: every row has a final outcome",
+        EXIT_INCOMPLETE => "incomplete: some rows are pending or error; run the same command again",
+        EXIT_FATAL => "failed: see the run's error; fix it and run the same command again",
+        _ => "stopped by a signal",
+    }
+}
+
+impl Found {
+    /// The requests of the live run's last recorded seconds, and the seconds they span.
+    fn recent(&self) -> Option<(Second, i64)> {
+        let run = self.live.as_ref()?.run;
+        let seconds: Vec<&(i64, i64, Second)> = self
+            .history
+            .seconds
+            .iter()
+            .filter(|(r, _, _)| *r == run)
+            .collect();
+        let last = seconds.last()?.1;
+        let mut sum = Second::default();
+        for (_, _, s) in seconds
+            .iter()
+            .filter(|(_, at, _)| *at > last - RATE_OVER_SECS)
+        {
+            sum.add(s);
+        }
+        Some((sum, RATE_OVER_SECS))
+    }
+
+    /// Seconds until the live run has settled its work, at the pace it settled rows so far.
+    fn eta_secs(&self, now_ms: i64) -> Option<i64> {
+        let run = self.live.as_ref()?;
+        let from = run.prepared_ms?;
+        let at = run.heartbeat_ms.unwrap_or(now_ms);
+        let (done, left) = (run.settled, run.work.saturating_sub(run.settled));
+        if done == 0 || at <= from {
+            return None;
+        }
+        let per_ms = done as f64 / (at - from) as f64;
+        Some((left as f64 / per_ms / 1000.0).round() as i64)
+    }
+
+    /// Calls, 429s and retries over the whole job, and in the live or last run.
+    fn calls(&self, run: Option<i64>) -> Second {
+        let mut sum = Second::default();
+        for (_, _, s) in self
+            .history
+            .seconds
+            .iter()
+            .filter(|(r, _, _)| run.is_none_or(|run| *r == run))
+        {
+            sum.add(s);
+        }
+        sum
+    }
+
+    fn phase(run: &RunRecord) -> &'static str {
+        match (run.prepared_ms, run.dispatched_ms) {
+            (None, _) => "reading and planning the inputs",
+            (Some(_), None) => "sending and settling",
+            (Some(_), Some(_)) => "writing the output",
+        }
+    }
+
+    fn render(&self, now_ms: i64) -> String {
+        let mut s = String::new();
+        let rows: u64 = self.by_state.values().sum();
+        let _ = writeln!(s, "bulkverify status: {} ({})", self.dir, self.check);
+        match (&self.live, self.history.runs.last()) {
+            (Some(run), _) => {
+                let _ = writeln!(
+                    s,
+                    "  run {} is live (pid {}), started {}, {}: {} of {} rows settled",
+                    run.run,
+                    run.pid,
+                    utc(run.started_ms),
+                    Found::phase(run),
+                    run.settled,
+                    run.work
+                );
+            }
+            (None, Some(last)) => {
+                let ended = match (last.ended_ms, last.exit_code) {
+                    (Some(at), Some(code)) => format!("ended {} ({})", utc(at), exit_words(code)),
+                    _ => format!(
+                        "stopped without finishing (killed?) after {}; run the same command to \
+                         resume",
+                        utc(last.heartbeat_ms.unwrap_or(last.started_ms))
+                    ),
+                };
+                let _ = writeln!(s, "  no run is live; run {} {ended}", last.run);
+            }
+            (None, None) => {
+                let _ = writeln!(s, "  no run is live, and none has been recorded");
+            }
+        }
+        let states: Vec<String> = self
+            .by_state
+            .iter()
+            .map(|(st, n)| format!("{st} {n}"))
+            .collect();
+        let _ = writeln!(s, "  rows {rows}: {}", states.join(" · "));
+        let statuses: Vec<String> = Status::ALL
+            .iter()
+            .map(|st| {
+                let n = self.by_status.get(st).copied().unwrap_or(0);
+                format!("{} {n}", st.as_str())
+            })
+            .collect();
+        let _ = writeln!(s, "  outcomes: {}", statuses.join(" · "));
+        let job = self.calls(None);
+        let _ = writeln!(
+            s,
+            "  calls {} · 429 answers {} · retries {} (every run of the job)",
+            job.sent(),
+            job.rate_limited,
+            job.retries
+        );
+        if let Some((recent, secs)) = self.recent() {
+            let _ = writeln!(
+                s,
+                "  rate: {:.1} requests/s ({:.1}/s accepted) over the last {secs} s recorded",
+                recent.sent() as f64 / secs as f64,
+                recent.accepted as f64 / secs as f64
+            );
+        }
+        if let Some(eta) = self.eta_secs(now_ms) {
+            let _ = writeln!(
+                s,
+                "  eta: about {} at the pace so far",
+                crate::progress::clock(std::time::Duration::from_secs(eta.max(0) as u64))
+            );
+        }
+        s
+    }
+
+    fn json(&self, now_ms: i64) -> serde_json::Value {
+        let run_json = |r: &RunRecord| {
+            json!({
+                "run": r.run,
+                "pid": r.pid,
+                "started": utc(r.started_ms),
+                "ended": r.ended_ms.map(utc),
+                "exit_code": r.exit_code,
+                "work": r.work,
+                "settled": r.settled,
+                "paid_calls": r.paid,
+                "reused": r.reused,
+            })
+        };
+        let job = self.calls(None);
+        let rate = self.recent().map(|(recent, secs)| {
+            json!({
+                "requests_per_second": recent.sent() as f64 / secs as f64,
+                "accepted_per_second": recent.accepted as f64 / secs as f64,
+                "over_seconds": secs,
+            })
+        });
+        json!({
+            "state_dir": self.dir,
+            "check": self.check,
+            "live": self.live.is_some(),
+            "phase": self.live.as_ref().map(Found::phase),
+            "run": self.live.as_ref().or(self.history.runs.last()).map(run_json),
+            "runs": self.history.runs.len(),
+            "rows": self.by_state.values().sum::<u64>(),
+            "by_state": self.by_state,
+            "by_status": Status::ALL
+                .iter()
+                .map(|st| (st.as_str(), self.by_status.get(st).copied().unwrap_or(0)))
+                .collect::<BTreeMap<_, _>>(),
+            "calls": job.sent(),
+            "rate_limited": job.rate_limited,
+            "retries": job.retries,
+            "rate": rate,
+            "eta_seconds": self.eta_secs(now_ms),
+        })
+    }
+}
+
+/// Unix ms as RFC 3339 in UTC, to the second.
+fn utc(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

@@ -1,5 +1,7 @@
 //! What the run produced: the result columns of the output, the summary, the exit code.
 
+pub mod html;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

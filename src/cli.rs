@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::checks::{CHECKS, COMMON_FIELDS, CheckName};
+use crate::input::{Delimiter, Dialect, TextEncoding};
 use crate::progress::{LogWriter, ProgressMode};
 use crate::report::{EXIT_FATAL, EXIT_USAGE};
 use crate::run::{RunOptions, run};
@@ -137,6 +138,15 @@ struct RunArgs {
     /// Seconds between plain progress lines (when not on a terminal).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     progress_interval: u64,
+    /// The inputs' text encoding: utf-8; windows-1252 (or latin1), which Excel's "CSV (Comma
+    /// delimited)" saves on Western Windows; or utf-16, Excel's "Unicode Text" (with
+    /// --delimiter tab). The output is always UTF-8.
+    #[arg(long, value_name = "NAME", default_value = "utf-8", value_parser = parse_encoding)]
+    encoding: TextEncoding,
+    /// What separates the inputs' columns: ',', ';', tab or '|'. The output is always
+    /// comma-separated.
+    #[arg(long, value_name = "CHAR", default_value = ",", value_parser = parse_delimiter)]
+    delimiter: Delimiter,
     /// The CSV exports to verify.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
@@ -177,6 +187,10 @@ impl RunArgs {
             max_paid_calls: self.max_paid_calls,
             progress: self.progress,
             progress_every: Duration::from_secs(self.progress_interval.max(1)),
+            dialect: Dialect {
+                encoding: self.encoding,
+                delimiter: self.delimiter,
+            },
             inputs: self.inputs,
         }
     }
@@ -199,6 +213,18 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
         }
         _ => Err("expected NAME=HEADER, e.g. udyam=UdyamNo".into()),
     }
+}
+
+fn parse_encoding(s: &str) -> Result<TextEncoding, String> {
+    TextEncoding::from_label(s).ok_or_else(|| {
+        "expected utf-8, windows-1252 (or latin1) or utf-16; save an export in another \
+         encoding from Excel as \"CSV UTF-8\""
+            .into()
+    })
+}
+
+fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
+    Delimiter::parse(s).ok_or_else(|| "expected ',', ';', tab or '|'".into())
 }
 
 /// The program: parse, run, map the outcome to an exit code.

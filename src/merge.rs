@@ -383,7 +383,7 @@ mod tests {
                 p
             })
             .collect();
-        InputFile::open_all(&paths).unwrap()
+        InputFile::open_all(&paths, Default::default()).unwrap()
     }
 
     /// Writes `out` from `files` with a result row for each of `keys`.

@@ -473,7 +473,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         std::fs::write(&input, "id\na\nb\nc\nd\ne\n").unwrap();
-        let inputs = InputFile::open_all(&[input]).unwrap();
+        let inputs = InputFile::open_all(&[input], Default::default()).unwrap();
         let out = dir.path().join("out.csv");
         let mut c = Collector::new(&inputs, vec!["status".into(), "name".into()], &out).unwrap();
         for r in &rows {
@@ -543,7 +543,7 @@ a,=1+1
 ",
         )
         .unwrap();
-        let inputs = InputFile::open_all(&[input]).unwrap();
+        let inputs = InputFile::open_all(&[input], Default::default()).unwrap();
         let mut r = row(0, RowState::Done, Some(Status::NotVerified));
         r.message = Some("=cmd()".into());
         r.fields = vec![

@@ -14,7 +14,7 @@ use crate::config::ProviderSettings;
 use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
-use crate::input::{ColumnMap, InputFile};
+use crate::input::{ColumnMap, Dialect, InputFile};
 use crate::journal::{Following, Identity, Journal, JournalReader, OpenBatch};
 use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub max_paid_calls: Option<u64>,
     pub progress: ProgressMode,
     pub progress_every: Duration,
+    /// How the inputs are read: `--encoding` and `--delimiter`.
+    pub dialect: Dialect,
     pub inputs: Vec<PathBuf>,
 }
 

@@ -41,6 +41,14 @@ fn malformed_exports_are_refused_with_file_line_and_column() {
             vec!["in.csv: no column for `udyam`", "--column udyam=NAME"],
         ),
         (
+            "a workbook",
+            b"PK\x03\x04\x14\x00\x06\x00[Content_Types].xml".to_vec(),
+            vec![
+                "in.csv: the file is a spreadsheet workbook",
+                "\"CSV UTF-8\"",
+            ],
+        ),
+        (
             "duplicate header",
             format!("id,id,udyam\n1,2,{UDYAM}\n").into_bytes(),
             vec!["in.csv: the column name \"id\" appears twice (columns 1 and 2)"],

@@ -6,9 +6,16 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use encoding_rs_io::DecodeReaderBytesBuilder;
 use sha2::{Digest, Sha256};
 
+use super::dialect::{Decoding, Dialect, SNIFF_BYTES, Sniffed, Utf8Scan};
 use crate::outcome::RowKey;
+
+mod explain;
+
+/// What Excel users are told to choose instead, whatever their file was.
+const SAVE_AS_UTF8: &str = "save it from Excel as \"CSV UTF-8\"";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -56,6 +63,25 @@ pub enum InputError {
         first: usize,
         second: usize,
     },
+    #[error(
+        "{file}: the file is {what}, as Excel saves \"Unicode Text\"; run with {flags}, or \
+         {SAVE_AS_UTF8}"
+    )]
+    Utf16 {
+        file: String,
+        what: String,
+        flags: &'static str,
+    },
+    #[error(
+        "{file}: the file is not UTF-16 (it has no byte-order mark, and no NUL byte beside its \
+         characters); {instead}"
+    )]
+    NotUtf16 { file: String, instead: &'static str },
+    #[error(
+        "{file}: the file is a spreadsheet workbook (.xlsx or .xls), not a CSV export; \
+         {SAVE_AS_UTF8} and give that file"
+    )]
+    Workbook { file: String },
 }
 
 /// One input column a check reads, by its logical name.
@@ -79,28 +105,39 @@ pub struct InputFile {
     pub index: u32,
     pub path: PathBuf,
     pub headers: Vec<String>,
+    dialect: Dialect,
+    decoding: Decoding,
 }
 
 impl InputFile {
-    /// Opens every input and reads its header, so that a missing or malformed file stops the
-    /// run before any call is made.
-    pub fn open_all(paths: &[PathBuf]) -> Result<Vec<InputFile>, InputError> {
+    /// Opens every input and reads its header, so that a missing or malformed file, or one
+    /// that `dialect` does not read, stops the run before any call is made.
+    pub fn open_all(paths: &[PathBuf], dialect: Dialect) -> Result<Vec<InputFile>, InputError> {
         paths
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 let index = u32::try_from(i).expect("fewer than 2^32 input files");
-                InputFile::open(index, p)
+                InputFile::open(index, p, dialect)
             })
             .collect()
     }
 
-    fn open(index: u32, path: &Path) -> Result<InputFile, InputError> {
-        let file = InputFile {
+    fn open(index: u32, path: &Path, dialect: Dialect) -> Result<InputFile, InputError> {
+        let mut file = InputFile {
             index,
             path: path.to_path_buf(),
             headers: Vec::new(),
+            dialect,
+            decoding: Decoding::Utf8,
         };
+        let mut head = Vec::new();
+        File::open(path)
+            .and_then(|f| f.take(SNIFF_BYTES as u64).read_to_end(&mut head))
+            .map_err(|e| file.io_error(e))?;
+        let sniffed = Sniffed::of(&head);
+        file.decoding = Decoding::choose(dialect.encoding, sniffed)
+            .map_err(|m| file.mismatch(m, sniffed, &head))?;
         let mut rdr = file.csv_reader()?;
         let headers = match rdr.headers() {
             Ok(h) => h.clone(),
@@ -110,6 +147,9 @@ impl InputFile {
             return Err(InputError::Empty {
                 file: file.display(),
             });
+        }
+        if headers.len() == 1 {
+            file.check_delimiter(&headers[0])?;
         }
         let headers: Vec<String> = headers.iter().map(str::to_owned).collect();
         for (i, h) in headers.iter().enumerate() {
@@ -122,7 +162,16 @@ impl InputFile {
                 });
             }
         }
-        Ok(InputFile { headers, ..file })
+        file.headers = headers;
+        // Most non-UTF-8 files show it in their first rows: said now, before the job's state
+        // is made; the rest of the file is checked as it is fingerprinted.
+        let mut scan = Utf8Scan::default();
+        scan.feed(&head);
+        if head.len() < SNIFF_BYTES {
+            scan.feed(&[]);
+        }
+        file.check_scan(&scan, false)?;
+        Ok(file)
     }
 
     /// The path as the user gave it, for messages.
@@ -139,25 +188,47 @@ impl InputFile {
     }
 
     /// SHA-256 of the file's bytes: a resumed run must be reading the very rows the journal
-    /// describes, or old outcomes would be attached to new rows. With `skip`, a column filled
-    /// in between runs, the hash is over the parsed header and records without that column
-    /// instead, so that filling it (or adding it, or a spreadsheet re-quoting the file) is not
-    /// a change, while any other cell that changes still is.
+    /// describes, or old outcomes would be attached to new rows. The bytes are preceded by how
+    /// they are read when that is not UTF-8 with commas ([`Dialect`]), since the same bytes
+    /// read with another `--encoding` or `--delimiter` are other rows. With `skip`, a column
+    /// filled in between runs, the hash is over the header and records as read (decoded and
+    /// split), without that column, instead: filling it (or adding it, or a spreadsheet
+    /// re-quoting the file, or saving it again as UTF-8) is not a change, while any other
+    /// value that reads differently is.
+    ///
+    /// This is the one pass over every byte before planning, so it also proves that the file
+    /// is in the encoding it is read in: a job never plans part of a file it cannot read.
     pub fn fingerprint(&self, skip: Option<usize>) -> Result<String, InputError> {
-        if let Some(skip) = skip {
-            return self.fingerprint_without(skip);
-        }
-        let mut f = File::open(&self.path).map_err(|e| self.io_error(e))?;
         let mut hasher = Sha256::new();
+        if let Some(tag) = self.dialect.fingerprint_tag() {
+            hasher.update(tag.as_bytes());
+        }
+        let scan = self.scan(|chunk| {
+            if skip.is_none() {
+                hasher.update(chunk);
+            }
+        })?;
+        self.check_scan(&scan, true)?;
+        match skip {
+            Some(skip) => self.fingerprint_without(skip),
+            None => Ok(format!("{:x}", hasher.finalize())),
+        }
+    }
+
+    /// Reads every byte of the file, in chunks given to `each`, following them for what tells
+    /// UTF-8 apart.
+    fn scan(&self, mut each: impl FnMut(&[u8])) -> Result<Utf8Scan, InputError> {
+        let mut f = File::open(&self.path).map_err(|e| self.io_error(e))?;
+        let mut scan = Utf8Scan::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_error(e))?;
+            scan.feed(&buf[..n]);
             if n == 0 {
-                break;
+                return Ok(scan);
             }
-            hasher.update(&buf[..n]);
+            each(&buf[..n]);
         }
-        Ok(format!("{:x}", hasher.finalize()))
     }
 
     fn fingerprint_without(&self, skip: usize) -> Result<String, InputError> {
@@ -196,12 +267,33 @@ impl InputFile {
         })
     }
 
-    fn csv_reader(&self) -> Result<csv::Reader<BufReader<File>>, InputError> {
-        let f = File::open(&self.path).map_err(|e| self.io_error(e))?;
+    fn csv_reader(&self) -> Result<csv::Reader<Box<dyn Read + Send>>, InputError> {
+        self.csv_reader_with(self.dialect.delimiter.byte())
+    }
+
+    fn csv_reader_with(
+        &self,
+        delimiter: u8,
+    ) -> Result<csv::Reader<Box<dyn Read + Send>>, InputError> {
         Ok(csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_reader(BufReader::with_capacity(1 << 16, f)))
+            .delimiter(delimiter)
+            .from_reader(self.text()?))
+    }
+
+    /// The file as the UTF-8 text every pass reads.
+    fn text(&self) -> Result<Box<dyn Read + Send>, InputError> {
+        let f = File::open(&self.path).map_err(|e| self.io_error(e))?;
+        Ok(match self.decoding {
+            Decoding::Utf8 => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Decoding::From(encoding) => Box::new(
+                DecodeReaderBytesBuilder::new()
+                    .encoding(Some(encoding))
+                    .build_with_buffer(f, vec![0u8; 1 << 16])
+                    .map_err(|e| self.io_error(e))?,
+            ),
+        })
     }
 
     fn io_error(&self, source: std::io::Error) -> InputError {
@@ -216,19 +308,16 @@ impl InputFile {
         match e.into_kind() {
             csv::ErrorKind::Io(source) => InputError::Io { file, source },
             csv::ErrorKind::Utf8 { pos, err } => {
-                let column = err.field() + 1;
-                let name = self
-                    .headers
-                    .get(err.field())
-                    .map(|h| format!("{column} ({h})"))
-                    .unwrap_or_else(|| column.to_string());
-                InputError::At {
-                    file,
-                    line: pos.map_or(1, |p| self.line_at(p.byte())),
-                    column: Some(name),
-                    message: "not valid UTF-8 text; save the export as UTF-8 \
-                              (\"CSV UTF-8\" in Excel) and run again"
-                        .into(),
+                match self.scan(|_| ()).ok().and_then(|scan| scan.invalid) {
+                    Some(offset) => self.not_utf8(offset),
+                    None => InputError::At {
+                        file,
+                        line: pos.map_or(1, |p| self.line_at(p.byte())),
+                        column: Some((err.field() + 1).to_string()),
+                        message: "not valid UTF-8 text, and the file changed while it was \
+                                  read; run again"
+                            .into(),
+                    },
                 }
             }
             csv::ErrorKind::UnequalLengths {
@@ -253,15 +342,16 @@ impl InputFile {
         }
     }
 
-    /// The 1-based line on which the record at a byte offset starts. The csv crate's own line
-    /// counter skips blank lines and miscounts CRLF files (and its record offsets can point at
-    /// the previous terminator), so the file is re-read; this runs only to report an error.
+    /// The 1-based line on which the record at a byte offset of the text starts. The csv
+    /// crate's own line counter skips blank lines and miscounts CRLF files (and its record
+    /// offsets can point at the previous terminator), so the text is read again; this runs
+    /// only to report an error.
     fn line_at(&self, byte: u64) -> u64 {
-        let Ok(f) = File::open(&self.path) else {
+        let Ok(text) = self.text() else {
             return 1;
         };
         let mut newlines = 0u64;
-        for (pos, b) in (0u64..).zip(BufReader::new(f).bytes()) {
+        for (pos, b) in (0u64..).zip(BufReader::new(text).bytes()) {
             let Ok(b) = b else { break };
             if pos >= byte && b != b'\n' && b != b'\r' {
                 break;
@@ -275,7 +365,7 @@ impl InputFile {
 /// One pass over a file's data records, reusing a single record buffer.
 pub struct Records<'f> {
     file: &'f InputFile,
-    rdr: csv::Reader<BufReader<File>>,
+    rdr: csv::Reader<Box<dyn Read + Send>>,
     record: csv::StringRecord,
     next: u64,
 }
@@ -416,160 +506,4 @@ impl ColumnMap {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-
-    fn all(file: &InputFile) -> Result<Vec<(u64, Vec<String>)>, InputError> {
-        let mut r = file.records()?;
-        let mut out = Vec::new();
-        while let Some(k) = r.advance()? {
-            out.push((k.record(), r.record().iter().map(str::to_owned).collect()));
-        }
-        Ok(out)
-    }
-
-    const UDYAM: ColumnSpec = ColumnSpec {
-        name: "udyam",
-        required: true,
-        aliases: &["udyam", "udyamnumber", "udyamno"],
-        help: "",
-        filled_later: false,
-    };
-    const NAME: ColumnSpec = ColumnSpec {
-        name: "name",
-        required: false,
-        aliases: &["name"],
-        help: "",
-        filled_later: false,
-    };
-
-    #[test]
-    fn reads_bom_quotes_blank_lines_and_crlf() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "a.csv",
-            b"\xEF\xBB\xBFid,Udyam No.,x\r\n\"007\",\"a,b\",\r\n\r\n2,\"say \"\"hi\"\"\",ab\"c\r\n3,\"multi\nline\",\r\n",
-        );
-        let files = InputFile::open_all(&[p]).unwrap();
-        assert_eq!(files[0].headers, ["id", "Udyam No.", "x"]);
-        let rows = all(&files[0]).unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                (0, vec!["007".into(), "a,b".into(), "".into()]),
-                (1, vec!["2".into(), "say \"hi\"".into(), "ab\"c".into()]),
-                (2, vec!["3".into(), "multi\nline".into(), "".into()]),
-            ]
-        );
-        let map = ColumnMap::resolve(&files[0], &[UDYAM, NAME], &BTreeMap::new()).unwrap();
-        let mut r = files[0].records().unwrap();
-        r.advance().unwrap();
-        assert_eq!(map.values(r.record()), ["a,b", ""]);
-    }
-
-    #[test]
-    fn ragged_row_names_its_real_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "r.csv",
-            b"a,b\r\n1,2\r\n\r\n3,\"x\ny\"\r\n4,5,6\r\n",
-        );
-        let files = InputFile::open_all(&[p]).unwrap();
-        let err = all(&files[0]).unwrap_err().to_string();
-        assert!(err.contains("r.csv, line 6:"), "{err}");
-        assert!(err.contains("3 fields where the header has 2"), "{err}");
-    }
-
-    #[test]
-    fn invalid_utf8_names_line_and_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "u.csv", b"a,b\n1,2\n3,caf\xe9\n");
-        let files = InputFile::open_all(&[p]).unwrap();
-        let err = all(&files[0]).unwrap_err().to_string();
-        assert!(err.contains("u.csv, line 3, column 2 (b)"), "{err}");
-        assert!(err.contains("UTF-8"), "{err}");
-    }
-
-    #[test]
-    fn header_problems_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = write(dir.path(), "e.csv", b"");
-        assert!(matches!(
-            InputFile::open_all(&[empty]).unwrap_err(),
-            InputError::Empty { .. }
-        ));
-        let dup = write(dir.path(), "d.csv", b"a,b,a\n1,2,3\n");
-        let err = InputFile::open_all(&[dup]).unwrap_err().to_string();
-        assert!(
-            err.contains("\"a\" appears twice (columns 1 and 3)"),
-            "{err}"
-        );
-        let missing = dir.path().join("nope.csv");
-        assert!(matches!(
-            InputFile::open_all(&[missing]).unwrap_err(),
-            InputError::Io { .. }
-        ));
-    }
-
-    #[test]
-    fn column_mapping() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "m.csv", b"UdyamNo,udyam_number,Reg\n1,2,3\n");
-        let file = &InputFile::open_all(&[p]).unwrap()[0];
-        let err = ColumnMap::resolve(file, &[UDYAM], &BTreeMap::new()).unwrap_err();
-        assert!(matches!(err, InputError::AmbiguousColumn { .. }), "{err}");
-        let mapping = BTreeMap::from([("udyam".to_string(), "Reg".to_string())]);
-        let map = ColumnMap::resolve(file, &[UDYAM, NAME], &mapping).unwrap();
-        assert_eq!(map.indices, vec![Some(2), None]);
-        let wrong = BTreeMap::from([("udyam".to_string(), "reg".to_string())]);
-        let err = ColumnMap::resolve(file, &[UDYAM], &wrong)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--column udyam=NAME"), "{err}");
-    }
-
-    #[test]
-    fn fingerprint_changes_with_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "f.csv", b"a\n1\n");
-        let f = &InputFile::open_all(std::slice::from_ref(&p)).unwrap()[0];
-        let before = f.fingerprint(None).unwrap();
-        std::fs::write(&p, b"a\n2\n").unwrap();
-        assert_ne!(before, f.fingerprint(None).unwrap());
-    }
-
-    /// Filling the OTP column, adding it, or re-quoting the file keeps the fingerprint of a
-    /// two-step check's input; any other cell that changes does not.
-    #[test]
-    fn fingerprint_leaves_out_the_column_filled_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let fp = |name: &str, data: &[u8], skip: Option<usize>| {
-            let p = write(dir.path(), name, data);
-            InputFile::open_all(std::slice::from_ref(&p)).unwrap()[0]
-                .fingerprint(skip)
-                .unwrap()
-        };
-        let before = fp("a.csv", b"reg,mobile\nU1,98\nU2,97\n", None);
-        let spec = |skip| fp("a.csv", b"reg,mobile\nU1,98\nU2,97\n", skip);
-        assert_eq!(before, spec(None), "the same bytes");
-        let plain = fp("b.csv", b"reg,mobile,otp\nU1,98,\nU2,97,\n", Some(2));
-        let filled = fp(
-            "c.csv",
-            b"reg,mobile,otp\nU1,98,123456\n\"U2\",97,654321\n",
-            Some(2),
-        );
-        let without = fp("d.csv", b"reg,mobile\nU1,98\nU2,97\n", Some(usize::MAX));
-        assert_eq!(plain, filled);
-        assert_eq!(plain, without, "the column added later");
-        let changed = fp("e.csv", b"reg,mobile,otp\nU1,98,123456\nU3,97,\n", Some(2));
-        assert_ne!(plain, changed);
-    }
-}
+mod tests;

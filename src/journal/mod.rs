@@ -100,9 +100,10 @@ pub enum JournalError {
         wanted: String,
     },
     #[error(
-        "{file} changed since the state in {dir} was created (its content hash differs), so its \
-         old results cannot be attached to its rows; restore the original file, or re-run with \
-         --fresh to start over (the old state is kept aside, not deleted)"
+        "{file} changed since the state in {dir} was created, or is read with another \
+         --encoding or --delimiter (its content hash differs), so its old results cannot be \
+         attached to its rows; restore the original file and flags, or re-run with --fresh to \
+         start over (the old state is kept aside, not deleted)"
     )]
     InputChanged { file: String, dir: String },
     #[error(

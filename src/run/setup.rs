@@ -121,7 +121,7 @@ fn open_inputs(
     config: &ConfigFile,
 ) -> anyhow::Result<(Vec<InputFile>, Vec<ColumnMap>)> {
     let mapping = info.mapping(config, &opts.columns)?;
-    let inputs = InputFile::open_all(&opts.inputs)?;
+    let inputs = InputFile::open_all(&opts.inputs, opts.dialect)?;
     let maps = inputs
         .iter()
         .map(|f| ColumnMap::resolve(f, info.columns, &mapping))

@@ -20,12 +20,13 @@ use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
-use crate::report::{Collector, Summary};
+use crate::report::{Collector, Failure, Monitoring, Run, Stage, Summary, Tally};
 use crate::stats::Stats;
 use crate::store::{JobStore, StoreSide};
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
+use crate::util::time::Started;
 
 mod setup;
 
@@ -88,13 +89,54 @@ impl Interrupts {
     }
 }
 
-/// Runs the job; returns the exit code.
-pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
-    let started = Instant::now();
+/// Runs the job; returns the exit code. Its summary goes to stderr and, whether the job ends
+/// or fails, to the files `monitoring` names.
+pub async fn run(opts: RunOptions, monitoring: Monitoring) -> anyhow::Result<u8> {
+    let started = Started::now();
     let interrupts = Arc::new(Interrupts::default());
     interrupts.listen();
-    let setup = Setup::of(&opts)?;
     let stats = Arc::new(Stats::default());
+    let mut stage = Stage::Setup;
+    let ended = job(&opts, &monitoring, &stats, &interrupts, &mut stage).await;
+    let (output, state) = setup::paths_of(&opts);
+    let run = Run {
+        check: opts.check.info().name,
+        output: &output,
+        state: &state,
+        files: opts.inputs.len(),
+        started,
+        interrupted: interrupts.interrupted.load(Ordering::Acquire),
+    };
+    match ended {
+        Ok(tally) => {
+            let summary = Summary::new(run, &stats, Ok(&tally));
+            // Through the log's writer, which `--quiet` holds back until it knows the exit code.
+            let _ = std::io::Write::write_all(&mut LogWriter, summary.render().as_bytes());
+            monitoring.write(&summary)?;
+            Ok(summary.exit_code)
+        }
+        Err(e) => {
+            let summary = Summary::new(run, &stats, Err(Failure::of(&e, stage)));
+            if let Err(unwritten) = monitoring.write(&summary) {
+                tracing::error!("{unwritten}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The job from its arguments to its output: the rows the output holds, or the error that
+/// stopped it, with `stage` where it stopped.
+async fn job(
+    opts: &RunOptions,
+    monitoring: &Monitoring,
+    stats: &Arc<Stats>,
+    interrupts: &Interrupts,
+    stage: &mut Stage,
+) -> anyhow::Result<Tally> {
+    let started = Instant::now();
+    monitoring.check()?;
+    let setup = Setup::of(opts)?;
     let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
     let job = setup.job(
         setup.state_dir.clone(),
@@ -115,6 +157,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         live,
         ..
     } = setup;
+    *stage = Stage::State;
     let Prepared {
         journal,
         work,
@@ -129,6 +172,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         "read the inputs and the state in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    *stage = Stage::Sending;
     let scratch = state_dir.join("scratch");
     let (sandbox, settings) = match live {
         Some(settings) => (None, settings),
@@ -156,7 +200,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             otp_at: info.otp_at(),
             ledger,
         };
-        dispatch(&journal, d, &interrupts).await
+        dispatch(&journal, d, interrupts).await
     } else {
         Ok(())
     };
@@ -172,25 +216,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         return Err(e);
     }
 
+    *stage = Stage::Output;
     progress.phase(Phase::Writing);
-    let (ins, out) = (inputs.clone(), output.clone());
-    let tally =
-        tokio::task::spawn_blocking(move || write_output(journal, store, &ins, &out)).await??;
+    let tally = tokio::task::spawn_blocking(move || write_output(journal, store, &inputs, &output))
+        .await??;
     progress.finish().await;
-
-    let summary = Summary {
-        check: info.name,
-        files: inputs.len(),
-        counts: &tally.counts,
-        duplicates: tally.duplicates,
-        stats: &stats,
-        elapsed: started.elapsed(),
-        output: &output.display().to_string(),
-        interrupted: interrupts.interrupted.load(Ordering::Acquire),
-    };
-    // Through the log's writer, which `--quiet` holds back until it knows the exit code.
-    let _ = std::io::Write::write_all(&mut LogWriter, summary.render().as_bytes());
-    Ok(summary.exit_code())
+    Ok(tally)
 }
 
 /// Hands the results store the answers the job obtained, then writes every row with its
@@ -203,7 +234,7 @@ fn write_output(
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
-) -> anyhow::Result<crate::report::Tally> {
+) -> anyhow::Result<Tally> {
     if let Some(store) = store {
         store.keep_from(&journal);
     }
@@ -212,7 +243,7 @@ fn write_output(
             "{} already holds every row as the state has it; left as it is",
             out.display()
         );
-        return Ok(crate::report::Tally { counts, duplicates });
+        return Ok(Tally { counts, duplicates });
     }
     let writing = Instant::now();
     let context = || format!("writing {}", out.display());

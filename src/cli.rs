@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::checks::{CHECKS, COMMON_FIELDS, CheckName};
 use crate::input::{Delimiter, Dialect, TextEncoding};
 use crate::progress::{LogWriter, ProgressMode};
-use crate::report::{EXIT_FATAL, EXIT_USAGE};
+use crate::report::{EXIT_FATAL, EXIT_USAGE, Monitoring};
 use crate::run::{RunOptions, run};
 
 /// Verify the rows of CSV exports against Indian verification APIs, within the provider's
@@ -161,6 +161,16 @@ struct RunCommand {
     /// everything it held back is printed at the end, with the summary or the error.
     #[arg(short, long)]
     quiet: bool,
+    /// Write the run's summary as JSON to this file (docs/summary.schema.json describes it),
+    /// on exit 0, 75 and 1 alike: rows by status, calls, 429s, times, the exit code. Written
+    /// whole or not at all, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Write the run's metrics in Prometheus' text format to this file, for node_exporter's
+    /// textfile collector (<its directory>/<job>.prom; one file per job), on exit 0, 75 and 1
+    /// alike. Written whole or not at all, mode 0644 (node_exporter reads it).
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -256,7 +266,11 @@ pub fn main() -> ExitCode {
                     options.progress = ProgressMode::Off;
                     crate::progress::hold_lines();
                 }
-                run(options).await
+                let monitoring = Monitoring {
+                    summary_json: a.summary_json,
+                    metrics_file: a.metrics_file,
+                };
+                run(options, monitoring).await
             }
             Command::Plan(a) => crate::forecast::plan(a.run.options(), a.json).await,
             #[cfg(feature = "sandbox")]

@@ -123,7 +123,6 @@ pub struct Output<'a> {
     writer: Writer,
     temp: tempfile::NamedTempFile,
     path: PathBuf,
-    dir: PathBuf,
 }
 
 impl<'a> Output<'a> {
@@ -179,7 +178,6 @@ impl<'a> Output<'a> {
             writer,
             temp,
             path: path.to_path_buf(),
-            dir,
         })
     }
 
@@ -323,13 +321,7 @@ impl<'a> Output<'a> {
             path: self.path.display().to_string(),
             source,
         };
-        self.temp.as_file().sync_all().map_err(io)?;
-        self.temp.persist(&self.path).map_err(|e| io(e.error))?;
-        if let Ok(d) = File::open(&self.dir) {
-            // Make the rename itself durable.
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::util::fs::persist(self.temp, &self.path).map_err(io)
     }
 }
 

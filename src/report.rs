@@ -4,17 +4,19 @@ pub mod html;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::checks::COMMON_FIELDS;
 use crate::input::InputFile;
 use crate::journal::{ExportRow, RowState};
 use crate::merge::{Cell, Kind, MergeError, Output};
 use crate::outcome::{Reason, RowKey, Status};
-use crate::stats::Stats;
-use crate::util::sync::lock;
+
+mod monitor;
+mod summary;
+
+pub use monitor::{MonitorError, Monitoring};
+pub use summary::{Failure, FailureKind, Rows, Run, Stage, Summary};
 
 /// Every row has a final outcome.
 pub const EXIT_OK: u8 = 0;
@@ -25,6 +27,23 @@ pub const EXIT_USAGE: u8 = 2;
 /// Some rows are `pending` or `error`: run the same command again to resume.
 /// (75 is EX_TEMPFAIL: "try again later", which cron wrappers understand.)
 pub const EXIT_INCOMPLETE: u8 = 75;
+
+/// An exit code in words, with what to do next: for the summary JSON, and whatever else says a
+/// run's end to someone who was not there.
+pub fn exit_meaning(code: u8) -> &'static str {
+    match code {
+        EXIT_OK => "complete: every row has a final outcome",
+        EXIT_INCOMPLETE => {
+            "incomplete: some rows are pending or error; the output is written, and the same \
+             command run again resumes them"
+        }
+        EXIT_USAGE => "the command line is wrong",
+        _ => {
+            "failed: the run could not go on and wrote no output (an earlier one is left as it \
+             was); fix what the error says and run the same command again"
+        }
+    }
+}
 
 /// A result cell as written: one that a spreadsheet would run as a formula (it starts with
 /// `=`, `+`, `-`, `@`, a tab, CR or LF) gets a `'` in front, OWASP's rule against CSV
@@ -244,196 +263,6 @@ pub fn exit_code(counts: &BTreeMap<Status, u64>) -> u8 {
     if incomplete { EXIT_INCOMPLETE } else { EXIT_OK }
 }
 
-/// The end-of-run summary, for stderr.
-pub struct Summary<'a> {
-    pub check: &'a str,
-    pub files: usize,
-    pub counts: &'a BTreeMap<Status, u64>,
-    pub duplicates: u64,
-    pub stats: &'a Stats,
-    pub elapsed: Duration,
-    pub output: &'a str,
-    pub interrupted: bool,
-}
-
-impl Summary<'_> {
-    pub fn incomplete(&self) -> u64 {
-        self.counts
-            .iter()
-            .filter(|(s, _)| !s.is_final())
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    pub fn exit_code(&self) -> u8 {
-        exit_code(self.counts)
-    }
-
-    /// The summary's line on the paid calls made, and on the cap when the run has one.
-    fn spending(&self, s: &mut String) {
-        let st = self.stats;
-        let paid = Stats::get(&st.paid);
-        let cap = *lock(&st.max_paid_calls);
-        let Some(cap) = cap else {
-            if paid > 0 {
-                let _ = writeln!(s, "  paid calls made in this run: {paid}");
-            }
-            return;
-        };
-        let capped = Stats::get(&st.capped);
-        let _ = writeln!(
-            s,
-            "  paid calls made in this run: {paid} of its cap of {cap}{}",
-            if capped > 0 {
-                format!(
-                    "; {} not sent (pending, paid_call_limit): the same command sends them, \
-                     up to the cap again",
-                    rows_word(capped)
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
-
-    /// The summary's lines on requests sent again after a lost answer.
-    fn resends(&self, s: &mut String) {
-        let st = self.stats;
-        let resent = Stats::get(&st.resent);
-        if resent > 0 {
-            let _ = writeln!(
-                s,
-                "  resent after a lost answer (may be billed twice): {}",
-                rows_word(resent)
-            );
-        }
-        let (safe, reconciled) = (Stats::get(&st.safe_resends), Stats::get(&st.reconciled));
-        if safe > 0 {
-            let _ = writeln!(
-                s,
-                "  uploads sent again under the same name after a lost answer (never billed \
-                 twice: the provider takes a name once): {safe}"
-            );
-        }
-        if reconciled > 0 {
-            let _ = writeln!(
-                s,
-                "  rows of uploads without an answer, asked for by the upload's name instead of \
-                 held: {}",
-                rows_word(reconciled)
-            );
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let rows: u64 = self.counts.values().sum();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "bulkverify {}: {rows} rows in {} file{}, {}",
-            self.check,
-            self.files,
-            if self.files == 1 { "" } else { "s" },
-            crate::progress::clock(self.elapsed)
-        );
-        for status in Status::ALL {
-            let n = self.counts.get(&status).copied().unwrap_or(0);
-            let _ = writeln!(s, "  {:<14}{n:>9}", status.as_str());
-        }
-        if self.duplicates > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} repeated an earlier identifier and carr{} its outcome)",
-                rows_word(self.duplicates),
-                if self.duplicates == 1 { "ies" } else { "y" }
-            );
-        }
-        let st = self.stats;
-        let reused = Stats::get(&st.reused);
-        if reused > 0 {
-            let _ = writeln!(
-                s,
-                "  reused from earlier jobs on the account: {} ({reused} paid call{} saved; \
-                 --no-reuse sends them again)",
-                rows_word(reused),
-                if reused == 1 { "" } else { "s" }
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  calls {} · 429 answers {} · retries {} · unconfirmed {}",
-            Stats::get(&st.calls),
-            Stats::get(&st.rate_limited),
-            Stats::get(&st.retries),
-            Stats::get(&st.unconfirmed)
-        );
-        let denied = Stats::get(&st.retries_denied);
-        self.spending(&mut s);
-        self.resends(&mut s);
-        let (sent, awaiting) = (Stats::get(&st.otps_sent), Stats::get(&st.awaiting_otp));
-        if sent > 0 || awaiting > 0 {
-            let _ = writeln!(
-                s,
-                "  OTPs sent in this run: {sent}; {} wait for their OTP: fill the otp column of \
-                 the input and run the same command again before bv_otp_expires_at",
-                rows_word(awaiting)
-            );
-        }
-        if denied > 0 {
-            let _ = writeln!(
-                s,
-                "  retries not made (the retry budget was spent on a failing provider): {denied}"
-            );
-        }
-        let pace = lock(&st.pace_note).clone();
-        if let Some(note) = pace {
-            let _ = writeln!(s, "  {note}");
-        }
-        let missed = Stats::get(&st.slots_missed);
-        if missed > 0 {
-            let _ = writeln!(
-                s,
-                "  quota slots that passed before their paid request could leave: {missed} \
-                 (its intent took long to commit, or the machine was busy; each went at the \
-                 next slot)"
-            );
-        }
-        if Stats::get(&st.provider_down) > 0 {
-            let _ = writeln!(
-                s,
-                "  the provider kept failing and the circuit breaker gave up: rows not sent are \
-                 error (provider_unavailable); run the same command when it is back"
-            );
-        }
-        if Stats::get(&st.day_spent) > 0 {
-            let _ = writeln!(
-                s,
-                "  the provider's daily quota is spent: rows not sent are pending \
-                 (daily_quota_exhausted); tomorrow's run of the same command continues"
-            );
-        }
-        let _ = writeln!(s, "  output {}", self.output);
-        let incomplete = self.incomplete();
-        if incomplete > 0 {
-            let _ = writeln!(
-                s,
-                "incomplete: {incomplete} rows are pending or error{}; run the same command \
-                 again to resume (exit {EXIT_INCOMPLETE})",
-                if self.interrupted {
-                    " (the run was interrupted)"
-                } else {
-                    ""
-                }
-            );
-        }
-        s
-    }
-}
-
-fn rows_word(n: u64) -> String {
-    format!("{n} row{}", if n == 1 { "" } else { "s" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,34 +387,5 @@ a,=1+1
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with("a,=1+1,not_verified,,'=cmd(),"), "{line}");
         assert!(line.ends_with(",'@evil,-5"), "{line}");
-    }
-
-    #[test]
-    fn summary_and_exit_codes() {
-        let stats = Stats::default();
-        let summary = |counts: &BTreeMap<Status, u64>| {
-            let s = Summary {
-                check: "deepvue-udyam",
-                files: 1,
-                counts,
-                duplicates: 0,
-                stats: &stats,
-                elapsed: Duration::from_secs(5),
-                output: "out.csv",
-                interrupted: false,
-            };
-            (s.exit_code(), s.render())
-        };
-        let mut counts = BTreeMap::from([(Status::Verified, 3), (Status::InvalidInput, 1)]);
-        let (code, text) = summary(&counts);
-        assert_eq!(code, EXIT_OK);
-        assert!(text.contains("4 rows in 1 file, 0:00:05"), "{text}");
-        counts.insert(Status::Pending, 2);
-        let (code, text) = summary(&counts);
-        assert_eq!(code, EXIT_INCOMPLETE);
-        assert!(
-            text.contains("incomplete: 2 rows are pending or error"),
-            "{text}"
-        );
     }
 }

@@ -20,13 +20,15 @@ use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
-use crate::report::{Collector, EXIT_FATAL, Summary, exit_code};
+use crate::report::{
+    Collector, EXIT_FATAL, Failure, Monitoring, Run, Stage, Summary, Tally, exit_code,
+};
 use crate::stats::Stats;
 use crate::store::{JobStore, StoreSide};
 use crate::util::fs::create_private_dir;
 use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
-use crate::util::time::unix_ms;
+use crate::util::time::Started;
 
 mod setup;
 
@@ -91,13 +93,63 @@ impl Interrupts {
     }
 }
 
-/// Runs the job; returns the exit code.
-pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
-    let (started, started_ms) = (Instant::now(), unix_ms());
+/// Runs the job; returns the exit code. Its summary goes to stderr and, whether the job ends
+/// or fails, to the files `monitoring` names.
+pub async fn run(opts: RunOptions, monitoring: Monitoring) -> anyhow::Result<u8> {
+    let started = Started::now();
     let interrupts = Arc::new(Interrupts::default());
     interrupts.listen();
-    let setup = Setup::of(&opts)?;
     let stats = Arc::new(Stats::default());
+    let mut stage = Stage::Setup;
+    let ended = job(
+        &opts,
+        &monitoring,
+        &stats,
+        &interrupts,
+        &mut stage,
+        started.unix_ms(),
+    )
+    .await;
+    let (output, state) = setup::paths_of(&opts);
+    let run = Run {
+        check: opts.check.info().name,
+        output: &output,
+        state: &state,
+        files: opts.inputs.len(),
+        started,
+        interrupted: interrupts.interrupted.load(Ordering::Acquire),
+    };
+    match ended {
+        Ok(tally) => {
+            let summary = Summary::new(run, &stats, Ok(&tally));
+            // Through the log's writer, which `--quiet` holds back until it knows the exit code.
+            let _ = std::io::Write::write_all(&mut LogWriter, summary.render().as_bytes());
+            monitoring.write(&summary)?;
+            Ok(summary.exit_code)
+        }
+        Err(e) => {
+            let summary = Summary::new(run, &stats, Err(Failure::of(&e, stage)));
+            if let Err(unwritten) = monitoring.write(&summary) {
+                tracing::error!("{unwritten}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The job from its arguments to its output: the rows the output holds, or the error that
+/// stopped it, with `stage` where it stopped.
+async fn job(
+    opts: &RunOptions,
+    monitoring: &Monitoring,
+    stats: &Arc<Stats>,
+    interrupts: &Interrupts,
+    stage: &mut Stage,
+    started_ms: i64,
+) -> anyhow::Result<Tally> {
+    let started = Instant::now();
+    monitoring.check()?;
+    let setup = Setup::of(opts)?;
     let progress = Progress::start(opts.progress, stats.clone(), opts.progress_every);
     let job = Job {
         run_started_ms: Some(started_ms),
@@ -121,6 +173,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         live,
         ..
     } = setup;
+    *stage = Stage::State;
     let Prepared {
         journal,
         run: recorded,
@@ -136,6 +189,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         "read the inputs and the state in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    *stage = Stage::Sending;
     let scratch = state_dir.join("scratch");
     let rehearsal = match live {
         Some(settings) => Ok((None, settings)),
@@ -167,7 +221,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
             ledger,
             recorded,
         };
-        dispatch(&journal, d, &interrupts).await
+        dispatch(&journal, d, interrupts).await
     } else {
         Ok(())
     };
@@ -186,6 +240,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
         journal.run_dispatched(run)?;
     }
 
+    *stage = Stage::Output;
     progress.phase(Phase::Writing);
     let (ins, out, counted) = (inputs.clone(), output.clone(), stats.clone());
     let tally = tokio::task::spawn_blocking(move || {
@@ -195,20 +250,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<u8> {
     })
     .await??;
     progress.finish().await;
-
-    let summary = Summary {
-        check: info.name,
-        files: inputs.len(),
-        counts: &tally.counts,
-        duplicates: tally.duplicates,
-        stats: &stats,
-        elapsed: started.elapsed(),
-        output: &output.display().to_string(),
-        interrupted: interrupts.interrupted.load(Ordering::Acquire),
-    };
-    // Through the log's writer, which `--quiet` holds back until it knows the exit code.
-    let _ = std::io::Write::write_all(&mut LogWriter, summary.render().as_bytes());
-    Ok(summary.exit_code())
+    Ok(tally)
 }
 
 /// The run's last step, `write`, and the record of how the run ended: by its rows' outcomes,
@@ -239,7 +281,7 @@ fn write_output(
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
-) -> anyhow::Result<crate::report::Tally> {
+) -> anyhow::Result<Tally> {
     if let Some(store) = store {
         store.keep_from(journal);
     }

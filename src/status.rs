@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::journal::{History, Peek, RowState, RunRecord};
 use crate::outcome::Status;
-use crate::report::{EXIT_FATAL, EXIT_INCOMPLETE, EXIT_OK, outcome_of};
+use crate::report::{exit_meaning, outcome_of};
 use crate::stats::Second;
 use crate::util::time::unix_ms;
 
@@ -87,16 +87,6 @@ fn state_words(state: RowState) -> &'static str {
         RowState::Running => "sent, result awaited",
         RowState::Unconfirmed => "held (unconfirmed)",
         RowState::Done => "done",
-    }
-}
-
-/// The exit code in words.
-pub fn exit_words(code: u8) -> &'static str {
-    match code {
-        EXIT_OK => "complete: every row has a final outcome",
-        EXIT_INCOMPLETE => "incomplete: some rows are pending or error; run the same command again",
-        EXIT_FATAL => "failed: see the run's error; fix it and run the same command again",
-        _ => "stopped by a signal",
     }
 }
 
@@ -175,7 +165,7 @@ impl Found {
             }
             (None, Some(last)) => {
                 let ended = match (last.ended_ms, last.exit_code) {
-                    (Some(at), Some(code)) => format!("ended {} ({})", utc(at), exit_words(code)),
+                    (Some(at), Some(code)) => format!("ended {} ({})", utc(at), exit_meaning(code)),
                     _ => format!(
                         "stopped without finishing (killed?) after {}; run the same command to \
                          resume",

@@ -2,15 +2,23 @@
 //! PAN, a bank account number and pre-signed download URLs, at every verbosity. Everything the
 //! tool wrote except the output file is then searched: stderr and stdout (logs, progress
 //! lines, the summary, error messages), every file of the state and of the usage ledger, and
-//! `--help`. No secret, no URL signature and no full Aadhaar number may appear anywhere; the
-//! PAN and the account number, personal data the state keeps only as the providers' answers,
-//! may not appear in what is printed, and no identifier appears in the results store.
+//! `--help`, and the summary JSON and the metrics file of every run, failed ones included. No
+//! secret, no URL signature and no full Aadhaar number may appear anywhere; the PAN and the
+//! account number, personal data the state keeps only as the providers' answers, may not
+//! appear in what is printed, and no identifier appears in the results store, the summary JSON
+//! or the metrics.
 
 mod common;
 
 use common::*;
 
 const ARGS: &[&str] = &["--config", "bulkverify.toml", "-o", "out.csv", "in.csv"];
+const MONITORED: &[&str] = &[
+    "--summary-json",
+    "summary.json",
+    "--metrics-file",
+    "job.prom",
+];
 const AADHAAR: &str = "987654321096";
 const PAN: &str = "ABCPE1234F";
 const ACCOUNT: &str = "026291800001191";
@@ -20,6 +28,13 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
     let sandbox = Sandbox::quick(&[]);
     let mut printed = Vec::<u8>::new();
     let mut stored = Vec::new();
+    let mut monitored = Vec::<u8>::new();
+    let mut monitor = |job: &Job| {
+        for file in ["summary.json", "job.prom"] {
+            let bytes = std::fs::read(job.path(file)).expect("the run wrote its monitoring files");
+            monitored.extend_from_slice(&bytes);
+        }
+    };
     let jobs: [(&str, String); 4] = [
         (
             "equal-aadhaar-otp",
@@ -53,7 +68,7 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
                     job.write("in.csv", input.replace(",\n", ",123456\n"));
                 }
                 let mut c = job.run_showing(&sandbox, check, "lines", ARGS);
-                c.args(["--progress-interval", "1"]);
+                c.args(["--progress-interval", "1"]).args(MONITORED);
                 if let Some(v) = verbosity {
                     c.arg(v).env("RUST_LOG", "trace");
                 }
@@ -61,6 +76,7 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
                 assert!(matches!(code(&o), 0 | 75), "{check}: {}", stderr(&o));
                 printed.extend_from_slice(&o.stderr);
                 printed.extend_from_slice(&o.stdout);
+                monitor(&job);
             }
             stored.extend(files_under(&job.path("out.csv.bulkverify")));
             let ledger = files_under(&job.path("ledger"));
@@ -88,10 +104,24 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
     let job = Job::new();
     job.write("in.csv", format!("id,pan,name\n1,{PAN},Ravi Kumar\n"));
     let mut c = job.run(&sandbox, "cashfree-pan-bulk", &["-o", "out.csv", "in.csv"]);
-    c.env("CASHFREE_CLIENT_SECRET", "canary-wrong-secret-42");
+    c.env("CASHFREE_CLIENT_SECRET", "canary-wrong-secret-42")
+        .args(MONITORED);
     let o = output(c);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     printed.extend_from_slice(&o.stderr);
+    monitor(&job);
+    // A failed run's error can quote the input: a headerless export's first row is read as
+    // its header, which the error lists. Its summary JSON and metrics never do.
+    job.write("headerless.csv", format!("1,{PAN},Ravi Kumar\n"));
+    let mut c = job.run(&sandbox, "cashfree-pan-bulk", &["headerless.csv"]);
+    c.args(MONITORED);
+    let o = output(c);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        contains_bytes(&o.stderr, PAN),
+        "the error quotes the first row"
+    );
+    monitor(&job);
     for args in [
         &["--help"][..],
         &["run", "--help"],
@@ -127,6 +157,16 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
             "{personal} was printed"
         );
     }
-    // The searches above had something to search: every job wrote its state and printed.
-    assert!(stored.len() >= 12 && printed.len() > 1000);
+    for canary in secrets
+        .iter()
+        .chain(&[PAN, ACCOUNT, "Ravi Kumar", "ravi@okicici", "anita@ybl"])
+    {
+        assert!(
+            !contains_bytes(&monitored, canary),
+            "{canary} is in a summary JSON or a metrics file"
+        );
+    }
+    // The searches above had something to search: every job wrote its state, printed, and
+    // wrote its monitoring files.
+    assert!(stored.len() >= 12 && printed.len() > 1000 && monitored.len() > 10_000);
 }

@@ -140,18 +140,25 @@ fn open_inputs(
 
 /// The output file and the state directory, checked not to overwrite an input.
 fn paths(opts: &RunOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let output = match &opts.output {
-        Some(o) => o.clone(),
-        None => default_output(&opts.inputs[0]),
-    };
+    let (output, state_dir) = paths_of(opts);
     if opts.inputs.iter().any(|i| same_file(i, &output)) {
         bail!(
             "the output {} is one of the inputs; choose another with -o",
             output.display()
         );
     }
-    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
     Ok((output, state_dir))
+}
+
+/// The output file and the state directory the arguments name, unchecked: what a run's
+/// summary names even when the run failed before it could check them.
+pub fn paths_of(opts: &RunOptions) -> (PathBuf, PathBuf) {
+    let output = match &opts.output {
+        Some(o) => o.clone(),
+        None => default_output(&opts.inputs[0]),
+    };
+    let state_dir = opts.state.clone().unwrap_or_else(|| default_state(&output));
+    (output, state_dir)
 }
 
 /// A job's state directory when `--state` is not given: beside its output.

@@ -2,11 +2,38 @@
 
 /// Now, as RFC 3339 in UTC with second precision: the form of `bv_checked_at`.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339)
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time as RFC 3339 in UTC with second precision.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// When something started, by the wall clock, to say when, and by the monotonic clock, to say
+/// how long it took whatever the wall clock does meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub at: time::OffsetDateTime,
+    pub instant: std::time::Instant,
+}
+
+impl Started {
+    pub fn now() -> Started {
+        Started {
+            at: time::OffsetDateTime::now_utc(),
+            instant: std::time::Instant::now(),
+        }
+    }
+
+    /// When, in Unix milliseconds.
+    pub fn unix_ms(&self) -> i64 {
+        (self.at.unix_timestamp_nanos() / 1_000_000) as i64
+    }
 }
 
 /// `bv_checked_at` read back as Unix seconds; `None` for text that is not RFC 3339.
@@ -23,7 +50,7 @@ pub fn unix_now() -> i64 {
 
 /// Now, in Unix milliseconds: the unit of the journal's record of runs and their seconds.
 pub fn unix_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    Started::now().unix_ms()
 }
 
 /// An age as the config and the command line write it: a whole number and a unit (`45s`,

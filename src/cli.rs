@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::checks::{CHECKS, COMMON_FIELDS, CheckName};
 use crate::input::{Delimiter, Dialect, TextEncoding};
 use crate::progress::{LogWriter, ProgressMode};
-use crate::report::{EXIT_FATAL, EXIT_USAGE, Monitoring};
+use crate::report::{EXIT_FATAL, EXIT_USAGE, Monitoring, ReportAt};
 use crate::run::{RunOptions, run};
 
 /// Verify the rows of CSV exports against Indian verification APIs, within the provider's
@@ -171,6 +171,14 @@ struct RunCommand {
     /// alike. Written whole or not at all, mode 0644 (node_exporter reads it).
     #[arg(long, value_name = "FILE")]
     metrics_file: Option<PathBuf>,
+    /// Write the job's HTML run report to this file [default: <output>.report.html]: one
+    /// self-contained page with the outcomes, the reasons, the rate against the quota, latency,
+    /// the phases of each run and what to do next. Counts, codes and times only; mode 0600.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_report")]
+    report: Option<PathBuf>,
+    /// Write no HTML run report.
+    #[arg(long)]
+    no_report: bool,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +277,11 @@ pub fn main() -> ExitCode {
                 let monitoring = Monitoring {
                     summary_json: a.summary_json,
                     metrics_file: a.metrics_file,
+                    report: match (a.no_report, a.report) {
+                        (true, _) => ReportAt::Nowhere,
+                        (false, Some(file)) => ReportAt::File(file),
+                        (false, None) => ReportAt::BesideOutput,
+                    },
                 };
                 run(options, monitoring).await
             }

@@ -1,6 +1,7 @@
 //! What the run produced: the result columns of the output, the summary, the exit code.
 
 pub mod html;
+pub mod job;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +16,7 @@ use crate::outcome::{Reason, RowKey, Status};
 mod monitor;
 mod summary;
 
-pub use monitor::{MonitorError, Monitoring};
+pub use monitor::{MonitorError, Monitoring, ReportAt};
 pub use summary::{Failure, FailureKind, Rows, Run, Stage, Summary};
 
 /// Every row has a final outcome.

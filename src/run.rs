@@ -20,9 +20,7 @@ use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
 use crate::rehearsal::Rehearsal;
-use crate::report::{
-    Collector, EXIT_FATAL, Failure, Monitoring, Run, Stage, Summary, Tally, exit_code,
-};
+use crate::report::{Collector, EXIT_FATAL, Failure, Monitoring, Run, Stage, Summary, Tally};
 use crate::stats::Stats;
 use crate::store::{JobStore, StoreSide};
 use crate::util::fs::create_private_dir;
@@ -30,7 +28,10 @@ use crate::util::stop::Stop;
 use crate::util::sync::{MinuteCounts, lock};
 use crate::util::time::Started;
 
+mod record;
 mod setup;
+
+use record::{Record, Reporting, ended};
 
 pub(crate) use setup::Setup;
 pub use setup::default_state;
@@ -191,16 +192,17 @@ async fn job(
     );
     *stage = Stage::Sending;
     let scratch = state_dir.join("scratch");
-    let rehearsal = match live {
-        Some(settings) => Ok((None, settings)),
-        None => Rehearsal::start(&config, info.provider, &state_dir)
-            .await
-            .map(|(sb, settings)| (Some(sb), settings)),
+    let mut record = Record {
+        run: recorded,
+        stats: stats.clone(),
+        report: None,
     };
-    let (sandbox, settings) = match rehearsal {
+    let (sandbox, settings) = match provider(live, &config, info, &state_dir).await {
         Ok(started) => started,
-        Err(e) => return Err(failed(&journal, recorded, &stats, e)),
+        Err(e) => return Err(record.failed(&journal, e)),
     };
+    let at = monitoring.report.path(&output);
+    record.report = at.map(|at| Reporting::of(at, info, &output, &settings, &spending, &ledger));
     progress.phase(Phase::Verifying);
     let verifying = Instant::now();
     let sent = if work > 0 {
@@ -234,7 +236,7 @@ async fn job(
     );
     if let Err(e) = sent {
         progress.finish().await;
-        return Err(failed(&journal, recorded, &stats, e));
+        return Err(record.failed(&journal, e));
     }
     if let Some(run) = recorded {
         journal.run_dispatched(run)?;
@@ -242,33 +244,28 @@ async fn job(
 
     *stage = Stage::Output;
     progress.phase(Phase::Writing);
-    let (ins, out, counted) = (inputs.clone(), output.clone(), stats.clone());
     let tally = tokio::task::spawn_blocking(move || {
-        finish(&journal, recorded, &counted, || {
-            write_output(&journal, store, &ins, &out)
-        })
+        record.finish(&journal, || write_output(&journal, store, &inputs, &output))
     })
     .await??;
     progress.finish().await;
     Ok(tally)
 }
 
-/// The run's last step, `write`, and the record of how the run ended: by its rows' outcomes,
-/// or failed.
-fn finish(
-    journal: &Journal,
-    recorded: Option<i64>,
-    stats: &Stats,
-    write: impl FnOnce() -> anyhow::Result<crate::report::Tally>,
-) -> anyhow::Result<crate::report::Tally> {
-    let written = write();
-    if let Some(run) = recorded {
-        let code = written
-            .as_ref()
-            .map_or(EXIT_FATAL, |tally| exit_code(&tally.counts));
-        ended(journal, run, code, Stats::get(&stats.paid));
+/// The provider a job talks to: the live one `live` names, or the built-in sandbox, started
+/// for the run.
+async fn provider(
+    live: Option<ProviderSettings>,
+    config: &crate::config::ConfigFile,
+    info: &'static CheckInfo,
+    state_dir: &Path,
+) -> anyhow::Result<(Option<Rehearsal>, ProviderSettings)> {
+    match live {
+        Some(settings) => Ok((None, settings)),
+        None => Rehearsal::start(config, info.provider, state_dir)
+            .await
+            .map(|(sb, settings)| (Some(sb), settings)),
     }
-    written
 }
 
 /// Hands the results store the answers the job obtained, then writes every row with its
@@ -410,27 +407,6 @@ struct Planned {
     token: String,
     ident_scope: String,
     store: Option<JobStore>,
-}
-
-/// Records that the run failed with `e`, which it returns.
-fn failed(
-    journal: &Journal,
-    recorded: Option<i64>,
-    stats: &Stats,
-    e: anyhow::Error,
-) -> anyhow::Error {
-    if let Some(run) = recorded {
-        ended(journal, run, EXIT_FATAL, Stats::get(&stats.paid));
-    }
-    e
-}
-
-/// Records how the run ended, as far as the journal can still be written: a failure to record
-/// it loses only the report's line for it.
-fn ended(journal: &Journal, run: i64, exit_code: u8, paid: u64) {
-    if let Err(e) = journal.end_run(run, exit_code, paid) {
-        tracing::warn!("{e}");
-    }
 }
 
 /// [`prepare`], once the journal is open.

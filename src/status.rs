@@ -13,7 +13,8 @@ use serde_json::json;
 
 use crate::journal::{History, Peek, RowState, RunRecord};
 use crate::outcome::Status;
-use crate::report::{exit_meaning, outcome_of};
+use crate::report::exit_meaning;
+use crate::report::job::held_by_groups;
 use crate::stats::Second;
 use crate::util::time::unix_ms;
 
@@ -35,13 +36,12 @@ struct Found {
 pub fn status(dir: &Path, as_json: bool) -> anyhow::Result<u8> {
     let peek = Peek::open(dir)?;
     let history = peek.history()?;
+    let groups = peek.outcome_groups()?;
     let mut by_state = BTreeMap::new();
-    let mut by_status = BTreeMap::new();
-    for g in peek.outcome_groups()? {
+    for g in &groups {
         *by_state.entry(state_words(g.state)).or_insert(0) += g.rows;
-        let (status, _) = outcome_of(g.state, g.status, g.reason.as_deref());
-        *by_status.entry(status).or_insert(0) += g.rows;
     }
+    let by_status = held_by_groups(&groups).counts;
     let live = history
         .runs
         .last()

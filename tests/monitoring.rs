@@ -234,7 +234,7 @@ fn a_failed_run_says_what_failed_in_fixed_words() {
         ),
         (
             &["--config", "ok.toml", "headerless.csv"],
-            "UDYAM-MH-01-0000001",
+            "looks like a row of values",
             "input",
         ),
     ];

@@ -2,11 +2,12 @@
 //! PAN, a bank account number and pre-signed download URLs, at every verbosity. Everything the
 //! tool wrote except the output file is then searched: stderr and stdout (logs, progress
 //! lines, the summary, error messages), every file of the state and of the usage ledger, and
-//! `--help`, and the summary JSON and the metrics file of every run, failed ones included. No
+//! `--help`, and the summary JSON, the metrics file and the HTML report of every run, failed
+//! ones included. No
 //! secret, no URL signature and no full Aadhaar number may appear anywhere; the PAN and the
 //! account number, personal data the state keeps only as the providers' answers, may not
-//! appear in what is printed, and no identifier appears in the results store, the summary JSON
-//! or the metrics.
+//! appear in what is printed, and no identifier appears in the results store, the summary JSON,
+//! the metrics or the report.
 
 mod common;
 
@@ -30,7 +31,7 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
     let mut stored = Vec::new();
     let mut monitored = Vec::<u8>::new();
     let mut monitor = |job: &Job| {
-        for file in ["summary.json", "job.prom"] {
+        for file in ["summary.json", "job.prom", "out.csv.report.html"] {
             let bytes = std::fs::read(job.path(file)).expect("the run wrote its monitoring files");
             monitored.extend_from_slice(&bytes);
         }
@@ -110,18 +111,25 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     printed.extend_from_slice(&o.stderr);
     monitor(&job);
-    // A failed run's error can quote the input: a headerless export's first row is read as
-    // its header, which the error lists. Its summary JSON and metrics never do.
-    job.write("headerless.csv", format!("1,{PAN},Ravi Kumar\n"));
-    let mut c = job.run(&sandbox, "cashfree-pan-bulk", &["headerless.csv"]);
-    c.args(MONITORED);
-    let o = output(c);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        contains_bytes(&o.stderr, PAN),
-        "the error quotes the first row"
-    );
-    monitor(&job);
+    // A headerless export's first row is read as its header, which an error about its columns
+    // would list: it is shown by its shape alone, as a semicolon file's is.
+    for (name, line) in [
+        ("headerless.csv", format!("1,{PAN},Ravi Kumar\n")),
+        ("semicolons.csv", format!("1;{PAN};Ravi Kumar\n")),
+    ] {
+        job.write(name, line);
+        let mut c = job.run(&sandbox, "cashfree-pan-bulk", &[name]);
+        c.args(MONITORED);
+        let o = output(c);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("looks like a row of values"),
+            "{}",
+            stderr(&o)
+        );
+        printed.extend_from_slice(&o.stderr);
+        monitor(&job);
+    }
     for args in [
         &["--help"][..],
         &["run", "--help"],
@@ -151,7 +159,7 @@ fn no_secret_signature_or_full_aadhaar_is_written_anywhere() {
             assert!(!contains_bytes(bytes, s), "{s} is in {}", path.display());
         }
     }
-    for personal in [PAN, ACCOUNT] {
+    for personal in [PAN, ACCOUNT, "Ravi Kumar"] {
         assert!(
             !contains_bytes(&printed, personal),
             "{personal} was printed"

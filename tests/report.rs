@@ -258,3 +258,97 @@ fn the_browser_harness_sees_console_messages_and_requests() {
     assert!(page.dom.contains("<rect class=\"m\""));
     assert!(!page.dom.contains("bv-probe"), "the DOM is the page's own");
 }
+
+/// The same job over two runs: the first stops at its cap on paid calls (exit 75), the second
+/// finishes. The report covers the job and marks each run; `--report` moves it and
+/// `--no-report` leaves none.
+#[test]
+fn the_report_of_a_resumed_job_covers_every_run_and_goes_where_it_is_told() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("in.csv", udyam_input(&udyam_numbers(6)));
+    let args = ["-o", "out.csv", "in.csv"];
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[&["--max-paid-calls", "2"][..], &args].concat(),
+    ));
+    assert_eq!(code(&o), 75, "{}", stderr(&o));
+    let first = std::fs::read_to_string(job.path("out.csv.report.html")).unwrap();
+    assert!(
+        first.contains("Incomplete (exit 75)"),
+        "the first run's verdict"
+    );
+    assert!(
+        first.contains("paid_call_limit"),
+        "the rows left, by reason"
+    );
+
+    let o = output(job.run(&sandbox, "deepvue-udyam", &args));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report = job.path("out.csv.report.html");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&report).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the report is private");
+    }
+    let page = browser::open(&report);
+    assert!(
+        page.dom.contains("Complete (exit 0)"),
+        "the job's verdict is its last run's"
+    );
+    for run in ["run 1", "run 2"] {
+        assert!(page.dom.contains(run), "{run} is marked");
+    }
+    assert!(
+        !page.dom.contains("paid_call_limit"),
+        "no row is left at the cap"
+    );
+    assert_drawn_and_self_contained(
+        &page,
+        &[
+            ("chart outcomes", "bar", 1),
+            ("chart rate", "accepted", 2),
+            ("chart phases", "phase-send", 2),
+        ],
+    );
+
+    std::fs::create_dir(job.path("reports")).unwrap();
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[&["--report", "reports/udyam.html"][..], &args].concat(),
+    ));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let moved = std::fs::read_to_string(job.path("reports/udyam.html")).unwrap();
+    assert!(
+        moved.contains("run 3"),
+        "a third run, which had nothing to send"
+    );
+
+    std::fs::remove_file(&report).unwrap();
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[&["--no-report"][..], &args].concat(),
+    ));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!report.exists(), "--no-report writes none");
+
+    let o = output(job.run(
+        &sandbox,
+        "deepvue-udyam",
+        &[&["--report", "missing/udyam.html"][..], &args].concat(),
+    ));
+    assert_eq!(
+        code(&o),
+        1,
+        "a report nowhere to go is refused before any call"
+    );
+    assert!(
+        stderr(&o).contains("--report missing/udyam.html"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -392,6 +392,37 @@ impl Records<'_> {
 }
 
 /// Where a check's logical columns are in one file.
+/// Whether a header cell is a value rather than a column's name: four digits in a row or an
+/// `@`, as identifiers have (PAN, Aadhaar, account and mobile numbers, UPI addresses, Udyam
+/// numbers, IFSCs) and column names do not.
+fn looks_like_a_value(cell: &str) -> bool {
+    cell.contains('@')
+        || cell
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.iter().all(u8::is_ascii_digit))
+}
+
+/// A header line as an error shows it: its names, quoted; or, when it holds what looks like a
+/// value (a headerless export's first line is a customer's row), its shape alone.
+pub(super) fn header_in_words<S: AsRef<str>>(cells: &[S]) -> String {
+    match cells.iter().position(|c| looks_like_a_value(c.as_ref())) {
+        Some(i) => format!(
+            "a first line of {} cell{} that looks like a row of values, not column names (cell \
+             {} looks like an identifier; the line is not shown): the file needs a header line \
+             naming its columns",
+            cells.len(),
+            if cells.len() == 1 { "" } else { "s" },
+            i + 1
+        ),
+        None => cells
+            .iter()
+            .map(|h| format!("{:?}", h.as_ref()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnMap {
     indices: Vec<Option<usize>>,
@@ -411,13 +442,7 @@ impl ColumnMap {
                 .map(|c| c.to_ascii_lowercase())
                 .collect()
         };
-        let available = || {
-            file.headers
-                .iter()
-                .map(|h| format!("{h:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let available = || header_in_words(&file.headers);
         let mut indices = Vec::with_capacity(specs.len());
         for spec in specs {
             let found = if let Some(wanted) = mapping.get(spec.name) {

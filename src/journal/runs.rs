@@ -118,6 +118,11 @@ impl Journal {
     pub fn history(&self) -> Result<History, JournalError> {
         read_history(&self.conn).map_err(|e| self.sql(e))
     }
+
+    /// See [`Peek::outcome_groups`].
+    pub fn outcome_groups(&self) -> Result<Vec<OutcomeGroup>, JournalError> {
+        outcome_groups(&self.conn).map_err(|e| self.sql(e))
+    }
 }
 
 /// Records what the writer thread follows of its run, in the transaction `tx` it commits:
@@ -297,13 +302,16 @@ pub struct OutcomeGroup {
     pub status: Option<Status>,
     pub reason: Option<String>,
     pub rows: u64,
+    /// Of them, rows that repeat an earlier row's identifier.
+    pub duplicates: u64,
 }
 
 fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
     conn.prepare(
         "SELECT CASE WHEN s.row_key IS NULL THEN r.state ELSE s.state END,
                 CASE WHEN s.row_key IS NULL THEN r.status ELSE s.status END,
-                CASE WHEN s.row_key IS NULL THEN r.reason ELSE s.reason END, count(*)
+                CASE WHEN s.row_key IS NULL THEN r.reason ELSE s.reason END, count(*),
+                sum(r.dup_of IS NOT NULL)
          FROM rows r LEFT JOIN rows s ON s.row_key = r.dup_of
          GROUP BY 1, 2, 3",
     )?
@@ -314,6 +322,7 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
             status: status.as_deref().and_then(Status::parse),
             reason: r.get(2)?,
             rows: r.get::<_, i64>(3)? as u64,
+            duplicates: r.get::<_, i64>(4)? as u64,
         })
     })?
     .collect()

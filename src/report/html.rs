@@ -156,7 +156,7 @@ pub struct Quota {
     pub per_second: Option<f64>,
     pub per_minute: Option<u64>,
     pub per_day: Option<u64>,
-    /// Requests the account counted today (UTC), every job's.
+    /// Requests the account counted in the last 24 hours, every job's: the per-day window.
     pub day_used: Option<u64>,
     /// What the pacing learned, as the summary says it.
     pub pace_note: Option<String>,
@@ -441,13 +441,16 @@ fn runs(job: &JobReport) -> String {
 /// Each run's phases on a bar of its own length, so that a short resumed run reads as well as
 /// a long night.
 fn phase_bars(job: &JobReport) -> String {
-    const ROW: f64 = 30.0;
+    // Each phase in a lane of its own, since a run sends, polls and downloads at once.
+    const LANE: f64 = 9.0;
+    const ROW: f64 = LANE * Phase::ALL.len() as f64 + 12.0;
     let (x0, x1) = (90.0, 840.0);
     let mut svg = Svg::new(960.0, ROW * job.runs.len() as f64 + 8.0);
     for (i, run) in job.runs.iter().enumerate() {
         let y = 4.0 + ROW * i as f64;
+        let middle = y + ROW / 2.0 + 4.0;
         svg.text(
-            (8.0, y + 19.0),
+            (8.0, middle),
             Anchor::Start,
             "label",
             &format!("run {}", run.number),
@@ -467,17 +470,21 @@ fn phase_bars(job: &JobReport) -> String {
                 utc(span.from_ms),
                 utc(span.to_ms)
             );
+            let lane = Phase::ALL
+                .iter()
+                .position(|p| *p == span.phase)
+                .unwrap_or(0);
             svg.rect(
                 a,
-                y + 4.0,
+                y + 6.0 + LANE * lane as f64,
                 (b - a).max(1.0),
-                ROW - 8.0,
+                LANE - 2.0,
                 span.phase.class(),
                 &title,
             );
         }
         let took = duration_ms(run_ms(run));
-        svg.text((x1 + 8.0, y + 19.0), Anchor::Start, "value", &took);
+        svg.text((x1 + 8.0, middle), Anchor::Start, "value", &took);
     }
     svg.finish("chart phases", "the phases of each run over its time")
 }
@@ -533,7 +540,7 @@ fn quota(job: &JobReport) -> String {
     };
     let _ = writeln!(
         s,
-        "<dt>used today (UTC), every job of the account</dt><dd>{used}</dd>"
+        "<dt>used in the last 24 hours, every job of the account</dt><dd>{used}</dd>"
     );
     if let Some(note) = &q.pace_note {
         let _ = writeln!(s, "<dt>pacing</dt><dd>{}</dd>", esc(note));
@@ -551,7 +558,11 @@ fn quota(job: &JobReport) -> String {
             } else {
                 "meter-used"
             };
-            let title = format!("{} of {} used today", count(used), count(day));
+            let title = format!(
+                "{} of {} used in the last 24 hours",
+                count(used),
+                count(day)
+            );
             svg.rect(0.0, 4.0, (960.0 * share).max(2.0), 16.0, tone, &title);
         }
         s.push_str(&svg.finish("chart day", "the day's quota used"));

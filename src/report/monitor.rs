@@ -24,6 +24,30 @@ pub struct Monitoring {
     pub summary_json: Option<PathBuf>,
     /// `--metrics-file`.
     pub metrics_file: Option<PathBuf>,
+    /// `--report`, `--no-report`.
+    pub report: ReportAt,
+}
+
+/// Where the HTML run report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportAt {
+    /// `<output>.report.html`, the default.
+    BesideOutput,
+    File(PathBuf),
+    Nowhere,
+}
+
+impl ReportAt {
+    /// The report's path for a job whose output is `output`.
+    pub fn path(&self, output: &Path) -> Option<PathBuf> {
+        match self {
+            ReportAt::BesideOutput => {
+                Some(PathBuf::from(format!("{}.report.html", output.display())))
+            }
+            ReportAt::File(file) => Some(file.clone()),
+            ReportAt::Nowhere => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +80,13 @@ impl Monitoring {
         [
             ("--summary-json", self.summary_json.as_deref()),
             ("--metrics-file", self.metrics_file.as_deref()),
+            (
+                "--report",
+                match &self.report {
+                    ReportAt::File(file) => Some(file.as_path()),
+                    _ => None,
+                },
+            ),
         ]
         .into_iter()
         .filter_map(|(flag, path)| Some((flag, path?)))

@@ -71,9 +71,10 @@ impl InputFile {
                 line: 1,
                 column: None,
                 message: format!(
-                    "the header reads as one column with {} between columns ({header:?}), but \
-                     as {width} columns with {d}; run with {}",
+                    "the header reads as one column with {} between columns ({}), but as \
+                     {width} columns with {d}; run with {}",
                     self.dialect.delimiter,
+                    super::header_in_words(&[header]),
                     d.flag()
                 ),
             }),

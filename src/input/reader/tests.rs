@@ -386,3 +386,24 @@ fn the_fingerprint_covers_how_the_bytes_are_read() {
         .unwrap();
     assert_eq!(latin, saved);
 }
+
+#[test]
+fn a_first_line_of_values_is_shown_by_its_shape_only() {
+    for (cells, shown) in [
+        (vec!["id", "pan", "name"], "\"id\", \"pan\", \"name\""),
+        (
+            vec!["1", "ABCPE1234F", "Ravi Kumar"],
+            "a first line of 3 cells that looks like a row of values, not column names (cell 2",
+        ),
+        (
+            vec!["ravi@okicici"],
+            "a first line of 1 cell that looks like a row of values",
+        ),
+    ] {
+        let words = super::header_in_words(&cells);
+        assert!(words.starts_with(shown), "{words}");
+        if words.contains("values") {
+            assert!(cells.iter().all(|c| !words.contains(c)), "{words}");
+        }
+    }
+}

@@ -147,8 +147,8 @@ fn forecast(
     f.calls(setup, &sends, settings.polls_count);
     f.cost = setup.spending.cost(f.paid_calls_this_run);
     let used = match ledger {
-        Some(dir) => shared_usage(dir, crate::ledger::account(settings), prepared.used).1,
-        None => prepared.used,
+        Some(dir) => shared_usage(dir, crate::ledger::account(settings), prepared.planned.used).1,
+        None => prepared.planned.used,
     };
     let since = unix_minute() - DAY_MINUTES;
     let day_spent = used
@@ -199,10 +199,11 @@ impl Forecast {
         let now = unix_now();
         let check = &setup.check;
         let mut sends = Sends {
-            open_batches: prepared.open_batches.len() as u64,
+            open_batches: prepared.planned.open_batches.len() as u64,
             ..Sends::default()
         };
         self.to_poll = prepared
+            .planned
             .open_batches
             .iter()
             .map(|b| b.rows.len() as u64)

@@ -178,13 +178,16 @@ async fn job(
     let Prepared {
         journal,
         run: recorded,
-        work,
-        open_batches,
-        next_batch_id,
-        used,
-        token,
-        ident_scope,
-        store,
+        planned:
+            Planned {
+                work,
+                open_batches,
+                next_batch_id,
+                used,
+                token,
+                ident_scope,
+                store,
+            },
     } = tokio::task::spawn_blocking(move || prepare(job)).await??;
     tracing::info!(
         "read the inputs and the state in {:.2} s",
@@ -334,6 +337,11 @@ pub(crate) struct Prepared {
     pub journal: Journal,
     /// This run's number in the job's history, when it is a run.
     pub run: Option<i64>,
+    pub planned: Planned,
+}
+
+/// What [`prepare`] finds beside the journal.
+pub(crate) struct Planned {
     /// Rows that need a call in this run.
     pub work: u64,
     pub open_batches: Vec<OpenBatch>,
@@ -376,37 +384,11 @@ pub(crate) fn prepare(job: Job) -> anyhow::Result<Prepared> {
     if let Some(run) = run {
         journal.run_prepared(run, planned.work, Stats::get(&stats.reused))?;
     }
-    let Planned {
-        work,
-        open_batches,
-        next_batch_id,
-        used,
-        token,
-        ident_scope,
-        store,
-    } = planned;
     Ok(Prepared {
         journal,
         run,
-        work,
-        open_batches,
-        next_batch_id,
-        used,
-        token,
-        ident_scope,
-        store,
+        planned,
     })
-}
-
-/// What [`prepare`] finds beside the journal.
-struct Planned {
-    work: u64,
-    open_batches: Vec<OpenBatch>,
-    next_batch_id: i64,
-    used: Vec<(i64, u64)>,
-    token: String,
-    ident_scope: String,
-    store: Option<JobStore>,
 }
 
 /// [`prepare`], once the journal is open.

@@ -268,7 +268,11 @@ const MARGIN_MAX_CUT: f64 = 0.3;
 /// sent up to it, this one among them. A pacing miss now and then costs 1%; 429s that keep
 /// coming a request in a hundred or so (a rate a few points over a jittery path's limit, which
 /// refuses them one at a time, never two near each other) cut deeper each time, so that the
-/// rate comes down in a few of them rather than 1% a 429.
+/// rate comes down in a few of them rather than 1% a 429. With jobs sharing the account's
+/// pace, a job sends one of every `runs` of the account's requests and sees that share of its
+/// 429s: each stands for `runs` of them, counted over the job's last `MARGIN_RECENT / runs`
+/// requests, which span the account's last `MARGIN_RECENT`. Counted by the job alone, the
+/// start-up descent of three jobs came down a third as fast, and cost half as many 429s again.
 const MARGIN_RECENT: u64 = 200;
 /// Each clean answer raises the rate by this share: a 1% cut takes a thousand clean answers
 /// to undo, so that the rate settles where about one request in a thousand is refused.
@@ -388,11 +392,12 @@ impl Margin {
         }
     }
 
-    /// The 429s among the last `MARGIN_WINDOW` and among the last `MARGIN_RECENT` requests
-    /// sent up to `seq`, this one among them. Older refusals are forgotten once they are out
-    /// of the window of every request that may still be answered, the oldest of them a few
-    /// windows back.
-    fn refused_near(&mut self, seq: u64) -> (u64, u64) {
+    /// The 429s among the last `MARGIN_WINDOW` requests sent up to `seq`, this one among them,
+    /// and the account's among its last `MARGIN_RECENT`, as this job's share of them shows
+    /// (`runs` jobs share the pace). Older refusals are forgotten once they are out of the
+    /// window of every request that may still be answered, the oldest of them a few windows
+    /// back.
+    fn refused_near(&mut self, seq: u64, runs: u64) -> (u64, u64) {
         self.refused_seqs.push_back(seq);
         let oldest = self
             .seq
@@ -404,7 +409,11 @@ impl Margin {
                 .filter(|s| **s <= seq && **s + n > seq)
                 .count() as u64
         };
-        (within(MARGIN_WINDOW), within(MARGIN_RECENT))
+        let runs = runs.max(1);
+        (
+            within(MARGIN_WINDOW),
+            runs * within((MARGIN_RECENT / runs).max(1)),
+        )
     }
 
     /// A request sent under `sent` was answered (not refused) at `now`, after `rtt`. `runs`:
@@ -443,11 +452,12 @@ impl Margin {
         self.fraction = self.fraction.min(1.0);
     }
 
-    /// A request sent under `sent` was refused with a 429.
-    pub fn refused(&mut self, sent: Sent) {
+    /// A request sent under `sent` was refused with a 429, while `runs` jobs shared the
+    /// account's pace.
+    pub fn refused(&mut self, sent: Sent, runs: usize) {
         self.refused += 1;
         self.ramping = None;
-        let (near, recent) = self.refused_near(sent.seq);
+        let (near, recent) = self.refused_near(sent.seq, runs as u64);
         let share = near.saturating_sub(1) as f64 / MARGIN_WINDOW as f64;
         let cut = (MARGIN_SHARE * share)
             .max(MARGIN_MIN_CUT * recent as f64)

@@ -229,7 +229,7 @@ async fn drive(
                     .unwrap()
                     .answered(Instant::now(), sent, RTT, 1);
             } else {
-                margin.lock().unwrap().refused(sent);
+                margin.lock().unwrap().refused(sent, 1);
                 refused.lock().unwrap()[i] = true;
             }
         }));
@@ -287,11 +287,11 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
     let mut m = Margin::new(t0);
     m.join(1.0);
     let old: Vec<Sent> = (0..40).map(|_| m.sent(t0, 1.0)).collect();
-    m.refused(old[5]);
+    m.refused(old[5], 1);
     let first = 1.0 - MARGIN_MIN_CUT;
     assert!((m.fraction() - first).abs() < 1e-9);
     let new: Vec<Sent> = (0..25).map(|_| m.sent(t0, 1.0)).collect();
-    m.refused(new[24]);
+    m.refused(new[24], 1);
     let second = first * (1.0 - 2.0 * MARGIN_MIN_CUT);
     assert!(
         (m.fraction() - second).abs() < 1e-9,
@@ -299,14 +299,14 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
          {MARGIN_RECENT} sent: {}",
         m.fraction()
     );
-    m.refused(old[35]);
+    m.refused(old[35], 1);
     assert_eq!(
         m.fraction(),
         second,
         "sent at the old rate: no deeper than its cut"
     );
     let next = m.sent(t0, 1.0);
-    m.refused(next);
+    m.refused(next, 1);
     let near = 1.0 / MARGIN_WINDOW as f64;
     let third = second * (1.0 - (MARGIN_SHARE * near).max(4.0 * MARGIN_MIN_CUT));
     assert!(
@@ -315,10 +315,44 @@ fn a_lone_429_costs_little_and_more_near_it_cost_more() {
         m.fraction()
     );
     let later: Vec<Sent> = (0..MARGIN_RECENT).map(|_| m.sent(t0, 1.0)).collect();
-    m.refused(later[MARGIN_RECENT as usize - 1]);
+    m.refused(later[MARGIN_RECENT as usize - 1], 1);
     assert!(
         (m.fraction() - third * (1.0 - MARGIN_MIN_CUT)).abs() < 1e-9,
         "alone again once the others are {MARGIN_RECENT} requests back: {}",
+        m.fraction()
+    );
+}
+
+/// A job of three sharing the account's pace sends a third of its requests and sees a third of
+/// its 429s: each stands for three of the account's, counted over the job's last third of
+/// `MARGIN_RECENT` requests, so that three jobs come down as fast as one alone would (and
+/// settle where it would, since each also creeps three times as fast on its answers).
+#[test]
+fn a_429_to_one_of_three_jobs_counts_for_the_accounts_share() {
+    let t0 = Instant::now();
+    let mut m = Margin::new(t0);
+    m.join(1.0);
+    let first = m.sent(t0, 1.0);
+    m.refused(first, 3);
+    let once = 1.0 - 3.0 * MARGIN_MIN_CUT;
+    assert!(
+        (m.fraction() - once).abs() < 1e-9,
+        "three of the account's: {}",
+        m.fraction()
+    );
+    let near: Vec<Sent> = (0..20).map(|_| m.sent(t0, 1.0)).collect();
+    m.refused(near[19], 3);
+    let twice = once * (1.0 - 6.0 * MARGIN_MIN_CUT);
+    assert!(
+        (m.fraction() - twice).abs() < 1e-9,
+        "six among the account's last {MARGIN_RECENT}: {}",
+        m.fraction()
+    );
+    let far: Vec<Sent> = (0..MARGIN_RECENT / 3).map(|_| m.sent(t0, 1.0)).collect();
+    m.refused(far[far.len() - 1], 3);
+    assert!(
+        (m.fraction() - twice * (1.0 - 3.0 * MARGIN_MIN_CUT)).abs() < 1e-9,
+        "the others are the account's {MARGIN_RECENT} requests back: {}",
         m.fraction()
     );
 }
@@ -332,14 +366,14 @@ fn a_429_at_the_accounts_slower_pace_cuts_from_it() {
     let mut m = Margin::new(t0);
     m.join(1.0);
     let sent = m.sent(t0, 0.8);
-    m.refused(sent);
+    m.refused(sent, 1);
     assert!(
         (m.fraction() - 0.8 * (1.0 - MARGIN_MIN_CUT)).abs() < 1e-9,
         "cut from the account's pace: {}",
         m.fraction()
     );
     let own = m.sent(t0, 1.0);
-    m.refused(own);
+    m.refused(own, 1);
     assert!(
         m.fraction() < 0.8 * (1.0 - MARGIN_MIN_CUT),
         "and from its own once that is the slower: {}",

@@ -146,7 +146,7 @@ impl Grant {
                 c.breaker.record(now, false, self.probe);
                 match (&mut c.pace, self.sent) {
                     (Pace::Known { margin, .. }, Some(sent)) => {
-                        margin.refused(sent);
+                        margin.refused(sent, c.runs);
                         tracing::debug!(
                             "429: paced at {:.3} of the configured rate now",
                             margin.fraction()

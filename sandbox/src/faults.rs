@@ -58,11 +58,10 @@ pub(super) fn draw(share: f64) -> bool {
 /// How late a request is counted on a path with `jitter_ms` of jitter: normal, mean twice
 /// the jitter and standard deviation the jitter (Box-Muller), never before it arrived. Two
 /// requests sent `d` apart are then counted about `d ± 1.4 × jitter` apart.
-pub(super) fn arrival_delay_ms(jitter_ms: u64) -> u64 {
+pub(super) fn arrival_delay_ms(jitter_ms: u64, rng: &mut impl Rng) -> u64 {
     if jitter_ms == 0 {
         return 0;
     }
-    let mut rng = rand::rng();
     let u: f64 = 1.0 - rng.random::<f64>();
     let v: f64 = rng.random();
     let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
@@ -167,9 +166,10 @@ fn text_value(text: String) -> HeaderValue {
 mod tests {
     #[test]
     fn arrivals_are_late_by_a_normal_delay_and_never_early() {
-        assert_eq!(super::arrival_delay_ms(0), 0);
+        let rng = &mut rand::rng();
+        assert_eq!(super::arrival_delay_ms(0, rng), 0);
         let delays: Vec<f64> = (0..4000)
-            .map(|_| super::arrival_delay_ms(50) as f64)
+            .map(|_| super::arrival_delay_ms(50, rng) as f64)
             .collect();
         let mean = delays.iter().sum::<f64>() / delays.len() as f64;
         let sd =

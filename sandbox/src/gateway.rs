@@ -229,7 +229,7 @@ async fn through_gateway(
         return faults::down(&app.config, provider, until);
     }
     let (request, key) = provider.limit_key(endpoint, request).await;
-    let late = faults::arrival_delay_ms(app.config.arrival_jitter_ms);
+    let late = faults::arrival_delay_ms(app.config.arrival_jitter_ms, &mut rand::rng());
     let arrival = if late > 0 {
         tokio::time::sleep(Duration::from_millis(late)).await;
         clock::now_ms()

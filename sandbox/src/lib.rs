@@ -163,6 +163,36 @@ pub enum DownStatus {
     Reset,
 }
 
+/// The gateway's limiter and arrival jitter without its server or its clock: what a simulation
+/// of a client against the sandbox counts the client's requests with, so that the limiter it
+/// meets is this one and not a copy (`benches/quota_sim.rs` in the product).
+#[derive(Debug)]
+pub struct Limiter {
+    limiter: RateLimiter,
+    arrival_jitter_ms: u64,
+}
+
+impl Limiter {
+    /// The limiter of a sandbox started with `config`: its windows, their counting and its
+    /// arrival jitter.
+    pub fn new(config: &SandboxConfig) -> Limiter {
+        Limiter {
+            limiter: RateLimiter::new(config),
+            arrival_jitter_ms: config.arrival_jitter_ms,
+        }
+    }
+
+    /// Whether one credential's request counted at `arrival_ms` is admitted (and counted).
+    pub fn admit(&mut self, arrival_ms: u64) -> bool {
+        self.limiter.admit(CLIENT_ID, arrival_ms).admitted
+    }
+
+    /// How many milliseconds after it was sent a request is counted, drawn from `rng`.
+    pub fn arrival_delay_ms(&self, rng: &mut impl rand::Rng) -> u64 {
+        faults::arrival_delay_ms(self.arrival_jitter_ms, rng)
+    }
+}
+
 /// Settings of the simulator: the flags of `bulkverify sandbox`, and what `run --sandbox` uses.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SandboxConfig {

@@ -171,14 +171,14 @@ impl Usage {
 }
 
 #[derive(Debug)]
-pub(super) struct RateLimiter {
+pub(crate) struct RateLimiter {
     mode: LimitWindow,
     windows: Vec<Window>,
     keys: HashMap<String, Vec<Usage>>,
 }
 
 impl RateLimiter {
-    pub(super) fn new(config: &SandboxConfig) -> RateLimiter {
+    pub(crate) fn new(config: &SandboxConfig) -> RateLimiter {
         let windows = [
             ("per-second", 1000, config.per_second),
             ("per-minute", 60_000, config.per_minute),
@@ -205,7 +205,7 @@ impl RateLimiter {
 
     /// Admits and counts a request of `key` arriving at `now_ms`, or refuses it without counting
     /// it: a refused request uses up nothing, as on the provider.
-    pub(super) fn admit(&mut self, key: &str, now_ms: u64) -> Decision {
+    pub(crate) fn admit(&mut self, key: &str, now_ms: u64) -> Decision {
         if self.windows.is_empty() {
             return Decision {
                 admitted: true,

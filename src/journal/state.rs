@@ -257,6 +257,18 @@ impl Step {
         }
     }
 
+    /// Whether `column` holds a state the row may take the step from, as an SQL condition.
+    /// Comparisons rather than `IN (...)`: SQLite builds a temporary b-tree of a constant list
+    /// at every execution, which the writer's statement for each row would pay each time.
+    pub(super) fn sources_where(self, column: &str) -> String {
+        let each: Vec<String> = RowState::ALL
+            .into_iter()
+            .filter(|s| self.allows(*s))
+            .map(|s| format!("{column} = '{}'", s.as_sql()))
+            .collect();
+        format!("({})", each.join(" OR "))
+    }
+
     /// The states a row may take the step from, as an SQL list.
     pub(super) fn sources_sql(self) -> String {
         sql_list(
@@ -469,6 +481,19 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// The writer's conditions name the same states as the step's lists.
+    #[test]
+    fn sources_as_comparisons() {
+        assert_eq!(
+            Step::Hold.sources_where("state"),
+            "(state = 'sending' OR state = 'running' OR state = 'done')"
+        );
+        assert_eq!(
+            Step::Accept.sources_where("r.state"),
+            "(r.state = 'sending')"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and every move of a row or a batch checked against the lifecycles in `state`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -458,8 +458,11 @@ fn apply_all(
     progress: Option<(&Following, &Taken)>,
 ) -> Result<(), WriteError> {
     let tx = conn.transaction()?;
+    // One time for the transaction's outcomes: they are committed together, and formatting
+    // it for each row was a good part of the writer's work under a flow of answers.
+    let now = now_rfc3339();
     for op in ops {
-        apply(&tx, names, op)?;
+        apply(&tx, names, op, &now)?;
     }
     if !counted.is_empty() {
         let mut add = tx.prepare_cached(
@@ -476,7 +479,7 @@ fn apply_all(
     Ok(tx.commit()?)
 }
 
-fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op) -> Result<(), WriteError> {
+fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result<(), WriteError> {
     match op {
         Op::Intent {
             keys,
@@ -536,7 +539,7 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op) -> Result<(), WriteE
             key,
             outcome,
             attempts,
-        } => done(tx, names, *key, outcome, *attempts),
+        } => done(tx, names, *key, outcome, *attempts, now),
         Op::Otp {
             key,
             change,
@@ -544,12 +547,47 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op) -> Result<(), WriteE
             attempts,
         } => {
             otp_change(tx, *key, change)?;
-            done(tx, names, *key, outcome, *attempts)
+            done(tx, names, *key, outcome, *attempts, now)
         }
         Op::BatchClosed { batch_id, state } => set_batch(tx, *batch_id, *state, None),
         Op::Flush { .. } => Ok(()),
     }
 }
+
+/// The statement that moves a row by a step the writer makes with [`set_state`], built once.
+fn move_sql(step: Step) -> &'static str {
+    static MOVES: LazyLock<Vec<(Step, String)>> = LazyLock::new(|| {
+        [Step::Intent, Step::Revert, Step::Accept, Step::Hold]
+            .into_iter()
+            .map(|step| {
+                let sql = format!(
+                    "UPDATE rows SET state = ?2, batch_id = coalesce(?3, batch_id),
+                            request_id = coalesce(?4, request_id),
+                            attempts = coalesce(?5, attempts)
+                     WHERE row_key = ?1 AND {}",
+                    step.sources_where("state")
+                );
+                (step, sql)
+            })
+            .collect()
+    });
+    MOVES
+        .iter()
+        .find(|(s, _)| *s == step)
+        .map(|(_, sql)| sql.as_str())
+        .expect("every step set_state takes has its statement")
+}
+
+/// The statement that records a row's outcome, built once.
+static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
+                provider_status = ?5, request_id = coalesce(?6, request_id),
+                checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
+         WHERE row_key = ?1 AND {}",
+        Step::Finish.sources_where("state")
+    )
+});
 
 /// Moves rows by `step`, only from the states it may start from.
 fn set_state(
@@ -560,12 +598,7 @@ fn set_state(
     request_id: Option<&str>,
     attempts: Option<u32>,
 ) -> Result<(), WriteError> {
-    let mut st = tx.prepare_cached(&format!(
-        "UPDATE rows SET state = ?2, batch_id = coalesce(?3, batch_id),
-                request_id = coalesce(?4, request_id), attempts = coalesce(?5, attempts)
-         WHERE row_key = ?1 AND state IN ({})",
-        step.sources_sql()
-    ))?;
+    let mut st = tx.prepare_cached(move_sql(step))?;
     for k in keys {
         let moved = st.execute(params![
             k.0 as i64,
@@ -587,32 +620,25 @@ fn done(
     key: RowKey,
     outcome: &Outcome,
     attempts: Option<u32>,
+    now: &str,
 ) -> Result<(), WriteError> {
     let fields = if outcome.fields.is_empty() {
         None
     } else {
         Some(names.encode(tx, key, &outcome.fields)?)
     };
-    let moved = tx
-        .prepare_cached(&format!(
-            "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
-                    provider_status = ?5, request_id = coalesce(?6, request_id),
-                    checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
-             WHERE row_key = ?1 AND state IN ({})",
-            Step::Finish.sources_sql()
-        ))?
-        .execute(params![
-            key.0 as i64,
-            outcome.status.as_str(),
-            outcome.reason,
-            outcome.message,
-            outcome.provider_status,
-            outcome.request_id,
-            now_rfc3339(),
-            fields,
-            attempts.map(i64::from),
-            Step::Finish.target(),
-        ])?;
+    let moved = tx.prepare_cached(&FINISH_SQL)?.execute(params![
+        key.0 as i64,
+        outcome.status.as_str(),
+        outcome.reason,
+        outcome.message,
+        outcome.provider_status,
+        outcome.request_id,
+        now,
+        fields,
+        attempts.map(i64::from),
+        Step::Finish.target(),
+    ])?;
     if moved == 0 {
         refuse_row(tx, key, Step::Finish)?;
     }

@@ -25,6 +25,10 @@ pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync
 
 /// The first pass: every row is validated, checked for an earlier duplicate, and recorded in
 /// the journal. Returns the number of rows.
+///
+/// The identifiers are read first, in a pass of their own that writes nothing, so that each
+/// row is recorded once with what it is, a duplicate included: marking duplicates afterwards
+/// wrote nearly every page of rows a second time (a 10M-row job: 0.86 GB).
 pub fn plan(
     journal: &mut Journal,
     scope: &str,
@@ -34,10 +38,25 @@ pub fn plan(
     stats: &Stats,
 ) -> Result<u64, PassError> {
     const BATCH: usize = 10_000;
+    let mut planner = journal.planner()?;
+    let learning = std::time::Instant::now();
+    let mut learnt = 0u64;
+    for (file, map) in inputs.iter().zip(maps) {
+        let mut records = file.records()?;
+        while let Some(key) = records.advance()? {
+            if let Ok(s) = subject(&map.values(records.record())) {
+                planner.learn(key, ident_hash(scope, &s.ident))?;
+                learnt += 1;
+            }
+        }
+    }
+    tracing::info!(
+        "read the identifiers of {learnt} rows in {:.2} s",
+        learning.elapsed().as_secs_f64()
+    );
     let mut total = 0u64;
     let mut pending = Vec::with_capacity(BATCH);
     let mut pace = PlanPace::new();
-    let mut planner = journal.planner()?;
     for (file, map) in inputs.iter().zip(maps) {
         let mut records = file.records()?;
         while let Some(key) = records.advance()? {

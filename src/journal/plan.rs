@@ -3,7 +3,7 @@
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
-use super::sort::ExternalSort;
+use super::sort::{ExternalSort, Sorted};
 use super::{Journal, JournalError, RowState, io_error, sql_error};
 use crate::outcome::{Outcome, RowKey};
 use crate::util::time::now_rfc3339;
@@ -107,6 +107,8 @@ impl Journal {
             journal: self,
             idents,
             in_memory,
+            learnt: None,
+            known: None,
         })
     }
 }
@@ -116,28 +118,60 @@ const IDENTS_IN_MEMORY: usize = 1 << 20;
 /// Duplicates marked per transaction.
 const DUPLICATES_PER_TRANSACTION: usize = 100_000;
 
-/// The first pass's rows, recorded in key order as they are read. Duplicates are found at the
-/// end, by sorting the identifiers' hashes: the journal keeps no index of them, whose random
-/// inserts slowed planning as the journal grew and rewrote most of the index's pages at
-/// every transaction.
+/// The first pass's rows, recorded in key order as they are read. Duplicates are found by
+/// sorting the identifiers' hashes: the journal keeps no index of them, whose random inserts
+/// slowed planning as the journal grew and rewrote most of the index's pages at every
+/// transaction. When the identifiers were learnt first ([`Planner::learn`], a pass of their
+/// own), a duplicate is recorded as such with its row; otherwise duplicates are marked at the
+/// end, which writes again nearly every page of rows (one row in a hundred repeating an
+/// earlier one is one on most pages).
 pub struct Planner<'a> {
     journal: &'a mut Journal,
+    /// The identifiers of rows recorded before their duplicates were known.
     idents: ExternalSort<([u8; 16], u64)>,
     in_memory: usize,
+    /// The identifiers learnt ahead of the rows.
+    learnt: Option<ExternalSort<([u8; 16], u64)>>,
+    /// The duplicates among the learnt identifiers, `(row, leader)` in row order, up to the
+    /// rows recorded so far.
+    known: Option<std::iter::Peekable<Sorted<(u64, u64)>>>,
 }
 
 impl Planner<'_> {
+    /// Learns a subject row's identifier ahead of its row, so that [`Planner::rows`] records a
+    /// duplicate as one at once. Every subject row is learnt before the first row is recorded.
+    pub fn learn(&mut self, key: RowKey, hash: [u8; 16]) -> Result<(), JournalError> {
+        let (dir, in_memory) = (&self.journal.dir, self.in_memory);
+        self.learnt
+            .get_or_insert_with(|| ExternalSort::new(dir, in_memory))
+            .push((hash, key.0))
+            .map_err(io_error(dir))
+    }
+
     /// Records a batch of rows, in key order, in one transaction. A row already recorded (a
-    /// resumed planning) is left as it is.
+    /// resumed planning) is left as it is, unless it is now known as a duplicate: a pass
+    /// killed before its end sent nothing.
     pub fn rows(&mut self, rows: &[(RowKey, RowPlan)]) -> Result<(), JournalError> {
+        if let Some(learnt) = self.learnt.take() {
+            let duplicates = duplicates_of(learnt, &self.journal.dir, self.in_memory)?;
+            self.known = Some(
+                duplicates
+                    .sorted()
+                    .map_err(io_error(&self.journal.dir))?
+                    .peekable(),
+            );
+        }
         let sql = sql_error(&self.journal.dir);
         let tx = self.journal.conn.transaction().map_err(&sql)?;
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO rows (row_key, ident, state, status, reason, message, checked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (row_key) DO NOTHING",
+                    "INSERT INTO rows (row_key, ident, dup_of, state, status, reason, message,
+                                       checked_at)
+                     VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (row_key) DO UPDATE SET state = excluded.state,
+                         dup_of = excluded.dup_of
+                     WHERE rows.state = ?9 AND excluded.state = ?10",
                 )
                 .map_err(sql)?;
             for (key, plan) in rows {
@@ -150,19 +184,38 @@ impl Planner<'_> {
                         o.reason,
                         o.message,
                         now_rfc3339(),
+                        None::<i64>,
+                        RowState::Planned,
+                        RowState::Duplicate,
                     ]),
                     RowPlan::Subject(hash) => {
-                        self.idents
-                            .push((*hash, key.0))
-                            .map_err(io_error(&self.journal.dir))?;
+                        let leader = match &mut self.known {
+                            Some(known) => {
+                                leader_of(known, *key).map_err(io_error(&self.journal.dir))?
+                            }
+                            None => {
+                                self.idents
+                                    .push((*hash, key.0))
+                                    .map_err(io_error(&self.journal.dir))?;
+                                None
+                            }
+                        };
+                        let state = if leader.is_some() {
+                            RowState::Duplicate
+                        } else {
+                            RowState::Planned
+                        };
                         insert.execute(params![
                             key.0 as i64,
                             &hash[..],
+                            state,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                            leader.map(|l| l as i64),
                             RowState::Planned,
-                            None::<String>,
-                            None::<String>,
-                            None::<String>,
-                            None::<String>,
+                            RowState::Duplicate,
                         ])
                     }
                 }
@@ -177,15 +230,7 @@ impl Planner<'_> {
     pub fn finish(self, rows: u64) -> Result<(), JournalError> {
         let dir = self.journal.dir.clone();
         let io = io_error(&dir);
-        let mut duplicates: ExternalSort<(u64, u64)> = ExternalSort::new(&dir, self.in_memory);
-        let mut leader: Option<([u8; 16], u64)> = None;
-        for record in self.idents.sorted().map_err(io)? {
-            let (hash, key) = record.map_err(io)?;
-            match leader {
-                Some((h, first)) if h == hash => duplicates.push((key, first)).map_err(io)?,
-                _ => leader = Some((hash, key)),
-            }
-        }
+        let duplicates = duplicates_of(self.idents, &dir, self.in_memory)?;
         // In key order, so that each page of rows is written once.
         let mut sorted = duplicates.sorted().map_err(io)?.peekable();
         while sorted.peek().is_some() {
@@ -198,6 +243,47 @@ impl Planner<'_> {
         }
         self.journal.set_meta("planned_rows", &rows.to_string())
     }
+}
+
+/// The rows whose identifier an earlier row has, `(row, leader)`, to be read in row order.
+fn duplicates_of(
+    idents: ExternalSort<([u8; 16], u64)>,
+    dir: &std::path::Path,
+    in_memory: usize,
+) -> Result<ExternalSort<(u64, u64)>, JournalError> {
+    let io = io_error(dir);
+    let mut duplicates = ExternalSort::new(dir, in_memory);
+    let mut leader: Option<([u8; 16], u64)> = None;
+    for record in idents.sorted().map_err(io)? {
+        let (hash, key) = record.map_err(io)?;
+        match leader {
+            Some((h, first)) if h == hash => duplicates.push((key, first)).map_err(io)?,
+            _ => leader = Some((hash, key)),
+        }
+    }
+    Ok(duplicates)
+}
+
+/// The leader of the row `key` among the known duplicates, which are read up to it.
+fn leader_of(
+    known: &mut std::iter::Peekable<Sorted<(u64, u64)>>,
+    key: RowKey,
+) -> std::io::Result<Option<u64>> {
+    while let Some(next) = known.peek() {
+        match next {
+            Ok((row, _)) if *row < key.0 => {
+                known.next();
+            }
+            Ok((row, leader)) if *row == key.0 => {
+                let leader = *leader;
+                known.next();
+                return Ok(Some(leader));
+            }
+            Ok(_) => return Ok(None),
+            Err(_) => return known.next().transpose().map(|_| None),
+        }
+    }
+    Ok(None)
 }
 
 impl Journal {

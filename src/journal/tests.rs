@@ -110,6 +110,58 @@ fn duplicates_are_found_across_spilled_runs_and_files() {
     assert_eq!(states[9].state, RowState::Duplicate);
 }
 
+/// Identifiers learnt ahead of the rows: each duplicate is recorded as one with its row,
+/// before planning ends (a pass killed at that point has them), across spilled runs; a row an
+/// earlier killed pass recorded as planned is marked when recorded again.
+#[test]
+fn learnt_identifiers_record_duplicates_with_their_rows() {
+    use RowState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let invalid = Outcome::new(Status::InvalidInput).with_reason(Reason::UDYAM_FORMAT);
+    let rows = [
+        (RowKey::new(0, 0), RowPlan::Subject(hash(1))),
+        (RowKey::new(0, 1), RowPlan::Subject(hash(2))),
+        (RowKey::new(0, 2), RowPlan::Subject(hash(1))),
+        (RowKey::new(0, 3), RowPlan::Invalid(invalid)),
+        (RowKey::new(1, 0), RowPlan::Subject(hash(2))),
+        (RowKey::new(1, 1), RowPlan::Subject(hash(3))),
+    ];
+    let learn = |planner: &mut Planner| {
+        for (key, plan) in &rows {
+            if let RowPlan::Subject(h) = plan {
+                planner.learn(*key, *h).unwrap();
+            }
+        }
+    };
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows[..3]).unwrap();
+    drop(planner);
+    assert_eq!(states(&j), [Planned; 3], "not known without learning");
+
+    let mut planner = j.planner_sorting(2).unwrap();
+    learn(&mut planner);
+    planner.rows(&rows[..4]).unwrap();
+    planner.rows(&rows[4..]).unwrap();
+    drop(planner);
+    assert_eq!(
+        states(&j),
+        [Planned, Planned, Duplicate, Done, Duplicate, Planned]
+    );
+    assert!(j.planned_rows().unwrap().is_none());
+
+    let mut planner = j.planner_sorting(2).unwrap();
+    learn(&mut planner);
+    planner.rows(&rows).unwrap();
+    planner.finish(rows.len() as u64).unwrap();
+    let leaders: Vec<_> = export(&j).iter().map(|r| r.duplicate_of).collect();
+    assert_eq!(
+        leaders,
+        [None, None, Some(rows[0].0), None, Some(rows[1].0), None]
+    );
+    assert_eq!(j.planned_rows().unwrap(), Some(6));
+}
+
 #[tokio::test]
 async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
     let dir = tempfile::tempdir().unwrap();

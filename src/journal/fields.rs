@@ -31,7 +31,7 @@ impl FieldNames {
             })
             .optional()?;
         let mut names = FieldNames {
-            numbered: format.as_deref() == Some(NUMBERED),
+            numbered: numbered(format.as_deref()),
             by_name: HashMap::new(),
             first: Vec::new(),
         };
@@ -89,6 +89,11 @@ impl FieldNames {
         }
         Ok(serde_json::to_string(&values).unwrap_or_default())
     }
+}
+
+/// Whether a journal of `format` keeps its rows' fields by number: every format after 1.
+pub(super) fn numbered(format: Option<&str>) -> bool {
+    format != Some(NAMED)
 }
 
 /// The numbered names, by number, for reading rows back.

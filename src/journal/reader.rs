@@ -84,7 +84,7 @@ impl Journal {
     /// The check's own result fields over all rows, in the order they first appear: the
     /// columns of the output after the common ones.
     pub fn field_names(&self) -> Result<Vec<String>, JournalError> {
-        if self.meta("format")?.as_deref() == Some(fields::NUMBERED) {
+        if fields::numbered(self.meta("format")?.as_deref()) {
             return fields::names_in_row_order(&self.conn).map_err(|e| self.sql(e));
         }
         let mut st = self

@@ -1,8 +1,9 @@
 //! What a dead run left in flight, settled before anything is dispatched, and the batches
 //! still to be polled.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::members;
 use super::state::{Step, sql_list};
 use super::{BatchState, Journal, JournalError, RowState, sql_error};
 use crate::outcome::{RowKey, Status};
@@ -31,6 +32,21 @@ impl Journal {
         let sql = sql_error(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
         let before = tx.total_changes();
+        // The rows of the batches a dead run left unwritten are first written as what their
+        // batch says (see `members`), then settled as any row the run left in flight.
+        for kept in members::unwritten(&tx).map_err(sql)? {
+            let (batch_id, keys) = (kept.batch_id, kept.members);
+            let accepted = members::accepted(kept.state).then_some(kept.attempts);
+            let refused = members::write_rows(&tx, batch_id, &keys, accepted).map_err(sql)?;
+            for (key, from) in refused {
+                tracing::warn!(
+                    "row {} of input file {} is {from}, not in batch {batch_id} it was sent in; \
+                     left as it is",
+                    key.record() + 1,
+                    key.file() + 1
+                );
+            }
+        }
         // An upload under a name we chose is reconciled by asking for that name, not held.
         let named = format!(
             "batch_id IN (SELECT batch_id FROM batches WHERE state = {} AND request_id IS NOT NULL)",
@@ -67,56 +83,118 @@ impl Journal {
         Ok((held as u64, released as u64))
     }
 
-    /// Batches accepted by the provider whose results are not in yet.
+    /// Batches accepted by the provider whose results are not in yet, each with its rows
+    /// still to settle. A batch that keeps its rows (`members`) finds them by their keys;
+    /// others, by reading every row once.
     pub fn open_batches(&self) -> Result<Vec<OpenBatch>, JournalError> {
-        let mut st = self
+        let sql = sql_error(&self.dir);
+        let batches: Vec<(i64, String, bool, Option<Vec<u8>>)> = self
             .conn
             .prepare(&format!(
-                "SELECT b.batch_id, b.request_id, r.row_key, r.ident, b.state = ?1
-                 FROM batches b JOIN rows r ON r.batch_id = b.batch_id
-                 WHERE b.state IN ({})
-                   AND (r.state = ?2 OR r.status IN (?3, ?4))
-                 ORDER BY b.batch_id, r.row_key",
+                "SELECT batch_id, request_id, state = ?1, members FROM batches
+                 WHERE state IN ({}) ORDER BY batch_id",
                 BatchState::open_sql()
             ))
-            .map_err(|e| self.sql(e))?;
-        let mut out: Vec<OpenBatch> = Vec::new();
-        let unsettled = params![
-            BatchState::Uploaded,
-            RowState::Running,
-            Status::Pending.as_str(),
-            Status::Error.as_str()
-        ];
-        let rows = st
-            .query_map(unsettled, |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, bool>(4)?,
-                ))
+            .and_then(|mut st| {
+                st.query_map([BatchState::Uploaded], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
             })
-            .map_err(|e| self.sql(e))?;
-        for row in rows {
-            let (batch_id, request_id, key, ident, confirmed) = row.map_err(|e| self.sql(e))?;
-            let mut hash = [0u8; 16];
-            if let Some(ident) = ident.filter(|i| i.len() == 16) {
-                hash.copy_from_slice(&ident);
+            .map_err(sql)?;
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let unsettled = "(state = ?2 OR status IN (?3, ?4))";
+        let mut keyed = self
+            .conn
+            .prepare(&format!(
+                "SELECT row_key, ident FROM rows
+                 WHERE row_key = ?5 AND batch_id = ?1 AND {unsettled}"
+            ))
+            .map_err(sql)?;
+        let mut out: Vec<OpenBatch> = Vec::new();
+        let mut scanned = Vec::new();
+        for (batch_id, request_id, confirmed, members) in batches {
+            let mut rows = Vec::new();
+            match members {
+                Some(members) => {
+                    for key in members::decode(&members) {
+                        let found = keyed
+                            .query_row(
+                                params![
+                                    batch_id,
+                                    RowState::Running,
+                                    Status::Pending.as_str(),
+                                    Status::Error.as_str(),
+                                    key.0 as i64
+                                ],
+                                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)),
+                            )
+                            .optional()
+                            .map_err(sql)?;
+                        rows.extend(found.map(|(k, ident)| (RowKey(k as u64), hash_of(ident))));
+                    }
+                }
+                None => scanned.push(batch_id),
             }
-            let row = (RowKey(key as u64), hash);
-            match out.last_mut() {
-                Some(b) if b.batch_id == batch_id => b.rows.push(row),
-                _ => out.push(OpenBatch {
-                    batch_id,
-                    request_id,
-                    rows: vec![row],
-                    confirmed,
-                }),
+            out.push(OpenBatch {
+                batch_id,
+                request_id,
+                rows,
+                confirmed,
+            });
+        }
+        if !scanned.is_empty() {
+            let mut st = self
+                .conn
+                .prepare(&format!(
+                    "SELECT batch_id, row_key, ident FROM rows
+                     WHERE batch_id IN ({}) AND {unsettled} ORDER BY row_key",
+                    scanned
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .map_err(sql)?;
+            let found = st
+                .query_map(
+                    params![
+                        0,
+                        RowState::Running,
+                        Status::Pending.as_str(),
+                        Status::Error.as_str()
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<Vec<u8>>>(2)?,
+                        ))
+                    },
+                )
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql)?;
+            for (batch_id, key, ident) in found {
+                if let Some(b) = out.iter_mut().find(|b| b.batch_id == batch_id) {
+                    b.rows.push((RowKey(key as u64), hash_of(ident)));
+                }
             }
         }
+        out.retain(|b| !b.rows.is_empty());
         Ok(out)
     }
+}
+
+/// A stored hash as the 16 bytes it was written as; none or a damaged one reads as zeros,
+/// which no identifier hashes to in practice and so matches nothing.
+fn hash_of(ident: Option<Vec<u8>>) -> [u8; 16] {
+    let mut hash = [0u8; 16];
+    if let Some(ident) = ident.filter(|i| i.len() == 16) {
+        hash.copy_from_slice(&ident);
+    }
+    hash
 }
 
 /// Moves every row in `from` that matches `filter` by `step`, also setting `and` (an SQL

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::schema::DB_FILE;
-use super::{Journal, JournalError, RowState, sql_error};
+use super::{Journal, JournalError, RowState, members, sql_error};
 use crate::outcome::Status;
 use crate::stats::{Second, Stats, Taken};
 use crate::util::time::unix_ms;
@@ -307,6 +307,55 @@ pub struct OutcomeGroup {
 }
 
 fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
+    let mut groups = stored_groups(conn)?;
+    // The rows of a batch in flight are where their batch says, not yet in their records.
+    let mut stored = conn.prepare(
+        "SELECT state, status, reason FROM rows WHERE row_key = ?1 AND batch_id IS NOT ?2",
+    )?;
+    for kept in members::unwritten(conn)? {
+        let (batch_id, now) = (
+            kept.batch_id,
+            members::member_state(members::accepted(kept.state)),
+        );
+        for key in kept.members {
+            let Some((state, status, reason)) = stored
+                .query_row(params![key.0 as i64, batch_id], |r| {
+                    let status: Option<String> = r.get(1)?;
+                    Ok((
+                        r.get(0)?,
+                        status.as_deref().and_then(Status::parse),
+                        r.get(2)?,
+                    ))
+                })
+                .optional()?
+            else {
+                continue;
+            };
+            let mut group = |state: RowState, status, reason: Option<String>, n: i64| {
+                let at = groups
+                    .iter()
+                    .position(|g| g.state == state && g.status == status && g.reason == reason);
+                let at = at.unwrap_or_else(|| {
+                    groups.push(OutcomeGroup {
+                        state,
+                        status,
+                        reason,
+                        rows: 0,
+                        duplicates: 0,
+                    });
+                    groups.len() - 1
+                });
+                groups[at].rows = groups[at].rows.saturating_add_signed(n);
+            };
+            group(state, status, reason, -1);
+            group(now, None, None, 1);
+        }
+    }
+    groups.retain(|g| g.rows > 0);
+    Ok(groups)
+}
+
+fn stored_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
     conn.prepare(
         "SELECT CASE WHEN s.row_key IS NULL THEN r.state ELSE s.state END,
                 CASE WHEN s.row_key IS NULL THEN r.status ELSE s.status END,

@@ -9,9 +9,16 @@ use crate::util::fs::create_private_file;
 
 pub(super) const DB_FILE: &str = "journal.sqlite";
 
+/// The format whose rows keep their fields by number and whose batches keep their rows
+/// (`members`): a batch's intent and acceptance are the batch's until each row's outcome.
+pub(super) const MEMBERS: &str = "3";
+
 /// The formats read, written to `meta` as the journal is made; a state of a newer format is
-/// refused, never read wrong. A journal keeps the format it was made with (`fields`).
-const FORMATS: [&str; 2] = [fields::NAMED, fields::NUMBERED];
+/// refused, never read wrong. A journal of format 2 becomes 3 when opened, which only adds
+/// what batches may keep (a version that reads 2 but not 3 would send again the rows of a
+/// batch that keeps them); format 1 keeps naming its fields in its rows (`fields`), and its
+/// batches' rows are written at each move.
+const FORMATS: [&str; 3] = [fields::NAMED, fields::NUMBERED, MEMBERS];
 
 /// States are stored as text so the journal can be read with `sqlite3`: their words are in
 /// `state`. SQLite keeps this text in every state, so it stays as first written.
@@ -29,15 +36,19 @@ const TABLES: &str =
                      attempts INTEGER NOT NULL DEFAULT 0,
                      status TEXT, reason TEXT, message TEXT, provider_status TEXT,
                      checked_at TEXT, fields TEXT, reused INTEGER) STRICT;
-                 -- Older journals indexed identifiers; planning sorts them instead.
+                 -- Older journals indexed identifiers; planning sorts them instead. They
+                 -- indexed rows by batch too, an entry written with each batch's intent; a
+                 -- batch's rows are found by their keys.
                  DROP INDEX IF EXISTS rows_ident;
-                 CREATE INDEX IF NOT EXISTS rows_batch ON rows(batch_id) WHERE batch_id IS NOT NULL;
+                 DROP INDEX IF EXISTS rows_batch;
                  CREATE TABLE IF NOT EXISTS batches (
                      batch_id INTEGER PRIMARY KEY,
                      state TEXT NOT NULL,
                      request_id TEXT,
                      attempts INTEGER NOT NULL DEFAULT 0,
-                     created_at TEXT NOT NULL) STRICT;
+                     created_at TEXT NOT NULL,
+                     members BLOB,
+                     rows_written INTEGER NOT NULL DEFAULT 1) STRICT;
                  CREATE TABLE IF NOT EXISTS field_names (
                      idx INTEGER PRIMARY KEY,
                      name TEXT NOT NULL,
@@ -75,22 +86,32 @@ const TABLES: &str =
 impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {
         self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
-        // Journals made before answers were reused lack the column.
-        let has_reused: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('rows') WHERE name = 'reused'",
-                [],
-                |r| r.get::<_, i64>(0).map(|n| n > 0),
-            )
-            .map_err(|e| self.sql(e))?;
-        if !has_reused {
-            self.conn
-                .execute_batch("ALTER TABLE rows ADD COLUMN reused INTEGER")
+        // Columns later versions added: journals made before lack them.
+        const ADDED: [(&str, &str, &str); 3] = [
+            // Answers reused from earlier jobs.
+            ("rows", "reused", "INTEGER"),
+            // Batches that keep their rows (`members`).
+            ("batches", "members", "BLOB"),
+            ("batches", "rows_written", "INTEGER NOT NULL DEFAULT 1"),
+        ];
+        for (table, column, decl) in ADDED {
+            let has: bool = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get::<_, i64>(0).map(|n| n > 0),
+                )
                 .map_err(|e| self.sql(e))?;
+            if !has {
+                self.conn
+                    .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                    .map_err(|e| self.sql(e))?;
+            }
         }
         match self.meta("format")? {
-            None => self.set_meta("format", fields::NUMBERED),
+            None => self.set_meta("format", MEMBERS),
+            Some(v) if v == fields::NUMBERED => self.set_meta("format", MEMBERS),
             Some(v) if FORMATS.contains(&v.as_str()) => Ok(()),
             Some(found) => Err(JournalError::Format {
                 dir: self.dir.display().to_string(),

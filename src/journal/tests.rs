@@ -580,6 +580,141 @@ async fn fields_are_kept_by_number_and_named_fields_still_read() {
     }
 }
 
+/// A batch's intent and acceptance are the batch's alone: its rows' records are not written
+/// until their outcome (what `status` counts puts them where the batch says), and a run that
+/// dies first leaves what recovery needs: the accepted batch's rows are polled through it, the
+/// rows of the upload that may have left are held.
+#[tokio::test]
+async fn a_batch_s_rows_are_written_once_with_their_outcome() {
+    use RowState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let keys: Vec<_> = (0..6).map(|i| RowKey::new(0, i)).collect();
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        plan_subjects(&mut j, &keys);
+        let (w, thread) = j.writer().unwrap();
+        w.intent(keys[..3].to_vec(), Some(1), None).await.unwrap();
+        w.running(keys[..3].to_vec(), Some(1), "req-1".into(), 2);
+        let own_id = Outcome::new(Status::Verified).with_request_id("row-0");
+        w.done(keys[0], own_id, None);
+        // Committed with everything sent before it.
+        w.intent(keys[3..5].to_vec(), Some(2), None).await.unwrap();
+        assert_eq!(
+            states(&j),
+            [Done, Planned, Planned, Planned, Planned, Planned],
+            "only the row with an outcome was written"
+        );
+        let mut by_state: Vec<_> = j
+            .outcome_groups()
+            .unwrap()
+            .iter()
+            .map(|g| (g.state.as_sql(), g.rows))
+            .collect();
+        by_state.sort();
+        assert_eq!(
+            by_state,
+            [("done", 1), ("planned", 1), ("running", 2), ("sending", 2)]
+        );
+        // The run dies: nothing more is written.
+        drop(w);
+        thread.join();
+    }
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(
+        j.recover(false).unwrap(),
+        (2, 0),
+        "the second upload is held"
+    );
+    assert_eq!(
+        states(&j),
+        [Done, Running, Running, Unconfirmed, Unconfirmed, Planned]
+    );
+    let open = j.open_batches().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].rows, vec![(keys[1], hash(2)), (keys[2], hash(3))]);
+    let export = export(&j);
+    let ids: Vec<_> = export.iter().map(|r| r.request_id.as_deref()).collect();
+    assert_eq!(
+        ids,
+        [
+            Some("row-0"),
+            Some("req-1"),
+            Some("req-1"),
+            None,
+            None,
+            None
+        ]
+    );
+    let attempts: Vec<_> = export.iter().map(|r| r.attempts).collect();
+    assert_eq!(
+        attempts,
+        [2, 2, 2, 0, 0, 0],
+        "the accepted upload's attempts"
+    );
+}
+
+/// A journal of format 2 (its batches' rows written at every move, indexed by batch) opens as
+/// format 3: the index is gone, its open batch is still polled through its rows, and a new
+/// batch keeps its rows.
+#[tokio::test]
+async fn a_journal_of_format_2_takes_batches_that_keep_their_rows() {
+    use RowState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        plan_subjects(&mut j, &keys);
+    }
+    let conn = rusqlite::Connection::open(state.join(DB_FILE)).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE batches DROP COLUMN members;
+         ALTER TABLE batches DROP COLUMN rows_written;
+         CREATE INDEX rows_batch ON rows(batch_id) WHERE batch_id IS NOT NULL;
+         UPDATE meta SET value = '2' WHERE key = 'format';
+         INSERT INTO batches (batch_id, state, request_id, attempts, created_at)
+             VALUES (1, 'uploaded', 'req-1', 1, '2026-01-05T10:00:00Z');
+         UPDATE rows SET state = 'running', batch_id = 1 WHERE row_key IN (0, 1);",
+    )
+    .unwrap();
+    drop(conn);
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    assert_eq!(j.meta("format").unwrap().as_deref(), Some(schema::MEMBERS));
+    let index: i64 = j
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'rows_batch'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 0);
+    assert_eq!(j.recover(false).unwrap(), (0, 0));
+    let open = j.open_batches().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].rows, vec![(keys[0], hash(1)), (keys[1], hash(2))]);
+
+    let (w, thread) = j.writer().unwrap();
+    w.intent(keys[2..].to_vec(), Some(2), None).await.unwrap();
+    w.running(keys[2..].to_vec(), Some(2), "req-2".into(), 1);
+    w.done(keys[0], Outcome::new(Status::Verified), None);
+    w.flush().await.unwrap();
+    assert_eq!(states(&j), [Done, Running, Running, Running]);
+    w.close().await.unwrap();
+    thread.join();
+    let members: Option<Vec<u8>> = j
+        .conn
+        .query_row("SELECT members FROM batches WHERE batch_id = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(members.is_some());
+    let open = j.open_batches().unwrap();
+    let open: Vec<_> = open.iter().map(|b| (b.batch_id, b.rows.len())).collect();
+    assert_eq!(open, [(1, 1), (2, 2)]);
+}
+
 /// A batch's rows read the batch's request id once it was accepted, and keep none of their
 /// own: a row sent again in a new batch has the new batch's, a row whose upload never left
 /// has none.

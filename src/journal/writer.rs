@@ -2,19 +2,21 @@
 //! and every move of a row or a batch checked against the lifecycles in `state`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
 mod batch;
+mod rows;
 
-use batch::{batch_intent, forget_batch, set_batch};
+use batch::{Unwritten, batch_intent, forget_batch, set_batch};
+use rows::{done, otp_change, refuse_row, set_state};
 
 use super::fields::FieldNames;
 use super::runs::{FOLLOW_EVERY, Following, record_progress};
 use super::state::{Refused, Step};
-use super::{BatchState, Journal, JournalError, OtpPhase, RowState, schema};
+use super::{BatchState, Journal, JournalError, RowState, schema};
 use crate::outcome::{Outcome, RowKey};
 use crate::stats::Taken;
 use crate::util::sync::MinuteCounts;
@@ -173,6 +175,8 @@ impl Journal {
         Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
         let conn = schema::open_db(&self.dir)?;
         let names = FieldNames::load(&conn).map_err(|e| self.sql(e))?;
+        let kept = self.meta("format")?.as_deref() == Some(schema::MEMBERS);
+        let unwritten = Unwritten::load(&conn, kept).map_err(|e| self.sql(e))?;
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
@@ -192,7 +196,7 @@ impl Journal {
                     failed,
                     failure,
                 };
-                write_loop(conn, names, rx, &shared);
+                write_loop(conn, names, unwritten, rx, &shared);
             })
             .map_err(super::io_error(&self.dir))?;
         Ok((writer, WriterThread(handle)))
@@ -344,6 +348,7 @@ struct Shared<'a> {
 fn write_loop(
     mut conn: Connection,
     mut names: FieldNames,
+    mut unwritten: Unwritten,
     rx: mpsc::Receiver<Op>,
     shared: &Shared,
 ) {
@@ -414,7 +419,8 @@ fn write_loop(
             mode.map_err(WriteError::from)
                 .and_then(|()| {
                     let progress = progress.map(|f| (f, &taken));
-                    apply_all(&mut conn, &mut names, &ops, &counted, progress)
+                    let journal = (&mut names, &mut unwritten);
+                    apply_all(&mut conn, journal, &ops, &counted, progress)
                 })
                 .map_err(Failure::from)
         };
@@ -452,7 +458,7 @@ fn drain(rx: &mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
 
 fn apply_all(
     conn: &mut Connection,
-    names: &mut FieldNames,
+    (names, unwritten): (&mut FieldNames, &mut Unwritten),
     ops: &[Op],
     counted: &[(i64, u64)],
     progress: Option<(&Following, &Taken)>,
@@ -462,7 +468,7 @@ fn apply_all(
     // it for each row was a good part of the writer's work under a flow of answers.
     let now = now_rfc3339();
     for op in ops {
-        apply(&tx, names, op, &now)?;
+        apply(&tx, names, unwritten, op, &now)?;
     }
     if !counted.is_empty() {
         let mut add = tx.prepare_cached(
@@ -479,7 +485,13 @@ fn apply_all(
     Ok(tx.commit()?)
 }
 
-fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result<(), WriteError> {
+fn apply(
+    tx: &Transaction,
+    names: &mut FieldNames,
+    unwritten: &mut Unwritten,
+    op: &Op,
+    now: &str,
+) -> Result<(), WriteError> {
     match op {
         Op::Intent {
             keys,
@@ -488,13 +500,19 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result
             ..
         } => {
             if let Some(b) = batch_id {
+                // A batch's intent is its members, its rows left as they are until their
+                // outcome; see `members`.
+                if unwritten.intent(tx, keys, *b, name.as_deref())?.is_some() {
+                    return Ok(());
+                }
                 batch_intent(tx, *b, name.as_deref())?;
             }
             set_state(tx, keys, Step::Intent, *batch_id, None, None)
         }
         Op::Revert { keys, batch_id } => {
             if let Some(b) = batch_id {
-                forget_batch(tx, *b)?;
+                unwritten.write(tx, *b)?;
+                forget_batch(tx, *b, keys)?;
             }
             set_state(tx, keys, Step::Revert, None, None, None)
         }
@@ -504,6 +522,7 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result
             attempts,
         } => {
             if let Some(b) = batch_id {
+                unwritten.write(tx, *b)?;
                 set_batch(tx, *b, BatchState::Unconfirmed, None)?;
             }
             set_state(tx, keys, Step::Hold, None, None, *attempts)
@@ -514,32 +533,43 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result
             request_id,
             attempts,
             batch_state,
-        } => {
-            match batch_id {
-                // A batch's rows take its request id from the batch when read: 32 bytes less
-                // in each row, and its pages not split when the batch is accepted. An id one
-                // had from an earlier outcome is not its own any more.
-                Some(b) => {
-                    set_batch(tx, *b, *batch_state, Some((request_id, *attempts)))?;
-                    set_state(tx, keys, Step::Accept, None, None, Some(*attempts))?;
-                    tx.prepare_cached(
-                        "UPDATE rows SET request_id = NULL
-                         WHERE batch_id = ?1 AND request_id IS NOT NULL",
-                    )?
-                    .execute([b])?;
-                    Ok(())
+        } => match batch_id {
+            // A batch's rows take its request id from the batch when read: 32 bytes less in
+            // each row. An id one had from an earlier outcome is not its own any more.
+            Some(b) => {
+                let accepted = unwritten.accept(tx, *b, *batch_state, request_id, *attempts)?;
+                if accepted.is_some() {
+                    return Ok(());
                 }
-                None => {
-                    let id = Some(request_id.as_str());
-                    set_state(tx, keys, Step::Accept, None, id, Some(*attempts))
+                set_batch(tx, *b, *batch_state, Some((request_id, *attempts)))?;
+                let mut accept = tx.prepare_cached(
+                    "UPDATE rows SET state = ?2, request_id = NULL,
+                            attempts = coalesce(?3, attempts)
+                     WHERE row_key = ?1 AND state = ?4",
+                )?;
+                for k in keys {
+                    let moved = accept.execute(params![
+                        k.0 as i64,
+                        Step::Accept.target(),
+                        *attempts,
+                        RowState::Sending
+                    ])?;
+                    if moved == 0 {
+                        refuse_row(tx, *k, Step::Accept)?;
+                    }
                 }
+                Ok(())
             }
-        }
+            None => {
+                let id = Some(request_id.as_str());
+                set_state(tx, keys, Step::Accept, None, id, Some(*attempts))
+            }
+        },
         Op::Done {
             key,
             outcome,
             attempts,
-        } => done(tx, names, *key, outcome, *attempts, now),
+        } => done(tx, names, unwritten, *key, outcome, *attempts, now),
         Op::Otp {
             key,
             change,
@@ -547,158 +577,13 @@ fn apply(tx: &Transaction, names: &mut FieldNames, op: &Op, now: &str) -> Result
             attempts,
         } => {
             otp_change(tx, *key, change)?;
-            done(tx, names, *key, outcome, *attempts, now)
+            done(tx, names, unwritten, *key, outcome, *attempts, now)
         }
-        Op::BatchClosed { batch_id, state } => set_batch(tx, *batch_id, *state, None),
-        Op::Flush { .. } => Ok(()),
-    }
-}
-
-/// The statement that moves a row by a step the writer makes with [`set_state`], built once.
-fn move_sql(step: Step) -> &'static str {
-    static MOVES: LazyLock<Vec<(Step, String)>> = LazyLock::new(|| {
-        [Step::Intent, Step::Revert, Step::Accept, Step::Hold]
-            .into_iter()
-            .map(|step| {
-                let sql = format!(
-                    "UPDATE rows SET state = ?2, batch_id = coalesce(?3, batch_id),
-                            request_id = coalesce(?4, request_id),
-                            attempts = coalesce(?5, attempts)
-                     WHERE row_key = ?1 AND {}",
-                    step.sources_where("state")
-                );
-                (step, sql)
-            })
-            .collect()
-    });
-    MOVES
-        .iter()
-        .find(|(s, _)| *s == step)
-        .map(|(_, sql)| sql.as_str())
-        .expect("every step set_state takes has its statement")
-}
-
-/// The statement that records a row's outcome, built once.
-static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
-                provider_status = ?5, request_id = coalesce(?6, request_id),
-                checked_at = ?7, fields = ?8, attempts = coalesce(?9, attempts)
-         WHERE row_key = ?1 AND {}",
-        Step::Finish.sources_where("state")
-    )
-});
-
-/// Moves rows by `step`, only from the states it may start from.
-fn set_state(
-    tx: &Transaction,
-    keys: &[RowKey],
-    step: Step,
-    batch_id: Option<i64>,
-    request_id: Option<&str>,
-    attempts: Option<u32>,
-) -> Result<(), WriteError> {
-    let mut st = tx.prepare_cached(move_sql(step))?;
-    for k in keys {
-        let moved = st.execute(params![
-            k.0 as i64,
-            step.target(),
-            batch_id,
-            request_id,
-            attempts.map(i64::from)
-        ])?;
-        if moved == 0 {
-            refuse_row(tx, *k, step)?;
+        Op::BatchClosed { batch_id, state } => {
+            unwritten.write(tx, *batch_id)?;
+            set_batch(tx, *batch_id, *state, None)
         }
+        // What is committed reads whole: every batch's rows are written.
+        Op::Flush { .. } => unwritten.write_all(tx),
     }
-    Ok(())
-}
-
-fn done(
-    tx: &Transaction,
-    names: &mut FieldNames,
-    key: RowKey,
-    outcome: &Outcome,
-    attempts: Option<u32>,
-    now: &str,
-) -> Result<(), WriteError> {
-    let fields = if outcome.fields.is_empty() {
-        None
-    } else {
-        Some(names.encode(tx, key, &outcome.fields)?)
-    };
-    let moved = tx.prepare_cached(&FINISH_SQL)?.execute(params![
-        key.0 as i64,
-        outcome.status.as_str(),
-        outcome.reason,
-        outcome.message,
-        outcome.provider_status,
-        outcome.request_id,
-        now,
-        fields,
-        attempts.map(i64::from),
-        Step::Finish.target(),
-    ])?;
-    if moved == 0 {
-        refuse_row(tx, key, Step::Finish)?;
-    }
-    Ok(())
-}
-
-/// A row `step` did not move: refused when it is in a state the step cannot start from. A
-/// row the journal does not have is left alone, as it always was.
-fn refuse_row(tx: &Transaction, key: RowKey, step: Step) -> Result<(), WriteError> {
-    let from: Option<RowState> = tx
-        .query_row(
-            "SELECT state FROM rows WHERE row_key = ?1",
-            [key.0 as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(from) = from {
-        step.move_from(key, from)?;
-    }
-    Ok(())
-}
-
-fn otp_change(tx: &Transaction, key: RowKey, change: &OtpChange) -> Result<(), WriteError> {
-    let key = key.0 as i64;
-    match change {
-        OtpChange::Sent {
-            handle,
-            expires_at,
-            stale,
-        } => tx.execute(
-            "INSERT INTO otp_requests (row_key, handle, expires_at, phase, tried, sent)
-             VALUES (?1, ?2, ?3, ?5, ?4, 1)
-             ON CONFLICT (row_key) DO UPDATE SET handle = excluded.handle,
-                 expires_at = excluded.expires_at, phase = excluded.phase,
-                 tried = excluded.tried, sent = sent + 1",
-            params![
-                key,
-                handle,
-                expires_at,
-                stale.as_deref().unwrap_or_default(),
-                OtpPhase::Awaiting
-            ],
-        ),
-        OtpChange::Refused(digest) => tx.execute(
-            "UPDATE otp_requests SET phase = ?3,
-                    tried = CASE WHEN ?2 IS NULL THEN tried ELSE ltrim(tried || ' ' || ?2) END
-             WHERE row_key = ?1",
-            params![key, digest, OtpPhase::Awaiting],
-        ),
-        OtpChange::Verifying | OtpChange::Closed => {
-            let phase = if matches!(change, OtpChange::Verifying) {
-                OtpPhase::Verifying
-            } else {
-                OtpPhase::Closed
-            };
-            tx.execute(
-                "UPDATE otp_requests SET phase = ?2 WHERE row_key = ?1",
-                params![key, phase],
-            )
-        }
-    }?;
-    Ok(())
 }

@@ -1,12 +1,204 @@
-//! The writer's moves of batches, checked against their lifecycle in `state`.
+//! The writer's moves of batches, checked against their lifecycle in `state`, and the
+//! batches whose rows' records do not show them yet (`members`).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::WriteError;
+use crate::journal::members::{self, member_state};
 use crate::journal::state::{Refused, Step};
 use crate::journal::{BatchState, RowState};
 use crate::outcome::RowKey;
 use crate::util::time::now_rfc3339;
+
+/// The batches of this run whose member rows' records do not all show them yet, as the
+/// writer follows them: what each such row is, without reading it.
+pub(super) struct Unwritten {
+    /// Whether batches keep their rows (a journal of format 3); otherwise every move of a
+    /// batch's rows is written to them.
+    pub(super) kept: bool,
+    batches: HashMap<i64, Pending>,
+    /// Each member row whose record does not show its batch, and the batch.
+    member_of: HashMap<RowKey, i64>,
+}
+
+struct Pending {
+    members: Vec<RowKey>,
+    /// Members whose record does not show the batch yet.
+    left: usize,
+    /// The attempts of the upload, once the provider accepted it.
+    accepted: Option<u32>,
+}
+
+impl Unwritten {
+    /// What the journal holds unwritten: nothing after recovery, which writes it all.
+    pub(super) fn load(conn: &Connection, kept: bool) -> rusqlite::Result<Unwritten> {
+        let mut unwritten = Unwritten {
+            kept,
+            batches: HashMap::new(),
+            member_of: HashMap::new(),
+        };
+        if !kept {
+            return Ok(unwritten);
+        }
+        for kept in members::unwritten(conn)? {
+            let (batch_id, keys) = (kept.batch_id, kept.members);
+            let mut shown = conn.prepare_cached("SELECT batch_id FROM rows WHERE row_key = ?1")?;
+            let mut left = 0;
+            for key in &keys {
+                let batch: Option<Option<i64>> =
+                    shown.query_row([key.0 as i64], |r| r.get(0)).optional()?;
+                if batch.is_some_and(|b| b != Some(batch_id)) {
+                    unwritten.member_of.insert(*key, batch_id);
+                    left += 1;
+                }
+            }
+            let accepted = members::accepted(kept.state).then_some(kept.attempts);
+            unwritten.batches.insert(
+                batch_id,
+                Pending {
+                    members: keys,
+                    left,
+                    accepted,
+                },
+            );
+        }
+        Ok(unwritten)
+    }
+
+    pub(super) fn has(&self, batch_id: i64) -> bool {
+        self.batches.contains_key(&batch_id)
+    }
+
+    /// The unwritten batch of the row `key`, and the attempts of its upload once accepted.
+    pub(super) fn member(&self, key: RowKey) -> Option<(i64, Option<u32>)> {
+        let batch_id = *self.member_of.get(&key)?;
+        Some((batch_id, self.batches.get(&batch_id)?.accepted))
+    }
+
+    /// Records a batch's intent on the batch alone: `None` when its rows must be written
+    /// (a journal that does not keep them, or a batch written already).
+    pub(super) fn intent(
+        &mut self,
+        tx: &Transaction,
+        keys: &[RowKey],
+        batch_id: i64,
+        name: Option<&str>,
+    ) -> Result<Option<()>, WriteError> {
+        if !self.kept {
+            return Ok(None);
+        }
+        // A row is a member of one unwritten batch at most: another's are written first.
+        let others: Vec<i64> = keys
+            .iter()
+            .filter_map(|k| self.member_of.get(k).copied())
+            .filter(|b| *b != batch_id)
+            .collect();
+        for other in others {
+            self.write(tx, other)?;
+        }
+        let again = self.has(batch_id);
+        if !again && batch_state(tx, batch_id)?.is_some() {
+            return Ok(None);
+        }
+        let mut stored = tx.prepare_cached("SELECT state FROM rows WHERE row_key = ?1")?;
+        for key in keys {
+            let from = match self.member(*key) {
+                Some((_, accepted)) => Some(member_state(accepted.is_some())),
+                None => stored.query_row([key.0 as i64], |r| r.get(0)).optional()?,
+            };
+            if let Some(from) = from {
+                Step::Intent.move_from(*key, from)?;
+            }
+        }
+        batch_intent(tx, batch_id, name)?;
+        if !again {
+            tx.prepare_cached(
+                "UPDATE batches SET members = ?2, rows_written = 0 WHERE batch_id = ?1",
+            )?
+            .execute(params![batch_id, members::encode(keys)])?;
+            for key in keys {
+                self.member_of.insert(*key, batch_id);
+            }
+            self.batches.insert(
+                batch_id,
+                Pending {
+                    members: keys.to_vec(),
+                    left: keys.len(),
+                    accepted: None,
+                },
+            );
+        }
+        Ok(Some(()))
+    }
+
+    /// The provider accepted an unwritten batch: its rows are running, on the batch alone.
+    pub(super) fn accept(
+        &mut self,
+        tx: &Transaction,
+        batch_id: i64,
+        state: BatchState,
+        request_id: &str,
+        attempts: u32,
+    ) -> Result<Option<()>, WriteError> {
+        let Some(pending) = self.batches.get_mut(&batch_id) else {
+            return Ok(None);
+        };
+        set_batch(tx, batch_id, state, Some((request_id, attempts)))?;
+        pending.accepted = Some(attempts);
+        Ok(Some(()))
+    }
+
+    /// The row `key` took its outcome, and with it its batch: once every member did, the
+    /// batch's rows are written.
+    pub(super) fn settled(&mut self, tx: &Transaction, key: RowKey) -> rusqlite::Result<()> {
+        let Some(batch_id) = self.member_of.remove(&key) else {
+            return Ok(());
+        };
+        let Some(pending) = self.batches.get_mut(&batch_id) else {
+            return Ok(());
+        };
+        pending.left = pending.left.saturating_sub(1);
+        if pending.left == 0 {
+            self.batches.remove(&batch_id);
+            tx.prepare_cached("UPDATE batches SET rows_written = 1 WHERE batch_id = ?1")?
+                .execute([batch_id])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the records of an unwritten batch's rows as what the batch says they are,
+    /// before a step that reads them (a hold, a revert, the batch closed).
+    pub(super) fn write(&mut self, tx: &Transaction, batch_id: i64) -> Result<(), WriteError> {
+        let Some(pending) = self.batches.remove(&batch_id) else {
+            return Ok(());
+        };
+        let left: Vec<RowKey> = pending
+            .members
+            .into_iter()
+            .filter(|k| self.member_of.get(k) == Some(&batch_id))
+            .collect();
+        for key in &left {
+            self.member_of.remove(key);
+        }
+        let refused = members::write_rows(tx, batch_id, &left, pending.accepted)?;
+        if let Some((key, from)) = refused.first() {
+            Step::Intent.move_from(*key, *from)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every unwritten batch's rows: the last commit leaves the rows' records whole.
+    pub(super) fn write_all(&mut self, tx: &Transaction) -> Result<(), WriteError> {
+        let mut batches: Vec<i64> = self.batches.keys().copied().collect();
+        batches.sort_unstable();
+        for batch_id in batches {
+            self.write(tx, batch_id)?;
+        }
+        Ok(())
+    }
+}
 
 /// Records a batch's intent: a new batch, or the same batch sent again.
 pub(super) fn batch_intent(
@@ -55,8 +247,12 @@ pub(super) fn set_batch(
     Ok(())
 }
 
-/// Deletes a batch the provider has nothing of, and plans its rows again.
-pub(super) fn forget_batch(tx: &Transaction, batch_id: i64) -> Result<(), WriteError> {
+/// Deletes a batch the provider has nothing of, and plans its rows (`keys`) again.
+pub(super) fn forget_batch(
+    tx: &Transaction,
+    batch_id: i64,
+    keys: &[RowKey],
+) -> Result<(), WriteError> {
     if let Some(from) = batch_state(tx, batch_id)?.filter(|s| !s.can_be_forgotten()) {
         return Err(Refused::Batch {
             batch_id,
@@ -67,23 +263,23 @@ pub(super) fn forget_batch(tx: &Transaction, batch_id: i64) -> Result<(), WriteE
     }
     tx.execute("DELETE FROM batches WHERE batch_id = ?1", [batch_id])?;
     let step = Step::Forget;
-    tx.execute(
-        &format!(
-            "UPDATE rows SET state = ?2, batch_id = NULL, request_id = NULL
-             WHERE batch_id = ?1 AND state IN ({})",
-            step.sources_sql()
-        ),
-        params![batch_id, step.target()],
-    )?;
-    let left: Option<(i64, RowState)> = tx
-        .query_row(
-            "SELECT row_key, state FROM rows WHERE batch_id = ?1 LIMIT 1",
-            [batch_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    if let Some((key, from)) = left {
-        step.move_from(RowKey(key as u64), from)?;
+    let mut forget = tx.prepare_cached(&format!(
+        "UPDATE rows SET state = ?3, batch_id = NULL, request_id = NULL
+         WHERE row_key = ?1 AND batch_id = ?2 AND state IN ({})",
+        step.sources_sql()
+    ))?;
+    let mut left =
+        tx.prepare_cached("SELECT state FROM rows WHERE row_key = ?1 AND batch_id = ?2")?;
+    for key in keys {
+        let moved = forget.execute(params![key.0 as i64, batch_id, step.target()])?;
+        if moved == 0 {
+            let from: Option<RowState> = left
+                .query_row(params![key.0 as i64, batch_id], |r| r.get(0))
+                .optional()?;
+            if let Some(from) = from {
+                step.move_from(*key, from)?;
+            }
+        }
     }
     Ok(())
 }

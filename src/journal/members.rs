@@ -126,6 +126,8 @@ pub(super) struct Kept {
     /// The attempts of its upload.
     pub(super) attempts: u32,
     pub(super) members: Vec<RowKey>,
+    /// When its first rows took their outcome.
+    pub(super) answered_at: Option<String>,
 }
 
 /// The batches whose rows' records do not all show them yet; none in a journal whose batches
@@ -140,7 +142,7 @@ pub(super) fn unwritten(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Kep
         return Ok(Vec::new());
     }
     conn.prepare(
-        "SELECT batch_id, state, attempts, members FROM batches
+        "SELECT batch_id, state, attempts, members, answered_at FROM batches
          WHERE rows_written = 0 AND members IS NOT NULL ORDER BY batch_id",
     )?
     .query_map([], |r| {
@@ -150,6 +152,7 @@ pub(super) fn unwritten(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Kep
             state: r.get(1)?,
             attempts: r.get::<_, i64>(2)?.try_into().unwrap_or(u32::MAX),
             members: decode(&members),
+            answered_at: r.get(4)?,
         })
     })?
     .collect()

@@ -118,6 +118,7 @@ impl Journal {
                 .split(", ")
                 .map(|c| match c {
                     "request_id" => request_id_sql(table, batch),
+                    "checked_at" => checked_at_sql(table, batch),
                     c => format!("{table}.{c}"),
                 })
                 .collect::<Vec<_>>()
@@ -220,6 +221,15 @@ impl JournalReader {
         .and_then(Iterator::collect)
         .map_err(sql)
     }
+}
+
+/// The time of the row `row`'s outcome, in SQL: its own, or for a row that took its outcome
+/// with its batch's first rows, the batch's, which they do not each keep a copy of.
+pub(super) fn checked_at_sql(row: &str, batch: &str) -> String {
+    format!(
+        "coalesce({row}.checked_at, CASE WHEN {row}.state = '{}' THEN {batch}.answered_at END)",
+        RowState::Done.as_sql()
+    )
 }
 
 /// The request id of the row `row`, in SQL: its own, or for a row of the batch `batch` once

@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::fields::{self, FieldNames};
-use super::reader::request_id_sql;
+use super::reader::{checked_at_sql, request_id_sql};
 use super::state::sql_list;
 use super::{Journal, JournalError, RowState, sql_error};
 use crate::outcome::{Outcome, RowKey, Status};
@@ -130,14 +130,15 @@ impl Journal {
             .conn
             .prepare_cached(&format!(
                 "SELECT r.row_key, r.ident, r.status, r.reason, r.message, r.provider_status,
-                        {}, r.checked_at, r.fields
+                        {}, {checked_at}, r.fields
                  FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
                  WHERE r.row_key > ?1 AND r.state = ?2 AND r.status IN ({})
-                       AND r.ident IS NOT NULL AND r.checked_at IS NOT NULL
+                       AND r.ident IS NOT NULL AND {checked_at} IS NOT NULL
                        AND coalesce(r.reused, 0) = 0
                  ORDER BY r.row_key LIMIT ?3",
                 request_id_sql("r", "b"),
                 sql_list(REUSABLE.map(Status::as_str)),
+                checked_at = checked_at_sql("r", "b"),
             ))
             .map_err(sql)?;
         let after = after.map_or(-1, |k| k.0 as i64);

@@ -48,7 +48,8 @@ const TABLES: &str =
                      attempts INTEGER NOT NULL DEFAULT 0,
                      created_at TEXT NOT NULL,
                      members BLOB,
-                     rows_written INTEGER NOT NULL DEFAULT 1) STRICT;
+                     rows_written INTEGER NOT NULL DEFAULT 1,
+                     answered_at TEXT) STRICT;
                  CREATE TABLE IF NOT EXISTS field_names (
                      idx INTEGER PRIMARY KEY,
                      name TEXT NOT NULL,
@@ -87,12 +88,14 @@ impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {
         self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
         // Columns later versions added: journals made before lack them.
-        const ADDED: [(&str, &str, &str); 3] = [
+        const ADDED: [(&str, &str, &str); 4] = [
             // Answers reused from earlier jobs.
             ("rows", "reused", "INTEGER"),
             // Batches that keep their rows (`members`).
             ("batches", "members", "BLOB"),
             ("batches", "rows_written", "INTEGER NOT NULL DEFAULT 1"),
+            // When a batch's results came, its rows' time (`bv_checked_at`).
+            ("batches", "answered_at", "TEXT"),
         ];
         for (table, column, decl) in ADDED {
             let has: bool = self

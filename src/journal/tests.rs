@@ -654,6 +654,62 @@ async fn a_batch_s_rows_are_written_once_with_their_outcome() {
     );
 }
 
+/// The rows of a batch that take their outcome with its first rows read their time from the
+/// batch, keeping none of their own; a row of it answered by a later run keeps its own.
+#[tokio::test]
+async fn a_batch_s_rows_answered_together_read_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let stored = |j: &Journal| -> Vec<Option<String>> {
+        let mut st = j
+            .conn
+            .prepare("SELECT checked_at FROM rows ORDER BY row_key")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        plan_subjects(&mut j, &keys);
+        let (w, thread) = j.writer().unwrap();
+        w.intent(keys.clone(), Some(1), None).await.unwrap();
+        w.running(keys.clone(), Some(1), "req-1".into(), 1);
+        w.done(keys[0], Outcome::new(Status::Verified), None);
+        w.done(keys[1], Outcome::new(Status::Verified), None);
+        let pending = Outcome::new(Status::Pending).with_reason(Reason::STILL_PROCESSING);
+        w.done(keys[2], pending, None);
+        w.close().await.unwrap();
+        thread.join();
+        let answered: String = j
+            .conn
+            .query_row("SELECT answered_at FROM batches", [], |r| r.get(0))
+            .unwrap();
+        let stored = stored(&j);
+        assert_eq!(
+            stored[0], None,
+            "the first row answered has the batch's time"
+        );
+        for (row, own) in export(&j).iter().zip(&stored) {
+            assert_eq!(
+                row.checked_at.as_ref(),
+                Some(own.as_ref().unwrap_or(&answered))
+            );
+        }
+    }
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    j.recover(false).unwrap();
+    assert_eq!(j.open_batches().unwrap()[0].rows.len(), 1);
+    let (w, thread) = j.writer().unwrap();
+    w.done(keys[2], Outcome::new(Status::Verified), None);
+    w.close().await.unwrap();
+    thread.join();
+    assert!(stored(&j)[2].is_some(), "answered later: its own time");
+    assert!(export(&j).iter().all(|r| r.checked_at.is_some()));
+}
+
 /// A journal of format 2 (its batches' rows written at every move, indexed by batch) opens as
 /// format 3: the index is gone, its open batch is still polled through its rows, and a new
 /// batch keeps its rows.

@@ -29,6 +29,9 @@ struct Pending {
     left: usize,
     /// The attempts of the upload, once the provider accepted it.
     accepted: Option<u32>,
+    /// When the batch's first rows took their outcome (`answered_at`): rows whose outcome
+    /// came then read their time from the batch, 20 bytes less in each.
+    answered: Option<String>,
 }
 
 impl Unwritten {
@@ -61,6 +64,7 @@ impl Unwritten {
                     members: keys,
                     left,
                     accepted,
+                    answered: kept.answered_at,
                 },
             );
         }
@@ -127,6 +131,7 @@ impl Unwritten {
                     members: keys.to_vec(),
                     left: keys.len(),
                     accepted: None,
+                    answered: None,
                 },
             );
         }
@@ -148,6 +153,28 @@ impl Unwritten {
         set_batch(tx, batch_id, state, Some((request_id, attempts)))?;
         pending.accepted = Some(attempts);
         Ok(Some(()))
+    }
+
+    /// Whether an unwritten batch's row taking its outcome at `now` reads its time from the
+    /// batch: the first of its rows to take one records the time on the batch.
+    pub(super) fn answered_at(
+        &mut self,
+        tx: &Transaction,
+        batch_id: i64,
+        now: &str,
+    ) -> rusqlite::Result<bool> {
+        let Some(pending) = self.batches.get_mut(&batch_id) else {
+            return Ok(false);
+        };
+        match &pending.answered {
+            Some(at) => Ok(at == now),
+            None => {
+                tx.prepare_cached("UPDATE batches SET answered_at = ?2 WHERE batch_id = ?1")?
+                    .execute(params![batch_id, now])?;
+                pending.answered = Some(now.to_string());
+                Ok(true)
+            }
+        }
     }
 
     /// The row `key` took its outcome, and with it its batch: once every member did, the

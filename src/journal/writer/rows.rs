@@ -37,8 +37,9 @@ fn move_sql(step: Step) -> &'static str {
 }
 
 /// The statement that records a row's outcome, built once. A member row of an unwritten
-/// batch takes the batch with it (?13), and once the batch was accepted, the attempts of its
-/// upload (?12) and no request id of an earlier outcome (?11).
+/// batch takes the batch with it (?13), once the batch was accepted the attempts of its
+/// upload (?12) and no request id of an earlier outcome (?11), and no time of its own (?7)
+/// when it has the batch's.
 static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
@@ -87,6 +88,10 @@ pub(super) fn done(
 ) -> Result<(), WriteError> {
     let member = unwritten.member(key);
     let accepted = member.and_then(|(_, accepted)| accepted);
+    let own_time = match member {
+        Some((batch_id, _)) if unwritten.answered_at(tx, batch_id, now)? => None,
+        _ => Some(now),
+    };
     let fields = if outcome.fields.is_empty() {
         None
     } else {
@@ -99,7 +104,7 @@ pub(super) fn done(
         outcome.message,
         outcome.provider_status,
         outcome.request_id,
-        now,
+        own_time,
         fields,
         attempts.map(i64::from),
         Step::Finish.target(),

@@ -37,7 +37,8 @@ pub fn plan(
     subject: SubjectFn,
     stats: &Stats,
 ) -> Result<u64, PassError> {
-    const BATCH: usize = 10_000;
+    // Rows per transaction: planning writes its pages in place, each commit syncing the file.
+    const BATCH: usize = 100_000;
     let mut planner = journal.planner()?;
     let learning = std::time::Instant::now();
     let mut learnt = 0u64;

@@ -4,7 +4,7 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::sort::{ExternalSort, Sorted};
-use super::{Journal, JournalError, RowState, io_error, sql_error};
+use super::{Journal, JournalError, RowState, io_error, schema, sql_error};
 use crate::outcome::{Outcome, RowKey};
 use crate::util::time::now_rfc3339;
 
@@ -102,6 +102,7 @@ impl Journal {
         in_memory: usize,
     ) -> Result<Planner<'_>, JournalError> {
         Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
+        schema::journal_mode(&self.conn, schema::JournalMode::Rollback).map_err(|e| self.sql(e))?;
         let idents = ExternalSort::new(&self.dir, in_memory);
         Ok(Planner {
             journal: self,
@@ -227,10 +228,11 @@ impl Planner<'_> {
 
     /// Marks every row whose identifier an earlier row has as that row's duplicate, then
     /// planning complete for `rows` rows: a resumed run skips the first pass.
-    pub fn finish(self, rows: u64) -> Result<(), JournalError> {
+    pub fn finish(mut self, rows: u64) -> Result<(), JournalError> {
         let dir = self.journal.dir.clone();
         let io = io_error(&dir);
-        let duplicates = duplicates_of(self.idents, &dir, self.in_memory)?;
+        let idents = std::mem::replace(&mut self.idents, ExternalSort::new(&dir, 1));
+        let duplicates = duplicates_of(idents, &dir, self.in_memory)?;
         // In key order, so that each page of rows is written once.
         let mut sorted = duplicates.sorted().map_err(io)?.peekable();
         while sorted.peek().is_some() {
@@ -241,7 +243,17 @@ impl Planner<'_> {
                 .map_err(io)?;
             self.journal.mark_duplicates(&chunk)?;
         }
-        self.journal.set_meta("planned_rows", &rows.to_string())
+        self.journal.set_meta("planned_rows", &rows.to_string())?;
+        let journal = &self.journal;
+        schema::journal_mode(&journal.conn, schema::JournalMode::Wal).map_err(|e| journal.sql(e))
+    }
+}
+
+impl Drop for Planner<'_> {
+    /// A planning that ends early leaves the journal as a run reads it: in WAL mode. A
+    /// failure here is the run's next open's to repair, which sets the mode again.
+    fn drop(&mut self) {
+        let _ = schema::journal_mode(&self.journal.conn, schema::JournalMode::Wal);
     }
 }
 

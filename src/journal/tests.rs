@@ -162,6 +162,40 @@ fn learnt_identifiers_record_duplicates_with_their_rows() {
     assert_eq!(j.planned_rows().unwrap(), Some(6));
 }
 
+/// Planning writes its rows in place, not through the WAL, and leaves the journal in WAL mode
+/// however it ends, for the run's readers and writer.
+#[test]
+fn planning_writes_in_place_and_leaves_the_journal_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    let rows: Vec<_> = (0..20_000u64)
+        .map(|i| {
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&i.to_be_bytes());
+            (RowKey::new(0, i), RowPlan::Subject(h))
+        })
+        .collect();
+    let mode = |j: &Journal| -> String {
+        j.conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    };
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows[..10_000]).unwrap();
+    drop(planner);
+    assert_eq!(mode(&j), "wal", "a planning that ends early");
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows).unwrap();
+    planner.finish(rows.len() as u64).unwrap();
+    assert_eq!(mode(&j), "wal");
+    let wal = std::fs::metadata(state.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len());
+    let db = std::fs::metadata(state.join(DB_FILE)).unwrap().len();
+    assert!(db > 500_000, "{db} bytes");
+    assert!(wal < 64 << 10, "the rows went through the WAL: {wal} bytes");
+    assert_eq!(j.planned_rows().unwrap(), Some(20_000));
+}
+
 #[tokio::test]
 async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
     let dir = tempfile::tempdir().unwrap();

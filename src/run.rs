@@ -296,13 +296,7 @@ fn write_output(
     let context = || format!("writing {}", out.display());
     let mut collector =
         Collector::new(inputs, journal.field_names()?, out).with_context(context)?;
-    let mut added = Ok(());
-    journal.export_each(|row| {
-        if added.is_ok() {
-            added = collector.add(&row);
-        }
-    })?;
-    added.with_context(context)?;
+    journal.export_ahead(|row| collector.add(row).with_context(context))?;
     let tally = collector.finish().with_context(context)?;
     tracing::info!(
         "wrote the output in {:.2} s",

@@ -196,6 +196,52 @@ fn planning_writes_in_place_and_leaves_the_journal_in_wal_mode() {
     assert_eq!(j.planned_rows().unwrap(), Some(20_000));
 }
 
+/// The export read ahead on a thread of its own gives the rows the export on this one gives,
+/// over several chunks; the consumer's first error stops it, though the reader is then held on
+/// a full queue, and is the error returned.
+#[test]
+fn export_ahead_gives_every_row_and_stops_at_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    // Every seventh row repeats the row before it.
+    let rows: Vec<_> = (0..30_000u64)
+        .map(|i| {
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&(i - u64::from(i % 7 == 6)).to_be_bytes());
+            (RowKey::new(0, i), RowPlan::Subject(h))
+        })
+        .collect();
+    plan(&mut j, &rows);
+    let own: Vec<_> = export(&j)
+        .into_iter()
+        .map(|r| (r.key, r.duplicate_of, r.state))
+        .collect();
+    let mut ahead = Vec::new();
+    j.export_ahead(|r| {
+        ahead.push((r.key, r.duplicate_of, r.state));
+        Ok::<_, JournalError>(())
+    })
+    .unwrap();
+    assert_eq!(ahead.len(), 30_000);
+    assert_eq!(ahead, own);
+    assert_eq!(ahead[6].1, Some(RowKey::new(0, 5)));
+
+    let mut taken = 0;
+    let stopped = j.export_ahead(|_| {
+        taken += 1;
+        if taken == 10 {
+            return Err(JournalError::WriteFailed(
+                "the output's disk is full".into(),
+            ));
+        }
+        Ok(())
+    });
+    assert!(
+        matches!(stopped, Err(JournalError::WriteFailed(m)) if m == "the output's disk is full")
+    );
+    assert_eq!(taken, 10);
+}
+
 #[tokio::test]
 async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! progress (`heartbeat_ms`, `paid`, `settled`) and the timeline by the writer thread with its
 //! commits, at most every [`FOLLOW_EVERY`]: a kill loses at most that much of the counts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,11 +309,17 @@ pub struct OutcomeGroup {
 
 fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
     let mut groups = stored_groups(conn)?;
-    // The rows of a batch in flight are where their batch says, not yet in their records.
+    // The rows of a batch in flight are where their batch says, not yet in their records,
+    // and so are the rows that repeat them.
+    let in_flight = members::unwritten(conn)?;
+    if in_flight.is_empty() {
+        return Ok(groups);
+    }
+    let copies = copies_of(conn, &in_flight)?;
     let mut stored = conn.prepare(
         "SELECT state, status, reason FROM rows WHERE row_key = ?1 AND batch_id IS NOT ?2",
     )?;
-    for kept in members::unwritten(conn)? {
+    for kept in in_flight {
         let (batch_id, now) = (
             kept.batch_id,
             members::member_state(members::accepted(kept.state)),
@@ -331,7 +338,8 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
             else {
                 continue;
             };
-            let mut group = |state: RowState, status, reason: Option<String>, n: i64| {
+            let duplicates = copies.get(&key.0).copied().unwrap_or(0);
+            let mut group = |state: RowState, status, reason: Option<String>, sign: i64| {
                 let at = groups
                     .iter()
                     .position(|g| g.state == state && g.status == status && g.reason == reason);
@@ -345,7 +353,9 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
                     });
                     groups.len() - 1
                 });
-                groups[at].rows = groups[at].rows.saturating_add_signed(n);
+                let g = &mut groups[at];
+                g.rows = g.rows.saturating_add_signed(sign * (1 + duplicates));
+                g.duplicates = g.duplicates.saturating_add_signed(sign * duplicates);
             };
             group(state, status, reason, -1);
             group(now, None, None, 1);
@@ -353,6 +363,26 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
     }
     groups.retain(|g| g.rows > 0);
     Ok(groups)
+}
+
+/// How many rows repeat each row of the batches `in_flight`, by its key: one pass over the
+/// rows, since no index is kept on what a row repeats.
+fn copies_of(
+    conn: &Connection,
+    in_flight: &[members::Kept],
+) -> rusqlite::Result<HashMap<u64, i64>> {
+    let mut copies: HashMap<u64, i64> = in_flight
+        .iter()
+        .flat_map(|kept| kept.members.iter().map(|key| (key.0, 0)))
+        .collect();
+    let mut st = conn.prepare("SELECT dup_of FROM rows WHERE dup_of IS NOT NULL")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Some(n) = copies.get_mut(&(r.get::<_, i64>(0)? as u64)) {
+            *n += 1;
+        }
+    }
+    Ok(copies)
 }
 
 fn stored_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {

@@ -734,6 +734,32 @@ async fn a_batch_s_rows_are_written_once_with_their_outcome() {
     );
 }
 
+/// A row that repeats one in a batch in flight is counted where its leader is, with the batch,
+/// as it was when the leader's record moved with the batch.
+#[tokio::test]
+async fn a_batch_row_s_duplicates_are_counted_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let rows: Vec<_> = [1, 2, 2, 2]
+        .into_iter()
+        .zip(&keys)
+        .map(|(h, k)| (*k, RowPlan::Subject(hash(h))))
+        .collect();
+    plan(&mut j, &rows);
+    let (w, thread) = j.writer().unwrap();
+    w.intent(keys[..2].to_vec(), Some(1), None).await.unwrap();
+    let groups: Vec<_> = j
+        .outcome_groups()
+        .unwrap()
+        .iter()
+        .map(|g| (g.state.as_sql(), g.rows, g.duplicates))
+        .collect();
+    assert_eq!(groups, [("sending", 4, 2)]);
+    drop(w);
+    thread.join();
+}
+
 /// The rows of a batch that take their outcome with its first rows read their time from the
 /// batch, keeping none of their own; a row of it answered by a later run keeps its own.
 #[tokio::test]

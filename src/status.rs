@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::journal::{History, Peek, RowState, RunRecord};
+use crate::journal::{History, JournalError, Peek, RowState, RunRecord};
 use crate::outcome::Status;
 use crate::report::exit_meaning;
 use crate::report::job::held_by_groups;
@@ -20,6 +20,9 @@ use crate::util::time::unix_ms;
 
 /// The seconds the current rate is read over: the last ones the run's writer recorded.
 const RATE_OVER_SECS: i64 = 10;
+
+/// The phase before any call, in `status`'s words.
+const PLANNING: &str = "reading and planning the inputs";
 
 /// What `status` finds.
 struct Found {
@@ -34,7 +37,13 @@ struct Found {
 
 /// Prints the status of the job whose state is `dir`; returns the exit code (0).
 pub fn status(dir: &Path, as_json: bool) -> anyhow::Result<u8> {
-    let peek = Peek::open(dir)?;
+    let peek = match Peek::open(dir) {
+        Err(JournalError::Planning { .. }) => {
+            print!("{}", planning(dir, as_json));
+            return Ok(0);
+        }
+        peek => peek?,
+    };
     let history = peek.history()?;
     let groups = peek.outcome_groups()?;
     let mut by_state = BTreeMap::new();
@@ -45,7 +54,7 @@ pub fn status(dir: &Path, as_json: bool) -> anyhow::Result<u8> {
     let live = history
         .runs
         .last()
-        .filter(|r| r.ended_ms.is_none() && peek.lock_pid() == Some(r.pid) && alive(r.pid))
+        .filter(|r| r.ended_ms.is_none() && Peek::lock_pid(dir) == Some(r.pid) && alive(r.pid))
         .cloned();
     let found = Found {
         dir: dir.display().to_string(),
@@ -62,6 +71,37 @@ pub fn status(dir: &Path, as_json: bool) -> anyhow::Result<u8> {
     };
     print!("{text}");
     Ok(0)
+}
+
+/// What `status` says of a job whose journal is being planned, or whose planning was
+/// stopped: not its rows, which planning is still recording and which reading would hold it
+/// up, but whether the run that plans it is live.
+fn planning(dir: &Path, as_json: bool) -> String {
+    let pid = Peek::lock_pid(dir).filter(|pid| alive(*pid));
+    if as_json {
+        return format!(
+            "{:#}\n",
+            json!({
+                "state_dir": dir.display().to_string(),
+                "live": pid.is_some(),
+                "phase": pid.map(|_| PLANNING),
+                "pid": pid,
+                "planning": true,
+            })
+        );
+    }
+    match pid {
+        Some(pid) => format!(
+            "bulkverify status: {}\n  a run is live (pid {pid}), {PLANNING}: its rows are \
+             counted once it sends\n",
+            dir.display()
+        ),
+        None => format!(
+            "bulkverify status: {}\n  no run is live; the last one stopped while {PLANNING}: \
+             run the same command to resume\n",
+            dir.display()
+        ),
+    }
 }
 
 /// Whether a process with this pid exists.
@@ -140,7 +180,7 @@ impl Found {
 
     fn phase(run: &RunRecord) -> &'static str {
         match (run.prepared_ms, run.dispatched_ms) {
-            (None, _) => "reading and planning the inputs",
+            (None, _) => PLANNING,
             (Some(_), None) => "sending and settling",
             (Some(_), Some(_)) => "writing the output",
         }
@@ -271,4 +311,37 @@ fn utc(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal being planned is not read: `status` says whether the run planning it is live,
+    /// from the pid in the state's lock file, and what to do when it is not.
+    #[test]
+    fn a_job_being_planned_is_told_by_its_run_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("lock");
+        std::fs::write(&lock, std::process::id().to_string()).unwrap();
+        let live = planning(dir.path(), false);
+        assert!(live.contains(&format!("a run is live (pid {})", std::process::id())));
+        assert!(live.contains(PLANNING), "{live}");
+        let json: serde_json::Value = serde_json::from_str(&planning(dir.path(), true)).unwrap();
+        assert_eq!(json["live"], true);
+        assert_eq!(json["planning"], true);
+        assert_eq!(json["phase"], PLANNING);
+
+        // No process has a pid this high (pid_max is at most 2^22).
+        std::fs::write(&lock, "99999999").unwrap();
+        let stopped = planning(dir.path(), false);
+        assert!(stopped.contains("no run is live"), "{stopped}");
+        assert!(
+            stopped.contains("run the same command to resume"),
+            "{stopped}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&planning(dir.path(), true)).unwrap();
+        assert_eq!(json["live"], false);
+        assert_eq!(json["phase"], serde_json::Value::Null);
+    }
 }

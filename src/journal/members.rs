@@ -40,8 +40,9 @@ pub(super) fn encode(keys: &[RowKey]) -> Vec<u8> {
     out
 }
 
-/// The keys [`encode`] wrote; a damaged tail is left out.
-pub(super) fn decode(bytes: &[u8]) -> Vec<RowKey> {
+/// The keys [`encode`] wrote. A damaged list is an error, never a shorter one: a key left
+/// out would be neither held nor known as sent, and sent again.
+pub(super) fn decode(bytes: &[u8]) -> rusqlite::Result<Vec<RowKey>> {
     let mut keys = Vec::new();
     let (mut last, mut delta, mut shift) = (0u64, 0u64, 0u32);
     for &byte in bytes {
@@ -57,7 +58,15 @@ pub(super) fn decode(bytes: &[u8]) -> Vec<RowKey> {
             shift += 7;
         }
     }
-    keys
+    if shift == 0 {
+        Ok(keys)
+    } else {
+        Err(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "a batch's list of rows is damaged".into(),
+        ))
+    }
 }
 
 /// Where an unwritten member row of a batch is: what it would have been moved to.
@@ -151,7 +160,7 @@ pub(super) fn unwritten(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Kep
             batch_id: r.get(0)?,
             state: r.get(1)?,
             attempts: r.get::<_, i64>(2)?.try_into().unwrap_or(u32::MAX),
-            members: decode(&members),
+            members: decode(&members)?,
             answered_at: r.get(4)?,
         })
     })?
@@ -174,10 +183,13 @@ mod tests {
         let bytes = encode(&keys);
         let mut sorted = keys.to_vec();
         sorted.sort();
-        assert_eq!(decode(&bytes), sorted);
+        assert_eq!(decode(&bytes).unwrap(), sorted);
         let run: Vec<_> = (100..10_100).map(|i| RowKey::new(0, i)).collect();
         assert_eq!(encode(&run).len(), 10_000, "a byte a row in a run");
-        assert_eq!(decode(&encode(&run)), run);
-        assert!(decode(&[]).is_empty());
+        assert_eq!(decode(&encode(&run)).unwrap(), run);
+        assert!(decode(&[]).unwrap().is_empty());
+        let mut cut = encode(&run);
+        cut.push(0x80);
+        assert!(decode(&cut).is_err(), "a list cut in a key");
     }
 }

@@ -130,6 +130,12 @@ pub enum JournalError {
          --state its run was given"
     )]
     NoJob { dir: String },
+    #[error(
+        "the job in {dir} is being planned, or its planning was stopped: its rows are not \
+         counted until planning ends. Ask again once the run sends; if no run is live, run the \
+         same command to resume"
+    )]
+    Planning { dir: String },
 }
 
 /// Who the state belongs to: a journal refuses to serve another check or another environment.

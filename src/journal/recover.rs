@@ -119,7 +119,7 @@ impl Journal {
             let mut rows = Vec::new();
             match members {
                 Some(members) => {
-                    for key in members::decode(&members) {
+                    for key in members::decode(&members).map_err(sql)? {
                         let found = keyed
                             .query_row(
                                 params![

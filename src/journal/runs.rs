@@ -258,6 +258,26 @@ impl Peek {
         // A reader of a WAL journal waits only while a checkpoint resets the log, briefly.
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql_error(dir))?;
+        // Planning writes in place, not through the WAL: a reader would hold it up at every
+        // commit, and one stopped midway leaves a journal that only a writer can roll back.
+        // Once this connection has read through the WAL, planning leaves the WAL alone.
+        let planning = || JournalError::Planning {
+            dir: dir.display().to_string(),
+        };
+        let mode = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0));
+        match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+            Ok(_) => return Err(planning()),
+            // A planning commit holds the file (only planning writes outside the WAL), or
+            // a stopped one left its rollback journal.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    || e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK =>
+            {
+                return Err(planning());
+            }
+            Err(e) => return Err(sql_error(dir)(e)),
+        }
         Ok(Peek {
             dir: dir.to_path_buf(),
             conn,
@@ -282,12 +302,20 @@ impl Peek {
     /// The rows by state, stored status and reason: what the output would say of them, read
     /// in one pass of the journal.
     pub fn outcome_groups(&self) -> Result<Vec<OutcomeGroup>, JournalError> {
-        outcome_groups(&self.conn).map_err(sql_error(&self.dir))
+        // Its reads in one snapshot: between two of them the run's writer may close a batch
+        // whose rows the first read counted where the batch said.
+        let read = || {
+            let tx = self.conn.unchecked_transaction()?;
+            let groups = outcome_groups(&tx)?;
+            tx.commit()?;
+            Ok(groups)
+        };
+        read().map_err(sql_error(&self.dir))
     }
 
-    /// The pid recorded in the state's lock file by the run that last took it.
-    pub fn lock_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join(super::lock::LOCK_FILE))
+    /// The pid recorded in the lock file of the state in `dir` by the run that last took it.
+    pub fn lock_pid(dir: &Path) -> Option<u32> {
+        std::fs::read_to_string(dir.join(super::lock::LOCK_FILE))
             .ok()?
             .trim()
             .parse()

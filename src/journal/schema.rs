@@ -160,24 +160,33 @@ pub(super) enum JournalMode {
 }
 
 /// Puts the connection in `mode`: planning writes its rows in place, every other step
-/// through the WAL. A database that other connections hold open stays in WAL mode (SQLite
-/// refuses to leave it), and planning goes on through the WAL; one that does not come back
-/// to it is an error, since the run's readers and writer share the database through it.
+/// through the WAL. Leaving WAL takes the database for this connection alone, which another
+/// connection holding it open (`status` reading it) forbids: SQLite refuses at once, and
+/// planning then goes on through the WAL rather than wait for the reader or fail. A journal
+/// that does not come back to WAL is an error, since the run's readers and writer share the
+/// database through it.
 pub(super) fn journal_mode(conn: &Connection, mode: JournalMode) -> rusqlite::Result<()> {
     let asked = match mode {
         JournalMode::Wal => "WAL",
         JournalMode::Rollback => "DELETE",
     };
-    let now: String =
-        conn.query_row(&format!("PRAGMA journal_mode = {asked}"), [], |r| r.get(0))?;
-    match mode {
-        JournalMode::Wal if !now.eq_ignore_ascii_case("wal") => {
+    let now = conn.query_row(&format!("PRAGMA journal_mode = {asked}"), [], |r| {
+        r.get::<_, String>(0)
+    });
+    match (mode, now) {
+        (JournalMode::Wal, Ok(now)) if !now.eq_ignore_ascii_case("wal") => {
             Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                 Some(format!("the journal stayed in {now} mode, not WAL")),
             ))
         }
-        _ => Ok(()),
+        (JournalMode::Rollback, Err(e))
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+        {
+            tracing::debug!("another process reads the state: planning goes through the WAL");
+            Ok(())
+        }
+        (_, now) => now.map(drop),
     }
 }
 

@@ -196,6 +196,68 @@ fn planning_writes_in_place_and_leaves_the_journal_in_wal_mode() {
     assert_eq!(j.planned_rows().unwrap(), Some(20_000));
 }
 
+/// `status` and planning keep out of each other's way: a journal that `status` reads is
+/// planned through the WAL, at once rather than after the writer's busy timeout; one being
+/// planned in place is not read, and neither is one whose planning was stopped midway (its
+/// rollback journal left beside it), which a read-only reader could not roll back.
+#[test]
+fn status_and_planning_keep_out_of_each_others_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let mut j = Journal::open(&state, &ID, false).unwrap();
+    let rows: Vec<_> = (0..20_000u64)
+        .map(|i| {
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&i.to_be_bytes());
+            (RowKey::new(0, i), RowPlan::Subject(h))
+        })
+        .collect();
+    let planning = |dir: &Path| matches!(Peek::open(dir), Err(JournalError::Planning { .. }));
+
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows[..10_000]).unwrap();
+    assert!(planning(&state), "read while planned in place");
+    drop(planner);
+    // A planning stopped in a transaction: the files as a kill would leave them.
+    let (copy, stopped) = (dir.path().join("copy"), dir.path().join("stopped"));
+    for d in [&copy, &stopped] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::copy(state.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+    let conn = rusqlite::Connection::open(copy.join(DB_FILE)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    conn.execute_batch("BEGIN").unwrap();
+    let changed = conn.execute("UPDATE rows SET attempts = attempts + 1", []);
+    assert_eq!(changed.unwrap(), 10_000);
+    for file in [DB_FILE.to_string(), format!("{DB_FILE}-journal")] {
+        std::fs::copy(copy.join(&file), stopped.join(&file)).unwrap();
+    }
+    drop(conn);
+    assert!(
+        planning(&stopped),
+        "read with a stopped planning's journal beside it"
+    );
+
+    let peek = Peek::open(&state).unwrap();
+    let counted =
+        |peek: &Peek| -> u64 { peek.outcome_groups().unwrap().iter().map(|g| g.rows).sum() };
+    assert_eq!(counted(&peek), 10_000);
+    let started = std::time::Instant::now();
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows).unwrap();
+    planner.finish(rows.len() as u64).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(counted(&peek), 20_000);
+    let wal = std::fs::metadata(state.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len());
+    assert!(
+        wal > 100_000,
+        "the rows were not written through the WAL: {wal} bytes"
+    );
+}
+
 /// The export read ahead on a thread of its own gives the rows the export on this one gives,
 /// over several chunks; the consumer's first error stops it, though the reader is then held on
 /// a full queue, and is the error returned.

@@ -302,8 +302,10 @@ async fn bulk_when(
 
 #[tokio::test]
 async fn bank_bulk_entries_are_processed_as_scripted_in_shuffled_order() {
+    // Long enough that the entries are still `RECEIVED` (the first half) when asked early on
+    // a busy machine: at 400 ms, two submissions and the query outlasted it under load.
     let sandbox = Running::start(SandboxConfig {
-        batch_delay_ms: 400,
+        batch_delay_ms: 2000,
         ..fast()
     })
     .await;

@@ -11,6 +11,7 @@
 //! built into one polars frame, and polars' batched writer appends it to the output. Nothing
 //! is copied to disk on the way, and the merge holds one chunk, whatever the number of rows.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -65,10 +66,10 @@ pub enum Kind {
     Count,
 }
 
-/// One cell of a result row.
-#[derive(Debug, Clone, Copy)]
+/// One cell of a result row: a text is borrowed, or made for the row (a value neutralised).
+#[derive(Debug, Clone)]
 pub enum Cell<'a> {
-    Text(Option<&'a str>),
+    Text(Option<Cow<'a, str>>),
     Count(Option<u32>),
 }
 
@@ -390,12 +391,11 @@ mod tests {
             out,
         )?;
         for k in keys {
-            let status = format!("s{k}");
             o.push(
                 k,
                 [
-                    Cell::Text(Some(&status)),
-                    Cell::Text((k % 2 == 0).then_some("a,\"b\"")),
+                    Cell::Text(Some(format!("s{k}").into())),
+                    Cell::Text((k % 2 == 0).then_some("a,\"b\"".into())),
                     Cell::Count((k % 3 != 0).then_some(1)),
                 ],
             )?;
@@ -483,9 +483,9 @@ mod tests {
         );
         let out = dir.path().join("out.csv");
         let mut o = Output::create(&files, &[("bv_status".into(), Kind::Text)], &out).unwrap();
-        o.push(RowKey::new(0, 0).0, [Cell::Text(Some("first"))])
+        o.push(RowKey::new(0, 0).0, [Cell::Text(Some("first".into()))])
             .unwrap();
-        o.push(RowKey::new(1, 0).0, [Cell::Text(Some("second"))])
+        o.push(RowKey::new(1, 0).0, [Cell::Text(Some("second".into()))])
             .unwrap();
         o.finish().unwrap();
         assert_eq!(

@@ -56,9 +56,31 @@ pub struct ExportRow {
     pub request_id: Option<String>,
     pub checked_at: Option<String>,
     pub attempts: u32,
-    pub fields: Vec<(String, String)>,
+    /// The check's own fields' values, one for each of [`Journal::field_names`], in its order:
+    /// the output's columns, which the merge fills without looking a name up.
+    pub fields: Vec<Option<String>>,
     /// The answer came from an earlier job on the account, without a call.
     pub reused: bool,
+}
+
+impl ExportRow {
+    /// A row for [`Fill::into`] to fill.
+    fn blank() -> ExportRow {
+        ExportRow {
+            key: RowKey(0),
+            duplicate_of: None,
+            state: RowState::Planned,
+            status: None,
+            reason: None,
+            message: None,
+            provider_status: None,
+            request_id: None,
+            checked_at: None,
+            attempts: 0,
+            fields: Vec::new(),
+            reused: false,
+        }
+    }
 }
 
 /// Reads row states page by page, so that a long read never pins the WAL.
@@ -110,9 +132,12 @@ impl Journal {
     /// Every row's outcome for the merge, one at a time in key order; a duplicate carries its
     /// leader's. Streamed: the merge must not hold a second copy of every result.
     pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
-        export_rows(&self.conn, &self.dir, |row| {
+        let positions = self.export_positions()?;
+        export_rows(&self.conn, &self.dir, &positions, |fill| {
+            let mut row = ExportRow::blank();
+            fill.into(&mut row)?;
             f(row);
-            ControlFlow::Continue(())
+            Ok(ControlFlow::Continue(()))
         })
     }
 
@@ -125,6 +150,7 @@ impl Journal {
         mut f: impl FnMut(&ExportRow) -> Result<(), E>,
     ) -> Result<(), E> {
         let reader = self.reader()?;
+        let positions = self.export_positions()?;
         let (chunks, ahead) = mpsc::sync_channel(AHEAD_CHUNKS);
         // Each chunk goes back to the reading thread once taken, to be emptied and filled
         // there: freeing rows the other thread allocated took the merge's thread a sixth of
@@ -133,7 +159,7 @@ impl Journal {
         std::thread::scope(|scope| {
             let reading = std::thread::Builder::new()
                 .name("export".into())
-                .spawn_scoped(scope, move || reader.send_rows(&chunks, &back))
+                .spawn_scoped(scope, move || reader.send_rows(&positions, &chunks, &back))
                 .map_err(io_error(&self.dir))?;
             let taken = ahead.iter().try_for_each(|chunk: Vec<ExportRow>| {
                 chunk.iter().try_for_each(&mut f)?;
@@ -157,11 +183,63 @@ impl Journal {
 const AHEAD_CHUNK: usize = 2048;
 const AHEAD_CHUNKS: usize = 4;
 
-/// [`Journal::export_each`] on the connection `conn`, until `f` breaks.
+impl Journal {
+    /// Where each field goes in an exported row: at its place in [`Journal::field_names`].
+    fn export_positions(&self) -> Result<fields::Positions, JournalError> {
+        let numbered = fields::numbered(self.meta("format")?.as_deref());
+        let names = if numbered {
+            fields::numbered_names(&self.conn).map_err(|e| self.sql(e))?
+        } else {
+            Vec::new()
+        };
+        Ok(fields::Positions::new(
+            numbered,
+            &names,
+            &self.field_names()?,
+        ))
+    }
+}
+
+/// One row of the export's query, read into an [`ExportRow`].
+struct Fill<'r, 's> {
+    r: &'r rusqlite::Row<'s>,
+    positions: &'r fields::Positions,
+}
+
+impl Fill<'_, '_> {
+    /// Reads the row into `row`, keeping the strings it holds for the new values: the reading
+    /// thread fills the same rows again, chunk after chunk.
+    fn into(&self, row: &mut ExportRow) -> rusqlite::Result<()> {
+        let r = self.r;
+        let text =
+            |i: usize| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
+        let duplicate_of = r.get::<_, Option<i64>>(1)?;
+        // Where the outcome's columns start: the row's own, or its leader's.
+        let at = if duplicate_of.is_some() { 12 } else { 2 };
+        row.key = RowKey(r.get::<_, i64>(0)? as u64);
+        row.duplicate_of = duplicate_of.map(|k| RowKey(k as u64));
+        row.state = r.get(at)?;
+        row.status = text(at + 1)?.and_then(Status::parse);
+        fields::set_text(&mut row.reason, text(at + 2)?);
+        fields::set_text(&mut row.message, text(at + 3)?);
+        fields::set_text(&mut row.provider_status, text(at + 4)?);
+        fields::set_text(&mut row.request_id, text(at + 5)?);
+        fields::set_text(&mut row.checked_at, text(at + 6)?);
+        row.attempts = r.get::<_, i64>(at + 7)? as u32;
+        row.fields.resize(self.positions.width(), None);
+        self.positions.decode_into(text(at + 8)?, &mut row.fields);
+        row.reused = r.get::<_, Option<i64>>(at + 9)? == Some(1);
+        Ok(())
+    }
+}
+
+/// [`Journal::export_each`] on the connection `conn`, each row given to `f` to read, until `f`
+/// breaks.
 fn export_rows(
     conn: &Connection,
     dir: &Path,
-    mut f: impl FnMut(ExportRow) -> ControlFlow<()>,
+    positions: &fields::Positions,
+    mut f: impl FnMut(&Fill) -> rusqlite::Result<ControlFlow<()>>,
 ) -> Result<(), JournalError> {
     let sql = sql_error(dir);
     // A row's own columns, then its leader's (only a duplicate looks one up); a duplicate
@@ -180,7 +258,6 @@ fn export_rows(
             .join(", ")
     };
     let (own, leader) = (of("r", "rb"), of("s", "sb"));
-    let names = fields::numbered_names(conn).map_err(sql)?;
     let mut st = conn
         .prepare(&format!(
             "SELECT r.row_key, r.dup_of, {own}, {leader}
@@ -192,34 +269,7 @@ fn export_rows(
         .map_err(sql)?;
     let mut rows = st.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        let duplicate_of = r.get::<_, Option<i64>>(1).map_err(sql)?;
-        // Where the outcome's columns start: the row's own, or its leader's.
-        let at = if duplicate_of.is_some() { 12 } else { 2 };
-        let status = r
-            .get_ref(at + 1)
-            .map_err(sql)?
-            .as_str_or_null()
-            .map_err(|e| sql(e.into()))?;
-        let fields = r
-            .get_ref(at + 8)
-            .map_err(sql)?
-            .as_str_or_null()
-            .map_err(|e| sql(e.into()))?;
-        let row = ExportRow {
-            key: RowKey(r.get::<_, i64>(0).map_err(sql)? as u64),
-            duplicate_of: duplicate_of.map(|k| RowKey(k as u64)),
-            state: r.get(at).map_err(sql)?,
-            status: status.and_then(Status::parse),
-            reason: r.get(at + 2).map_err(sql)?,
-            message: r.get(at + 3).map_err(sql)?,
-            provider_status: r.get(at + 4).map_err(sql)?,
-            request_id: r.get(at + 5).map_err(sql)?,
-            checked_at: r.get(at + 6).map_err(sql)?,
-            attempts: r.get::<_, i64>(at + 7).map_err(sql)? as u32,
-            fields: fields.map_or_else(Vec::new, |f| fields::decode(f, &names)),
-            reused: r.get::<_, Option<i64>>(at + 9).map_err(sql)? == Some(1),
-        };
-        if f(row).is_break() {
+        if f(&Fill { r, positions }).map_err(sql)?.is_break() {
             break;
         }
     }
@@ -229,28 +279,36 @@ fn export_rows(
 impl JournalReader {
     /// Sends the export's rows to `chunks` a chunk at a time, until they end or the queue
     /// closes: the merge stopped, and says why. The chunks the merge took come back through
-    /// `back`, to be emptied and filled again; a new one is made only when none has.
+    /// `back`, to be filled again; a new one is made only when none has.
     fn send_rows(
         self,
+        positions: &fields::Positions,
         chunks: &SyncSender<Vec<ExportRow>>,
         back: &Receiver<Vec<ExportRow>>,
     ) -> Result<(), JournalError> {
         let mut chunk = Vec::with_capacity(AHEAD_CHUNK);
-        export_rows(&self.conn, &self.dir, |row| {
-            chunk.push(row);
-            if chunk.len() < AHEAD_CHUNK {
-                return ControlFlow::Continue(());
+        // Rows of `chunk` filled: a chunk that came back keeps its rows, to be filled again.
+        let mut filled = 0;
+        export_rows(&self.conn, &self.dir, positions, |fill| {
+            if filled == chunk.len() {
+                chunk.push(ExportRow::blank());
             }
-            let mut next = back
+            fill.into(&mut chunk[filled])?;
+            filled += 1;
+            if filled < AHEAD_CHUNK {
+                return Ok(ControlFlow::Continue(()));
+            }
+            filled = 0;
+            let next = back
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(AHEAD_CHUNK));
-            next.clear();
-            match chunks.send(std::mem::replace(&mut chunk, next)) {
+            Ok(match chunks.send(std::mem::replace(&mut chunk, next)) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
-            }
+            })
         })?;
-        if !chunk.is_empty() {
+        if filled > 0 {
+            chunk.truncate(filled);
             let _ = chunks.send(chunk);
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! Reading rows back: page by page for the dispatcher, streamed for the merge.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -200,10 +201,43 @@ impl Journal {
     }
 }
 
+/// What a batch gives the rows that keep no copy of it: its request id, once the provider
+/// accepted it, and the time of the outcomes its first rows took.
+struct BatchGives {
+    request_id: Option<String>,
+    answered_at: Option<String>,
+}
+
+/// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
+/// export reads them once rather than joining each row with its batch.
+fn batches_give(conn: &Connection) -> rusqlite::Result<HashMap<i64, BatchGives>> {
+    let mut st = conn.prepare("SELECT batch_id, state, request_id, answered_at FROM batches")?;
+    st.query_map([], |r| {
+        let state: BatchState = r.get(1)?;
+        Ok((
+            r.get(0)?,
+            BatchGives {
+                request_id: r
+                    .get::<_, Option<String>>(2)?
+                    .filter(|_| BATCH_ACCEPTED.contains(&state)),
+                answered_at: r.get(3)?,
+            },
+        ))
+    })?
+    .collect()
+}
+
+/// The columns of a row the export reads, its outcome's from `state` on: a duplicate's
+/// outcome is its leader's, read by its key.
+const ROW_OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
+                           checked_at, attempts, fields, reused, batch_id";
+
 /// One row of the export's query, read into an [`ExportRow`].
 struct Fill<'r, 's> {
     r: &'r rusqlite::Row<'s>,
+    conn: &'r Connection,
     positions: &'r fields::Positions,
+    batches: &'r HashMap<i64, BatchGives>,
 }
 
 impl Fill<'_, '_> {
@@ -211,20 +245,41 @@ impl Fill<'_, '_> {
     /// thread fills the same rows again, chunk after chunk.
     fn into(&self, row: &mut ExportRow) -> rusqlite::Result<()> {
         let r = self.r;
+        row.key = RowKey(r.get::<_, i64>(0)? as u64);
+        row.duplicate_of = r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64));
+        match row.duplicate_of {
+            None => self.outcome(r, 2, row),
+            Some(leader) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {ROW_OUTCOME} FROM rows WHERE row_key = ?1"
+                ))?
+                .query_row([leader.0 as i64], |l| self.outcome(l, 0, row)),
+        }
+    }
+
+    /// Reads the outcome columns of `r` from `at` on into `row`: a batch row's request id and
+    /// time from its batch when it keeps none of its own (as `request_id_sql` and
+    /// `checked_at_sql` say in SQL).
+    fn outcome(&self, r: &rusqlite::Row, at: usize, row: &mut ExportRow) -> rusqlite::Result<()> {
         let text =
             |i: usize| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
-        let duplicate_of = r.get::<_, Option<i64>>(1)?;
-        // Where the outcome's columns start: the row's own, or its leader's.
-        let at = if duplicate_of.is_some() { 12 } else { 2 };
-        row.key = RowKey(r.get::<_, i64>(0)? as u64);
-        row.duplicate_of = duplicate_of.map(|k| RowKey(k as u64));
+        let batch = r
+            .get::<_, Option<i64>>(at + 10)?
+            .and_then(|b| self.batches.get(&b));
         row.state = r.get(at)?;
         row.status = text(at + 1)?.and_then(Status::parse);
         fields::set_text(&mut row.reason, text(at + 2)?);
         fields::set_text(&mut row.message, text(at + 3)?);
         fields::set_text(&mut row.provider_status, text(at + 4)?);
-        fields::set_text(&mut row.request_id, text(at + 5)?);
-        fields::set_text(&mut row.checked_at, text(at + 6)?);
+        let request_id = batch
+            .filter(|_| ROWS_TAKE_BATCH_ID.contains(&row.state))
+            .and_then(|b| b.request_id.as_deref());
+        fields::set_text(&mut row.request_id, text(at + 5)?.or(request_id));
+        let answered_at = batch
+            .filter(|_| row.state == RowState::Done)
+            .and_then(|b| b.answered_at.as_deref());
+        fields::set_text(&mut row.checked_at, text(at + 6)?.or(answered_at));
         row.attempts = r.get::<_, i64>(at + 7)? as u32;
         row.fields.resize(self.positions.width(), None);
         self.positions.decode_into(text(at + 8)?, &mut row.fields);
@@ -234,7 +289,7 @@ impl Fill<'_, '_> {
 }
 
 /// [`Journal::export_each`] on the connection `conn`, each row given to `f` to read, until `f`
-/// breaks.
+/// breaks. The rows are read by one scan in key order, joined with nothing.
 fn export_rows(
     conn: &Connection,
     dir: &Path,
@@ -242,34 +297,21 @@ fn export_rows(
     mut f: impl FnMut(&Fill) -> rusqlite::Result<ControlFlow<()>>,
 ) -> Result<(), JournalError> {
     let sql = sql_error(dir);
-    // A row's own columns, then its leader's (only a duplicate looks one up); a duplicate
-    // takes the leader's.
-    const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
-                           checked_at, attempts, fields, reused";
-    let of = |table: &str, batch: &str| {
-        OUTCOME
-            .split(", ")
-            .map(|c| match c {
-                "request_id" => request_id_sql(table, batch),
-                "checked_at" => checked_at_sql(table, batch),
-                c => format!("{table}.{c}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (own, leader) = (of("r", "rb"), of("s", "sb"));
+    let batches = batches_give(conn).map_err(sql)?;
     let mut st = conn
         .prepare(&format!(
-            "SELECT r.row_key, r.dup_of, {own}, {leader}
-             FROM rows r LEFT JOIN batches rb ON rb.batch_id = r.batch_id
-                  LEFT JOIN rows s ON s.row_key = r.dup_of
-                  LEFT JOIN batches sb ON sb.batch_id = s.batch_id
-             ORDER BY r.row_key"
+            "SELECT row_key, dup_of, {ROW_OUTCOME} FROM rows ORDER BY row_key"
         ))
         .map_err(sql)?;
     let mut rows = st.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        if f(&Fill { r, positions }).map_err(sql)?.is_break() {
+        let fill = Fill {
+            r,
+            conn,
+            positions,
+            batches: &batches,
+        };
+        if f(&fill).map_err(sql)?.is_break() {
             break;
         }
     }
@@ -375,21 +417,24 @@ pub(super) fn checked_at_sql(row: &str, batch: &str) -> String {
     )
 }
 
+/// The states of a batch's row in which it takes the batch's request id.
+const ROWS_TAKE_BATCH_ID: [RowState; 3] =
+    [RowState::Running, RowState::Done, RowState::Unconfirmed];
+
+/// The states of a batch the provider accepted, which has its request id.
+const BATCH_ACCEPTED: [BatchState; 5] = [
+    BatchState::Uploaded,
+    BatchState::Reconcile,
+    BatchState::Done,
+    BatchState::Unconfirmed,
+    BatchState::Abandoned,
+];
+
 /// The request id of the row `row`, in SQL: its own, or for a row of the batch `batch` once
 /// the batch was accepted, the batch's, which its rows do not each keep a copy of.
 pub(super) fn request_id_sql(row: &str, batch: &str) -> String {
-    use {BatchState as B, RowState as R};
-    let rows = sql_list([R::Running, R::Done, R::Unconfirmed].map(R::as_sql));
-    let batches = sql_list(
-        [
-            B::Uploaded,
-            B::Reconcile,
-            B::Done,
-            B::Unconfirmed,
-            B::Abandoned,
-        ]
-        .map(B::as_sql),
-    );
+    let rows = sql_list(ROWS_TAKE_BATCH_ID.map(RowState::as_sql));
+    let batches = sql_list(BATCH_ACCEPTED.map(BatchState::as_sql));
     format!(
         "coalesce({row}.request_id, CASE WHEN {row}.state IN ({rows}) \
          AND {batch}.state IN ({batches}) THEN {batch}.request_id END)"

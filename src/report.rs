@@ -53,7 +53,12 @@ pub fn exit_meaning(code: u8) -> &'static str {
 /// number stays usable; a phone number with spaces or hyphens (`+91 98765 43210`) gets the
 /// quote. The input's own columns are never changed.
 pub fn neutralise(value: &str) -> Cow<'_, str> {
-    let risky = value.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']);
+    // The first byte alone says it (each of these is a byte of its own in UTF-8): this runs
+    // for every result cell of every row.
+    let risky = matches!(
+        value.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\n')
+    );
     if risky && !is_plain_number(value) {
         Cow::Owned(format!("'{value}"))
     } else {

@@ -246,11 +246,13 @@ impl Run {
         errors
     }
 
-    /// Seconds a phase took, from the client's `... in X s` log line.
+    /// Seconds a phase took, from the client's `... in X s` log line, the first that says
+    /// `words`.
     fn phase(&self, words: &str) -> Option<f64> {
         self.stderr.lines().find_map(|l| {
             let (_, rest) = l.split_once(words)?;
-            rest.trim().strip_suffix(" s")?.parse().ok()
+            let (_, secs) = rest.rsplit_once(" in ")?;
+            secs.trim().strip_suffix(" s")?.parse().ok()
         })
     }
 
@@ -412,10 +414,11 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
         "phases",
         format!(
             "reading and planning {:.1} s, sending {:.1} s, writing {:.1} s",
-            run.phase("read the inputs and the state in")
+            run.phase("read the inputs and the state")
                 .unwrap_or(f64::NAN),
-            run.phase(" rows in").unwrap_or(f64::NAN),
-            run.phase("wrote the output in").unwrap_or(f64::NAN)
+            // Not "read the identifiers of N rows in", which comes first.
+            run.phase("sent and settled").unwrap_or(f64::NAN),
+            run.phase("wrote the output").unwrap_or(f64::NAN)
         ),
     );
     let planning = run.planning();
@@ -489,7 +492,7 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
     if job != Job::Paced {
         match duckdb(dir.path(), job.id_prefix(), rows)? {
             Some(duck) => {
-                let writing = run.phase("wrote the output in").unwrap_or(f64::NAN);
+                let writing = run.phase("wrote the output").unwrap_or(f64::NAN);
                 figure(
                     "duckdb join, sort, write",
                     format!(

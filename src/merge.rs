@@ -8,18 +8,22 @@
 //! disagreement would attach outcomes to the wrong rows. The journal gives one result per
 //! input row, in key order, which is the inputs' order: so each result is paired with the
 //! input record the shared reader reads next (their keys must agree), a chunk of rows is
-//! built into one polars frame, and polars' batched writer appends it to the output. Nothing
-//! is copied to disk on the way, and the merge holds one chunk, whatever the number of rows.
+//! built into one polars frame, and polars' batched writer appends it to the output, on a
+//! thread of its own while the next frame is built. Nothing is copied to disk on the way, and
+//! the merge holds two chunks, whatever the number of rows.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use polars::prelude::*;
 
 use crate::input::{InputError, InputFile, Records};
 
-/// Rows per frame written: bounds the merge's memory.
-const CHUNK_ROWS: usize = 65_536;
+/// Rows per frame written: bounds the merge's memory, which holds two, the one being built and
+/// the one being written.
+const CHUNK_ROWS: usize = 32_768;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -65,10 +69,10 @@ pub enum Kind {
     Count,
 }
 
-/// One cell of a result row.
-#[derive(Debug, Clone, Copy)]
+/// One cell of a result row: a text is borrowed, or made for the row (a value neutralised).
+#[derive(Debug, Clone)]
 pub enum Cell<'a> {
-    Text(Option<&'a str>),
+    Text(Option<Cow<'a, str>>),
     Count(Option<u32>),
 }
 
@@ -98,6 +102,69 @@ enum Writer {
     Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
 }
 
+impl Writer {
+    fn write(&mut self, frame: &DataFrame) -> PolarsResult<()> {
+        match self {
+            Writer::Csv(w) => w.write_batch(frame),
+            Writer::Parquet(w) => w.write_batch(frame),
+        }
+    }
+
+    fn finish(self) -> PolarsResult<()> {
+        match self {
+            Writer::Csv(mut w) => w.finish(),
+            Writer::Parquet(w) => w.finish().map(drop),
+        }
+    }
+}
+
+/// The writer on a thread of its own, which writes each frame while the next is built:
+/// writing a frame had the merge wait for it. It takes one frame at a time (a rendezvous),
+/// so that at most two are held, the one being written and the one being built.
+struct Writing {
+    frames: Option<mpsc::SyncSender<DataFrame>>,
+    thread: Option<std::thread::JoinHandle<PolarsResult<Writer>>>,
+}
+
+impl Writing {
+    fn start(mut writer: Writer) -> std::io::Result<Writing> {
+        let (frames, taken) = mpsc::sync_channel::<DataFrame>(0);
+        let thread = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || {
+                for frame in taken {
+                    writer.write(&frame)?;
+                }
+                Ok(writer)
+            })?;
+        Ok(Writing {
+            frames: Some(frames),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `frame` over; a writer that stopped says why.
+    fn write(&mut self, frame: DataFrame) -> Result<(), MergeError> {
+        match &self.frames {
+            Some(frames) if frames.send(frame).is_ok() => Ok(()),
+            _ => self.end().map(drop),
+        }
+    }
+
+    /// Waits for the frames handed over to be written, and gives the writer back, or says why
+    /// it stopped.
+    fn end(&mut self) -> Result<Writer, MergeError> {
+        self.frames = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| polars_err!(ComputeError: "the output's writer has stopped"))?;
+        Ok(thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?)
+    }
+}
+
 /// The input file being read, and where each of its columns goes in the output's.
 struct Reading<'a> {
     records: Records<'a>,
@@ -120,7 +187,7 @@ pub struct Output<'a> {
     reading: Option<Reading<'a>>,
     read: u64,
     last: Option<u64>,
-    writer: Writer,
+    writing: Writing,
     temp: tempfile::NamedTempFile,
     path: PathBuf,
 }
@@ -163,6 +230,7 @@ impl<'a> Output<'a> {
                 Writer::Parquet(Box::new(ParquetWriter::new(file).batched(&schema)?))
             }
         };
+        let writing = Writing::start(writer).map_err(io)?;
         let builders = columns.iter().map(|(n, k)| Builder::new(n, *k)).collect();
         Ok(Output {
             inputs,
@@ -175,7 +243,7 @@ impl<'a> Output<'a> {
             reading: None,
             read: 0,
             last: None,
-            writer,
+            writing,
             temp,
             path: path.to_path_buf(),
         })
@@ -291,10 +359,7 @@ impl<'a> Output<'a> {
             .collect();
         let full = std::mem::replace(&mut self.builders, fresh);
         let frame = DataFrame::new_infer_height(full.into_iter().map(Builder::finish).collect())?;
-        match &mut self.writer {
-            Writer::Csv(w) => w.write_batch(&frame)?,
-            Writer::Parquet(w) => w.write_batch(&frame)?,
-        }
+        self.writing.write(frame)?;
         self.pending = 0;
         Ok(())
     }
@@ -311,12 +376,7 @@ impl<'a> Output<'a> {
             });
         }
         self.flush()?;
-        match &mut self.writer {
-            Writer::Csv(w) => w.finish()?,
-            Writer::Parquet(w) => {
-                w.finish()?;
-            }
-        }
+        self.writing.end()?.finish()?;
         let io = |source| MergeError::Io {
             path: self.path.display().to_string(),
             source,
@@ -390,12 +450,11 @@ mod tests {
             out,
         )?;
         for k in keys {
-            let status = format!("s{k}");
             o.push(
                 k,
                 [
-                    Cell::Text(Some(&status)),
-                    Cell::Text((k % 2 == 0).then_some("a,\"b\"")),
+                    Cell::Text(Some(format!("s{k}").into())),
+                    Cell::Text((k % 2 == 0).then_some("a,\"b\"".into())),
                     Cell::Count((k % 3 != 0).then_some(1)),
                 ],
             )?;
@@ -483,9 +542,9 @@ mod tests {
         );
         let out = dir.path().join("out.csv");
         let mut o = Output::create(&files, &[("bv_status".into(), Kind::Text)], &out).unwrap();
-        o.push(RowKey::new(0, 0).0, [Cell::Text(Some("first"))])
+        o.push(RowKey::new(0, 0).0, [Cell::Text(Some("first".into()))])
             .unwrap();
-        o.push(RowKey::new(1, 0).0, [Cell::Text(Some("second"))])
+        o.push(RowKey::new(1, 0).0, [Cell::Text(Some("second".into()))])
             .unwrap();
         o.finish().unwrap();
         assert_eq!(

@@ -4,7 +4,7 @@ pub mod html;
 pub mod job;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::checks::COMMON_FIELDS;
@@ -53,7 +53,12 @@ pub fn exit_meaning(code: u8) -> &'static str {
 /// number stays usable; a phone number with spaces or hyphens (`+91 98765 43210`) gets the
 /// quote. The input's own columns are never changed.
 pub fn neutralise(value: &str) -> Cow<'_, str> {
-    let risky = value.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']);
+    // The first byte alone says it (each of these is a byte of its own in UTF-8): this runs
+    // for every result cell of every row.
+    let risky = matches!(
+        value.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\n')
+    );
     if risky && !is_plain_number(value) {
         Cow::Owned(format!("'{value}"))
     } else {
@@ -139,9 +144,6 @@ fn written_parts<'r>(
 /// beside their input rows, and the count of rows by status.
 pub struct Collector<'a> {
     inputs: &'a [InputFile],
-    /// The check's own fields: their output names, and where each goes by field name.
-    field_columns: Vec<String>,
-    field_index: HashMap<String, usize>,
     output: Output<'a>,
     tally: Tally,
 }
@@ -180,21 +182,15 @@ impl<'a> Collector<'a> {
                 (format!("bv_{n}"), kind)
             })
             .collect();
-        columns.extend(field_columns.iter().map(|c| (c.clone(), Kind::Text)));
+        columns.extend(field_columns.into_iter().map(|c| (c, Kind::Text)));
         Ok(Collector {
             inputs,
-            field_index: fields
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| (f, i))
-                .collect(),
             output: Output::create(inputs, &columns, path)?,
-            field_columns,
             tally: Tally::default(),
         })
     }
 
-    pub fn add(&mut self, row: &ExportRow) -> Result<(), MergeError> {
+    pub fn add<'r>(&mut self, row: &'r ExportRow) -> Result<(), MergeError> {
         let w = written(row);
         let tally = &mut self.tally;
         *tally.counts.entry(w.status).or_insert(0) += 1;
@@ -207,38 +203,30 @@ impl<'a> Collector<'a> {
         tally.duplicates += u64::from(row.duplicate_of.is_some());
         let done = row.state == RowState::Done;
         let duplicate_of = row.duplicate_of.map(|k| row_reference(self.inputs, k));
-        let mut fields: Vec<Option<Cow<str>>> = vec![None; self.field_columns.len()];
-        for (name, value) in &row.fields {
-            if let Some(&i) = self.field_index.get(name) {
-                fields[i] = Some(neutralise(value));
-            }
-        }
-        let (reason, message) = (w.reason.map(neutralise), w.message.map(neutralise));
-        let (provider_status, request_id) = (
-            row.provider_status.as_deref().map(neutralise),
-            row.request_id.as_deref().map(neutralise),
-        );
-        // In the order of COMMON_FIELDS, then the check's own.
+        let text = |v: Option<&'r str>| Cell::Text(v.map(neutralise));
+        // In the order of COMMON_FIELDS, then the check's own, which the row holds in the
+        // order of the output's columns (a row that holds fewer has none of the rest).
         let common = [
-            Cell::Text(Some(w.status.as_str())),
-            Cell::Text(reason.as_deref()),
-            Cell::Text(message.as_deref()),
-            Cell::Text(provider_status.as_deref()),
-            Cell::Text(request_id.as_deref()),
+            Cell::Text(Some(w.status.as_str().into())),
+            text(w.reason),
+            text(w.message),
+            text(row.provider_status.as_deref()),
+            text(row.request_id.as_deref()),
             Cell::Text(if done {
-                row.checked_at.as_deref()
+                row.checked_at.as_deref().map(Cow::Borrowed)
             } else {
                 None
             }),
             Cell::Count((row.attempts > 0).then_some(row.attempts)),
-            Cell::Text(duplicate_of.as_deref()),
-            Cell::Text(row.reused.then_some("yes")),
+            Cell::Text(duplicate_of.map(Cow::Owned)),
+            Cell::Text(row.reused.then_some("yes".into())),
         ];
         self.output.push(
             row.key.0,
             common
                 .into_iter()
-                .chain(fields.iter().map(|f| Cell::Text(f.as_deref()))),
+                .chain(row.fields.iter().map(|f| text(f.as_deref())))
+                .chain(std::iter::repeat_with(|| Cell::Text(None))),
         )
     }
 
@@ -291,7 +279,7 @@ mod tests {
         dup.duplicate_of = Some(RowKey(0));
         dup.reused = true;
         let mut verified = row(0, RowState::Done, Some(Status::Verified));
-        verified.fields = vec![("status".into(), "x".into()), ("name".into(), "A".into())];
+        verified.fields = vec![Some("x".into()), Some("A".into())];
         verified.attempts = 2;
         let rows = vec![
             verified,
@@ -376,10 +364,7 @@ a,=1+1
         let inputs = InputFile::open_all(&[input], Default::default()).unwrap();
         let mut r = row(0, RowState::Done, Some(Status::NotVerified));
         r.message = Some("=cmd()".into());
-        r.fields = vec![
-            ("name".into(), "@evil".into()),
-            ("turnover".into(), "-5".into()),
-        ];
+        r.fields = vec![Some("@evil".into()), Some("-5".into())];
         let out = dir.path().join("out.csv");
         let mut c = Collector::new(&inputs, vec!["name".into(), "turnover".into()], &out).unwrap();
         c.add(&r).unwrap();

@@ -123,3 +123,199 @@ pub(super) fn decode(text: &str, names: &[String]) -> Vec<(String, String)> {
         .filter_map(|(v, name)| Some((name.clone(), v?)))
         .collect()
 }
+
+/// Where each of a row's fields goes among the output's: by number in a numbered journal, by
+/// name in one of format 1.
+pub(super) enum Positions {
+    /// Each number's column, and how many columns there are.
+    ByNumber(Vec<Option<usize>>, usize),
+    ByName(HashMap<String, usize>),
+}
+
+impl Positions {
+    /// The positions of the fields `numbered` (the names by number) among `columns` (the
+    /// output's, [`names_in_row_order`]).
+    pub(super) fn new(numbered: bool, names: &[String], columns: &[String]) -> Positions {
+        let at: HashMap<&str, usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        if numbered {
+            Positions::ByNumber(
+                names.iter().map(|n| at.get(n.as_str()).copied()).collect(),
+                columns.len(),
+            )
+        } else {
+            Positions::ByName(
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), i))
+                    .collect(),
+            )
+        }
+    }
+
+    /// The output's columns: a row's slots.
+    pub(super) fn width(&self) -> usize {
+        match self {
+            Positions::ByNumber(_, width) => *width,
+            Positions::ByName(at) => at.len(),
+        }
+    }
+
+    /// Reads a row's stored fields into `slots`, one per output column, keeping the strings
+    /// already there for their next values: the export fills the same rows again and again,
+    /// and an allocation for every value was a third of its reading thread's time. A field the
+    /// row lacks is `None`; a row that does not parse has none (as [`decode`] reads it).
+    pub(super) fn decode_into(&self, text: Option<&str>, slots: &mut [Option<String>]) {
+        match (self, text) {
+            (Positions::ByNumber(at, _), Some(text)) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                match serde::de::DeserializeSeed::deserialize(Values { at, slots }, &mut de) {
+                    // The numbers after the row's last value are fields it lacks.
+                    Ok(read) => at[read.min(at.len())..]
+                        .iter()
+                        .flatten()
+                        .for_each(|&i| slots[i] = None),
+                    Err(_) => slots.iter_mut().for_each(|s| *s = None),
+                }
+            }
+            (_, None) => slots.iter_mut().for_each(|s| *s = None),
+            (Positions::ByName(at), Some(text)) => {
+                slots.iter_mut().for_each(|s| *s = None);
+                for (name, value) in decode(text, &[]) {
+                    if let Some(&i) = at.get(&name) {
+                        slots[i] = Some(value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Puts `value` in `slot`, in the string already there when there is one.
+pub(super) fn set_text(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(s), Some(v)) => {
+            s.clear();
+            s.push_str(v);
+        }
+        (None, Some(v)) => *slot = Some(v.to_owned()),
+        (_, None) => *slot = None,
+    }
+}
+
+/// A numbered row's values (`["true",null,"User"]`), read into the slots their numbers go to.
+struct Values<'s> {
+    at: &'s [Option<usize>],
+    slots: &'s mut [Option<String>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Values<'_> {
+    /// How many values the row has.
+    type Value = usize;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Values<'_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of strings and nulls")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut read = 0;
+        loop {
+            // Numbers without a name, which a damaged journal could hold, are left out.
+            let more = match self.at.get(read).copied().flatten() {
+                Some(i) => seq.next_element_seed(Value(&mut self.slots[i]))?.is_some(),
+                None => seq.next_element::<serde::de::IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(read);
+            }
+            read += 1;
+        }
+    }
+}
+
+/// One value, a string or null, read into its slot.
+struct Value<'s>(&'s mut Option<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Value<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Value<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        *self.0 = None;
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        *self.0 = None;
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        set_text(self.0, Some(v));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filling the same slots row after row gives each row its own values only: a value the
+    /// next row lacks, or holds as null, is gone; a damaged row has none; a number without a
+    /// name is left out; the columns' order is the output's, not the numbers'.
+    #[test]
+    fn slots_filled_again_hold_each_row_alone() {
+        let names: Vec<String> = ["b", "a", "c"].map(String::from).into();
+        let columns: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        let at = Positions::new(true, &names, &columns);
+        assert_eq!(at.width(), 3);
+        let mut slots = vec![None; at.width()];
+        let mut fill = |text: Option<&str>| {
+            at.decode_into(text, &mut slots);
+            slots.clone()
+        };
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(
+            fill(Some(r#"["B","A\"q","C"]"#)),
+            [some("A\"q"), some("B"), some("C")]
+        );
+        assert_eq!(fill(Some(r#"[null,"a"]"#)), [some("a"), None, None]);
+        assert_eq!(
+            fill(Some(r#"["b","a","c","x"]"#)),
+            [some("a"), some("b"), some("c")]
+        );
+        assert_eq!(fill(Some("[\"b\",")), [None, None, None]);
+        assert_eq!(fill(None), [None, None, None]);
+        let by_name = Positions::new(false, &[], &columns);
+        let mut slots = vec![some("old"); by_name.width()];
+        by_name.decode_into(Some(r#"[["c","3"],["z","9"]]"#), &mut slots);
+        assert_eq!(slots, [None, None, some("3")]);
+    }
+}

@@ -1,5 +1,6 @@
 //! Reading rows back: page by page for the dispatcher, streamed for the merge.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -56,9 +57,31 @@ pub struct ExportRow {
     pub request_id: Option<String>,
     pub checked_at: Option<String>,
     pub attempts: u32,
-    pub fields: Vec<(String, String)>,
+    /// The check's own fields' values, one for each of [`Journal::field_names`], in its order:
+    /// the output's columns, which the merge fills without looking a name up.
+    pub fields: Vec<Option<String>>,
     /// The answer came from an earlier job on the account, without a call.
     pub reused: bool,
+}
+
+impl ExportRow {
+    /// A row for [`Fill::into`] to fill.
+    fn blank() -> ExportRow {
+        ExportRow {
+            key: RowKey(0),
+            duplicate_of: None,
+            state: RowState::Planned,
+            status: None,
+            reason: None,
+            message: None,
+            provider_status: None,
+            request_id: None,
+            checked_at: None,
+            attempts: 0,
+            fields: Vec::new(),
+            reused: false,
+        }
+    }
 }
 
 /// Reads row states page by page, so that a long read never pins the WAL.
@@ -110,9 +133,12 @@ impl Journal {
     /// Every row's outcome for the merge, one at a time in key order; a duplicate carries its
     /// leader's. Streamed: the merge must not hold a second copy of every result.
     pub fn export_each(&self, mut f: impl FnMut(ExportRow)) -> Result<(), JournalError> {
-        export_rows(&self.conn, &self.dir, |row| {
+        let positions = self.export_positions()?;
+        export_rows(&self.conn, &self.dir, &positions, |fill| {
+            let mut row = ExportRow::blank();
+            fill.into(&mut row)?;
             f(row);
-            ControlFlow::Continue(())
+            Ok(ControlFlow::Continue(()))
         })
     }
 
@@ -125,6 +151,7 @@ impl Journal {
         mut f: impl FnMut(&ExportRow) -> Result<(), E>,
     ) -> Result<(), E> {
         let reader = self.reader()?;
+        let positions = self.export_positions()?;
         let (chunks, ahead) = mpsc::sync_channel(AHEAD_CHUNKS);
         // Each chunk goes back to the reading thread once taken, to be emptied and filled
         // there: freeing rows the other thread allocated took the merge's thread a sixth of
@@ -133,7 +160,7 @@ impl Journal {
         std::thread::scope(|scope| {
             let reading = std::thread::Builder::new()
                 .name("export".into())
-                .spawn_scoped(scope, move || reader.send_rows(&chunks, &back))
+                .spawn_scoped(scope, move || reader.send_rows(&positions, &chunks, &back))
                 .map_err(io_error(&self.dir))?;
             let taken = ahead.iter().try_for_each(|chunk: Vec<ExportRow>| {
                 chunk.iter().try_for_each(&mut f)?;
@@ -157,69 +184,134 @@ impl Journal {
 const AHEAD_CHUNK: usize = 2048;
 const AHEAD_CHUNKS: usize = 4;
 
-/// [`Journal::export_each`] on the connection `conn`, until `f` breaks.
+impl Journal {
+    /// Where each field goes in an exported row: at its place in [`Journal::field_names`].
+    fn export_positions(&self) -> Result<fields::Positions, JournalError> {
+        let numbered = fields::numbered(self.meta("format")?.as_deref());
+        let names = if numbered {
+            fields::numbered_names(&self.conn).map_err(|e| self.sql(e))?
+        } else {
+            Vec::new()
+        };
+        Ok(fields::Positions::new(
+            numbered,
+            &names,
+            &self.field_names()?,
+        ))
+    }
+}
+
+/// What a batch gives the rows that keep no copy of it: its request id, once the provider
+/// accepted it, and the time of the outcomes its first rows took.
+struct BatchGives {
+    request_id: Option<String>,
+    answered_at: Option<String>,
+}
+
+/// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
+/// export reads them once rather than joining each row with its batch.
+fn batches_give(conn: &Connection) -> rusqlite::Result<HashMap<i64, BatchGives>> {
+    let mut st = conn.prepare("SELECT batch_id, state, request_id, answered_at FROM batches")?;
+    st.query_map([], |r| {
+        let state: BatchState = r.get(1)?;
+        Ok((
+            r.get(0)?,
+            BatchGives {
+                request_id: r
+                    .get::<_, Option<String>>(2)?
+                    .filter(|_| BATCH_ACCEPTED.contains(&state)),
+                answered_at: r.get(3)?,
+            },
+        ))
+    })?
+    .collect()
+}
+
+/// The columns of a row the export reads, its outcome's from `state` on: a duplicate's
+/// outcome is its leader's, read by its key.
+const ROW_OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
+                           checked_at, attempts, fields, reused, batch_id";
+
+/// One row of the export's query, read into an [`ExportRow`].
+struct Fill<'r, 's> {
+    r: &'r rusqlite::Row<'s>,
+    conn: &'r Connection,
+    positions: &'r fields::Positions,
+    batches: &'r HashMap<i64, BatchGives>,
+}
+
+impl Fill<'_, '_> {
+    /// Reads the row into `row`, keeping the strings it holds for the new values: the reading
+    /// thread fills the same rows again, chunk after chunk.
+    fn into(&self, row: &mut ExportRow) -> rusqlite::Result<()> {
+        let r = self.r;
+        row.key = RowKey(r.get::<_, i64>(0)? as u64);
+        row.duplicate_of = r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64));
+        match row.duplicate_of {
+            None => self.outcome(r, 2, row),
+            Some(leader) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {ROW_OUTCOME} FROM rows WHERE row_key = ?1"
+                ))?
+                .query_row([leader.0 as i64], |l| self.outcome(l, 0, row)),
+        }
+    }
+
+    /// Reads the outcome columns of `r` from `at` on into `row`: a batch row's request id and
+    /// time from its batch when it keeps none of its own (as `request_id_sql` and
+    /// `checked_at_sql` say in SQL).
+    fn outcome(&self, r: &rusqlite::Row, at: usize, row: &mut ExportRow) -> rusqlite::Result<()> {
+        let text =
+            |i: usize| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
+        let batch = r
+            .get::<_, Option<i64>>(at + 10)?
+            .and_then(|b| self.batches.get(&b));
+        row.state = r.get(at)?;
+        row.status = text(at + 1)?.and_then(Status::parse);
+        fields::set_text(&mut row.reason, text(at + 2)?);
+        fields::set_text(&mut row.message, text(at + 3)?);
+        fields::set_text(&mut row.provider_status, text(at + 4)?);
+        let request_id = batch
+            .filter(|_| ROWS_TAKE_BATCH_ID.contains(&row.state))
+            .and_then(|b| b.request_id.as_deref());
+        fields::set_text(&mut row.request_id, text(at + 5)?.or(request_id));
+        let answered_at = batch
+            .filter(|_| row.state == RowState::Done)
+            .and_then(|b| b.answered_at.as_deref());
+        fields::set_text(&mut row.checked_at, text(at + 6)?.or(answered_at));
+        row.attempts = r.get::<_, i64>(at + 7)? as u32;
+        row.fields.resize(self.positions.width(), None);
+        self.positions.decode_into(text(at + 8)?, &mut row.fields);
+        row.reused = r.get::<_, Option<i64>>(at + 9)? == Some(1);
+        Ok(())
+    }
+}
+
+/// [`Journal::export_each`] on the connection `conn`, each row given to `f` to read, until `f`
+/// breaks. The rows are read by one scan in key order, joined with nothing.
 fn export_rows(
     conn: &Connection,
     dir: &Path,
-    mut f: impl FnMut(ExportRow) -> ControlFlow<()>,
+    positions: &fields::Positions,
+    mut f: impl FnMut(&Fill) -> rusqlite::Result<ControlFlow<()>>,
 ) -> Result<(), JournalError> {
     let sql = sql_error(dir);
-    // A row's own columns, then its leader's (only a duplicate looks one up); a duplicate
-    // takes the leader's.
-    const OUTCOME: &str = "state, status, reason, message, provider_status, request_id, \
-                           checked_at, attempts, fields, reused";
-    let of = |table: &str, batch: &str| {
-        OUTCOME
-            .split(", ")
-            .map(|c| match c {
-                "request_id" => request_id_sql(table, batch),
-                "checked_at" => checked_at_sql(table, batch),
-                c => format!("{table}.{c}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (own, leader) = (of("r", "rb"), of("s", "sb"));
-    let names = fields::numbered_names(conn).map_err(sql)?;
+    let batches = batches_give(conn).map_err(sql)?;
     let mut st = conn
         .prepare(&format!(
-            "SELECT r.row_key, r.dup_of, {own}, {leader}
-             FROM rows r LEFT JOIN batches rb ON rb.batch_id = r.batch_id
-                  LEFT JOIN rows s ON s.row_key = r.dup_of
-                  LEFT JOIN batches sb ON sb.batch_id = s.batch_id
-             ORDER BY r.row_key"
+            "SELECT row_key, dup_of, {ROW_OUTCOME} FROM rows ORDER BY row_key"
         ))
         .map_err(sql)?;
     let mut rows = st.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        let duplicate_of = r.get::<_, Option<i64>>(1).map_err(sql)?;
-        // Where the outcome's columns start: the row's own, or its leader's.
-        let at = if duplicate_of.is_some() { 12 } else { 2 };
-        let status = r
-            .get_ref(at + 1)
-            .map_err(sql)?
-            .as_str_or_null()
-            .map_err(|e| sql(e.into()))?;
-        let fields = r
-            .get_ref(at + 8)
-            .map_err(sql)?
-            .as_str_or_null()
-            .map_err(|e| sql(e.into()))?;
-        let row = ExportRow {
-            key: RowKey(r.get::<_, i64>(0).map_err(sql)? as u64),
-            duplicate_of: duplicate_of.map(|k| RowKey(k as u64)),
-            state: r.get(at).map_err(sql)?,
-            status: status.and_then(Status::parse),
-            reason: r.get(at + 2).map_err(sql)?,
-            message: r.get(at + 3).map_err(sql)?,
-            provider_status: r.get(at + 4).map_err(sql)?,
-            request_id: r.get(at + 5).map_err(sql)?,
-            checked_at: r.get(at + 6).map_err(sql)?,
-            attempts: r.get::<_, i64>(at + 7).map_err(sql)? as u32,
-            fields: fields.map_or_else(Vec::new, |f| fields::decode(f, &names)),
-            reused: r.get::<_, Option<i64>>(at + 9).map_err(sql)? == Some(1),
+        let fill = Fill {
+            r,
+            conn,
+            positions,
+            batches: &batches,
         };
-        if f(row).is_break() {
+        if f(&fill).map_err(sql)?.is_break() {
             break;
         }
     }
@@ -229,28 +321,36 @@ fn export_rows(
 impl JournalReader {
     /// Sends the export's rows to `chunks` a chunk at a time, until they end or the queue
     /// closes: the merge stopped, and says why. The chunks the merge took come back through
-    /// `back`, to be emptied and filled again; a new one is made only when none has.
+    /// `back`, to be filled again; a new one is made only when none has.
     fn send_rows(
         self,
+        positions: &fields::Positions,
         chunks: &SyncSender<Vec<ExportRow>>,
         back: &Receiver<Vec<ExportRow>>,
     ) -> Result<(), JournalError> {
         let mut chunk = Vec::with_capacity(AHEAD_CHUNK);
-        export_rows(&self.conn, &self.dir, |row| {
-            chunk.push(row);
-            if chunk.len() < AHEAD_CHUNK {
-                return ControlFlow::Continue(());
+        // Rows of `chunk` filled: a chunk that came back keeps its rows, to be filled again.
+        let mut filled = 0;
+        export_rows(&self.conn, &self.dir, positions, |fill| {
+            if filled == chunk.len() {
+                chunk.push(ExportRow::blank());
             }
-            let mut next = back
+            fill.into(&mut chunk[filled])?;
+            filled += 1;
+            if filled < AHEAD_CHUNK {
+                return Ok(ControlFlow::Continue(()));
+            }
+            filled = 0;
+            let next = back
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(AHEAD_CHUNK));
-            next.clear();
-            match chunks.send(std::mem::replace(&mut chunk, next)) {
+            Ok(match chunks.send(std::mem::replace(&mut chunk, next)) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
-            }
+            })
         })?;
-        if !chunk.is_empty() {
+        if filled > 0 {
+            chunk.truncate(filled);
             let _ = chunks.send(chunk);
         }
         Ok(())
@@ -317,21 +417,24 @@ pub(super) fn checked_at_sql(row: &str, batch: &str) -> String {
     )
 }
 
+/// The states of a batch's row in which it takes the batch's request id.
+const ROWS_TAKE_BATCH_ID: [RowState; 3] =
+    [RowState::Running, RowState::Done, RowState::Unconfirmed];
+
+/// The states of a batch the provider accepted, which has its request id.
+const BATCH_ACCEPTED: [BatchState; 5] = [
+    BatchState::Uploaded,
+    BatchState::Reconcile,
+    BatchState::Done,
+    BatchState::Unconfirmed,
+    BatchState::Abandoned,
+];
+
 /// The request id of the row `row`, in SQL: its own, or for a row of the batch `batch` once
 /// the batch was accepted, the batch's, which its rows do not each keep a copy of.
 pub(super) fn request_id_sql(row: &str, batch: &str) -> String {
-    use {BatchState as B, RowState as R};
-    let rows = sql_list([R::Running, R::Done, R::Unconfirmed].map(R::as_sql));
-    let batches = sql_list(
-        [
-            B::Uploaded,
-            B::Reconcile,
-            B::Done,
-            B::Unconfirmed,
-            B::Abandoned,
-        ]
-        .map(B::as_sql),
-    );
+    let rows = sql_list(ROWS_TAKE_BATCH_ID.map(RowState::as_sql));
+    let batches = sql_list(BATCH_ACCEPTED.map(BatchState::as_sql));
     format!(
         "coalesce({row}.request_id, CASE WHEN {row}.state IN ({rows}) \
          AND {batch}.state IN ({batches}) THEN {batch}.request_id END)"

@@ -95,12 +95,19 @@ enum Op {
         /// Whether the writer thread ends after this.
         close: bool,
     },
+    /// Answers once the changes sent before it are committed, and writes nothing itself.
+    Committed {
+        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+    },
 }
 
 impl Op {
     /// Whether a caller waits for the commit.
     fn awaited(&self) -> bool {
-        matches!(self, Op::Intent { .. } | Op::Flush { .. })
+        matches!(
+            self,
+            Op::Intent { .. } | Op::Flush { .. } | Op::Committed { .. }
+        )
     }
 }
 
@@ -313,6 +320,17 @@ impl JournalWriter {
         self.flush_and(false).await
     }
 
+    /// Waits until everything sent so far is committed, as [`JournalWriter::flush`] does but
+    /// leaving the rows of batches in flight as their batches keep them (a flush writes them,
+    /// for a step that reads them): for a caller that only waits for the writer to catch up.
+    pub async fn committed(&self) -> Result<(), JournalError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Op::Committed { ack });
+        done.await
+            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))?;
+        self.check()
+    }
+
     /// Commits everything sent so far and ends the writer thread; later changes are lost.
     pub async fn close(&self) -> Result<(), JournalError> {
         self.flush_and(true).await
@@ -436,7 +454,7 @@ fn write_loop(
         let mut closing = false;
         for op in ops {
             closing |= matches!(op, Op::Flush { close: true, .. });
-            if let Op::Intent { ack, .. } | Op::Flush { ack, .. } = op {
+            if let Op::Intent { ack, .. } | Op::Flush { ack, .. } | Op::Committed { ack } = op {
                 let _ = ack.send(result.clone().map_err(JournalError::from));
             }
         }
@@ -585,5 +603,6 @@ fn apply(
         }
         // What is committed reads whole: every batch's rows are written.
         Op::Flush { .. } => unwritten.write_all(tx),
+        Op::Committed { .. } => Ok(()),
     }
 }

@@ -331,7 +331,7 @@ impl JournalReader {
         let mut chunk = Vec::with_capacity(AHEAD_CHUNK);
         // Rows of `chunk` filled: a chunk that came back keeps its rows, to be filled again.
         let mut filled = 0;
-        export_rows(&self.conn, &self.dir, positions, |fill| {
+        let read = export_rows(&self.conn, &self.dir, positions, |fill| {
             if filled == chunk.len() {
                 chunk.push(ExportRow::blank());
             }
@@ -348,12 +348,13 @@ impl JournalReader {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
             })
-        })?;
+        });
+        // The rows read before an error go too, ahead of it.
         if filled > 0 {
             chunk.truncate(filled);
             let _ = chunks.send(chunk);
         }
-        Ok(())
+        read
     }
 
     /// Up to `limit` rows with keys above `after`, in key order.

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -261,7 +262,7 @@ impl Ctx {
                 on_deadline();
                 return None;
             }
-            if !self.stop.sleep(schedule.delay(n).min(deadline - now)).await {
+            if !self.pause(schedule.delay(n).min(deadline - now)).await {
                 return None;
             }
             if let Some(answer) = poll().await {
@@ -269,6 +270,15 @@ impl Ctx {
             }
         }
         None
+    }
+
+    /// Waits `d` unless the run stops first (then `false`), on the quota gate's clock, which
+    /// wakes the runtime for its slots anyway ([`crate::quota::gate::Gate::after`]).
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.api.gate().after(d) => !self.stop.is_set(),
+            () = self.stop.wait() => false,
+        }
     }
 }
 

@@ -16,23 +16,24 @@
 //! journal and the usage ledger: when it is spent, the gate refuses instead of waiting for
 //! hours.
 //!
-//! One grant loop, on a thread of its own so that slots are kept to a fraction of a
-//! millisecond, serves the waiters: requests the provider does not count first, then polls
-//! before new submissions, so that work already paid for drains first. A paid request is
-//! granted a little before its slot, records its intent in that time, and is released when its
-//! slot comes; one whose task a busy runtime polls late keeps the next one a period behind it,
-//! so that what the provider sees keeps the spacing the slots have. Every grant is reported
+//! One grant loop, a task on the runtime woken at each slot by a clock of its own that keeps
+//! slots to a fraction of a millisecond ([`timer`]), serves the waiters: requests the provider
+//! does not count first, then polls before new submissions, so that work already paid for
+//! drains first. A paid request is granted a little before its slot, records its intent in
+//! that time, and is released when its slot comes; one whose task a busy runtime polls late
+//! keeps the next one a period behind it, so that what the provider sees keeps the spacing the
+//! slots have. Every grant is reported
 //! back with how it went: a 429 lowers the margin, and is sent again at the next slot without
 //! holding anyone; a run of 429s, a `Retry-After` or a window announced as used up pause every
 //! worker of the provider; timeouts lower the concurrency, and failures feed the circuit
 //! breaker ([`super::breaker`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::adaptive::{Concurrency, Margin, Rate, Sent};
@@ -46,6 +47,7 @@ use crate::util::sync::lock;
 mod day;
 mod grant;
 mod grants;
+mod timer;
 
 use day::DayWindow;
 pub use grant::{Grant, Refusal, Signal};
@@ -85,9 +87,9 @@ const DEPARTURE_SLACK: Duration = Duration::from_millis(1);
 /// The lead of a paid grant: how long its intent takes to commit, with room to spare.
 const MIN_LEAD: Duration = Duration::from_millis(2);
 const MAX_LEAD: Duration = Duration::from_millis(100);
-
-/// How long the grant loop sleeps at most, to notice that its gate is gone.
-const LOOP_TICK: Duration = Duration::from_millis(250);
+/// How much later than asked a wait of [`Gate::after`] may end: the grant loop wakes for one
+/// only when no slot of its own comes within this.
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// Which queue a request waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,9 +168,16 @@ impl WeakGate {
 struct Inner {
     day: Option<Mutex<DayWindow>>,
     state: Mutex<State>,
-    /// Wakes the grant loop: a waiter came, a slot of concurrency freed, the gate closed.
-    wake: Condvar,
+    /// Wakes the grant loop: a waiter came, a slot of concurrency freed, the gate closed or
+    /// went away.
+    wake: Arc<Notify>,
     usage: Option<UsageSink>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
 }
 
 struct Waiter {
@@ -183,6 +192,12 @@ struct State {
     pacer: Pacer,
     /// Grants waiting for their slot, in slot order: released by the grant loop when it comes.
     releases: VecDeque<(Duration, oneshot::Sender<()>)>,
+    /// Waits the grant loop ends ([`Gate::after`]), by their end and their number.
+    sleepers: BTreeMap<(Duration, u64), oneshot::Sender<()>>,
+    /// Waits so far, to number them.
+    slept: u64,
+    /// When the grant loop wakes next by itself; `None` while it waits to be told.
+    wakes_at: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -264,6 +279,8 @@ struct Control {
     /// Counted grants whose reservation in the day's window is not settled yet: while any is,
     /// a full day may still have room, given back by a grant that missed its slot.
     reserved: usize,
+    /// Whether the grant loop waits for those reservations to settle: the day is full.
+    day_full: bool,
 }
 
 impl Control {
@@ -367,7 +384,7 @@ fn rate_words(rate: f64, unit: &str) -> String {
 
 impl Gate {
     /// A gate for `settings` that paces alone; `used` is what earlier runs spent in the last
-    /// 24 hours, per Unix minute.
+    /// 24 hours, per Unix minute. Its grant loop runs on the runtime it is made on.
     pub fn new(settings: &GateSettings, used: Vec<(i64, u64)>, usage: Option<UsageSink>) -> Gate {
         Gate::on(settings, used, usage, Schedule::local())
     }
@@ -411,8 +428,10 @@ impl Gate {
             commit: Duration::ZERO,
             runs: 1,
             reserved: 0,
+            day_full: false,
         };
         let pacer = Pacer::new(schedule, control.period());
+        let wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             day,
             state: Mutex::new(State {
@@ -420,15 +439,14 @@ impl Gate {
                 control,
                 pacer,
                 releases: VecDeque::new(),
+                sleepers: BTreeMap::new(),
+                slept: 0,
+                wakes_at: None,
             }),
-            wake: Condvar::new(),
+            wake: wake.clone(),
             usage,
         });
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("bulkverify-gate".into())
-            .spawn(move || grant_loop(&weak))
-            .expect("cannot start the quota gate's thread");
+        tokio::spawn(grant_loop(Arc::downgrade(&inner), wake));
         Gate { inner }
     }
 
@@ -469,6 +487,33 @@ impl Gate {
             self.inner.wake.notify_one();
         }
         rx.await.unwrap_or(Err(GateError::Closed))
+    }
+
+    /// Resolves `d` from now, or up to [`COALESCE`] later, or when the gate closes: the grant
+    /// loop ends the wait at its own next wake-up when that comes within [`COALESCE`] after
+    /// it, which while requests flow is the next slot's. A wait between polls then costs the
+    /// runtime no wake-up of its own, where tokio's timer would wake it twice for a wait of
+    /// seconds (to move the timer down its wheel, then to fire it).
+    pub fn after(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let at = mono_now() + d;
+        let (tx, rx) = oneshot::channel();
+        let wake = {
+            let mut st = lock(&self.inner.state);
+            if st.queues.closed {
+                false
+            } else {
+                st.slept += 1;
+                let n = st.slept;
+                st.sleepers.insert((at, n), tx);
+                st.wakes_at.is_none_or(|w| w > at + COALESCE)
+            }
+        };
+        if wake {
+            self.inner.wake.notify_one();
+        }
+        async move {
+            let _ = rx.await;
+        }
     }
 
     /// An intent took this long to commit: paid grants come that much ahead of their slot.
@@ -554,6 +599,7 @@ impl Gate {
         st.queues.closed = true;
         let waiting = st.queues.take(true);
         st.releases.clear();
+        st.sleepers.clear();
         st.pacer.leave();
         drop(st);
         for w in waiting {

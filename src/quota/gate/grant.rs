@@ -63,7 +63,6 @@ impl Grant {
         self.at = Instant::now();
         if self.counted && !self.settled {
             self.settled = true;
-            let returned = !on_time && self.inner.day.is_some();
             if on_time {
                 if let Some(usage) = &self.inner.usage {
                     usage(unix_minute());
@@ -71,14 +70,14 @@ impl Grant {
             } else if let Some(day) = &self.inner.day {
                 lock(day).remove(self.minute, 1);
             }
-            let reserved = {
+            let waits = {
                 let mut st = lock(&self.inner.state);
                 st.control.reserved -= 1;
-                st.control.reserved
+                st.control.day_full
             };
             // The grant loop waits on reservations only when the day's window is full: for
-            // the last one to settle, or for one given back.
-            if returned || (reserved == 0 && self.inner.day.is_some()) {
+            // one given back, or for the last one to settle.
+            if waits {
                 self.inner.wake.notify_one();
             }
         }

@@ -1,11 +1,12 @@
-//! The grant loop: one thread decides, for every waiter, when it may go.
+//! The grant loop: one task on the runtime decides, for every waiter, when it may go.
 
+use super::timer::SlotTimer;
 use super::*;
 
 /// What the grant loop does next.
 enum Next {
-    /// Sleep until then, or until woken.
-    Sleep(Instant),
+    /// Sleep until then (a time of `CLOCK_MONOTONIC`), or until woken.
+    Sleep(Duration),
     /// Wait for a report or a new waiter.
     Wait,
     Refuse(GateError),
@@ -16,50 +17,70 @@ enum Next {
     },
 }
 
-/// The grant loop, until its gate is gone or closed.
-pub(super) fn grant_loop(weak: &Weak<Inner>) {
+/// The grant loop, until its gate is gone or closed. It holds the gate only while it decides:
+/// the gate ends when its last handle is dropped, which wakes the loop to end too.
+pub(super) async fn grant_loop(weak: Weak<Inner>, wake: Arc<Notify>) {
+    let timer = SlotTimer::new();
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let mut st = lock(&inner.state);
-        let wait = loop {
-            if st.queues.closed {
-                return;
-            }
-            release_due(&mut st);
-            match decide(&inner, &mut st) {
-                Next::Grant { probe, slot } => grant(&inner, &mut st, probe, slot),
-                Next::Refuse(e) => {
-                    if e == GateError::ProviderDown {
-                        tracing::warn!(
-                            "the provider kept failing: no more calls in this run; the rows \
-                             left stay for the next run"
-                        );
-                    }
-                    st.queues.refuse(e);
+        let until = {
+            let Some(inner) = weak.upgrade() else { return };
+            let mut st = lock(&inner.state);
+            let until = loop {
+                if st.queues.closed {
+                    return;
                 }
-                Next::Sleep(until) => break until.saturating_duration_since(Instant::now()),
-                Next::Wait => break LOOP_TICK,
+                release_due(&mut st);
+                match decide(&inner, &mut st) {
+                    Next::Grant { probe, slot } => grant(&inner, &mut st, probe, slot),
+                    Next::Refuse(e) => {
+                        if e == GateError::ProviderDown {
+                            tracing::warn!(
+                                "the provider kept failing: no more calls in this run; the rows \
+                                 left stay for the next run"
+                            );
+                        }
+                        st.queues.refuse(e);
+                    }
+                    Next::Sleep(until) => break Some(until),
+                    Next::Wait => break None,
+                }
+            };
+            let release = st.releases.front().map(|(slot, _)| *slot);
+            let own = [until, release].into_iter().flatten().min();
+            // A wait ends at the loop's own next wake-up when that comes soon enough after
+            // it, and on time otherwise.
+            let until = match st.sleepers.first_key_value().map(|((at, _), _)| *at) {
+                Some(at) if own.is_none_or(|own| own > at + COALESCE) => Some(at),
+                _ => own,
+            };
+            st.wakes_at = until;
+            until
+        };
+        match until {
+            Some(at) => {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = timer.sleep_until(at) => {}
+                }
             }
-        };
-        let wait = match st.releases.front() {
-            Some((slot, _)) => wait.min(slot.saturating_sub(mono_now())),
-            None => wait,
-        };
-        let (st, _) = inner
-            .wake
-            .wait_timeout(st, wait.min(LOOP_TICK))
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(st);
+            None => wake.notified().await,
+        }
     }
 }
 
-/// Releases the grants whose slot has come.
+/// Releases the grants whose slot has come, and ends the waits that are over.
 fn release_due(st: &mut State) {
     let now = mono_now();
     while st.releases.front().is_some_and(|(slot, _)| *slot <= now) {
         if let Some((_, tx)) = st.releases.pop_front() {
             let _ = tx.send(());
         }
+    }
+    while let Some(entry) = st.sleepers.first_entry() {
+        if entry.key().0 > now {
+            break;
+        }
+        let _ = entry.remove().send(());
     }
 }
 
@@ -79,7 +100,7 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
         Admit::GiveUp => return Next::Refuse(GateError::ProviderDown),
         Admit::WaitUntil(until) => {
             st.pacer.idle();
-            return Next::Sleep(until);
+            return Next::Sleep(mono_at(now, until));
         }
         Admit::WaitForProbe => {
             st.pacer.idle();
@@ -89,7 +110,7 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
     };
     if let Some(until) = c.paused_until.filter(|u| *u > now) {
         st.pacer.idle();
-        return Next::Sleep(until);
+        return Next::Sleep(mono_at(now, until));
     }
     if c.in_flight >= c.concurrency.limit() {
         st.pacer.idle();
@@ -98,10 +119,12 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
     if free {
         return Next::Grant { probe, slot: None };
     }
+    c.day_full = false;
     if let Some(day) = &inner.day
         && !lock(day).room(unix_minute())
     {
         if c.reserved > 0 {
+            c.day_full = true;
             return Next::Wait;
         }
         return Next::Refuse(GateError::DayExhausted);
@@ -115,8 +138,13 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
             probe,
             slot: Some(slot),
         },
-        Err(when) => Next::Sleep(now + when.saturating_sub(mono_now())),
+        Err(when) => Next::Sleep(when),
     }
+}
+
+/// The monotonic time of `at`, as seen at `now`.
+fn mono_at(now: Instant, at: Instant) -> Duration {
+    mono_now() + at.saturating_duration_since(now)
 }
 
 fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>) {

@@ -163,6 +163,52 @@ async fn a_late_departure_keeps_the_next_one_a_period_behind() {
     );
 }
 
+/// A wait between polls ([`Gate::after`]) ends with the grant loop's next slot when that
+/// comes soon after it, so that it wakes the runtime no extra time; on time when none comes;
+/// at once when the gate closes.
+#[tokio::test]
+async fn a_wait_ends_with_the_next_slot_or_on_time() {
+    let gate = gate(q(Some(10), None, None));
+    let started = std::time::Instant::now();
+    gate.after(Duration::from_millis(30)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(30) && waited < Duration::from_millis(30) + COALESCE / 2,
+        "with no slot to come it ends on time: {waited:?}"
+    );
+
+    drop(gate.acquire(LOW).await.unwrap());
+    let next = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            let g = gate.acquire(LOW).await.unwrap();
+            (std::time::Instant::now(), g)
+        })
+    };
+    let period = lock(&gate.inner.state).pacer.period();
+    let wait = period.saturating_sub(COALESCE / 3);
+    let started = std::time::Instant::now();
+    gate.after(wait).await;
+    let ended = std::time::Instant::now();
+    let (granted, _g) = next.await.unwrap();
+    assert!(
+        ended - started >= wait,
+        "it ends once its time passed: {:?} of {wait:?}",
+        ended - started
+    );
+    assert!(
+        granted.max(ended) - granted.min(ended) < Duration::from_millis(5),
+        "it ends with the next slot, a period on, which comes within {COALESCE:?} of its \
+         time: {:?} apart",
+        granted.max(ended) - granted.min(ended)
+    );
+
+    let waiting = gate.after(Duration::from_secs(60));
+    gate.close();
+    let ended = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert!(ended.is_ok(), "it ends when the gate closes");
+}
+
 /// The grant of a request that leaves, asked for again while a loaded machine releases it
 /// after its slot, as the client does; and how long the one that left waited for its slot.
 async fn leaving(gate: &Gate, ask: Ask) -> (Grant, Duration) {

@@ -316,15 +316,16 @@ pub struct PaidIntent {
 }
 
 impl Intent for PaidIntent {
-    /// Commits the intent and waits until it is durable. A journal that cannot take it stops
-    /// the run before the request leaves.
-    fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
-        Box::pin(async move {
+    /// Sends the intent to the journal, to be committed at `at`; the future is its commit. A
+    /// journal that cannot take it stops the run before the request leaves.
+    fn record(
+        &self,
+        at: std::time::Instant,
+    ) -> Pin<Box<dyn Future<Output = Result<Duration, CallError>> + Send + '_>> {
+        let committed =
             self.journal
-                .intent(self.keys.clone(), self.batch, self.name.clone())
-                .await
-                .map_err(|e| CallError::Fatal(e.to_string()))
-        })
+                .intent_at(self.keys.clone(), self.batch, self.name.clone(), at);
+        Box::pin(async move { committed.await.map_err(|e| CallError::Fatal(e.to_string())) })
     }
 
     /// A batch takes one paid call per row again, as it took them first.

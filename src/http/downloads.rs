@@ -347,8 +347,12 @@ mod tests {
         // gives up, a paid one is held (it may have been billed).
         struct Noted;
         impl Intent for Noted {
-            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
-                Box::pin(async { Ok(()) })
+            fn record(
+                &self,
+                _at: std::time::Instant,
+            ) -> Pin<Box<dyn Future<Output = Result<Duration, CallError>> + Send + '_>>
+            {
+                Box::pin(async { Ok(Duration::ZERO) })
             }
 
             fn again(&self) -> bool {
@@ -414,8 +418,12 @@ mod tests {
     async fn a_failed_paid_request_is_sent_again_only_within_the_cap() {
         struct Capped(AtomicUsize);
         impl Intent for Capped {
-            fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
-                Box::pin(async { Ok(()) })
+            fn record(
+                &self,
+                _at: std::time::Instant,
+            ) -> Pin<Box<dyn Future<Output = Result<Duration, CallError>> + Send + '_>>
+            {
+                Box::pin(async { Ok(Duration::ZERO) })
             }
 
             fn again(&self) -> bool {

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
@@ -74,7 +74,12 @@ impl Billing<'_> {
 /// call (its rows, its batch, the name it goes under); the client commits it once, after the
 /// grant and before the first send.
 pub trait Intent: Send + Sync {
-    fn record(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>>;
+    /// Sends the intent to be committed at `at`; the future resolves once it is durable, with
+    /// how long the commit took from then.
+    fn record(
+        &self,
+        at: std::time::Instant,
+    ) -> Pin<Box<dyn Future<Output = Result<Duration, CallError>> + Send + '_>>;
 
     /// Takes what sending the request again costs from the run's cap on paid calls, after an
     /// answer that may have been billed however it failed (a 5xx, a 408); `false` when the
@@ -513,12 +518,16 @@ impl Api {
             again: place.again,
         };
         let mut grant = self.gate.acquire(ask).await?;
-        if let Billing::Paid(intent) = req.billing
-            && !place.recorded
-        {
-            let started = std::time::Instant::now();
-            intent.record().await?;
-            self.gate.committed_in(started.elapsed());
+        // The intent goes to the journal as the request is granted, to be committed just
+        // before its slot (`commit_by`); it is awaited once the slot has come, so that its
+        // commit wakes nobody.
+        let committing = match req.billing {
+            Billing::Paid(intent) if !place.recorded => Some(intent.record(grant.commit_by())),
+            _ => None,
+        };
+        grant.slot().await;
+        if let Some(committing) = committing {
+            self.gate.committed_in(committing.await?);
             place.recorded = true;
         }
         if !grant.until_slot().await {

@@ -551,6 +551,53 @@ fn states(j: &Journal) -> Vec<RowState> {
     page.iter().map(|r| r.state).collect()
 }
 
+/// An intent sent ahead of its time is committed at that time, not before, while what is
+/// sent after it is committed in its own time; its commit says how long it took from then.
+/// A flush takes an intent held for later along.
+#[tokio::test]
+async fn an_intent_sent_ahead_is_committed_at_its_time() {
+    use RowState::*;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    plan_subjects(&mut j, &keys);
+    let (w, thread) = j.writer().unwrap();
+    let at = Instant::now() + Duration::from_millis(400);
+    let ahead = w.intent_at(vec![keys[0]], None, None, at);
+    w.intent(vec![keys[1]], None, None).await.unwrap();
+    w.running(vec![keys[1]], None, "req-1".into(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        states(&j),
+        [Planned, Running, Planned],
+        "what came after the intent is committed before its time"
+    );
+    let took = ahead.await.unwrap();
+    assert!(Instant::now() >= at, "committed at its time, not before");
+    assert!(
+        took < Duration::from_millis(300),
+        "how long its commit took from its time: {took:?}"
+    );
+    assert_eq!(states(&j), [Sending, Running, Planned]);
+
+    let later = w.intent_at(
+        vec![keys[2]],
+        None,
+        None,
+        Instant::now() + Duration::from_secs(60),
+    );
+    w.flush().await.unwrap();
+    assert_eq!(
+        states(&j),
+        [Sending, Running, Sending],
+        "a flush takes it along"
+    );
+    later.await.unwrap();
+    w.close().await.unwrap();
+    thread.join();
+}
+
 /// A move the lifecycle refuses is not written, and nothing after it: a held row is never
 /// sent again without the user's word, whatever the engine asks.
 #[tokio::test]

@@ -2,15 +2,17 @@
 //! and every move of a row or a batch checked against the lifecycles in `state`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, params};
 
 mod batch;
+mod queue;
 mod rows;
 
 use batch::{Unwritten, batch_intent, forget_batch, set_batch};
+use queue::{Queue, USAGE_EVERY};
 use rows::{done, otp_change, refuse_row, set_state};
 
 use super::fields::FieldNames;
@@ -21,15 +23,6 @@ use crate::outcome::{Outcome, RowKey};
 use crate::stats::Taken;
 use crate::util::sync::MinuteCounts;
 use crate::util::time::now_rfc3339;
-
-/// How long requests counted in [`JournalWriter::usage`] wait at most for a commit to take
-/// them: a kill loses at most this much of the day's count, as the account ledger, which
-/// records once a second too, does.
-const USAGE_EVERY: Duration = Duration::from_secs(1);
-/// The shortest time between two commits that nobody waits for.
-const COMMIT_EVERY: Duration = Duration::from_millis(20);
-/// The most changes in one transaction.
-const MAX_OPS: usize = 4096;
 
 /// A change to a row's OTP request, recorded with the row's outcome in one transaction.
 #[derive(Debug, Clone)]
@@ -55,7 +48,10 @@ enum Op {
         batch_id: Option<i64>,
         /// The name the batch is uploaded under, when we choose it.
         name: Option<String>,
-        ack: tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+        /// When it is to be committed: its request's slot, less the commit's time. Its commit
+        /// says how long it took from then.
+        due: Instant,
+        ack: tokio::sync::oneshot::Sender<Result<Duration, JournalError>>,
     },
     Revert {
         keys: Vec<RowKey>,
@@ -109,6 +105,14 @@ impl Op {
             Op::Intent { .. } | Op::Flush { .. } | Op::Committed { .. }
         )
     }
+
+    /// When an intent is to be committed.
+    fn due(&self) -> Option<Instant> {
+        match self {
+            Op::Intent { due, .. } => Some(*due),
+            _ => None,
+        }
+    }
 }
 
 /// Why a transaction was not committed.
@@ -151,10 +155,19 @@ impl From<Failure> for JournalError {
 /// The handle through which the engine records progress. Cheap to clone.
 #[derive(Clone)]
 pub struct JournalWriter {
-    tx: mpsc::Sender<Op>,
+    tx: Arc<Sender>,
     usage: Arc<MinuteCounts>,
     failed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<Failure>>>,
+}
+
+/// The handles' side of the queue; the last one dropped closes it.
+struct Sender(Arc<Queue>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// The writer thread; joined after [`JournalWriter::close`].
@@ -184,12 +197,12 @@ impl Journal {
         let names = FieldNames::load(&conn).map_err(|e| self.sql(e))?;
         let kept = self.meta("format")?.as_deref() == Some(schema::MEMBERS);
         let unwritten = Unwritten::load(&conn, kept).map_err(|e| self.sql(e))?;
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Queue::default());
         let failed = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let usage = Arc::new(MinuteCounts::default());
         let writer = JournalWriter {
-            tx,
+            tx: Arc::new(Sender(queue.clone())),
             usage: usage.clone(),
             failed: failed.clone(),
             failure: failure.clone(),
@@ -203,7 +216,8 @@ impl Journal {
                     failed,
                     failure,
                 };
-                write_loop(conn, names, unwritten, rx, &shared);
+                write_loop(conn, names, unwritten, &queue, &shared);
+                queue.end();
             })
             .map_err(super::io_error(&self.dir))?;
         Ok((writer, WriterThread(handle)))
@@ -212,30 +226,52 @@ impl Journal {
 
 impl JournalWriter {
     fn send(&self, op: Op) {
-        // A closed channel means the writer thread is gone; `failed()` reports why.
-        let _ = self.tx.send(op);
+        // Once the writer thread is gone, `failed()` reports why.
+        self.tx.0.send(op);
     }
 
-    /// Commits the intent to call for these rows (and their batch) and waits until it is
-    /// durable. No paid request may leave before this returns `Ok`.
-    /// `name` is the name a batch is uploaded under, when we choose it: recorded with the
-    /// intent, so that a run that dies before the answer asks the provider for it.
-    pub async fn intent(
+    /// Commits the intent to call for these rows (and their batch), at once: [`Self::intent_at`]
+    /// now.
+    pub fn intent(
         &self,
         keys: Vec<RowKey>,
         batch_id: Option<i64>,
         name: Option<String>,
-    ) -> Result<(), JournalError> {
-        self.check()?;
+    ) -> impl Future<Output = Result<Duration, JournalError>> + Send + 'static {
+        self.intent_at(keys, batch_id, name, Instant::now())
+    }
+
+    /// Sends the intent to call for these rows (and their batch), to be committed at `at`,
+    /// and returns what waits until it is durable, with how long that took from `at`. No paid
+    /// request may leave before that gives `Ok`. A request granted ahead of its slot sends it
+    /// as it is granted, to be committed as late as the commit's time allows: a kill in
+    /// between leaves no intent of a request that had not left, and the runtime, woken for
+    /// the slot anyway, finds it done.
+    /// `name` is the name a batch is uploaded under, when we choose it: recorded with the
+    /// intent, so that a run that dies before the answer asks the provider for it.
+    pub fn intent_at(
+        &self,
+        keys: Vec<RowKey>,
+        batch_id: Option<i64>,
+        name: Option<String>,
+        at: Instant,
+    ) -> impl Future<Output = Result<Duration, JournalError>> + Send + 'static {
         let (ack, done) = tokio::sync::oneshot::channel();
-        self.send(Op::Intent {
-            keys,
-            batch_id,
-            name,
-            ack,
-        });
-        done.await
-            .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))
+        let checked = self.check();
+        if checked.is_ok() {
+            self.send(Op::Intent {
+                keys,
+                batch_id,
+                name,
+                due: at.max(Instant::now()),
+                ack,
+            });
+        }
+        async move {
+            checked?;
+            done.await
+                .unwrap_or_else(|_| Err(JournalError::WriteFailed("the writer stopped".into())))
+        }
     }
 
     /// The call was not sent after all (it failed to connect, or the run stopped first).
@@ -367,7 +403,7 @@ fn write_loop(
     mut conn: Connection,
     mut names: FieldNames,
     mut unwritten: Unwritten,
-    rx: mpsc::Receiver<Op>,
+    queue: &Queue,
     shared: &Shared,
 ) {
     let Shared {
@@ -377,46 +413,32 @@ fn write_loop(
         failure,
     } = shared;
     let mut synced = false;
-    let mut open = true;
     let mut committed: Option<Instant> = None;
+    let mut counted_at = Instant::now();
     let mut followed = Instant::now();
-    while open {
-        let mut ops = Vec::new();
-        match rx.recv_timeout(USAGE_EVERY) {
-            Ok(first) => ops.push(first),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Every handle is gone: what they counted is still committed, then the thread ends.
-            Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-        }
-        drain(&rx, &mut ops);
-        // Changes nobody waits for are committed at most every COMMIT_EVERY: under a flow of
-        // answers one commit each would write a page of the journal for every row. A change
-        // somebody waits for (an intent) is committed at once, with what gathered.
-        if let Some(due) = committed.map(|at| at + COMMIT_EVERY) {
-            while !ops.iter().any(Op::awaited) && ops.len() < MAX_OPS {
-                let Some(left) = due.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                match rx.recv_timeout(left) {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-                drain(&rx, &mut ops);
-            }
-        }
-        let counted = usage.take();
+    loop {
+        let (ops, open) = queue.next(committed, counted_at);
         // The run's progress and timeline, with a commit made anyway, and at least every
         // FOLLOW_EVERY while anything was counted; all of it with the last commit.
         let last = !open
             || ops
                 .iter()
                 .any(|op| matches!(op, Op::Flush { close: true, .. }));
+        let counted = if last || counted_at.elapsed() >= USAGE_EVERY {
+            counted_at = Instant::now();
+            usage.take()
+        } else {
+            Vec::new()
+        };
         let progress = following.filter(|_| last || followed.elapsed() >= FOLLOW_EVERY);
         let taken = progress
             .map(|f| f.stats.timeline.take())
             .unwrap_or_default();
         if ops.is_empty() && counted.is_empty() && taken.is_empty() {
-            continue;
+            if open {
+                continue;
+            }
+            return;
         }
         if progress.is_some() {
             followed = Instant::now();
@@ -451,25 +473,25 @@ fn write_loop(
             }
         }
         committed = Some(Instant::now());
-        let mut closing = false;
+        let mut closing = !open;
         for op in ops {
-            closing |= matches!(op, Op::Flush { close: true, .. });
-            if let Op::Intent { ack, .. } | Op::Flush { ack, .. } | Op::Committed { ack } = op {
-                let _ = ack.send(result.clone().map_err(JournalError::from));
+            match op {
+                Op::Intent { ack, due, .. } => {
+                    let took = result.clone().map(|()| due.elapsed());
+                    let _ = ack.send(took.map_err(JournalError::from));
+                }
+                Op::Flush { ack, close } => {
+                    closing |= close;
+                    let _ = ack.send(result.clone().map_err(JournalError::from));
+                }
+                Op::Committed { ack } => {
+                    let _ = ack.send(result.clone().map_err(JournalError::from));
+                }
+                _ => {}
             }
         }
         if closing {
             return;
-        }
-    }
-}
-
-/// Takes what is waiting, up to [`MAX_OPS`] in all.
-fn drain(rx: &mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
-    while ops.len() < MAX_OPS {
-        match rx.try_recv() {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
         }
     }
 }

@@ -19,10 +19,11 @@
 //! One grant loop, a task on the runtime woken at each slot by a clock of its own that keeps
 //! slots to a fraction of a millisecond ([`timer`]), serves the waiters: requests the provider
 //! does not count first, then polls before new submissions, so that work already paid for
-//! drains first. A paid request is granted a little before its slot, records its intent in
-//! that time, and is released when its slot comes; one whose task a busy runtime polls late
-//! keeps the next one a period behind it, so that what the provider sees keeps the spacing the
-//! slots have. Every grant is reported
+//! drains first. A paid request is granted ahead of its slot, records its intent in that time,
+//! and is released when its slot comes; a run that paces its account alone grants it a period
+//! ahead, as the slot before it is released, so that the loop and the runtime wake once a slot.
+//! A request whose task a busy runtime polls late keeps the next one a period behind it, so
+//! that what the provider sees keeps the spacing the slots have. Every grant is reported
 //! back with how it went: a 429 lowers the margin, and is sent again at the next slot without
 //! holding anyone; a run of 429s, a `Retry-After` or a window announced as used up pause every
 //! worker of the provider; timeouts lower the concurrency, and failures feed the circuit
@@ -87,6 +88,8 @@ const DEPARTURE_SLACK: Duration = Duration::from_millis(1);
 /// The lead of a paid grant: how long its intent takes to commit, with room to spare.
 const MIN_LEAD: Duration = Duration::from_millis(2);
 const MAX_LEAD: Duration = Duration::from_millis(100);
+/// The longest lead of a paid grant given a period ahead (see [`Control::lead`]).
+const MAX_AHEAD: Duration = Duration::from_secs(1);
 /// How much later than asked a wait of [`Gate::after`] may end: the grant loop wakes for one
 /// only when no slot of its own comes within this.
 const COALESCE: Duration = Duration::from_millis(100);
@@ -308,7 +311,24 @@ impl Control {
         }
     }
 
-    fn lead(&self) -> Duration {
+    /// How far ahead of its slot a paid request is granted, at `period`: long enough for its
+    /// intent to commit. A run that paces the account alone takes a whole period (up to
+    /// [`MAX_AHEAD`]): its grant then falls due as the slot before it is released, and the loop
+    /// and the runtime wake once for both; its intent still commits only the commit's time
+    /// before the slot ([`Grant::commit_by`]). With other runs it keeps to the commit's time,
+    /// since a slot another run lets pass is taken a lead late.
+    fn lead(&self, period: Duration) -> Duration {
+        let commit = self.commit_lead();
+        if self.runs == 1 {
+            commit.max(period.min(MAX_AHEAD))
+        } else {
+            commit
+        }
+    }
+
+    /// How long before its slot a paid request's intent is committed: as long as recent
+    /// commits took, with room to spare.
+    fn commit_lead(&self) -> Duration {
         (self.commit * 3 / 2 + Duration::from_millis(1)).clamp(MIN_LEAD, MAX_LEAD)
     }
 

@@ -16,9 +16,10 @@
 //!   least recently has the next one, and another may take it only if that run lets it pass by
 //!   [`GRACE`]. Each run publishes the period it wants, and all pace at the widest of them.
 //!
-//! A slot is granted a little before it is due (its *lead*): a paid request records its intent
-//! in the journal in that time, then waits for its slot, so that the commit neither delays the
-//! request nor blurs the pacing. The lead shifts the limiter's clock, never the slots.
+//! A slot is granted before it is due (its *lead*, up to a period): a paid request records its
+//! intent in the journal in that time, then waits for its slot, so that the commit neither
+//! delays the request nor blurs the pacing. The lead shifts the limiter's clock, never the
+//! slots.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -9,11 +9,16 @@ pub struct Grant {
     pub(super) at: Instant,
     /// The monotonic time of its slot, for a counted request.
     pub(super) slot: Option<Duration>,
+    /// When its intent, if it has one, is to be committed.
+    pub(super) commit_by: std::time::Instant,
     /// The minute its reservation in the day's window is counted in.
     pub(super) minute: i64,
     /// Whether its reservation is settled: used as the request left, or given back.
     pub(super) settled: bool,
     pub(super) release: Option<oneshot::Receiver<()>>,
+    /// Whether its release came (`false`: the gate closed first); `None` for a grant given at
+    /// its slot, which has none.
+    pub(super) released: Option<bool>,
     pub(super) sent: Option<Sent>,
     pub(super) probe: bool,
     pub(super) counted: bool,
@@ -43,6 +48,21 @@ pub enum Refusal {
 }
 
 impl Grant {
+    /// When a paid request's intent is to be committed: as long before its slot as recent
+    /// commits took, with room to spare, however far ahead it was granted.
+    pub fn commit_by(&self) -> std::time::Instant {
+        self.commit_by
+    }
+
+    /// Waits for the request's slot, or for the gate to close, and decides nothing: a paid
+    /// request's intent, sent to the journal as it was granted, is awaited after this, so that
+    /// its commit, done just before the slot, wakes nobody.
+    pub async fn slot(&mut self) {
+        if let Some(release) = self.release.take() {
+            self.released = Some(release.await.is_ok());
+        }
+    }
+
     /// Waits until the request's slot. `false` when a grant given ahead of its slot comes
     /// back after the slot passed by more than the request may be late (its intent took too
     /// long), or the gate closed: the grant must be given up and a new one asked for.
@@ -51,11 +71,10 @@ impl Grant {
     /// ahead of their slots never pass the day's quota, and recorded as used (the journal,
     /// the account's ledger) here, as it leaves. A grant given up returns its reservation.
     pub async fn until_slot(&mut self) -> bool {
-        let on_time = match self.release.take() {
+        self.slot().await;
+        let on_time = match self.released {
             None => true,
-            Some(release) => {
-                release.await.is_ok() && self.slot.is_none_or(|slot| mono_now() <= slot + LATE)
-            }
+            Some(released) => released && self.slot.is_none_or(|slot| mono_now() <= slot + LATE),
         };
         if on_time && self.slot.is_some() {
             self.space().await;

@@ -130,10 +130,16 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
         return Next::Refuse(GateError::DayExhausted);
     }
     let paid = st.queues.next_counted().is_some_and(|w| w.paid);
-    let lead = if paid { c.lead() } else { Duration::ZERO };
-    let agreed = st.pacer.agree(c.period(), c.settled());
+    let lead = |st: &State| {
+        if paid {
+            st.control.lead(st.pacer.period())
+        } else {
+            Duration::ZERO
+        }
+    };
+    let agreed = st.pacer.agree(st.control.period(), st.control.settled());
     st.control.agreed(agreed);
-    match st.pacer.take(lead) {
+    match st.pacer.take(lead(st)) {
         Ok(slot) => Next::Grant {
             probe,
             slot: Some(slot),
@@ -173,18 +179,28 @@ fn grant(inner: &Arc<Inner>, st: &mut State, probe: bool, slot: Option<Duration>
         st.releases.push_back((s, tx));
         rx
     });
+    let commit_by = std::time::Instant::now()
+        + slot.map_or(Duration::ZERO, |s| {
+            s.saturating_sub(st.control.commit_lead())
+                .saturating_sub(mono_now())
+        });
     let ticket = Grant {
         inner: inner.clone(),
         at: Instant::now(),
         slot,
+        commit_by,
         minute,
         settled: false,
         release,
-        sent: if counted {
-            let paced = st.pacer.period();
-            st.control.sent(Instant::now(), paced)
-        } else {
-            None
+        released: None,
+        // Counted as sent at its slot, when it leaves, however far ahead it was granted.
+        sent: match slot {
+            Some(slot) => {
+                let paced = st.pacer.period();
+                let at = Instant::now() + slot.saturating_sub(mono_now());
+                st.control.sent(at, paced)
+            }
+            None => None,
         },
         probe,
         counted,

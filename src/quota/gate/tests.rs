@@ -122,7 +122,8 @@ async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
         let gate = gate.clone();
         tokio::spawn(async move { gate.acquire(paid).await })
     };
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    let slot = late.slot.expect("a counted grant has a slot");
+    tokio::time::sleep(slot.saturating_sub(mono_now()) + LATE * 5).await;
     assert!(!late.until_slot().await, "a slot passed is given up");
     drop(late);
     assert_eq!(
@@ -142,6 +143,33 @@ async fn a_paid_request_is_granted_ahead_and_released_at_its_slot() {
         *lock(&recorded),
         2,
         "the day's third request is the one given up, taken back"
+    );
+}
+
+/// Alone on its account, a paid request is granted a period ahead of its slot, as the one
+/// before it leaves, so that the grant loop wakes once a slot; its intent is still to be
+/// committed only the commit's time (with room to spare) before the slot.
+#[tokio::test]
+async fn alone_a_paid_request_is_granted_a_period_ahead_and_commits_late() {
+    let gate = gate(q(Some(10), None, None));
+    gate.committed_in(Duration::from_millis(4));
+    let paid = Ask { paid: true, ..LOW };
+    drop(leaving(&gate, paid).await);
+    let g = gate.acquire(paid).await.unwrap();
+    let (to_slot, to_commit) = (
+        g.slot.unwrap().saturating_sub(mono_now()),
+        g.commit_by()
+            .saturating_duration_since(std::time::Instant::now()),
+    );
+    let period = lock(&gate.inner.state).pacer.period();
+    assert!(
+        to_slot > period / 2,
+        "granted about a period ({period:?}) ahead: {to_slot:?}"
+    );
+    let lead = to_slot - to_commit;
+    assert!(
+        lead >= Duration::from_millis(6) && lead <= Duration::from_millis(8),
+        "committed 4 ms x 1.5 + 1 ms before its slot: {lead:?}"
     );
 }
 

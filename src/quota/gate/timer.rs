@@ -76,18 +76,12 @@ impl SlotTimer {
 
     #[cfg(target_os = "linux")]
     fn arm(fd: &AsyncFd<OwnedFd>, at: Duration) -> rustix::io::Result<()> {
-        use rustix::time::{Itimerspec, Timespec, TimerfdTimerFlags, timerfd_settime};
-        // A zero time would disarm the timer rather than fire it.
-        let at = at.max(Duration::from_nanos(1));
+        use crate::util::alarm::timespec;
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, timerfd_settime};
         let spec = Itimerspec {
-            it_interval: Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: Timespec {
-                tv_sec: i64::try_from(at.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(at.subsec_nanos()),
-            },
+            it_interval: timespec(Duration::ZERO),
+            // A zero time would disarm the timer rather than fire it.
+            it_value: timespec(at.max(Duration::from_nanos(1))),
         };
         timerfd_settime(fd.get_ref(), TimerfdTimerFlags::ABSTIME, &spec).map(drop)
     }

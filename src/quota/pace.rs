@@ -357,6 +357,9 @@ pub struct Pacer {
     granted: Arc<Mutex<Option<Duration>>>,
     /// Whether the run last told the schedule it waits for slots.
     waiting: bool,
+    /// When the next slot is due at the earliest, as the last take saw it: until then no take
+    /// can succeed, and the schedule need not be read.
+    next: Option<Duration>,
 }
 
 impl Pacer {
@@ -379,6 +382,7 @@ impl Pacer {
             lead,
             granted,
             waiting: false,
+            next: None,
         }
     }
 
@@ -442,6 +446,7 @@ impl Pacer {
         });
         self.waiting = true;
         if agreed.period != self.period {
+            self.next = None;
             self.period = agreed.period;
             self.limiter = Pacer::limiter(
                 &self.schedule,
@@ -463,10 +468,24 @@ impl Pacer {
     /// slot's time, or `Err` with the (monotonic) time to ask again.
     pub fn take(&mut self, lead: Duration) -> Result<Duration, Duration> {
         self.lead.store(nanos(lead), Ordering::Relaxed);
-        match self.limiter.check() {
+        let taken = match self.limiter.check() {
             Ok(()) => Ok(lock(&self.granted).take().unwrap_or_else(mono_now)),
             Err(not_until) => Err(not_until.earliest_possible().saturating_sub(lead)),
-        }
+        };
+        self.next = Some(match taken {
+            Ok(slot) => slot + self.period,
+            Err(when) => when + lead,
+        });
+        taken
+    }
+
+    /// When to ask again for a slot `lead` ahead, if the last take says it is too early yet:
+    /// the grant loop, woken for something else, then neither agrees nor takes, which would
+    /// read and write the shared schedule for nothing. Another run can only make the slot
+    /// later, or earlier by a narrower period agreed, which the next take finds.
+    pub fn too_early(&self, lead: Duration) -> Option<Duration> {
+        let ask = self.next?.saturating_sub(lead);
+        (mono_now() < ask).then_some(ask)
     }
 
     /// When a counted request whose slot has come may leave: now, or a period (less `slack`,
@@ -512,6 +531,7 @@ impl Pacer {
             return;
         }
         self.waiting = false;
+        self.next = None;
         let me = self.schedule.me;
         self.schedule.with(|table| {
             if let Some(run) = table.enter(me, mono_now()) {

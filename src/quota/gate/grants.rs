@@ -137,6 +137,9 @@ fn decide(inner: &Inner, st: &mut State) -> Next {
             Duration::ZERO
         }
     };
+    if let Some(when) = st.pacer.too_early(lead(st)) {
+        return Next::Sleep(when);
+    }
     let agreed = st.pacer.agree(st.control.period(), st.control.settled());
     st.control.agreed(agreed);
     match st.pacer.take(lead(st)) {

@@ -237,3 +237,31 @@ fn a_slot_asked_for_a_little_late_keeps_its_time() {
     let idle = p.take(Duration::ZERO).unwrap();
     assert!(idle >= asked, "a slot long past is not granted in the past");
 }
+
+/// After a take, the pacer knows when the next slot can be had: asked before then, it says so
+/// without reading the schedule; a new period, or a pause in asking, forgets it.
+#[test]
+fn the_next_slot_is_known_until_it_comes() {
+    let mut p = Pacer::new(Schedule::local(), 50 * MS);
+    p.agree(50 * MS, true);
+    assert_eq!(p.too_early(Duration::ZERO), None, "nothing taken yet");
+    let slot = p.take(Duration::ZERO).unwrap();
+    assert_eq!(p.too_early(Duration::ZERO), Some(slot + 50 * MS));
+    assert_eq!(
+        p.too_early(10 * MS),
+        Some(slot + 40 * MS),
+        "asked a lead ahead"
+    );
+    assert_eq!(
+        p.too_early(50 * MS),
+        None,
+        "a period ahead, it may be taken now"
+    );
+    let when = p.take(Duration::ZERO).unwrap_err();
+    assert_eq!(p.too_early(Duration::ZERO), Some(when));
+    p.agree(100 * MS, true);
+    assert_eq!(p.too_early(Duration::ZERO), None, "a new period forgets it");
+    p.take(Duration::ZERO).unwrap_err();
+    p.idle();
+    assert_eq!(p.too_early(Duration::ZERO), None, "so does a pause");
+}

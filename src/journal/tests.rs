@@ -173,6 +173,17 @@ fn learnt_identifiers_record_duplicates_with_their_rows() {
     assert_eq!(j.planned_rows().unwrap(), Some(6));
 }
 
+/// `n` rows in key order, each a subject with an identifier of its own.
+fn distinct_subjects(n: u64) -> Vec<(RowKey, RowPlan)> {
+    (0..n)
+        .map(|i| {
+            let mut h = [0u8; 16];
+            h[..8].copy_from_slice(&i.to_be_bytes());
+            (RowKey::new(0, i), RowPlan::Subject(h))
+        })
+        .collect()
+}
+
 /// Planning writes its rows in place, not through the WAL, and leaves the journal in WAL mode
 /// however it ends, for the run's readers and writer.
 #[test]
@@ -180,13 +191,7 @@ fn planning_writes_in_place_and_leaves_the_journal_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
     let mut j = Journal::open(&state, &ID, false).unwrap();
-    let rows: Vec<_> = (0..20_000u64)
-        .map(|i| {
-            let mut h = [0u8; 16];
-            h[..8].copy_from_slice(&i.to_be_bytes());
-            (RowKey::new(0, i), RowPlan::Subject(h))
-        })
-        .collect();
+    let rows = distinct_subjects(20_000);
     let mode = |j: &Journal| -> String {
         j.conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -216,13 +221,7 @@ fn status_and_planning_keep_out_of_each_others_way() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
     let mut j = Journal::open(&state, &ID, false).unwrap();
-    let rows: Vec<_> = (0..20_000u64)
-        .map(|i| {
-            let mut h = [0u8; 16];
-            h[..8].copy_from_slice(&i.to_be_bytes());
-            (RowKey::new(0, i), RowPlan::Subject(h))
-        })
-        .collect();
+    let rows = distinct_subjects(20_000);
     let planning = |dir: &Path| matches!(Peek::open(dir), Err(JournalError::Planning { .. }));
 
     let mut planner = j.planner().unwrap();

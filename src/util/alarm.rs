@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::sync::lock;
 
+/// What the journal's writer sleeps on: a held intent must be committed by its time, and a
+/// change sent meanwhile must not wake the writer twice.
 pub struct Alarm(Inner);
 
 enum Inner {

@@ -17,6 +17,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::mono_now;
 
+/// A timerfd registered with the runtime, or tokio's own timer where there is none.
 pub(super) enum SlotTimer {
     #[cfg(target_os = "linux")]
     Fd(AsyncFd<OwnedFd>),

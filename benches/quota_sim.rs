@@ -22,12 +22,17 @@
 //! narrow it like the real bench's `QUOTA_MODES` and `QUOTA_JITTER`; `SIM_TRACE=1` prints each
 //! 429 of the first run of each cell (when, the pace, the request's number) to stderr.
 
+// Only the environment's lists: the sandbox process and the reaping serve the real benches.
+#[allow(dead_code)]
+mod common;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use bulkverify::quota::adaptive::{Margin, Sent};
 use bulkverify_sandbox::{LimitWindow, Limiter, SandboxConfig};
+use common::env_list;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -204,15 +209,6 @@ fn frontier(mode: LimitWindow, jitter: u64) -> f64 {
     0.05
 }
 
-fn list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 fn mode_of(name: &str) -> LimitWindow {
     match name {
         "fixed" => LimitWindow::Fixed,
@@ -233,9 +229,9 @@ fn main() {
     println!(
         "mode    jitter  cell   frontier   429 mean (runs over)   use mean (runs short of goal)"
     );
-    for name in list("SIM_MODES", "fixed,sliding,bucket,gcra") {
+    for name in env_list("SIM_MODES", "fixed,sliding,bucket,gcra") {
         let mode = mode_of(&name);
-        for jitter in list("SIM_JITTER", "0,10,50") {
+        for jitter in env_list("SIM_JITTER", "0,10,50") {
             let jitter: u64 = jitter.parse().expect("SIM_JITTER: milliseconds");
             let front = frontier(mode, jitter);
             for (cell, jobs, per_second) in [

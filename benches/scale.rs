@@ -9,7 +9,9 @@
 //! - `wall`, `peak RSS`, `CPU`: the client process's own, from `wait4`;
 //! - `written`: the bytes the client caused to be written to disk (`ru_oublock`, the same
 //!   count as `write_bytes` in `/proc/<pid>/io`), state and output included, and over the
-//!   input's size;
+//!   input's size; and what of it is left on disk (the output, the job's state and the
+//!   account's results store, which every job writes its answers to as a user's does), the
+//!   floor any amount written stands on;
 //! - `planning`: rows per second of each million planned, from the client's own log lines,
 //!   and the last million's over the first's;
 //! - `phases`: reading and planning, sending, writing the output (the client's log lines);
@@ -34,7 +36,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -198,16 +200,9 @@ fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
         .env("CASHFREE_BASE_URL", format!("{url}/verification"))
         .env("CASHFREE_CLIENT_ID", "sandbox_cf_client")
         .env("CASHFREE_CLIENT_SECRET", "sandbox_cf_secret")
-        // The paced run keeps the account's ledger and shared schedule, as a user's does;
-        // the unpaced ones leave them out, since they pace nothing.
-        .env(
-            "BULKVERIFY_LEDGER_DIR",
-            if job == Job::Paced {
-                dir.join("ledger")
-            } else {
-                PathBuf::new()
-            },
-        )
+        // The account's ledger, shared schedule and results store, as a user's run has them:
+        // what the store writes is part of the job's.
+        .env("BULKVERIFY_LEDGER_DIR", dir.join("ledger"))
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -266,6 +261,14 @@ impl Run {
                     .then(|| rest.strip_suffix(" rows/s")?.parse().ok())?
             })
             .collect()
+    }
+}
+
+/// The bytes of a file, or of every file under a directory.
+fn dir_bytes(path: &Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().map(|e| dir_bytes(&e.path())).sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
     }
 }
 
@@ -408,6 +411,18 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
             "{:.2} GB = {ratio:.1} × the input  {}",
             run.written_bytes as f64 / 1e9,
             verdict(ratio <= 10.0)
+        ),
+    );
+    let kept = |name: &str| dir_bytes(&dir.path().join(name));
+    let (output, state, store) = (kept("out.csv"), kept("out.csv.bulkverify"), kept("ledger"));
+    figure(
+        "left on disk",
+        format!(
+            "output {:.0} MB, state {:.0} MB, results store {:.0} MB: {:.1} × the input",
+            output as f64 / MB,
+            state as f64 / MB,
+            store as f64 / MB,
+            (output + state + store) as f64 / input_bytes as f64
         ),
     );
     figure(

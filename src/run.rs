@@ -271,20 +271,27 @@ async fn provider(
     }
 }
 
-/// Hands the results store the answers the job obtained, then writes every row with its
-/// outcome: the journal's results beside the inputs' rows, in input order; unless the output
-/// on disk already holds every row as the journal has it (the same command again after a
-/// finished job). The journal, and with it the state's lock, lives until the output is
-/// written.
+/// Writes every row with its outcome, then hands the results store the answers the job
+/// obtained: the output first, since the operator waits for it and the store's later jobs do
+/// not (a run killed in between hands them over the next time). The journal, and with it the
+/// state's lock, lives until both are done.
 fn write_output(
     journal: &Journal,
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
 ) -> anyhow::Result<Tally> {
+    let tally = write_rows(journal, inputs, out)?;
     if let Some(store) = store {
         store.keep_from(journal);
     }
+    Ok(tally)
+}
+
+/// Writes every row with its outcome: the journal's results beside the inputs' rows, in
+/// input order; unless the output on disk already holds every row as the journal has it (the
+/// same command again after a finished job).
+fn write_rows(journal: &Journal, inputs: &[InputFile], out: &Path) -> anyhow::Result<Tally> {
     if let Some(held) = journal.output_unchanged(out)? {
         tracing::info!(
             "{} already holds every row as the state has it; left as it is",

@@ -525,7 +525,9 @@ impl Pacer {
         });
     }
 
-    /// The run has nothing to send for now: its turns pass to the others.
+    /// The run has nothing to send for now: its turns pass to the others. A run paced too
+    /// fast to share ([`SHARED_BELOW`]) has no turn in the account's file to pass, and writes
+    /// nothing to it: an unpaced job goes idle every few requests.
     pub fn idle(&mut self) {
         if !self.waiting {
             return;
@@ -533,7 +535,7 @@ impl Pacer {
         self.waiting = false;
         self.next = None;
         let me = self.schedule.me;
-        self.schedule.with(|table| {
+        Pacer::which(&self.schedule, &self.alone, self.period).with(|table| {
             if let Some(run) = table.enter(me, mono_now()) {
                 run.waiting = false;
             }

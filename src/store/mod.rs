@@ -21,6 +21,10 @@ use crate::outcome::{Outcome, RowKey, Status};
 use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::time::{rfc3339_unix, unix_now};
 
+mod spill;
+
+use spill::ByHash;
+
 const FILE: &str = "results.sqlite";
 
 /// Why the store cannot be used: every one costs the reuse, never the run.
@@ -202,7 +206,7 @@ impl ResultsStore {
     }
 
     /// Keeps `answers`, in one transaction, in the order of their hashes; an answer older than
-    /// the one kept is dropped.
+    /// the one kept is dropped. A job's answers come a range of hashes at a time ([`ByHash`]).
     fn keep(
         &mut self,
         account: &str,
@@ -359,9 +363,13 @@ impl JobStore {
             return Ok(0);
         }
         let echoes = self.check.reuse.echoes;
+        let dir = self.store.dir.display().to_string();
+        let io = |source| StoreError::Io {
+            dir: dir.clone(),
+            source,
+        };
+        let mut by_hash = ByHash::new(&self.store.dir);
         let mut after = None;
-        let mut kept = 0;
-        let mut batch = Vec::new();
         loop {
             let page = journal.obtained_answers(after)?;
             let last = page.last().map(|a| a.key);
@@ -370,20 +378,23 @@ impl JobStore {
                 a.outcome
                     .fields
                     .retain(|(name, _)| !echoes.contains(&name.as_str()));
-                batch.push(a);
-            }
-            // Five pages a transaction, sorted by hash: fewer, closer writes.
-            if !batch.is_empty() && (end || batch.len() >= 5 * REUSE_PAGE) {
-                self.store
-                    .keep(&self.side.account, self.check.name, &mut batch)?;
-                kept += batch.len() as u64;
-                batch.clear();
+                by_hash.push(a).map_err(io)?;
             }
             match last {
                 Some(key) if !end => after = Some(key),
                 _ => break,
             }
         }
+        let mut kept = 0;
+        let (account, check) = (&self.side.account, self.check.name);
+        by_hash.ranges(
+            |answers| {
+                self.store.keep(account, check, answers)?;
+                kept += answers.len() as u64;
+                Ok(())
+            },
+            io,
+        )?;
         journal.set_answers_stored(true)?;
         Ok(kept)
     }
@@ -404,16 +415,17 @@ fn encode(a: &Answer, names: &mut Vec<String>) -> String {
         }
         values[at] = Some(value);
     }
-    serde_json::json!([
+    // A tuple serializes as the same array, without a `Value` built for each answer.
+    serde_json::to_string(&(
         o.status.as_str(),
-        o.reason,
-        o.message,
-        o.provider_status,
-        o.request_id,
-        a.checked_at,
-        values
-    ])
-    .to_string()
+        &o.reason,
+        &o.message,
+        &o.provider_status,
+        &o.request_id,
+        &a.checked_at,
+        values,
+    ))
+    .unwrap_or_default()
 }
 
 /// The answer [`encode`] kept, for row `key`; `None` for one that is not a reusable outcome.

@@ -206,6 +206,22 @@ fn a_period_too_short_to_share_is_paced_without_waiting_for_turns() {
     );
 }
 
+/// A run paced too fast to share neither reads nor writes the account's file as it goes idle
+/// and wakes again: an unpaced job goes idle every few requests, and wrote the file each time.
+#[test]
+fn a_period_too_short_to_share_leaves_the_file_alone() {
+    let period = Duration::from_micros(20);
+    let (dir, mut a, _b) = sharing(period);
+    let path = dir.path().join("pace.bin");
+    let before = std::fs::read(&path).unwrap();
+    for _ in 0..100 {
+        a.agree(period, true);
+        a.take(Duration::ZERO).ok();
+        a.idle();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
 /// The grant thread wakes a little after the slot it waits for: such a slot is still granted
 /// at its due time, so that the lateness does not push every later slot back. A slot asked for
 /// long after it was due (nothing was waiting) is granted when asked.

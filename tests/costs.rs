@@ -211,6 +211,12 @@ fn a_capped_run_never_exceeds_its_cap_and_the_next_run_continues() {
         let paid_now = paid(&sandbox, "deepvue-udyam") - before;
         assert!(paid_now <= 10, "a run paid {paid_now} under a cap of 10");
         runs += 1;
+        assert!(
+            job.path("out.csv").exists(),
+            "run {runs} wrote no output (exit {}): {}",
+            code(&o),
+            stderr(&o)
+        );
         let rows = rows_by_id(&job);
         assert_eq!(rows.len(), 25, "every row comes back");
         let capped = rows

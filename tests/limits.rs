@@ -131,6 +131,59 @@ fn a_provider_that_stays_down_trips_the_breaker_and_the_run_ends_incomplete() {
     );
 }
 
+/// Down before the first token: the calls waiting for it fail unbilled, the breaker ends the
+/// run, and the output still holds every row, which the same command finishes later.
+#[test]
+fn a_provider_down_from_the_first_request_still_writes_every_row() {
+    let job = Job::new();
+    let data = job.path("sandbox-data");
+    let data = data.to_str().unwrap();
+    let sandbox = Sandbox::quick(&[
+        "--data-dir",
+        data,
+        "--down-after-ms",
+        "0",
+        "--down-for-ms",
+        "600000",
+        "--down-status",
+        "503",
+    ]);
+    job.write("bulkverify.toml", config("give_up_after_secs = 3"));
+    job.write("in.csv", udyam_input(&udyam_numbers(40)));
+    let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
+    let err = stderr(&o);
+    assert_eq!(code(&o), 75, "{err}");
+    assert!(err.contains("circuit breaker gave up"), "{err}");
+    let rows = rows_by_id(&job);
+    assert_eq!(rows.len(), 40, "every row is in the output: {err}");
+    for r in rows.values() {
+        assert!(
+            matches!(
+                (r["bv_status"].as_str(), r["bv_reason"].as_str()),
+                ("error", "http_503" | "provider_unavailable")
+            ),
+            "{r:?}"
+        );
+    }
+    assert!(
+        rows.values()
+            .any(|r| r["bv_message"].contains("could not authenticate with deepvue")),
+        "{rows:?}"
+    );
+    assert!(sandbox.submissions().is_empty(), "nothing was sent");
+
+    let port = sandbox.port();
+    drop(sandbox);
+    let healthy = Sandbox::start_on(port, &quick_flags(&["--data-dir", data]));
+    let again = output(job.run(&healthy, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(
+        rows_by_id(&job)
+            .values()
+            .all(|r| r["bv_status"] == "verified")
+    );
+}
+
 #[test]
 fn server_errors_and_dropped_connections_leave_every_row_definite() {
     let sandbox = Sandbox::quick(&["--error-share", "0.1", "--reset-share", "0.03"]);

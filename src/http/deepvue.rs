@@ -85,9 +85,21 @@ impl DeepvueAuth {
             })
             .await
             .map_err(|e| match e {
-                CallError::GaveUp { message, .. } => CallError::Fatal(format!(
-                    "could not authenticate with deepvue: {message}; run again later"
-                )),
+                // A provider failing for a while: the call that waited for the token fails as
+                // if it had, unbilled, and a later run sends it again; the breaker stops the
+                // run if the provider stays down. Ending the run here would leave the output
+                // unwritten for a blip the other calls ride out.
+                CallError::GaveUp {
+                    label,
+                    reason,
+                    message,
+                    ..
+                } => CallError::GaveUp {
+                    label,
+                    reason,
+                    message: format!("could not authenticate with deepvue: {message}"),
+                    attempts: 0,
+                },
                 other => other,
             })?;
         if !answer.status.is_success() {

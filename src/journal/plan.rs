@@ -4,8 +4,9 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::sort::{ExternalSort, Sorted};
-use super::{Journal, JournalError, RowState, io_error, schema, sql_error};
+use super::{Journal, JournalError, RowState, io_error, sql_error};
 use crate::outcome::{Outcome, RowKey};
+use crate::util::sqlite::{JournalMode, journal_mode};
 use crate::util::time::now_rfc3339;
 
 /// The hash duplicates are detected on: the identifier itself never enters the journal.
@@ -102,7 +103,9 @@ impl Journal {
         in_memory: usize,
     ) -> Result<Planner<'_>, JournalError> {
         Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
-        schema::journal_mode(&self.conn, schema::JournalMode::Rollback).map_err(|e| self.sql(e))?;
+        if !journal_mode(&self.conn, JournalMode::Rollback).map_err(|e| self.sql(e))? {
+            tracing::debug!("another process reads the state: planning goes through the WAL");
+        }
         let idents = ExternalSort::new(&self.dir, in_memory);
         Ok(Planner {
             journal: self,
@@ -245,7 +248,9 @@ impl Planner<'_> {
         }
         self.journal.set_meta("planned_rows", &rows.to_string())?;
         let journal = &self.journal;
-        schema::journal_mode(&journal.conn, schema::JournalMode::Wal).map_err(|e| journal.sql(e))
+        journal_mode(&journal.conn, JournalMode::Wal)
+            .map(drop)
+            .map_err(|e| journal.sql(e))
     }
 }
 
@@ -253,7 +258,7 @@ impl Drop for Planner<'_> {
     /// A planning that ends early leaves the journal as a run reads it: in WAL mode. A
     /// failure here is the run's next open's to repair, which sets the mode again.
     fn drop(&mut self) {
-        let _ = schema::journal_mode(&self.journal.conn, schema::JournalMode::Wal);
+        let _ = journal_mode(&self.journal.conn, JournalMode::Wal);
     }
 }
 

@@ -148,48 +148,6 @@ pub(super) fn open_db(dir: &Path) -> Result<Connection, JournalError> {
     Ok(conn)
 }
 
-/// How a connection's transactions reach the database file.
-pub(super) enum JournalMode {
-    /// Through the WAL, which readers and the writer share: every run's dispatch.
-    Wal,
-    /// Written in place, the pages they change kept aside until the commit: planning. Its
-    /// pages are new ones appended in key order, which are not kept aside; through the WAL
-    /// each was written twice, into the WAL and then into the database (a 10M-row job:
-    /// 0.45 GB more).
-    Rollback,
-}
-
-/// Puts the connection in `mode`: planning writes its rows in place, every other step
-/// through the WAL. Leaving WAL takes the database for this connection alone, which another
-/// connection holding it open (`status` reading it) forbids: SQLite refuses at once, and
-/// planning then goes on through the WAL rather than wait for the reader or fail. A journal
-/// that does not come back to WAL is an error, since the run's readers and writer share the
-/// database through it.
-pub(super) fn journal_mode(conn: &Connection, mode: JournalMode) -> rusqlite::Result<()> {
-    let asked = match mode {
-        JournalMode::Wal => "WAL",
-        JournalMode::Rollback => "DELETE",
-    };
-    let now = conn.query_row(&format!("PRAGMA journal_mode = {asked}"), [], |r| {
-        r.get::<_, String>(0)
-    });
-    match (mode, now) {
-        (JournalMode::Wal, Ok(now)) if !now.eq_ignore_ascii_case("wal") => {
-            Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some(format!("the journal stayed in {now} mode, not WAL")),
-            ))
-        }
-        (JournalMode::Rollback, Err(e))
-            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
-        {
-            tracing::debug!("another process reads the state: planning goes through the WAL");
-            Ok(())
-        }
-        (_, now) => now.map(drop),
-    }
-}
-
 /// Sets whether the connection's next commits are synced to the disk (FULL: an intent, which
 /// must survive a power cut too) or left to the operating system (NORMAL: any other change,
 /// which survives a killed process all the same).

@@ -19,7 +19,8 @@ use crate::checks::CheckInfo;
 use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::util::fs::{create_private_dir, create_private_file};
-use crate::util::time::{rfc3339_unix, unix_now};
+use crate::util::sqlite::{JournalMode, journal_mode};
+use crate::util::time::{rfc3339, rfc3339_unix, unix_now};
 
 mod spill;
 
@@ -189,18 +190,21 @@ impl ResultsStore {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT answer FROM results WHERE scope = ?1 AND ident = ?2 AND obtained_at >= ?3",
+                "SELECT answer, obtained_at FROM results
+                 WHERE scope = ?1 AND ident = ?2 AND obtained_at >= ?3",
             )
             .map_err(sql)?;
         let mut sorted = rows.to_vec();
         sorted.sort_unstable_by_key(|(_, ident)| *ident);
         let mut found = Vec::new();
         for (key, ident) in sorted {
-            let answer: Option<String> = st
-                .query_row(params![scope, &ident[..], since], |r| r.get(0))
+            let answer: Option<(String, i64)> = st
+                .query_row(params![scope, &ident[..], since], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()
                 .map_err(sql)?;
-            found.extend(answer.and_then(|a| decode(&a, &names, key, ident)));
+            found.extend(answer.and_then(|(a, at)| decode(&a, at, &names, key, ident)));
         }
         Ok(found)
     }
@@ -237,7 +241,7 @@ impl ResultsStore {
                     scope,
                     &a.ident[..],
                     obtained,
-                    encode(a, &mut names)
+                    encode(a, obtained, &mut names)
                 ])
                 .map_err(sql)?;
             }
@@ -250,6 +254,13 @@ impl ResultsStore {
             .map_err(sql)?;
         }
         tx.commit().map_err(sql)
+    }
+
+    /// Puts the store's connection in `mode` ([`journal_mode`]).
+    fn journal(&self, mode: JournalMode) -> Result<(), StoreError> {
+        journal_mode(&self.conn, mode)
+            .map(drop)
+            .map_err(sql(&self.dir))
     }
 
     /// Deletes the answers obtained more than `older_than` ago, or all of them; returns how
@@ -387,22 +398,31 @@ impl JobStore {
         }
         let mut kept = 0;
         let (account, check) = (&self.side.account, self.check.name);
-        by_hash.ranges(
+        // The answers go in as one pass over the key space, mostly onto new pages: in place,
+        // each is written once, where the WAL writes it twice. Another job holding the store
+        // open keeps it in WAL, and the answers go through it.
+        self.store.journal(JournalMode::Rollback)?;
+        let written = by_hash.ranges(
             |answers| {
                 self.store.keep(account, check, answers)?;
                 kept += answers.len() as u64;
                 Ok(())
             },
             io,
-        )?;
+        );
+        let back = self.store.journal(JournalMode::Wal);
+        written?;
+        back?;
         journal.set_answers_stored(true)?;
         Ok(kept)
     }
 }
 
 /// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
-/// checked_at, [field values by number]]`, numbering new field names onto `names`.
-fn encode(a: &Answer, names: &mut Vec<String>) -> String {
+/// [field values by number]]`, numbering new field names onto `names`. Its `checked_at` is
+/// the row's `obtained_at`, written as the journal writes it; one written otherwise (a state
+/// of an older version) goes in too, before the values, as the first layout had it.
+fn encode(a: &Answer, obtained: i64, names: &mut Vec<String>) -> String {
     let o = &a.outcome;
     let mut values: Vec<Option<&str>> = Vec::new();
     for (name, value) in &o.fields {
@@ -415,22 +435,56 @@ fn encode(a: &Answer, names: &mut Vec<String>) -> String {
         }
         values[at] = Some(value);
     }
-    // A tuple serializes as the same array, without a `Value` built for each answer.
-    serde_json::to_string(&(
+    // A tuple serializes as the array, without a `Value` built for each answer.
+    let head = (
         o.status.as_str(),
         &o.reason,
         &o.message,
         &o.provider_status,
         &o.request_id,
-        &a.checked_at,
-        values,
-    ))
-    .unwrap_or_default()
+    );
+    let text = if checked_at(obtained).as_deref() == Some(a.checked_at.as_str()) {
+        serde_json::to_string(&(head.0, head.1, head.2, head.3, head.4, values))
+    } else {
+        serde_json::to_string(&(
+            head.0,
+            head.1,
+            head.2,
+            head.3,
+            head.4,
+            &a.checked_at,
+            values,
+        ))
+    };
+    text.unwrap_or_default()
 }
 
-/// The answer [`encode`] kept, for row `key`; `None` for one that is not a reusable outcome.
-fn decode(text: &str, names: &[String], key: RowKey, ident: [u8; 16]) -> Option<Answer> {
-    type Kept = (
+/// Unix seconds as `bv_checked_at` has them.
+fn checked_at(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .map(rfc3339)
+}
+
+/// The answer [`encode`] kept, obtained at `obtained`, for row `key`; `None` for one that is
+/// not a reusable outcome.
+fn decode(
+    text: &str,
+    obtained: i64,
+    names: &[String],
+    key: RowKey,
+    ident: [u8; 16],
+) -> Option<Answer> {
+    type Compact = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<Option<String>>,
+    );
+    // The time before the values: written when `obtained_at` would not give it back as it was.
+    type WithTime = (
         String,
         Option<String>,
         Option<String>,
@@ -439,8 +493,11 @@ fn decode(text: &str, names: &[String], key: RowKey, ident: [u8; 16]) -> Option<
         String,
         Vec<Option<String>>,
     );
-    let (status, reason, message, provider_status, request_id, checked_at, values): Kept =
-        serde_json::from_str(text).ok()?;
+    let (status, reason, message, provider_status, request_id, checked_at, values) =
+        match serde_json::from_str::<Compact>(text) {
+            Ok((s, r, m, p, q, values)) => (s, r, m, p, q, checked_at(obtained)?, values),
+            Err(_) => serde_json::from_str::<WithTime>(text).ok()?,
+        };
     let status = Status::parse(&status).filter(|s| crate::journal::REUSABLE.contains(s))?;
     let fields = values
         .into_iter()
@@ -506,14 +563,26 @@ mod tests {
         let mut names = Vec::new();
         let first = answer(&[("name_at_bank", "RAVI"), ("account_exists", "true")]);
         let second = answer(&[("account_exists", "false"), ("ifsc", "HDFC0001234")]);
-        let (a, b) = (encode(&first, &mut names), encode(&second, &mut names));
+        // The first as the journal writes its time; the second with one of an older version's.
+        let second = Answer {
+            checked_at: "2026-12-01T07:30:00+05:30".into(),
+            ..second
+        };
+        let at = |a: &Answer| rfc3339_unix(&a.checked_at).unwrap();
+        let a = encode(&first, at(&first), &mut names);
+        let b = encode(&second, at(&second), &mut names);
         assert_eq!(names, ["name_at_bank", "account_exists", "ifsc"]);
         assert!(
             !a.contains("name_at_bank") && !b.contains("ifsc"),
             "{a} {b}"
         );
+        assert!(
+            !a.contains("2026"),
+            "the time is the row's obtained_at: {a}"
+        );
+        assert!(b.contains("+05:30"), "{b}");
         for (text, original) in [(a, first), (b, second)] {
-            let back = decode(&text, &names, RowKey(9), [5; 16]).unwrap();
+            let back = decode(&text, at(&original), &names, RowKey(9), [5; 16]).unwrap();
             assert_eq!((back.key, back.ident), (RowKey(9), [5; 16]));
             assert_eq!(back.checked_at, original.checked_at);
             let mut want = original.outcome.fields.clone();
@@ -539,11 +608,66 @@ mod tests {
                 outcome: Outcome::new(Status::Pending),
                 ..answer(&[])
             },
+            0,
             &mut names,
         );
         assert!(
-            decode(&pending, &names, RowKey(1), [0; 16]).is_none(),
+            decode(&pending, 0, &names, RowKey(1), [0; 16]).is_none(),
             "never reused"
+        );
+    }
+
+    /// A job's answers go in place when the store is its alone, through the WAL while another
+    /// job holds it open; either way the store is back in WAL after, and whole.
+    #[test]
+    fn answers_go_in_place_only_on_a_store_no_other_job_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |store: &ResultsStore| {
+            store
+                .conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+                .unwrap()
+        };
+        let mut store = ResultsStore::open(dir.path()).unwrap();
+        let other = ResultsStore::open(dir.path()).unwrap();
+        let mut first = vec![answer(&[("name", "RAVI")])];
+        store.journal(JournalMode::Rollback).unwrap();
+        assert_eq!(mode(&store), "wal", "another job holds the store open");
+        store.keep("acct", "check", &mut first).unwrap();
+        store.journal(JournalMode::Wal).unwrap();
+        drop(other);
+
+        let mut second = vec![Answer {
+            ident: [4; 16],
+            ..answer(&[("name", "ASHA")])
+        }];
+        store.journal(JournalMode::Rollback).unwrap();
+        assert_eq!(mode(&store), "delete");
+        store.keep("acct", "check", &mut second).unwrap();
+        store.journal(JournalMode::Wal).unwrap();
+        assert_eq!(mode(&store), "wal");
+
+        let reader = ResultsStore::open(dir.path()).unwrap();
+        let found = reader
+            .lookup(
+                "acct",
+                "check",
+                0,
+                &[(RowKey(1), [3; 16]), (RowKey(2), [4; 16])],
+            )
+            .unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|a| (a.key, a.outcome.fields.clone(), a.checked_at.clone()))
+            .collect();
+        let field = |v: &str| vec![("name".to_string(), v.to_string())];
+        let at = "2026-12-01T02:00:00Z".to_string();
+        assert_eq!(
+            names,
+            [
+                (RowKey(1), field("RAVI"), at.clone()),
+                (RowKey(2), field("ASHA"), at)
+            ]
         );
     }
 }

@@ -1,8 +1,9 @@
 //! Helpers every layer may use, and that use nothing of the product: private files, times, the
-//! run's stop signal.
+//! run's stop signal, SQLite's journal modes.
 
 pub mod alarm;
 pub mod fs;
+pub mod sqlite;
 pub mod stop;
 pub mod sync;
 pub mod time;

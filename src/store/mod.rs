@@ -436,7 +436,7 @@ fn encode(a: &Answer, obtained: i64, names: &mut Vec<String>) -> String {
         values[at] = Some(value);
     }
     // A tuple serializes as the array, without a `Value` built for each answer.
-    let head = (
+    let (s, r, m, p, q) = (
         o.status.as_str(),
         &o.reason,
         &o.message,
@@ -444,17 +444,9 @@ fn encode(a: &Answer, obtained: i64, names: &mut Vec<String>) -> String {
         &o.request_id,
     );
     let text = if checked_at(obtained).as_deref() == Some(a.checked_at.as_str()) {
-        serde_json::to_string(&(head.0, head.1, head.2, head.3, head.4, values))
+        serde_json::to_string(&(s, r, m, p, q, values))
     } else {
-        serde_json::to_string(&(
-            head.0,
-            head.1,
-            head.2,
-            head.3,
-            head.4,
-            &a.checked_at,
-            values,
-        ))
+        serde_json::to_string(&(s, r, m, p, q, &a.checked_at, values))
     };
     text.unwrap_or_default()
 }

@@ -24,7 +24,7 @@ use crate::util::time::{rfc3339, rfc3339_unix, unix_now};
 
 mod spill;
 
-use spill::ByHash;
+use spill::{ByHash, Kept};
 
 const FILE: &str = "results.sqlite";
 
@@ -209,20 +209,43 @@ impl ResultsStore {
         Ok(found)
     }
 
-    /// Keeps `answers`, in one transaction, in the order of their hashes; an answer older than
-    /// the one kept is dropped. A job's answers come a range of hashes at a time ([`ByHash`]).
-    fn keep(
+    /// The scope of `check` on `account`, made if new, and its result fields' names, with
+    /// `names` numbered onto them: in one transaction, so that jobs keeping answers at once
+    /// agree on the numbers, and before any answer is encoded with them.
+    fn numbered(
         &mut self,
         account: &str,
         check: &str,
-        answers: &mut [Answer],
-    ) -> Result<(), StoreError> {
+        names: &[String],
+    ) -> Result<(i64, Vec<String>), StoreError> {
         let sql = sql(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
-        let (scope, mut names) = Self::scope(&tx, account, check, true)
+        let (scope, mut known) = Self::scope(&tx, account, check, true)
             .map_err(sql)?
             .unwrap_or_default();
-        let known = names.len();
+        let before = known.len();
+        for name in names {
+            if !known.contains(name) {
+                known.push(name.clone());
+            }
+        }
+        if known.len() > before {
+            tx.execute(
+                "UPDATE scopes SET fields = ?1 WHERE scope = ?2",
+                params![serde_json::to_string(&known).unwrap_or_default(), scope],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok((scope, known))
+    }
+
+    /// Keeps `answers` under `scope`, in one transaction, in the order of their hashes; an
+    /// answer older than the one kept is dropped. A job's answers come a range of hashes at a
+    /// time ([`ByHash`]).
+    fn keep(&mut self, scope: i64, answers: &mut [Kept]) -> Result<(), StoreError> {
+        let sql = sql(&self.dir);
+        let tx = self.conn.transaction().map_err(sql)?;
         answers.sort_unstable_by_key(|a| a.ident);
         {
             let mut st = tx
@@ -234,24 +257,9 @@ impl ResultsStore {
                 )
                 .map_err(sql)?;
             for a in answers.iter() {
-                let Some(obtained) = rfc3339_unix(&a.checked_at) else {
-                    continue;
-                };
-                st.execute(params![
-                    scope,
-                    &a.ident[..],
-                    obtained,
-                    encode(a, obtained, &mut names)
-                ])
-                .map_err(sql)?;
+                st.execute(params![scope, &a.ident[..], a.obtained, a.text])
+                    .map_err(sql)?;
             }
-        }
-        if names.len() > known {
-            tx.execute(
-                "UPDATE scopes SET fields = ?1 WHERE scope = ?2",
-                params![serde_json::to_string(&names).unwrap_or_default(), scope],
-            )
-            .map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -379,6 +387,10 @@ impl JobStore {
             dir: dir.clone(),
             source,
         };
+        let (account, check) = (&self.side.account, self.check.name);
+        let mut names = journal.field_names()?;
+        names.retain(|name| !echoes.contains(&name.as_str()));
+        let (scope, names) = self.store.numbered(account, check, &names)?;
         let mut by_hash = ByHash::new(&self.store.dir);
         let mut after = None;
         loop {
@@ -386,10 +398,21 @@ impl JobStore {
             let last = page.last().map(|a| a.key);
             let end = page.len() < REUSE_PAGE;
             for mut a in page {
+                let Some(obtained) = rfc3339_unix(&a.checked_at) else {
+                    continue;
+                };
                 a.outcome
                     .fields
                     .retain(|(name, _)| !echoes.contains(&name.as_str()));
-                by_hash.push(a).map_err(io)?;
+                let text = encode(&a, obtained, &names);
+                let ident = a.ident;
+                by_hash
+                    .push(Kept {
+                        ident,
+                        obtained,
+                        text,
+                    })
+                    .map_err(io)?;
             }
             match last {
                 Some(key) if !end => after = Some(key),
@@ -397,14 +420,13 @@ impl JobStore {
             }
         }
         let mut kept = 0;
-        let (account, check) = (&self.side.account, self.check.name);
         // The answers go in as one pass over the key space, mostly onto new pages: in place,
         // each is written once, where the WAL writes it twice. Another job holding the store
         // open keeps it in WAL, and the answers go through it.
         self.store.journal(JournalMode::Rollback)?;
         let written = by_hash.ranges(
             |answers| {
-                self.store.keep(account, check, answers)?;
+                self.store.keep(scope, answers)?;
                 kept += answers.len() as u64;
                 Ok(())
             },
@@ -419,17 +441,17 @@ impl JobStore {
 }
 
 /// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
-/// [field values by number]]`, numbering new field names onto `names`. Its `checked_at` is
-/// the row's `obtained_at`, written as the journal writes it; one written otherwise (a state
-/// of an older version) goes in too, before the values, as the first layout had it.
-fn encode(a: &Answer, obtained: i64, names: &mut Vec<String>) -> String {
+/// [field values by number]]`, its fields numbered by `names` (a field not among them, such
+/// as an echo of the identifier, is left out). Its `checked_at` is the row's `obtained_at`,
+/// written as the journal writes it; one written otherwise (a state of an older version) goes
+/// in too, before the values, as the first layout had it.
+fn encode(a: &Answer, obtained: i64, names: &[String]) -> String {
     let o = &a.outcome;
     let mut values: Vec<Option<&str>> = Vec::new();
     for (name, value) in &o.fields {
-        let at = names.iter().position(|n| n == name).unwrap_or_else(|| {
-            names.push(name.clone());
-            names.len() - 1
-        });
+        let Some(at) = names.iter().position(|n| n == name) else {
+            continue;
+        };
         if values.len() <= at {
             values.resize(at + 1, None);
         }
@@ -548,11 +570,39 @@ mod tests {
         }
     }
 
+    fn owned(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Keeps `answers` as a job does: their names numbered, then each encoded and kept.
+    fn keep(store: &mut ResultsStore, answers: &[Answer]) {
+        let mut all: Vec<String> = Vec::new();
+        for (name, _) in answers.iter().flat_map(|a| &a.outcome.fields) {
+            if !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        let (scope, numbered) = store.numbered("acct", "check", &all).unwrap();
+        let mut kept: Vec<Kept> = answers
+            .iter()
+            .map(|a| {
+                let obtained = rfc3339_unix(&a.checked_at).unwrap();
+                Kept {
+                    ident: a.ident,
+                    obtained,
+                    text: encode(a, obtained, &numbered),
+                }
+            })
+            .collect();
+        store.keep(scope, &mut kept).unwrap();
+    }
+
     /// Field names are numbered once per scope, in the order they are first seen: a later
-    /// answer with other fields adds to them, and each answer reads back as it was.
+    /// job with other fields adds to them, and each answer reads back as it was.
     #[test]
     fn answers_keep_their_fields_by_number_and_read_back_whole() {
-        let mut names = Vec::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ResultsStore::open(dir.path()).unwrap();
         let first = answer(&[("name_at_bank", "RAVI"), ("account_exists", "true")]);
         let second = answer(&[("account_exists", "false"), ("ifsc", "HDFC0001234")]);
         // The first as the journal writes its time; the second with one of an older version's.
@@ -561,8 +611,15 @@ mod tests {
             ..second
         };
         let at = |a: &Answer| rfc3339_unix(&a.checked_at).unwrap();
-        let a = encode(&first, at(&first), &mut names);
-        let b = encode(&second, at(&second), &mut names);
+        let (scope, numbered) = store
+            .numbered("acct", "check", &owned(&["name_at_bank", "account_exists"]))
+            .unwrap();
+        let a = encode(&first, at(&first), &numbered);
+        let (again, names) = store
+            .numbered("acct", "check", &owned(&["account_exists", "ifsc"]))
+            .unwrap();
+        assert_eq!(again, scope);
+        let b = encode(&second, at(&second), &names);
         assert_eq!(names, ["name_at_bank", "account_exists", "ifsc"]);
         assert!(
             !a.contains("name_at_bank") && !b.contains("ifsc"),
@@ -601,7 +658,7 @@ mod tests {
                 ..answer(&[])
             },
             0,
-            &mut names,
+            &names,
         );
         assert!(
             decode(&pending, 0, &names, RowKey(1), [0; 16]).is_none(),
@@ -622,20 +679,19 @@ mod tests {
         };
         let mut store = ResultsStore::open(dir.path()).unwrap();
         let other = ResultsStore::open(dir.path()).unwrap();
-        let mut first = vec![answer(&[("name", "RAVI")])];
         store.journal(JournalMode::Rollback).unwrap();
         assert_eq!(mode(&store), "wal", "another job holds the store open");
-        store.keep("acct", "check", &mut first).unwrap();
+        keep(&mut store, &[answer(&[("name", "RAVI")])]);
         store.journal(JournalMode::Wal).unwrap();
         drop(other);
 
-        let mut second = vec![Answer {
+        let second = Answer {
             ident: [4; 16],
             ..answer(&[("name", "ASHA")])
-        }];
+        };
         store.journal(JournalMode::Rollback).unwrap();
         assert_eq!(mode(&store), "delete");
-        store.keep("acct", "check", &mut second).unwrap();
+        keep(&mut store, &[second]);
         store.journal(JournalMode::Wal).unwrap();
         assert_eq!(mode(&store), "wal");
 

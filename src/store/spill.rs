@@ -6,15 +6,13 @@
 //! to keep 174 MB. Here a job's answers are split by the first byte of their hash into 256
 //! ranges, spilled compressed to an anonymous file once there are more than memory should
 //! hold, and handed back a range at a time, each sorted: one transaction per range, which
-//! touches only the store's pages of that range, so each is written about once.
+//! touches only the store's pages of that range, so each is written about once. The answers
+//! come in encoded as the store keeps them ([`Kept`]), so that nothing is parsed on the way.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-
-use crate::journal::Answer;
-use crate::outcome::{Outcome, RowKey, Status};
 
 /// Answers held in memory before they are spilled: a job this small is kept in one
 /// transaction, as it always was.
@@ -25,14 +23,23 @@ const RANGES: usize = 256;
 /// Bytes of a range's answers gathered before they are compressed and written: 256 of them
 /// are 8 MB.
 const BLOCK: usize = 32 * 1024;
-/// zstd's fastest level: the answers repeat their field names, statuses and batch ids, and
-/// compress about tenfold at it.
+/// zstd's fastest level: the answers repeat their statuses, messages and batch ids, and
+/// compress several times at it.
 const LEVEL: i32 = 1;
+
+/// An answer as the store's row has it: its hash, when it was obtained (Unix seconds), and
+/// its text ([`super::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Kept {
+    pub(super) ident: [u8; 16],
+    pub(super) obtained: i64,
+    pub(super) text: String,
+}
 
 /// A job's answers on their way to the store, by hash.
 pub(super) struct ByHash {
     dir: PathBuf,
-    held: Vec<Answer>,
+    held: Vec<Kept>,
     spilled: Option<Spilled>,
 }
 
@@ -62,7 +69,7 @@ impl ByHash {
         }
     }
 
-    pub(super) fn push(&mut self, answer: Answer) -> io::Result<()> {
+    pub(super) fn push(&mut self, answer: Kept) -> io::Result<()> {
         if let Some(spilled) = &mut self.spilled {
             return spilled.push(&answer);
         }
@@ -80,7 +87,7 @@ impl ByHash {
     /// Hands `keep` the answers a range at a time, ranges in hash order, each sorted by hash.
     pub(super) fn ranges<E>(
         self,
-        mut keep: impl FnMut(&mut Vec<Answer>) -> Result<(), E>,
+        mut keep: impl FnMut(&mut Vec<Kept>) -> Result<(), E>,
         io: impl Fn(io::Error) -> E,
     ) -> Result<(), E> {
         let Some(mut spilled) = self.spilled else {
@@ -128,7 +135,7 @@ impl Spilled {
         })
     }
 
-    fn push(&mut self, answer: &Answer) -> io::Result<()> {
+    fn push(&mut self, answer: &Kept) -> io::Result<()> {
         let range = usize::from(answer.ident[0]) * RANGES / 256;
         write(answer, &mut self.gathering[range]);
         if self.gathering[range].len() >= BLOCK {
@@ -155,79 +162,30 @@ impl Spilled {
     }
 }
 
-/// An answer as the spill writes it: its key, hash, time and outcome, strings by length.
-fn write(a: &Answer, out: &mut Vec<u8>) {
-    let o = &a.outcome;
-    out.extend_from_slice(&a.key.0.to_le_bytes());
+/// An answer as the spill writes it: its hash, time and text, the text by its length.
+fn write(a: &Kept, out: &mut Vec<u8>) {
     out.extend_from_slice(&a.ident);
-    text(out, Some(&a.checked_at));
-    text(out, Some(o.status.as_str()));
-    for value in [&o.reason, &o.message, &o.provider_status, &o.request_id] {
-        text(out, value.as_deref());
-    }
-    out.extend_from_slice(&(o.fields.len() as u32).to_le_bytes());
-    for (name, value) in &o.fields {
-        text(out, Some(name));
-        text(out, Some(value));
-    }
-}
-
-/// A string by its length; `u32::MAX` for none.
-fn text(out: &mut Vec<u8>, value: Option<&str>) {
-    match value {
-        Some(v) => {
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
-        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-    }
+    out.extend_from_slice(&a.obtained.to_le_bytes());
+    out.extend_from_slice(&(a.text.len() as u32).to_le_bytes());
+    out.extend_from_slice(a.text.as_bytes());
 }
 
 /// The answer [`write`] wrote at the start of `at`, which moves past it.
-fn read(at: &mut &[u8]) -> io::Result<Answer> {
-    let key = RowKey(u64::from_le_bytes(take(at)?));
+fn read(at: &mut &[u8]) -> io::Result<Kept> {
     let ident = take(at)?;
-    let checked_at = string(at)?.ok_or_else(damaged)?;
-    let status = string(at)?
-        .and_then(|s| Status::parse(&s))
-        .ok_or_else(damaged)?;
-    let (reason, message) = (string(at)?, string(at)?);
-    let (provider_status, request_id) = (string(at)?, string(at)?);
-    let count = u32::from_le_bytes(take(at)?);
-    let mut fields = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let name = string(at)?.ok_or_else(damaged)?;
-        fields.push((name, string(at)?.ok_or_else(damaged)?));
-    }
-    Ok(Answer {
-        key,
-        ident,
-        outcome: Outcome {
-            status,
-            reason,
-            message,
-            provider_status,
-            request_id,
-            fields,
-        },
-        checked_at,
-    })
-}
-
-fn string(at: &mut &[u8]) -> io::Result<Option<String>> {
-    let len = u32::from_le_bytes(take(at)?);
-    if len == u32::MAX {
-        return Ok(None);
-    }
-    let len = len as usize;
+    let obtained = i64::from_le_bytes(take(at)?);
+    let len = u32::from_le_bytes(take(at)?) as usize;
     if at.len() < len {
         return Err(damaged());
     }
     let (bytes, rest) = at.split_at(len);
     *at = rest;
-    String::from_utf8(bytes.to_vec())
-        .map(Some)
-        .map_err(|_| damaged())
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| damaged())?;
+    Ok(Kept {
+        ident,
+        obtained,
+        text,
+    })
 }
 
 fn take<const N: usize>(at: &mut &[u8]) -> io::Result<[u8; N]> {
@@ -247,25 +205,16 @@ fn damaged() -> io::Error {
 mod tests {
     use super::*;
 
-    fn answer(i: u64) -> Answer {
+    fn answer(i: u64) -> Kept {
         let mut ident = [0u8; 16];
         ident[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-        let mut outcome = Outcome::new(if i.is_multiple_of(3) {
-            Status::NotVerified
-        } else {
-            Status::Verified
-        });
-        outcome.request_id = Some(format!("batch-{}", i / 1000));
-        outcome.message = i.is_multiple_of(2).then(|| "VPA is valid".to_string());
-        outcome.fields = vec![
-            ("name_at_bank".into(), format!("NAME {i}")),
-            ("account_exists".into(), "true".into()),
-        ];
-        Answer {
-            key: RowKey(i),
+        Kept {
             ident,
-            outcome,
-            checked_at: "2026-12-07T01:00:00Z".into(),
+            obtained: 1_796_000_000 + i as i64,
+            text: format!(
+                r#"["verified",null,"VPA is valid",null,"batch-{}",["NAME {i}"]]"#,
+                i / 1000
+            ),
         }
     }
 
@@ -283,7 +232,7 @@ mod tests {
             let mut calls = 0;
             by_hash
                 .ranges(
-                    |range: &mut Vec<Answer>| {
+                    |range: &mut Vec<Kept>| {
                         calls += 1;
                         back.append(range);
                         Ok::<(), io::Error>(())
@@ -293,11 +242,14 @@ mod tests {
                 .unwrap();
             assert_eq!(back.len() as u64, n);
             assert!(back.windows(2).all(|w| w[0].ident <= w[1].ident), "n {n}");
-            let mut keys: Vec<u64> = back.iter().map(|a| a.key.0).collect();
-            keys.sort_unstable();
-            assert!(keys.iter().copied().eq(0..n));
+            let mut numbers: Vec<u64> = back
+                .iter()
+                .map(|a| (a.obtained - 1_796_000_000) as u64)
+                .collect();
+            numbers.sort_unstable();
+            assert!(numbers.iter().copied().eq(0..n));
             for a in back.iter().step_by(997) {
-                assert_eq!(*a, answer(a.key.0));
+                assert_eq!(*a, answer((a.obtained - 1_796_000_000) as u64));
             }
             let spilled = n >= IN_MEMORY as u64;
             assert_eq!(calls > 1, spilled, "n {n}: {calls} transactions");

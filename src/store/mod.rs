@@ -17,13 +17,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::checks::CheckInfo;
 use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
-use crate::outcome::{Outcome, RowKey, Status};
+use crate::outcome::RowKey;
 use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::sqlite::{JournalMode, journal_mode};
-use crate::util::time::{rfc3339, rfc3339_unix, unix_now};
+use crate::util::time::{rfc3339_unix, unix_now};
 
+mod answer;
 mod spill;
 
+use answer::{decode, encode};
 use spill::{ByHash, Kept};
 
 const FILE: &str = "results.sqlite";
@@ -405,10 +407,9 @@ impl JobStore {
                     .fields
                     .retain(|(name, _)| !echoes.contains(&name.as_str()));
                 let text = encode(&a, obtained, &names);
-                let ident = a.ident;
                 by_hash
                     .push(Kept {
-                        ident,
+                        ident: a.ident,
                         obtained,
                         text,
                     })
@@ -440,99 +441,6 @@ impl JobStore {
     }
 }
 
-/// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
-/// [field values by number]]`, its fields numbered by `names` (a field not among them, such
-/// as an echo of the identifier, is left out). Its `checked_at` is the row's `obtained_at`,
-/// written as the journal writes it; one written otherwise (a state of an older version) goes
-/// in too, before the values, as the first layout had it.
-fn encode(a: &Answer, obtained: i64, names: &[String]) -> String {
-    let o = &a.outcome;
-    let mut values: Vec<Option<&str>> = Vec::new();
-    for (name, value) in &o.fields {
-        let Some(at) = names.iter().position(|n| n == name) else {
-            continue;
-        };
-        if values.len() <= at {
-            values.resize(at + 1, None);
-        }
-        values[at] = Some(value);
-    }
-    // A tuple serializes as the array, without a `Value` built for each answer.
-    let (s, r, m, p, q) = (
-        o.status.as_str(),
-        &o.reason,
-        &o.message,
-        &o.provider_status,
-        &o.request_id,
-    );
-    let text = if checked_at(obtained).as_deref() == Some(a.checked_at.as_str()) {
-        serde_json::to_string(&(s, r, m, p, q, values))
-    } else {
-        serde_json::to_string(&(s, r, m, p, q, &a.checked_at, values))
-    };
-    text.unwrap_or_default()
-}
-
-/// Unix seconds as `bv_checked_at` has them.
-fn checked_at(unix: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .map(rfc3339)
-}
-
-/// The answer [`encode`] kept, obtained at `obtained`, for row `key`; `None` for one that is
-/// not a reusable outcome.
-fn decode(
-    text: &str,
-    obtained: i64,
-    names: &[String],
-    key: RowKey,
-    ident: [u8; 16],
-) -> Option<Answer> {
-    type Compact = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Vec<Option<String>>,
-    );
-    // The time before the values: written when `obtained_at` would not give it back as it was.
-    type WithTime = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-        Vec<Option<String>>,
-    );
-    let (status, reason, message, provider_status, request_id, checked_at, values) =
-        match serde_json::from_str::<Compact>(text) {
-            Ok((s, r, m, p, q, values)) => (s, r, m, p, q, checked_at(obtained)?, values),
-            Err(_) => serde_json::from_str::<WithTime>(text).ok()?,
-        };
-    let status = Status::parse(&status).filter(|s| crate::journal::REUSABLE.contains(s))?;
-    let fields = values
-        .into_iter()
-        .zip(names)
-        .filter_map(|(v, n)| Some((n.clone(), v?)))
-        .collect();
-    Some(Answer {
-        key,
-        ident,
-        outcome: Outcome {
-            status,
-            reason,
-            message,
-            provider_status,
-            request_id,
-            fields,
-        },
-        checked_at,
-    })
-}
-
 /// Logs why the reuse stopped; what was reused before stays.
 fn warned(e: StoreError, reused: u64) -> u64 {
     tracing::warn!("{e}");
@@ -550,6 +458,7 @@ fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::{Outcome, Status};
 
     fn answer(fields: &[(&str, &str)]) -> Answer {
         Answer {

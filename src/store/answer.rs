@@ -1,0 +1,99 @@
+//! An answer as the results store's row holds it: its outcome and result fields as a JSON
+//! array, the fields by the scope's numbers, the time in the row's `obtained_at` column.
+
+use crate::journal::Answer;
+use crate::outcome::{Outcome, RowKey, Status};
+use crate::util::time::rfc3339;
+
+/// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
+/// [field values by number]]`, its fields numbered by `names` (a field not among them, such
+/// as an echo of the identifier, is left out). Its `checked_at` is the row's `obtained_at`,
+/// written as the journal writes it; one written otherwise (a state of an older version) goes
+/// in too, before the values, as the first layout had it.
+pub(super) fn encode(a: &Answer, obtained: i64, names: &[String]) -> String {
+    let o = &a.outcome;
+    let mut values: Vec<Option<&str>> = Vec::new();
+    for (name, value) in &o.fields {
+        let Some(at) = names.iter().position(|n| n == name) else {
+            continue;
+        };
+        if values.len() <= at {
+            values.resize(at + 1, None);
+        }
+        values[at] = Some(value);
+    }
+    // A tuple serializes as the array, without a `Value` built for each answer.
+    let (s, r, m, p, q) = (
+        o.status.as_str(),
+        &o.reason,
+        &o.message,
+        &o.provider_status,
+        &o.request_id,
+    );
+    let text = if checked_at(obtained).as_deref() == Some(a.checked_at.as_str()) {
+        serde_json::to_string(&(s, r, m, p, q, values))
+    } else {
+        serde_json::to_string(&(s, r, m, p, q, &a.checked_at, values))
+    };
+    text.unwrap_or_default()
+}
+
+/// Unix seconds as `bv_checked_at` has them.
+fn checked_at(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .map(rfc3339)
+}
+
+/// The answer [`encode`] kept, obtained at `obtained`, for row `key`; `None` for one that is
+/// not a reusable outcome.
+pub(super) fn decode(
+    text: &str,
+    obtained: i64,
+    names: &[String],
+    key: RowKey,
+    ident: [u8; 16],
+) -> Option<Answer> {
+    type Compact = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<Option<String>>,
+    );
+    // The time before the values: written when `obtained_at` would not give it back as it was.
+    type WithTime = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        Vec<Option<String>>,
+    );
+    let (status, reason, message, provider_status, request_id, checked_at, values) =
+        match serde_json::from_str::<Compact>(text) {
+            Ok((s, r, m, p, q, values)) => (s, r, m, p, q, checked_at(obtained)?, values),
+            Err(_) => serde_json::from_str::<WithTime>(text).ok()?,
+        };
+    let status = Status::parse(&status).filter(|s| crate::journal::REUSABLE.contains(s))?;
+    let fields = values
+        .into_iter()
+        .zip(names)
+        .filter_map(|(v, n)| Some((n.clone(), v?)))
+        .collect();
+    Some(Answer {
+        key,
+        ident,
+        outcome: Outcome {
+            status,
+            reason,
+            message,
+            provider_status,
+            request_id,
+            fields,
+        },
+        checked_at,
+    })
+}

@@ -28,7 +28,7 @@ const BLOCK: usize = 32 * 1024;
 const LEVEL: i32 = 1;
 
 /// An answer as the store's row has it: its hash, when it was obtained (Unix seconds), and
-/// its text ([`super::encode`]).
+/// its text ([`super::answer::encode`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Kept {
     pub(super) ident: [u8; 16],
@@ -170,7 +170,7 @@ fn write(a: &Kept, out: &mut Vec<u8>) {
     out.extend_from_slice(a.text.as_bytes());
 }
 
-/// The answer [`write`] wrote at the start of `at`, which moves past it.
+/// The answer [`write()`] wrote at the start of `at`, which moves past it.
 fn read(at: &mut &[u8]) -> io::Result<Kept> {
     let ident = take(at)?;
     let obtained = i64::from_le_bytes(take(at)?);

@@ -29,6 +29,38 @@ fn count(stats: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in {stats}"))
 }
 
+/// A sandbox that answers 503 to everything from `after_ms` on, for ten minutes, keeping its
+/// data in the job's directory so that [`finishes_once_back`] finds what it accepted.
+fn down_after(job: &Job, after_ms: &str) -> Sandbox {
+    let data = job.path("sandbox-data");
+    Sandbox::quick(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--down-after-ms",
+        after_ms,
+        "--down-for-ms",
+        "600000",
+        "--down-status",
+        "503",
+    ])
+}
+
+/// The provider back on the same port with the same data: the same command verifies every
+/// row.
+fn finishes_once_back(job: &Job, down: Sandbox) {
+    let port = down.port();
+    drop(down);
+    let data = job.path("sandbox-data");
+    let healthy = Sandbox::start_on(port, &quick_flags(&["--data-dir", data.to_str().unwrap()]));
+    let again = output(job.run(&healthy, "deepvue-udyam", JOB_ARGS));
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(
+        rows_by_id(job)
+            .values()
+            .all(|r| r["bv_status"] == "verified")
+    );
+}
+
 #[test]
 fn a_429_storm_pauses_every_worker_until_the_servers_time_in_each_header_form() {
     for form in ["seconds", "date", "none"] {
@@ -68,18 +100,7 @@ fn a_429_storm_pauses_every_worker_until_the_servers_time_in_each_header_form() 
 #[test]
 fn a_provider_that_stays_down_trips_the_breaker_and_the_run_ends_incomplete() {
     let job = Job::new();
-    let data = job.path("sandbox-data");
-    let data = data.to_str().unwrap();
-    let sandbox = Sandbox::quick(&[
-        "--data-dir",
-        data,
-        "--down-after-ms",
-        "1000",
-        "--down-for-ms",
-        "600000",
-        "--down-status",
-        "503",
-    ]);
+    let sandbox = down_after(&job, "1000");
     job.write("bulkverify.toml", config("give_up_after_secs = 4"));
     job.write("in.csv", udyam_input(&udyam_numbers(400)));
     let started = std::time::Instant::now();
@@ -119,16 +140,7 @@ fn a_provider_that_stays_down_trips_the_breaker_and_the_run_ends_incomplete() {
     assert!(sandbox.submissions().values().all(|n| *n == 1));
 
     // When the provider is back, the same command finishes the job without paying twice.
-    let port = sandbox.port();
-    drop(sandbox);
-    let healthy = Sandbox::start_on(port, &quick_flags(&["--data-dir", data]));
-    let again = output(job.run(&healthy, "deepvue-udyam", JOB_ARGS));
-    assert_eq!(code(&again), 0, "{}", stderr(&again));
-    assert!(
-        rows_by_id(&job)
-            .values()
-            .all(|r| r["bv_status"] == "verified")
-    );
+    finishes_once_back(&job, sandbox);
 }
 
 /// Down before the first token: the calls waiting for it fail unbilled, the breaker ends the
@@ -136,18 +148,7 @@ fn a_provider_that_stays_down_trips_the_breaker_and_the_run_ends_incomplete() {
 #[test]
 fn a_provider_down_from_the_first_request_still_writes_every_row() {
     let job = Job::new();
-    let data = job.path("sandbox-data");
-    let data = data.to_str().unwrap();
-    let sandbox = Sandbox::quick(&[
-        "--data-dir",
-        data,
-        "--down-after-ms",
-        "0",
-        "--down-for-ms",
-        "600000",
-        "--down-status",
-        "503",
-    ]);
+    let sandbox = down_after(&job, "0");
     job.write("bulkverify.toml", config("give_up_after_secs = 3"));
     job.write("in.csv", udyam_input(&udyam_numbers(40)));
     let o = output(job.run(&sandbox, "deepvue-udyam", JOB_ARGS));
@@ -172,16 +173,7 @@ fn a_provider_down_from_the_first_request_still_writes_every_row() {
     );
     assert!(sandbox.submissions().is_empty(), "nothing was sent");
 
-    let port = sandbox.port();
-    drop(sandbox);
-    let healthy = Sandbox::start_on(port, &quick_flags(&["--data-dir", data]));
-    let again = output(job.run(&healthy, "deepvue-udyam", JOB_ARGS));
-    assert_eq!(code(&again), 0, "{}", stderr(&again));
-    assert!(
-        rows_by_id(&job)
-            .values()
-            .all(|r| r["bv_status"] == "verified")
-    );
+    finishes_once_back(&job, sandbox);
 }
 
 #[test]

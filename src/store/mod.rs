@@ -242,13 +242,12 @@ impl ResultsStore {
         Ok((scope, known))
     }
 
-    /// Keeps `answers` under `scope`, in one transaction, in the order of their hashes; an
-    /// answer older than the one kept is dropped. A job's answers come a range of hashes at a
-    /// time ([`ByHash`]).
-    fn keep(&mut self, scope: i64, answers: &mut [Kept]) -> Result<(), StoreError> {
+    /// Keeps `answers` under `scope`, in one transaction; an answer older than the one kept
+    /// is dropped. A job's answers come a range of hashes at a time, each sorted by hash
+    /// ([`ByHash`]), so that they go in the key's order.
+    fn keep(&mut self, scope: i64, answers: &[Kept]) -> Result<(), StoreError> {
         let sql = sql(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
-        answers.sort_unstable_by_key(|a| a.ident);
         {
             let mut st = tx
                 .prepare_cached(
@@ -492,7 +491,7 @@ mod tests {
             }
         }
         let (scope, numbered) = store.numbered("acct", "check", &all).unwrap();
-        let mut kept: Vec<Kept> = answers
+        let kept: Vec<Kept> = answers
             .iter()
             .map(|a| {
                 let obtained = rfc3339_unix(&a.checked_at).unwrap();
@@ -503,7 +502,7 @@ mod tests {
                 }
             })
             .collect();
-        store.keep(scope, &mut kept).unwrap();
+        store.keep(scope, &kept).unwrap();
     }
 
     /// Field names are numbered once per scope, in the order they are first seen: a later

@@ -1,6 +1,6 @@
 //! The batch pipeline: chunk the rows, upload each chunk, poll it, and settle every row of it.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,8 +1,7 @@
 //! The writer's moves of batches, checked against their lifecycle in `state`, and the
 //! batches whose rows' records do not show them yet (`members`).
 
-use std::collections::HashMap;
-
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::WriteError;

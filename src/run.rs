@@ -271,21 +271,37 @@ async fn provider(
     }
 }
 
-/// Writes every row with its outcome, then hands the results store the answers the job
-/// obtained: the output first, since the operator waits for it and the store's later jobs do
-/// not (a run killed in between hands them over the next time). The journal, and with it the
-/// state's lock, lives until both are done.
+/// Writes every row with its outcome, and meanwhile hands the results store the answers the
+/// job obtained, on a thread and a connection of its own: the store's later jobs do not wait
+/// for the output, and the operator no longer waits for the store after it (a 10M-row job's
+/// 40 s). A failure to keep loses only the reuse; a run killed before the store took them
+/// hands them over the next time. The journal, and with it the state's lock, lives until both
+/// are done.
 fn write_output(
     journal: &Journal,
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
 ) -> anyhow::Result<Tally> {
-    let tally = write_rows(journal, inputs, out)?;
-    if let Some(store) = store {
-        store.keep_from(journal);
-    }
-    Ok(tally)
+    let beside = store.and_then(|store| match journal.beside() {
+        Ok(second) => Some((store, second)),
+        Err(e) => {
+            tracing::warn!("{e}; the results store takes this job's answers the next time");
+            None
+        }
+    });
+    std::thread::scope(|scope| {
+        if let Some((store, second)) = beside {
+            let keep = move || store.keep_from(&second);
+            if let Err(e) = std::thread::Builder::new()
+                .name("store".into())
+                .spawn_scoped(scope, keep)
+            {
+                tracing::warn!("{e}; the results store takes this job's answers the next time");
+            }
+        }
+        write_rows(journal, inputs, out)
+    })
 }
 
 /// Writes every row with its outcome: the journal's results beside the inputs' rows, in

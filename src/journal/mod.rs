@@ -172,6 +172,17 @@ impl Journal {
         Ok(journal)
     }
 
+    /// A second connection to this state, for a thread that works beside the run's own (the
+    /// results store taking the job's answers while the output is written). It holds the
+    /// state's lock as this one does; through the WAL each reads while the other writes.
+    pub fn beside(&self) -> Result<Journal, JournalError> {
+        Ok(Journal {
+            dir: self.dir.clone(),
+            conn: schema::open_db(&self.dir)?,
+            _lock: self._lock.try_clone().map_err(io_error(&self.dir))?,
+        })
+    }
+
     /// Whether `dir` holds a state: `plan` copies one, and makes none.
     pub fn exists(dir: &Path) -> bool {
         dir.join(schema::DB_FILE).is_file()

@@ -3,14 +3,14 @@
 
 use crate::journal::Answer;
 use crate::outcome::{Outcome, RowKey, Status};
-use crate::util::time::rfc3339;
+use crate::util::time::{rfc3339, rfc3339_unix};
 
 /// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
 /// [field values by number]]`, its fields numbered by `names` (a field not among them, such
 /// as an echo of the identifier, is left out). Its `checked_at` is the row's `obtained_at`,
-/// written as the journal writes it; one written otherwise (a state of an older version) goes
-/// in too, before the values, as the first layout had it.
-pub(super) fn encode(a: &Answer, obtained: i64, names: &[String]) -> String {
+/// unless `with_time` ([`Times::of`]): a time written otherwise (a state of an older version)
+/// goes in too, before the values, as the first layout had it.
+pub(super) fn encode(a: &Answer, with_time: bool, names: &[String]) -> String {
     let o = &a.outcome;
     let mut values: Vec<Option<&str>> = Vec::new();
     for (name, value) in &o.fields {
@@ -30,12 +30,35 @@ pub(super) fn encode(a: &Answer, obtained: i64, names: &[String]) -> String {
         &o.provider_status,
         &o.request_id,
     );
-    let text = if checked_at(obtained).as_deref() == Some(a.checked_at.as_str()) {
-        serde_json::to_string(&(s, r, m, p, q, values))
-    } else {
+    let text = if with_time {
         serde_json::to_string(&(s, r, m, p, q, &a.checked_at, values))
+    } else {
+        serde_json::to_string(&(s, r, m, p, q, values))
     };
     text.unwrap_or_default()
+}
+
+/// The times of a job's answers, which come many to a time (a batch's rows share its): each
+/// is parsed, and formatted back, once for the answers in a row that have it.
+#[derive(Default)]
+pub(super) struct Times {
+    last: Option<(String, Option<(i64, bool)>)>,
+}
+
+impl Times {
+    /// `checked_at` in Unix seconds, the row's `obtained_at`, and whether the answer's text
+    /// must carry it too: only when the seconds do not format back to exactly it.
+    pub(super) fn of(&mut self, checked_at: &str) -> Option<(i64, bool)> {
+        if let Some((text, known)) = &self.last
+            && text == checked_at
+        {
+            return *known;
+        }
+        let known = rfc3339_unix(checked_at)
+            .map(|unix| (unix, self::checked_at(unix).as_deref() != Some(checked_at)));
+        self.last = Some((checked_at.to_string(), known));
+        known
+    }
 }
 
 /// Unix seconds as `bv_checked_at` has them.

@@ -20,12 +20,12 @@ use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
 use crate::outcome::RowKey;
 use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::sqlite::{JournalMode, journal_mode};
-use crate::util::time::{rfc3339_unix, unix_now};
+use crate::util::time::unix_now;
 
 mod answer;
 mod spill;
 
-use answer::{decode, encode};
+use answer::{Times, decode, encode};
 use spill::{ByHash, Kept};
 
 const FILE: &str = "results.sqlite";
@@ -371,8 +371,12 @@ impl JobStore {
         if !self.check.reuse.keeps() {
             return;
         }
+        let keeping = std::time::Instant::now();
         match self.keep_all(journal) {
-            Ok(n) if n > 0 => tracing::info!("kept {n} answers in the results store"),
+            Ok(n) if n > 0 => tracing::info!(
+                "kept {n} answers in the results store in {:.2} s",
+                keeping.elapsed().as_secs_f64()
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!("{e}"),
         }
@@ -394,18 +398,19 @@ impl JobStore {
         let (scope, names) = self.store.numbered(account, check, &names)?;
         let mut by_hash = ByHash::new(&self.store.dir);
         let mut after = None;
+        let mut times = Times::default();
         loop {
             let page = journal.obtained_answers(after)?;
             let last = page.last().map(|a| a.key);
             let end = page.len() < REUSE_PAGE;
             for mut a in page {
-                let Some(obtained) = rfc3339_unix(&a.checked_at) else {
+                let Some((obtained, with_time)) = times.of(&a.checked_at) else {
                     continue;
                 };
                 a.outcome
                     .fields
                     .retain(|(name, _)| !echoes.contains(&name.as_str()));
-                let text = encode(&a, obtained, &names);
+                let text = encode(&a, with_time, &names);
                 by_hash
                     .push(Kept {
                         ident: a.ident,
@@ -491,14 +496,15 @@ mod tests {
             }
         }
         let (scope, numbered) = store.numbered("acct", "check", &all).unwrap();
+        let mut times = Times::default();
         let kept: Vec<Kept> = answers
             .iter()
             .map(|a| {
-                let obtained = rfc3339_unix(&a.checked_at).unwrap();
+                let (obtained, with_time) = times.of(&a.checked_at).unwrap();
                 Kept {
                     ident: a.ident,
                     obtained,
-                    text: encode(a, obtained, &numbered),
+                    text: encode(a, with_time, &numbered),
                 }
             })
             .collect();
@@ -518,16 +524,16 @@ mod tests {
             checked_at: "2026-12-01T07:30:00+05:30".into(),
             ..second
         };
-        let at = |a: &Answer| rfc3339_unix(&a.checked_at).unwrap();
+        let at = |a: &Answer| Times::default().of(&a.checked_at).unwrap();
         let (scope, numbered) = store
             .numbered("acct", "check", &owned(&["name_at_bank", "account_exists"]))
             .unwrap();
-        let a = encode(&first, at(&first), &numbered);
+        let a = encode(&first, at(&first).1, &numbered);
         let (again, names) = store
             .numbered("acct", "check", &owned(&["account_exists", "ifsc"]))
             .unwrap();
         assert_eq!(again, scope);
-        let b = encode(&second, at(&second), &names);
+        let b = encode(&second, at(&second).1, &names);
         assert_eq!(names, ["name_at_bank", "account_exists", "ifsc"]);
         assert!(
             !a.contains("name_at_bank") && !b.contains("ifsc"),
@@ -539,7 +545,7 @@ mod tests {
         );
         assert!(b.contains("+05:30"), "{b}");
         for (text, original) in [(a, first), (b, second)] {
-            let back = decode(&text, at(&original), &names, RowKey(9), [5; 16]).unwrap();
+            let back = decode(&text, at(&original).0, &names, RowKey(9), [5; 16]).unwrap();
             assert_eq!((back.key, back.ident), (RowKey(9), [5; 16]));
             assert_eq!(back.checked_at, original.checked_at);
             let mut want = original.outcome.fields.clone();
@@ -565,7 +571,7 @@ mod tests {
                 outcome: Outcome::new(Status::Pending),
                 ..answer(&[])
             },
-            0,
+            false,
             &names,
         );
         assert!(

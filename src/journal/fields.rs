@@ -4,8 +4,7 @@
 //! row (`[["account_exists","true"],...]`), about 60 bytes a row more for the same fields,
 //! which each page written again at every change of the row carried.
 
-use std::collections::HashMap;
-
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::outcome::RowKey;

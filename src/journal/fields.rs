@@ -90,6 +90,59 @@ impl FieldNames {
     }
 }
 
+/// `fields` as the JSON array of their values by the numbers of `names` (a name's place
+/// among them), `null` where a number has no value and nothing after the last: the layout a
+/// numbered row keeps, and the results store's. A field not among `names` is left out.
+pub fn values_by_number<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    names: &[String],
+) -> String {
+    let mut values: Vec<Option<&str>> = Vec::new();
+    for (name, value) in fields {
+        let Some(at) = names.iter().position(|n| n == name) else {
+            continue;
+        };
+        if values.len() <= at {
+            values.resize(at + 1, None);
+        }
+        values[at] = Some(value);
+    }
+    serde_json::to_string(&values).unwrap_or_default()
+}
+
+/// Rows' stored fields as the values of other numbers (the results store's, `to`): a row's
+/// array as it is when the journal numbers its names as `to` does, the usual case, which
+/// neither parses nor allocates a name; otherwise read by the journal's names and numbered
+/// again.
+pub(super) struct Renumber<'a> {
+    names: Vec<String>,
+    to: &'a [String],
+    same: bool,
+}
+
+impl<'a> Renumber<'a> {
+    /// From a journal whose numbered names are `names` (`numbered`: format 2 on), or which
+    /// names each row's fields (format 1).
+    pub(super) fn new(numbered: bool, names: Vec<String>, to: &'a [String]) -> Renumber<'a> {
+        let same = numbered && names.iter().zip(to).all(|(n, t)| n == t) && names.len() <= to.len();
+        Renumber { names, to, same }
+    }
+
+    pub(super) fn values(&self, text: Option<String>) -> String {
+        match text {
+            None => "[]".to_string(),
+            Some(text) if self.same => text,
+            Some(text) => {
+                let fields = decode(&text, &self.names);
+                values_by_number(
+                    fields.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    self.to,
+                )
+            }
+        }
+    }
+}
+
 /// Whether a journal of `format` keeps its rows' fields by number: every format after 1.
 pub(super) fn numbered(format: Option<&str>) -> bool {
     format != Some(NAMED)
@@ -316,5 +369,29 @@ mod tests {
         let mut slots = vec![some("old"); by_name.width()];
         by_name.decode_into(Some(r#"[["c","3"],["z","9"]]"#), &mut slots);
         assert_eq!(slots, [None, None, some("3")]);
+    }
+
+    /// A row's array goes over as it is only when the other side numbers the journal's names
+    /// as the journal does, more of them after or not; otherwise, and from a journal that names
+    /// its fields, each value goes to its name's number there, and a name it lacks is left out.
+    #[test]
+    fn rows_fields_go_over_whole_only_when_the_numbers_agree() {
+        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let row = || Some(r#"["B","A\"q"]"#.to_string());
+        let (journal, more) = (owned(&["b", "a"]), owned(&["b", "a", "c"]));
+        for to in [&journal, &more] {
+            let same = Renumber::new(true, journal.clone(), to);
+            assert_eq!(same.values(row()), r#"["B","A\"q"]"#);
+            assert_eq!(same.values(None), "[]");
+        }
+        let swapped = owned(&["a", "c", "b"]);
+        let again = Renumber::new(true, journal.clone(), &swapped);
+        assert_eq!(again.values(row()), r#"["A\"q",null,"B"]"#);
+        let fewer = owned(&["a"]);
+        let left_out = Renumber::new(true, journal.clone(), &fewer);
+        assert_eq!(left_out.values(row()), r#"["A\"q"]"#);
+        let named = Renumber::new(false, Vec::new(), &journal);
+        let text = r#"[["a","1"],["z","9"]]"#.to_string();
+        assert_eq!(named.values(Some(text)), r#"[null,"1"]"#);
     }
 }

@@ -37,10 +37,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
 
+pub use fields::values_by_number;
 pub use plan::{Planner, RowPlan, ident_hash};
 pub use reader::{ExportRow, JournalReader, OtpRequest, RowRecord};
 pub use recover::OpenBatch;
-pub use reuse::{Answer, PAGE as REUSE_PAGE, REUSABLE};
+pub use reuse::{Answer, Obtained, PAGE as REUSE_PAGE, REUSABLE};
 pub use runs::{Following, History, OutcomeGroup, Peek, RunRecord};
 pub use state::{BatchState, OtpPhase, RowState};
 pub use writer::{JournalWriter, OtpChange, WriterThread};

@@ -25,6 +25,15 @@ pub struct Answer {
     pub checked_at: String,
 }
 
+/// A final answer the job obtained, as the results store takes it: its fields, not in its
+/// outcome, as the JSON array of their values by the store's numbers
+/// ([`fields::values_by_number`]), mostly the row's own array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obtained {
+    pub answer: Answer,
+    pub values: String,
+}
+
 /// Rows of either side handed over per page.
 pub const PAGE: usize = 10_000;
 
@@ -121,11 +130,30 @@ impl Journal {
         Ok(reused)
     }
 
+    /// The names of the fields by the journal's numbers, or in a journal of format 1 as
+    /// [`Journal::field_names`]: numbered in this order, a new scope of the results store
+    /// numbers them as the journal does, and [`Journal::obtained_answers`] hands it each row's
+    /// array as it is.
+    pub fn field_numbers(&self) -> Result<Vec<String>, JournalError> {
+        if fields::numbered(self.meta("format")?.as_deref()) {
+            fields::numbered_names(&self.conn).map_err(|e| self.sql(e))
+        } else {
+            self.field_names()
+        }
+    }
+
     /// Up to [`PAGE`] final answers above `after` that this job obtained itself (not reused,
-    /// not a duplicate's copy), in key order: what the results store keeps for later jobs.
-    pub fn obtained_answers(&self, after: Option<RowKey>) -> Result<Vec<Answer>, JournalError> {
+    /// not a duplicate's copy), in key order: what the results store keeps for later jobs,
+    /// their fields by the numbers of `numbers`.
+    pub fn obtained_answers(
+        &self,
+        after: Option<RowKey>,
+        numbers: &[String],
+    ) -> Result<Vec<Obtained>, JournalError> {
         let sql = sql_error(&self.dir);
+        let numbered = fields::numbered(self.meta("format")?.as_deref());
         let names = fields::numbered_names(&self.conn).map_err(sql)?;
+        let renumber = fields::Renumber::new(numbered, names, numbers);
         let mut st = self
             .conn
             .prepare_cached(&format!(
@@ -145,8 +173,7 @@ impl Journal {
         st.query_map(params![after, RowState::Done, PAGE as i64], |r| {
             let ident: Vec<u8> = r.get(1)?;
             let status: String = r.get(2)?;
-            let fields: Option<String> = r.get(8)?;
-            Ok(Answer {
+            let answer = Answer {
                 key: RowKey(r.get::<_, i64>(0)? as u64),
                 ident: hash_of(&ident),
                 outcome: Outcome {
@@ -155,9 +182,13 @@ impl Journal {
                     message: r.get(4)?,
                     provider_status: r.get(5)?,
                     request_id: r.get(6)?,
-                    fields: fields.map_or_else(Vec::new, |f| fields::decode(&f, &names)),
+                    fields: Vec::new(),
                 },
                 checked_at: r.get(7)?,
+            };
+            Ok(Obtained {
+                answer,
+                values: renumber.values(r.get(8)?),
             })
         })
         .and_then(Iterator::collect)

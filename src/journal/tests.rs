@@ -1110,15 +1110,30 @@ async fn reused_rows_keep_their_answer_and_are_not_given_back() {
         vec![("name".to_string(), "B".to_string())]
     );
 
-    let given = j.obtained_answers(None).unwrap();
+    let numbers = j.field_numbers().unwrap();
+    assert_eq!(numbers, ["name"]);
+    let given = j.obtained_answers(None, &numbers).unwrap();
     assert_eq!(
         given.len(),
         1,
         "the reused row and the error stay out: {given:?}"
     );
-    assert_eq!((given[0].key, given[0].ident), (keys[1], hash(2)));
-    assert_eq!(given[0].outcome.status, Status::Verified);
-    assert_eq!(given[0].outcome.fields, named(&j, &rows[1]));
+    let a = &given[0].answer;
+    assert_eq!((a.key, a.ident), (keys[1], hash(2)));
+    assert_eq!(a.outcome.status, Status::Verified);
+    assert_eq!(given[0].values, r#"["B"]"#, "the row's own array");
+    let renumbered = j
+        .obtained_answers(None, &["ifsc".into(), "name".into()])
+        .unwrap();
+    assert_eq!(
+        renumbered[0].values, r#"[null,"B"]"#,
+        "by the store's numbers"
+    );
+    let without = j.obtained_answers(None, &["ifsc".into()]).unwrap();
+    assert_eq!(
+        without[0].values, "[]",
+        "a name the store lacks is left out"
+    );
     assert!(!j.answers_stored().unwrap());
     j.set_answers_stored(true).unwrap();
     assert!(j.answers_stored().unwrap());

@@ -6,22 +6,12 @@ use crate::outcome::{Outcome, RowKey, Status};
 use crate::util::time::{rfc3339, rfc3339_unix};
 
 /// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
-/// [field values by number]]`, its fields numbered by `names` (a field not among them, such
-/// as an echo of the identifier, is left out). Its `checked_at` is the row's `obtained_at`,
-/// unless `with_time` ([`Times::of`]): a time written otherwise (a state of an older version)
-/// goes in too, before the values, as the first layout had it.
-pub(super) fn encode(a: &Answer, with_time: bool, names: &[String]) -> String {
+/// [field values by number]]`, `values` being that last array (its fields numbered by the
+/// scope's names, [`crate::journal::values_by_number`]). Its `checked_at` is the row's
+/// `obtained_at`, unless `with_time` ([`Times::of`]): a time written otherwise (a state of an
+/// older version) goes in too, before the values, as the first layout had it.
+pub(super) fn encode(a: &Answer, with_time: bool, values: &str) -> String {
     let o = &a.outcome;
-    let mut values: Vec<Option<&str>> = Vec::new();
-    for (name, value) in &o.fields {
-        let Some(at) = names.iter().position(|n| n == name) else {
-            continue;
-        };
-        if values.len() <= at {
-            values.resize(at + 1, None);
-        }
-        values[at] = Some(value);
-    }
     // A tuple serializes as the array, without a `Value` built for each answer.
     let (s, r, m, p, q) = (
         o.status.as_str(),
@@ -30,12 +20,18 @@ pub(super) fn encode(a: &Answer, with_time: bool, names: &[String]) -> String {
         &o.provider_status,
         &o.request_id,
     );
-    let text = if with_time {
-        serde_json::to_string(&(s, r, m, p, q, &a.checked_at, values))
+    let head = if with_time {
+        serde_json::to_string(&(s, r, m, p, q, &a.checked_at))
     } else {
-        serde_json::to_string(&(s, r, m, p, q, values))
+        serde_json::to_string(&(s, r, m, p, q))
     };
-    text.unwrap_or_default()
+    let mut text = head.unwrap_or_default();
+    // The values go in whole before the array's closing bracket.
+    text.pop();
+    text.push(',');
+    text.push_str(values);
+    text.push(']');
+    text
 }
 
 /// The times of a job's answers, which come many to a time (a batch's rows share its): each

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::checks::CheckInfo;
-use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
+use crate::journal::{Answer, Journal, JournalError, Obtained, REUSE_PAGE};
 use crate::outcome::RowKey;
 use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::sqlite::{JournalMode, journal_mode};
@@ -393,24 +393,21 @@ impl JobStore {
             source,
         };
         let (account, check) = (&self.side.account, self.check.name);
-        let mut names = journal.field_names()?;
+        let mut names = journal.field_numbers()?;
         names.retain(|name| !echoes.contains(&name.as_str()));
         let (scope, names) = self.store.numbered(account, check, &names)?;
         let mut by_hash = ByHash::new(&self.store.dir);
         let mut after = None;
         let mut times = Times::default();
         loop {
-            let page = journal.obtained_answers(after)?;
-            let last = page.last().map(|a| a.key);
+            let page = journal.obtained_answers(after, &names)?;
+            let last = page.last().map(|o| o.answer.key);
             let end = page.len() < REUSE_PAGE;
-            for mut a in page {
+            for Obtained { answer: a, values } in page {
                 let Some((obtained, with_time)) = times.of(&a.checked_at) else {
                     continue;
                 };
-                a.outcome
-                    .fields
-                    .retain(|(name, _)| !echoes.contains(&name.as_str()));
-                let text = encode(&a, with_time, &names);
+                let text = encode(&a, with_time, &values);
                 by_hash
                     .push(Kept {
                         ident: a.ident,
@@ -487,6 +484,12 @@ mod tests {
         names.iter().map(|n| n.to_string()).collect()
     }
 
+    /// The answer's fields by the scope's numbers, as the journal hands them over.
+    fn values(a: &Answer, names: &[String]) -> String {
+        let fields = a.outcome.fields.iter();
+        crate::journal::values_by_number(fields.map(|(n, v)| (n.as_str(), v.as_str())), names)
+    }
+
     /// Keeps `answers` as a job does: their names numbered, then each encoded and kept.
     fn keep(store: &mut ResultsStore, answers: &[Answer]) {
         let mut all: Vec<String> = Vec::new();
@@ -504,7 +507,7 @@ mod tests {
                 Kept {
                     ident: a.ident,
                     obtained,
-                    text: encode(a, with_time, &numbered),
+                    text: encode(a, with_time, &values(a, &numbered)),
                 }
             })
             .collect();
@@ -528,12 +531,12 @@ mod tests {
         let (scope, numbered) = store
             .numbered("acct", "check", &owned(&["name_at_bank", "account_exists"]))
             .unwrap();
-        let a = encode(&first, at(&first).1, &numbered);
+        let a = encode(&first, at(&first).1, &values(&first, &numbered));
         let (again, names) = store
             .numbered("acct", "check", &owned(&["account_exists", "ifsc"]))
             .unwrap();
         assert_eq!(again, scope);
-        let b = encode(&second, at(&second).1, &names);
+        let b = encode(&second, at(&second).1, &values(&second, &names));
         assert_eq!(names, ["name_at_bank", "account_exists", "ifsc"]);
         assert!(
             !a.contains("name_at_bank") && !b.contains("ifsc"),
@@ -572,7 +575,7 @@ mod tests {
                 ..answer(&[])
             },
             false,
-            &names,
+            "[]",
         );
         assert!(
             decode(&pending, 0, &names, RowKey(1), [0; 16]).is_none(),

@@ -35,7 +35,7 @@ pub(super) fn encode(a: &Answer, with_time: bool, values: &str) -> String {
 }
 
 /// The times of a job's answers, which come many to a time (a batch's rows share its): each
-/// is parsed, and formatted back, once for the answers in a row that have it.
+/// is parsed, and formatted back, once for each run of consecutive answers that share it.
 #[derive(Default)]
 pub(super) struct Times {
     last: Option<(String, Option<(i64, bool)>)>,

@@ -271,6 +271,10 @@ async fn provider(
     }
 }
 
+/// How much the thread that hands the results store a job's answers yields to the output's.
+#[cfg(target_os = "linux")]
+const KEEP_NICENESS: i32 = 10;
+
 /// Writes every row with its outcome, and meanwhile hands the results store the answers the
 /// job obtained, on a thread and a connection of its own: the store's later jobs do not wait
 /// for the output, and the operator no longer waits for the store after it (a 10M-row job's
@@ -292,7 +296,15 @@ fn write_output(
     });
     std::thread::scope(|scope| {
         if let Some((store, second)) = beside {
-            let keep = move || store.keep_from(&second);
+            let keep = move || {
+                // The output is what the operator waits for: where both want the CPU, it has
+                // it first. Niceness is the thread's own on Linux, the whole process's elsewhere.
+                #[cfg(target_os = "linux")]
+                if let Err(e) = rustix::process::setpriority_process(None, KEEP_NICENESS) {
+                    tracing::debug!("the results store keeps at the run's priority: {e}");
+                }
+                store.keep_from(&second)
+            };
             if let Err(e) = std::thread::Builder::new()
                 .name("store".into())
                 .spawn_scoped(scope, keep)

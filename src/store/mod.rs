@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::checks::CheckInfo;
-use crate::journal::{Answer, Journal, JournalError, Obtained, REUSE_PAGE};
+use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
 use crate::outcome::RowKey;
 use crate::util::fs::{create_private_dir, create_private_file};
 use crate::util::sqlite::{JournalMode, journal_mode};
@@ -25,7 +25,7 @@ use crate::util::time::unix_now;
 mod answer;
 mod spill;
 
-use answer::{Times, decode, encode};
+use answer::decode;
 use spill::{ByHash, Kept};
 
 const FILE: &str = "results.sqlite";
@@ -396,31 +396,7 @@ impl JobStore {
         let mut names = journal.field_numbers()?;
         names.retain(|name| !echoes.contains(&name.as_str()));
         let (scope, names) = self.store.numbered(account, check, &names)?;
-        let mut by_hash = ByHash::new(&self.store.dir);
-        let mut after = None;
-        let mut times = Times::default();
-        loop {
-            let page = journal.obtained_answers(after, &names)?;
-            let last = page.last().map(|o| o.answer.key);
-            let end = page.len() < REUSE_PAGE;
-            for Obtained { answer: a, values } in page {
-                let Some((obtained, with_time)) = times.of(&a.checked_at) else {
-                    continue;
-                };
-                let text = encode(&a, with_time, &values);
-                by_hash
-                    .push(Kept {
-                        ident: a.ident,
-                        obtained,
-                        text,
-                    })
-                    .map_err(io)?;
-            }
-            match last {
-                Some(key) if !end => after = Some(key),
-                _ => break,
-            }
-        }
+        let by_hash = ByHash::gather(journal, &names, &self.store.dir, io)?;
         let mut kept = 0;
         // The answers go in as one pass over the key space, mostly onto new pages: in place,
         // each is written once, where the WAL writes it twice. Another job holding the store
@@ -458,6 +434,7 @@ fn sql(dir: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
 
 #[cfg(test)]
 mod tests {
+    use super::answer::{Times, encode};
     use super::*;
     use crate::outcome::{Outcome, Status};
 

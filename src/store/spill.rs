@@ -14,6 +14,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::answer::{Times, encode};
+use crate::journal::{Journal, JournalError, Obtained, REUSE_PAGE};
+
 /// Answers held in memory before they are spilled: a job this small is kept in one
 /// transaction, as it always was.
 const IN_MEMORY: usize = 65_536;
@@ -84,7 +87,68 @@ impl ByHash {
         Ok(())
     }
 
+    /// The job's final answers in `journal`, their fields by the scope's `names`, held or
+    /// spilled in `dir`. The journal is read here a page at a time; the answers are encoded
+    /// and spilled on a thread of their own a page or two behind, each half of the work on a
+    /// core of its own once the output is written.
+    pub(super) fn gather<E: From<JournalError>>(
+        journal: &Journal,
+        names: &[String],
+        dir: &Path,
+        io: impl Fn(io::Error) -> E,
+    ) -> Result<ByHash, E> {
+        std::thread::scope(|scope| {
+            let (pages, taken) = std::sync::mpsc::sync_channel::<Vec<Obtained>>(2);
+            let encode_all = move || {
+                let mut by_hash = ByHash::new(dir);
+                let mut times = Times::default();
+                for Obtained { answer: a, values } in taken.into_iter().flatten() {
+                    let Some((obtained, with_time)) = times.of(&a.checked_at) else {
+                        continue;
+                    };
+                    let text = encode(&a, with_time, &values);
+                    by_hash.push(Kept {
+                        ident: a.ident,
+                        obtained,
+                        text,
+                    })?;
+                }
+                Ok::<ByHash, io::Error>(by_hash)
+            };
+            let encoder = std::thread::Builder::new()
+                .name("store-encode".into())
+                .spawn_scoped(scope, encode_all)
+                .map_err(&io)?;
+            let mut after = None;
+            let read = loop {
+                let page = match journal.obtained_answers(after, names) {
+                    Ok(page) => page,
+                    Err(e) => break Err(e),
+                };
+                let last = page.last().map(|o| o.answer.key);
+                let end = page.len() < REUSE_PAGE;
+                // The encoder stopped on an error, which its end says.
+                if pages.send(page).is_err() {
+                    break Ok(());
+                }
+                match last {
+                    Some(key) if !end => after = Some(key),
+                    _ => break Ok(()),
+                }
+            };
+            drop(pages);
+            let by_hash = encoder
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("encoding the answers panicked")))
+                .map_err(&io)?;
+            read?;
+            Ok(by_hash)
+        })
+    }
+
     /// Hands `keep` the answers a range at a time, ranges in hash order, each sorted by hash.
+    /// Spilled ones are read back, decompressed and sorted on a thread of their own, a range
+    /// ahead of `keep`, which is left only the store's writing (about half of the time).
     pub(super) fn ranges<E>(
         self,
         mut keep: impl FnMut(&mut Vec<Kept>) -> Result<(), E>,
@@ -102,25 +166,59 @@ impl ByHash {
         for range in 0..RANGES {
             spilled.write_block(range).map_err(&io)?;
         }
-        let mut unpack = zstd::bulk::Decompressor::new().map_err(&io)?;
-        for blocks in &spilled.blocks {
-            let mut answers = Vec::new();
-            for b in blocks {
-                let mut packed = vec![0u8; b.len];
-                spilled.file.read_exact_at(&mut packed, b.at).map_err(&io)?;
-                let raw = unpack.decompress(&packed, b.raw).map_err(&io)?;
-                let mut at = &raw[..];
-                while !at.is_empty() {
-                    answers.push(read(&mut at).map_err(&io)?);
+        let (file, blocks) = (&spilled.file, &spilled.blocks);
+        std::thread::scope(|scope| {
+            let (ready, taken) = std::sync::mpsc::sync_channel(1);
+            let read = move || {
+                let mut unpack = zstd::bulk::Decompressor::new()?;
+                for range in blocks {
+                    // `keep` stopped: nothing more is read.
+                    if ready.send(read_range(file, range, &mut unpack)).is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), io::Error>(())
+            };
+            let reader = std::thread::Builder::new()
+                .name("store-read".into())
+                .spawn_scoped(scope, read)
+                .map_err(&io)?;
+            for answers in taken {
+                let mut answers = answers.map_err(&io)?;
+                if !answers.is_empty() {
+                    keep(&mut answers)?;
                 }
             }
-            if !answers.is_empty() {
-                answers.sort_unstable_by_key(|a| a.ident);
-                keep(&mut answers)?;
-            }
-        }
-        Ok(())
+            reader
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(io::Error::other(
+                        "reading the spilled answers back panicked",
+                    ))
+                })
+                .map_err(&io)
+        })
     }
+}
+
+/// A range's spilled answers, read back and sorted by hash.
+fn read_range(
+    file: &File,
+    blocks: &[Block],
+    unpack: &mut zstd::bulk::Decompressor<'static>,
+) -> io::Result<Vec<Kept>> {
+    let mut answers = Vec::new();
+    for b in blocks {
+        let mut packed = vec![0u8; b.len];
+        file.read_exact_at(&mut packed, b.at)?;
+        let raw = unpack.decompress(&packed, b.raw)?;
+        let mut at = &raw[..];
+        while !at.is_empty() {
+            answers.push(read(&mut at)?);
+        }
+    }
+    answers.sort_unstable_by_key(|a| a.ident);
+    Ok(answers)
 }
 
 impl Spilled {

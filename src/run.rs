@@ -674,15 +674,7 @@ async fn wait_for_signal() {
 
 /// Rows that need a call in this run: the progress total.
 fn count_work(reader: &JournalReader) -> anyhow::Result<u64> {
-    let mut n = 0u64;
-    let mut after = None;
-    loop {
-        let page = reader.page(after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key);
-        n += page.iter().filter(|r| work_for(r).is_some()).count() as u64;
-    }
-    Ok(n)
+    Ok(reader.count(|r| work_for(r).is_some())?)
 }
 
 /// The directory for files in transit; whatever a killed run left there is stale.

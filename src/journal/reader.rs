@@ -364,49 +364,96 @@ impl JournalReader {
         limit: usize,
     ) -> Result<Vec<RowRecord>, JournalError> {
         let sql = sql_error(&self.dir);
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT r.row_key, r.state, r.status, {}, r.batch_id,
-                        coalesce(b.state IN ({}), 0),
-                        o.handle, o.expires_at, o.phase, o.tried, o.sent
-                 FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
-                      LEFT JOIN otp_requests o ON o.row_key = r.row_key
-                 WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
-                request_id_sql("r", "b"),
-                BatchState::open_sql()
-            ))
-            .map_err(sql)?;
+        let mut st = self.conn.prepare_cached(&records_sql("0")).map_err(sql)?;
         let after = after.map_or(-1, |k| k.0 as i64);
-        st.query_map(params![after, limit as i64], |r| {
-            let status: Option<String> = r.get(2)?;
-            let otp = match r.get::<_, Option<String>>(6)? {
-                None => None,
-                Some(handle) => {
-                    let phase: String = r.get(8)?;
-                    let tried: String = r.get(9)?;
-                    Some(OtpRequest {
-                        handle,
-                        expires_at: r.get(7)?,
-                        phase: OtpPhase::from_sql_or_closed(&phase),
-                        tried: tried.split_whitespace().map(str::to_owned).collect(),
-                        sent: r.get::<_, i64>(10)?.try_into().unwrap_or(u32::MAX),
-                    })
-                }
-            };
-            Ok(RowRecord {
-                key: RowKey(r.get::<_, i64>(0)? as u64),
-                state: r.get(1)?,
-                status: status.as_deref().and_then(Status::parse),
-                request_id: r.get(3)?,
-                batch_id: r.get(4)?,
-                batch_open: r.get(5)?,
-                otp,
-            })
-        })
-        .and_then(Iterator::collect)
-        .map_err(sql)
+        st.query_map(params![after, limit as i64], record)
+            .and_then(Iterator::collect)
+            .map_err(sql)
     }
+
+    /// How many rows `needs` holds for, which must not look at a row's key. A row planned and
+    /// not touched since (no status, request, batch or OTP request) is counted without being
+    /// read: every such row has the same record but for its key. A fresh job is nearly all of
+    /// them, and reading each was most of a 10M-row job's 3.6 s count of its work.
+    pub fn count(&self, needs: impl Fn(&RowRecord) -> bool) -> Result<u64, JournalError> {
+        const PAGE: i64 = 10_000;
+        let sql = sql_error(&self.dir);
+        let untouched = needs(&RowRecord {
+            key: RowKey(0),
+            state: RowState::Planned,
+            status: None,
+            request_id: None,
+            batch_id: None,
+            batch_open: false,
+            otp: None,
+        });
+        let flag = format!(
+            "r.state = '{}' AND r.status IS NULL AND r.request_id IS NULL \
+             AND r.batch_id IS NULL AND o.row_key IS NULL",
+            RowState::Planned.as_sql()
+        );
+        let mut st = self.conn.prepare(&records_sql(&flag)).map_err(sql)?;
+        let (mut n, mut after) = (0u64, -1i64);
+        loop {
+            let mut rows = st.query(params![after, PAGE]).map_err(sql)?;
+            let mut read = 0;
+            while let Some(r) = rows.next().map_err(sql)? {
+                read += 1;
+                after = r.get(0).map_err(sql)?;
+                let counts = if r.get(11).map_err(sql)? {
+                    untouched
+                } else {
+                    needs(&record(r).map_err(sql)?)
+                };
+                n += u64::from(counts);
+            }
+            if read < PAGE {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// The rows with keys above ?1, at most ?2 of them, in key order, as [`record`] reads them,
+/// and last whether `flag` holds for the row.
+fn records_sql(flag: &str) -> String {
+    format!(
+        "SELECT r.row_key, r.state, r.status, {}, r.batch_id,
+                CASE WHEN r.batch_id IS NULL THEN 0 ELSE coalesce(b.state IN ({}), 0) END,
+                o.handle, o.expires_at, o.phase, o.tried, o.sent, {flag}
+         FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
+              LEFT JOIN otp_requests o ON o.row_key = r.row_key
+         WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
+        request_id_sql("r", "b"),
+        BatchState::open_sql()
+    )
+}
+
+fn record(r: &rusqlite::Row) -> rusqlite::Result<RowRecord> {
+    let status: Option<String> = r.get(2)?;
+    let otp = match r.get::<_, Option<String>>(6)? {
+        None => None,
+        Some(handle) => {
+            let phase: String = r.get(8)?;
+            let tried: String = r.get(9)?;
+            Some(OtpRequest {
+                handle,
+                expires_at: r.get(7)?,
+                phase: OtpPhase::from_sql_or_closed(&phase),
+                tried: tried.split_whitespace().map(str::to_owned).collect(),
+                sent: r.get::<_, i64>(10)?.try_into().unwrap_or(u32::MAX),
+            })
+        }
+    };
+    Ok(RowRecord {
+        key: RowKey(r.get::<_, i64>(0)? as u64),
+        state: r.get(1)?,
+        status: status.as_deref().and_then(Status::parse),
+        request_id: r.get(3)?,
+        batch_id: r.get(4)?,
+        batch_open: r.get(5)?,
+        otp,
+    })
 }
 
 /// The time of the row `row`'s outcome, in SQL: its own, or for a row that took its outcome
@@ -437,7 +484,8 @@ pub(super) fn request_id_sql(row: &str, batch: &str) -> String {
     let rows = sql_list(ROWS_TAKE_BATCH_ID.map(RowState::as_sql));
     let batches = sql_list(BATCH_ACCEPTED.map(BatchState::as_sql));
     format!(
-        "coalesce({row}.request_id, CASE WHEN {row}.state IN ({rows}) \
-         AND {batch}.state IN ({batches}) THEN {batch}.request_id END)"
+        "coalesce({row}.request_id, CASE WHEN {row}.batch_id IS NOT NULL \
+         AND {row}.state IN ({rows}) AND {batch}.state IN ({batches}) \
+         THEN {batch}.request_id END)"
     )
 }

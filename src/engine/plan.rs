@@ -18,6 +18,10 @@ pub enum PassError {
     Input(#[from] InputError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(
+        "cannot start the thread that reads the input ({0}): the machine is short of memory or threads; try again when it is less busy"
+    )]
+    Thread(std::io::Error),
 }
 
 /// Validates a row's values into what is sent.
@@ -55,30 +59,77 @@ pub fn plan(
         "read the identifiers of {learnt} rows in {:.2} s",
         learning.elapsed().as_secs_f64()
     );
-    let mut total = 0u64;
-    let mut pending = Vec::with_capacity(BATCH);
-    let mut pace = PlanPace::new();
-    for (file, map) in inputs.iter().zip(maps) {
-        let mut records = file.records()?;
-        while let Some(key) = records.advance()? {
-            let plan = match subject(&map.values(records.record())) {
-                Ok(s) => RowPlan::Subject(ident_hash(scope, &s.ident)),
-                Err(invalid) => RowPlan::Invalid(invalid_outcome(invalid)),
-            };
-            pending.push((key, plan));
-            total += 1;
-            if pending.len() == BATCH {
-                planner.rows(&pending)?;
-                Stats::add(&stats.rows_read, pending.len() as u64);
-                pending.clear();
-                pace.planned(total);
+    // The rows are read, validated and hashed on a thread of their own while this one records
+    // them: recording is most of planning, and the reading had the other core idle (a 10M-row
+    // job planned at 1.1M rows/s).
+    let (total, pending) = std::thread::scope(|threads| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        std::thread::Builder::new()
+            .name("plan-read".into())
+            .spawn_scoped(threads, move || {
+                read_plans(inputs, maps, scope, subject, &tx)
+            })
+            .map_err(PassError::Thread)?;
+        let (mut total, mut pending) = (0u64, Vec::with_capacity(BATCH));
+        let mut pace = PlanPace::new();
+        for chunk in rx {
+            for row in chunk? {
+                pending.push(row);
+                total += 1;
+                if pending.len() == BATCH {
+                    planner.rows(&pending)?;
+                    Stats::add(&stats.rows_read, pending.len() as u64);
+                    pending.clear();
+                    pace.planned(total);
+                }
             }
         }
-    }
+        Ok::<_, PassError>((total, pending))
+    })?;
     planner.rows(&pending)?;
     Stats::add(&stats.rows_read, pending.len() as u64);
     planner.finish(total)?;
     Ok(total)
+}
+
+/// Rows read ahead of the planner: a few chunks, so that memory stays flat.
+const READ_AHEAD: usize = 4;
+
+/// Reads every row of `inputs` into what planning records, a chunk at a time into `tx`, and
+/// stops at the first error, which it sends, or once nobody takes the chunks.
+fn read_plans(
+    inputs: &[InputFile],
+    maps: &[ColumnMap],
+    scope: &str,
+    subject: SubjectFn,
+    tx: &std::sync::mpsc::SyncSender<Result<Vec<(RowKey, RowPlan)>, InputError>>,
+) {
+    const CHUNK: usize = 8_192;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let read = (|| {
+        for (file, map) in inputs.iter().zip(maps) {
+            let mut records = file.records()?;
+            while let Some(key) = records.advance()? {
+                let plan = match subject(&map.values(records.record())) {
+                    Ok(s) => RowPlan::Subject(ident_hash(scope, &s.ident)),
+                    Err(invalid) => RowPlan::Invalid(invalid_outcome(invalid)),
+                };
+                chunk.push((key, plan));
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if tx.send(Ok(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    let last = match read {
+        Ok(()) => Ok(chunk),
+        Err(e) => Err(e),
+    };
+    let _ = tx.send(last);
 }
 
 /// Planning's speed, a line per million rows: a planner that slows as the journal grows shows

@@ -178,6 +178,17 @@ impl Planner<'_> {
                      WHERE rows.state = ?9 AND excluded.state = ?10",
                 )
                 .map_err(sql)?;
+            // Nearly every row: the same, binding only what it has.
+            let mut subject = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO rows (row_key, ident, state, dup_of) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (row_key) DO UPDATE SET state = excluded.state,
+                         dup_of = excluded.dup_of
+                     WHERE rows.state = '{}' AND excluded.state = '{}'",
+                    RowState::Planned.as_sql(),
+                    RowState::Duplicate.as_sql()
+                ))
+                .map_err(sql)?;
             for (key, plan) in rows {
                 match plan {
                     RowPlan::Invalid(o) => insert.execute(params![
@@ -209,17 +220,11 @@ impl Planner<'_> {
                         } else {
                             RowState::Planned
                         };
-                        insert.execute(params![
+                        subject.execute(params![
                             key.0 as i64,
                             &hash[..],
                             state,
-                            None::<String>,
-                            None::<String>,
-                            None::<String>,
-                            None::<String>,
                             leader.map(|l| l as i64),
-                            RowState::Planned,
-                            RowState::Duplicate,
                         ])
                     }
                 }

@@ -125,11 +125,7 @@ fn read_plans(
         }
         Ok(())
     })();
-    let last = match read {
-        Ok(()) => Ok(chunk),
-        Err(e) => Err(e),
-    };
-    let _ = tx.send(last);
+    let _ = tx.send(read.map(|()| chunk));
 }
 
 /// Planning's speed, a line per million rows: a planner that slows as the journal grows shows

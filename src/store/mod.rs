@@ -63,6 +63,22 @@ pub struct ResultsStore {
     key: String,
 }
 
+/// Answers kept by one statement ([`ResultsStore::keep`]).
+const KEEP_AT_ONCE: usize = 32;
+static KEEP_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| keep_sql(KEEP_AT_ONCE));
+
+/// The statement that keeps `n` answers, each `(scope, ident, obtained_at, answer)`, in turn:
+/// an answer older than the one kept is dropped.
+fn keep_sql(n: usize) -> String {
+    let values = vec!["(?, ?, ?, ?)"; n].join(", ");
+    format!(
+        "INSERT INTO results (scope, ident, obtained_at, answer) VALUES {values}
+         ON CONFLICT (scope, ident) DO UPDATE SET
+             obtained_at = excluded.obtained_at, answer = excluded.answer
+         WHERE excluded.obtained_at >= results.obtained_at"
+    )
+}
+
 impl ResultsStore {
     /// Opens the store in `dir` (the ledger's), making it and its key on first use.
     pub fn open(dir: &Path) -> Result<ResultsStore, StoreError> {
@@ -249,16 +265,25 @@ impl ResultsStore {
         let sql = sql(&self.dir);
         let tx = self.conn.transaction().map_err(sql)?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO results (scope, ident, obtained_at, answer) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (scope, ident) DO UPDATE SET
-                         obtained_at = excluded.obtained_at, answer = excluded.answer
-                     WHERE excluded.obtained_at >= results.obtained_at",
-                )
-                .map_err(sql)?;
-            for a in answers.iter() {
-                st.execute(params![scope, &a.ident[..], a.obtained, a.text])
+            // Several answers a statement: a statement's run through SQLite's machine cost
+            // about half as much again as the answer it inserted (a million answers: 1.29 s
+            // one at a time, 0.93 s 32 at a time).
+            let mut many = tx.prepare_cached(&KEEP_MANY).map_err(sql)?;
+            let mut one = tx.prepare_cached(&keep_sql(1)).map_err(sql)?;
+            let mut chunks = answers.chunks_exact(KEEP_AT_ONCE);
+            for chunk in chunks.by_ref() {
+                for (i, a) in chunk.iter().enumerate() {
+                    many.raw_bind_parameter(4 * i + 1, scope).map_err(sql)?;
+                    many.raw_bind_parameter(4 * i + 2, &a.ident[..])
+                        .map_err(sql)?;
+                    many.raw_bind_parameter(4 * i + 3, a.obtained)
+                        .map_err(sql)?;
+                    many.raw_bind_parameter(4 * i + 4, &a.text).map_err(sql)?;
+                }
+                many.raw_execute().map_err(sql)?;
+            }
+            for a in chunks.remainder() {
+                one.execute(params![scope, &a.ident[..], a.obtained, a.text])
                     .map_err(sql)?;
             }
         }
@@ -558,6 +583,46 @@ mod tests {
             decode(&pending, 0, &names, RowKey(1), [0; 16]).is_none(),
             "never reused"
         );
+    }
+
+    /// Answers go in many to a statement and the rest one at a time; either way a newer answer
+    /// for an identifier replaces an older one, never the other way, even within a statement.
+    #[test]
+    fn many_answers_at_once_keep_the_newest_of_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ResultsStore::open(dir.path()).unwrap();
+        let (scope, _) = store.numbered("acct", "check", &[]).unwrap();
+        let kept = |i: u8, obtained: i64| Kept {
+            ident: [i; 16],
+            obtained,
+            text: format!("[{obtained}]"),
+        };
+        let n = 2 * KEEP_AT_ONCE as u8 + 6;
+        store
+            .keep(scope, &(0..n).map(|i| kept(i, 100)).collect::<Vec<_>>())
+            .unwrap();
+        let mut second: Vec<Kept> = (0..n)
+            .map(|i| kept(i, if i % 2 == 0 { 200 } else { 50 }))
+            .collect();
+        second.insert(1, kept(0, 300));
+        store.keep(scope, &second).unwrap();
+        let read: Vec<(Vec<u8>, i64, String)> = store
+            .conn
+            .prepare("SELECT ident, obtained_at, answer FROM results ORDER BY ident")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read.len(), usize::from(n));
+        for (ident, at, text) in read {
+            let want = match ident[0] {
+                0 => 300,
+                i if i % 2 == 0 => 200,
+                _ => 100,
+            };
+            assert_eq!((at, text), (want, format!("[{want}]")), "{ident:?}");
+        }
     }
 
     /// A job's answers go in place when the store is its alone, through the WAL while another

@@ -173,6 +173,40 @@ fn learnt_identifiers_record_duplicates_with_their_rows() {
     assert_eq!(j.planned_rows().unwrap(), Some(6));
 }
 
+/// A killed pass's rows recorded again, many to a statement: those now known as duplicates
+/// are marked, the others left as they are.
+#[test]
+fn rows_recorded_again_many_at_once_take_what_is_learnt() {
+    use RowState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    let n = 100u64;
+    let ident = |i: u64| {
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&(if i % 3 == 2 { i - 1 } else { i }).to_be_bytes());
+        h
+    };
+    let rows: Vec<_> = (0..n)
+        .map(|i| (RowKey::new(0, i), RowPlan::Subject(ident(i))))
+        .collect();
+    let mut planner = j.planner().unwrap();
+    planner.rows(&rows).unwrap();
+    drop(planner);
+    assert_eq!(states(&j), vec![Planned; n as usize]);
+    let mut planner = j.planner().unwrap();
+    for (key, plan) in &rows {
+        if let RowPlan::Subject(h) = plan {
+            planner.learn(*key, *h).unwrap();
+        }
+    }
+    planner.rows(&rows).unwrap();
+    planner.finish(n).unwrap();
+    let want: Vec<RowState> = (0..n)
+        .map(|i| if i % 3 == 2 { Duplicate } else { Planned })
+        .collect();
+    assert_eq!(states(&j), want);
+}
+
 /// `n` rows in key order, each a subject with an identifier of its own.
 fn distinct_subjects(n: u64) -> Vec<(RowKey, RowPlan)> {
     (0..n)

@@ -685,6 +685,35 @@ async fn a_refused_move_stops_the_writer_and_changes_nothing() {
     );
 }
 
+/// A batch's intent is refused for a row that cannot be sent, whether the batch's rows lie
+/// next to each other (their states read in one pass) or spread over the input (one by one).
+#[tokio::test]
+async fn a_batch_with_a_held_row_is_refused_however_its_rows_lie() {
+    for spread in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<_> = (0..3u32)
+            .map(|i| match spread {
+                true => RowKey::new(i, u64::from(i)),
+                false => RowKey::new(0, u64::from(i)),
+            })
+            .collect();
+        let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+        plan_subjects(&mut j, &keys);
+        let (w, thread) = j.writer().unwrap();
+        w.intent(vec![keys[1]], None, None).await.unwrap();
+        w.unconfirmed(vec![keys[1]], None, Some(1));
+        w.flush().await.unwrap();
+        let err = w.intent(keys.clone(), Some(1), None).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is unconfirmed and cannot be sent"),
+            "{spread}: {err}"
+        );
+        assert!(w.close().await.is_err());
+        thread.join();
+    }
+}
+
 /// Reverting a batch forgets it only while the provider has nothing of it: a named upload it
 /// has no trace of is planned again, an accepted one never.
 #[tokio::test]

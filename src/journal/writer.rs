@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{CachedStatement, Connection, Transaction, params};
 
 mod batch;
 mod queue;
@@ -13,7 +13,7 @@ mod rows;
 
 use batch::{Unwritten, batch_intent, forget_batch, set_batch};
 use queue::{Queue, USAGE_EVERY};
-use rows::{done, otp_change, refuse_row, set_state};
+use rows::{FINISH_SQL, done, otp_change, refuse_row, set_state};
 
 use super::fields::FieldNames;
 use super::runs::{FOLLOW_EVERY, Following, record_progress};
@@ -507,9 +507,14 @@ fn apply_all(
     // One time for the transaction's outcomes: they are committed together, and formatting
     // it for each row was a good part of the writer's work under a flow of answers.
     let now = now_rfc3339();
+    // Prepared once a transaction, not once an outcome: the statement cache hashes the text
+    // of each statement looked up, and this one's, once a row, was a tenth of the writer's
+    // work under a flow of batch results.
+    let mut finish = tx.prepare_cached(&FINISH_SQL)?;
     for op in ops {
-        apply(&tx, names, unwritten, op, &now)?;
+        apply(&tx, &mut finish, names, unwritten, op, &now)?;
     }
+    drop(finish);
     if !counted.is_empty() {
         let mut add = tx.prepare_cached(
             "INSERT INTO usage (minute, requests) VALUES (?1, ?2)
@@ -527,6 +532,7 @@ fn apply_all(
 
 fn apply(
     tx: &Transaction,
+    finish: &mut CachedStatement,
     names: &mut FieldNames,
     unwritten: &mut Unwritten,
     op: &Op,
@@ -609,7 +615,15 @@ fn apply(
             key,
             outcome,
             attempts,
-        } => done(tx, names, unwritten, *key, outcome, *attempts, now),
+        } => done(
+            tx,
+            finish,
+            (names, unwritten),
+            *key,
+            outcome,
+            *attempts,
+            now,
+        ),
         Op::Otp {
             key,
             change,
@@ -617,7 +631,15 @@ fn apply(
             attempts,
         } => {
             otp_change(tx, *key, change)?;
-            done(tx, names, unwritten, *key, outcome, *attempts, now)
+            done(
+                tx,
+                finish,
+                (names, unwritten),
+                *key,
+                outcome,
+                *attempts,
+                now,
+            )
         }
         Op::BatchClosed { batch_id, state } => {
             unwritten.write(tx, *batch_id)?;

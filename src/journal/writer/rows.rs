@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::batch::Unwritten;
 use super::{OtpChange, WriteError};
@@ -40,7 +40,7 @@ fn move_sql(step: Step) -> &'static str {
 /// batch takes the batch with it (?13), once the batch was accepted the attempts of its
 /// upload (?12) and no request id of an earlier outcome (?11), and no time of its own (?7)
 /// when it has the batch's.
-static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(super) static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE rows SET state = ?10, status = ?2, reason = ?3, message = ?4,
                 provider_status = ?5,
@@ -77,10 +77,11 @@ pub(super) fn set_state(
     Ok(())
 }
 
+/// Records the row `key`'s outcome with `finish`, the transaction's [`FINISH_SQL`].
 pub(super) fn done(
     tx: &Transaction,
-    names: &mut FieldNames,
-    unwritten: &mut Unwritten,
+    finish: &mut CachedStatement,
+    (names, unwritten): (&mut FieldNames, &mut Unwritten),
     key: RowKey,
     outcome: &Outcome,
     attempts: Option<u32>,
@@ -97,7 +98,7 @@ pub(super) fn done(
     } else {
         Some(names.encode(tx, key, &outcome.fields)?)
     };
-    let moved = tx.prepare_cached(&FINISH_SQL)?.execute(params![
+    let moved = finish.execute(params![
         key.0 as i64,
         outcome.status.as_str(),
         outcome.reason,

@@ -168,14 +168,12 @@ impl Planner<'_> {
         let sql = sql_error(&self.journal.dir);
         let tx = self.journal.conn.transaction().map_err(&sql)?;
         {
-            let mut insert = tx
+            // A row that failed validation is final: one already recorded stays as it is.
+            let mut invalid = tx
                 .prepare_cached(
-                    "INSERT INTO rows (row_key, ident, dup_of, state, status, reason, message,
-                                       checked_at)
-                     VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (row_key) DO UPDATE SET state = excluded.state,
-                         dup_of = excluded.dup_of
-                     WHERE rows.state = ?9 AND excluded.state = ?10",
+                    "INSERT INTO rows (row_key, state, status, reason, message, checked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (row_key) DO NOTHING",
                 )
                 .map_err(sql)?;
             // Nearly every row: the same, binding only what it has, several a statement.
@@ -186,18 +184,14 @@ impl Planner<'_> {
             let mut held = Vec::with_capacity(SUBJECTS_AT_ONCE);
             for (key, plan) in rows {
                 match plan {
-                    RowPlan::Invalid(o) => insert
+                    RowPlan::Invalid(o) => invalid
                         .execute(params![
                             key.0 as i64,
-                            None::<Vec<u8>>,
                             RowState::Done,
                             o.status.as_str(),
                             o.reason,
                             o.message,
                             now_rfc3339(),
-                            None::<i64>,
-                            RowState::Planned,
-                            RowState::Duplicate,
                         ])
                         .map(drop),
                     RowPlan::Subject(hash) => {

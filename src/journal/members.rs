@@ -1,12 +1,14 @@
-//! The rows of a batch, kept with the batch (`batches.members`) in a journal of format 3: its
-//! intent and its acceptance are recorded on the batch alone, and each row's own record takes
-//! the batch with the row's outcome. A batch's rows stay unwritten between planning and their
-//! outcome, where writing each row's intent and then its acceptance wrote every page of rows
-//! twice more (a batch of 10,000 rows is about 300 pages; its members, about 10 KB).
+//! The rows of a batch, kept with the batch (`batches.members`) in a journal of format 3 or
+//! later: its intent and its acceptance are recorded on the batch alone, and the outcomes its
+//! rows take once it was accepted are kept with it too (`kept`, format 4). A batch's rows stay
+//! unwritten from planning on, where writing each row's intent and then its acceptance wrote
+//! every page of rows twice more (a batch of 10,000 rows is about 300 pages; its members,
+//! about 10 KB).
 //!
 //! A batch whose rows' records do not all show it yet has `rows_written = 0`. Until they do,
-//! a member row whose record names another batch (or none) is where the batch says: `sending`,
-//! or `running` once the batch was accepted. The writer brings the records up to date
+//! a member row whose record names another batch (or none), and whose outcome the batch does
+//! not keep, is where the batch says: `sending`, or `running` once the batch was accepted.
+//! The writer brings the records of those rows up to date
 //! whenever a step needs them (a hold, a revert, the batch closed) and at its last commit;
 //! recovery does it for a run that died first.
 
@@ -25,19 +27,23 @@ pub(super) fn encode(keys: &[RowKey]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sorted.len() + 8);
     let mut last = 0u64;
     for key in sorted {
-        let mut delta = key - last;
+        put_uint(&mut out, key - last);
         last = key;
-        loop {
-            let byte = (delta & 0x7f) as u8;
-            delta >>= 7;
-            if delta == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
     }
     out
+}
+
+/// `n` in LEB128: seven bits a byte, the high bit set on all but the last.
+pub(super) fn put_uint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 /// The keys [`encode`] wrote. A damaged list is an error, never a shorter one: a key left

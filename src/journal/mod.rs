@@ -8,7 +8,8 @@
 //! callers that must wait for durability (intents) wait for their commit.
 //!
 //! The parts: `schema` (tables, format, connections), `lock` (one run per state, purge),
-//! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches), `members` (a batch's rows, kept with it), `reuse`
+//! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches), `members` (a batch's rows, kept with it),
+//! `kept` (the outcomes a batch's rows took, kept with it), `reuse`
 //! (what the account's results store gives and takes),
 //! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
 //! written), `runs` (the job's runs and their per-second counters, read by the report and by
@@ -16,6 +17,7 @@
 //! allowed).
 
 mod fields;
+mod kept;
 mod lock;
 mod members;
 mod plan;

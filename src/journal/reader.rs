@@ -1,12 +1,13 @@
 //! Reading rows back: page by page for the dispatcher, streamed for the merge.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::kept::{self, KeptOutcome};
 use super::schema::DB_FILE;
 use super::state::sql_list;
 use super::{BatchState, Journal, JournalError, OtpPhase, RowState, fields, io_error, sql_error};
@@ -203,14 +204,14 @@ impl Journal {
 
 /// What a batch gives the rows that keep no copy of it: its request id, once the provider
 /// accepted it, and the time of the outcomes its first rows took.
-struct BatchGives {
-    request_id: Option<String>,
-    answered_at: Option<String>,
+pub(super) struct BatchGives {
+    pub(super) request_id: Option<String>,
+    pub(super) answered_at: Option<String>,
 }
 
 /// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
 /// export reads them once rather than joining each row with its batch.
-fn batches_give(conn: &Connection) -> rusqlite::Result<HashMap<i64, BatchGives>> {
+pub(super) fn batches_give(conn: &Connection) -> rusqlite::Result<HashMap<i64, BatchGives>> {
     let mut st = conn.prepare("SELECT batch_id, state, request_id, answered_at FROM batches")?;
     st.query_map([], |r| {
         let state: BatchState = r.get(1)?;
@@ -238,6 +239,8 @@ struct Fill<'r, 's> {
     conn: &'r Connection,
     positions: &'r fields::Positions,
     batches: &'r HashMap<i64, BatchGives>,
+    /// The outcome its batch keeps for the row, or for a duplicate its leader's.
+    kept: Option<&'r KeptOutcome>,
 }
 
 impl Fill<'_, '_> {
@@ -247,6 +250,10 @@ impl Fill<'_, '_> {
         let r = self.r;
         row.key = RowKey(r.get::<_, i64>(0)? as u64);
         row.duplicate_of = r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64));
+        if let Some(kept) = self.kept {
+            self.kept_outcome(kept, row);
+            return Ok(());
+        }
         match row.duplicate_of {
             None => self.outcome(r, 2, row),
             Some(leader) => self
@@ -256,6 +263,32 @@ impl Fill<'_, '_> {
                 ))?
                 .query_row([leader.0 as i64], |l| self.outcome(l, 0, row)),
         }
+    }
+
+    /// Fills `row` with the outcome its batch keeps, which takes the batch's request id and
+    /// time as a row's record does.
+    fn kept_outcome(&self, kept: &KeptOutcome, row: &mut ExportRow) {
+        let batch = self.batches.get(&kept.batch_id);
+        row.state = KeptOutcome::STATE;
+        row.status = Status::parse(&kept.status);
+        fields::set_text(&mut row.reason, kept.reason.as_deref());
+        fields::set_text(&mut row.message, kept.message.as_deref());
+        fields::set_text(&mut row.provider_status, kept.provider_status.as_deref());
+        let request_id = batch.and_then(|b| b.request_id.as_deref());
+        fields::set_text(
+            &mut row.request_id,
+            kept.request_id.as_deref().or(request_id),
+        );
+        let answered_at = batch.and_then(|b| b.answered_at.as_deref());
+        fields::set_text(
+            &mut row.checked_at,
+            kept.checked_at.as_deref().or(answered_at),
+        );
+        row.attempts = kept.attempts;
+        row.fields.resize(self.positions.width(), None);
+        self.positions
+            .decode_into(kept.fields.as_deref(), &mut row.fields);
+        row.reused = false;
     }
 
     /// Reads the outcome columns of `r` from `at` on into `row`: a batch row's request id and
@@ -303,13 +336,18 @@ fn export_rows(
             "SELECT row_key, dup_of, {ROW_OUTCOME} FROM rows ORDER BY row_key"
         ))
         .map_err(sql)?;
+    let mut window = kept::Window::new(conn).map_err(sql)?;
     let mut rows = st.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
+        let key = r.get::<_, i64>(0).map_err(sql)?;
+        let leader = r.get::<_, Option<i64>>(1).map_err(sql)?;
+        let of = RowKey(leader.unwrap_or(key) as u64);
         let fill = Fill {
             r,
             conn,
             positions,
             batches: &batches,
+            kept: window.get(conn, of).map_err(sql)?,
         };
         if f(&fill).map_err(sql)?.is_break() {
             break;
@@ -366,9 +404,17 @@ impl JournalReader {
         let sql = sql_error(&self.dir);
         let mut st = self.conn.prepare_cached(&records_sql("0")).map_err(sql)?;
         let after = after.map_or(-1, |k| k.0 as i64);
-        st.query_map(params![after, limit as i64], record)
+        let mut records: Vec<RowRecord> = st
+            .query_map(params![after, limit as i64], record)
             .and_then(Iterator::collect)
-            .map_err(sql)
+            .map_err(sql)?;
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            let kept = kept::kept_in(&self.conn, first.key, last.key).map_err(sql)?;
+            KeptBatches::new(&self.conn)
+                .records(&kept, &mut records)
+                .map_err(sql)?;
+        }
+        Ok(records)
     }
 
     /// How many rows `needs` holds for, which must not look at a row's key. A row planned and
@@ -379,7 +425,7 @@ impl JournalReader {
     pub fn count(&self, needs: impl Fn(&RowRecord) -> bool) -> Result<u64, JournalError> {
         const PAGE: i64 = 10_000;
         let sql = sql_error(&self.dir);
-        let untouched = needs(&RowRecord {
+        let template = RowRecord {
             key: RowKey(0),
             state: RowState::Planned,
             status: None,
@@ -387,31 +433,115 @@ impl JournalReader {
             batch_id: None,
             batch_open: false,
             otp: None,
-        });
+        };
+        let untouched = needs(&template);
         let flag = format!(
             "r.state = '{}' AND r.status IS NULL AND r.request_id IS NULL \
              AND r.batch_id IS NULL AND o.row_key IS NULL",
             RowState::Planned.as_sql()
         );
         let mut st = self.conn.prepare(&records_sql(&flag)).map_err(sql)?;
+        let mut batches = KeptBatches::new(&self.conn);
         let (mut n, mut after) = (0u64, -1i64);
         loop {
+            // The page's records, none for an untouched row, and then the outcomes their
+            // batches keep for the page's keys: such a row's record is planning's.
+            let mut page: Vec<(RowKey, Option<RowRecord>)> = Vec::new();
             let mut rows = st.query(params![after, PAGE]).map_err(sql)?;
-            let mut read = 0;
             while let Some(r) = rows.next().map_err(sql)? {
-                read += 1;
                 after = r.get(0).map_err(sql)?;
-                let counts = if r.get(11).map_err(sql)? {
-                    untouched
+                let read = if r.get(11).map_err(sql)? {
+                    None
                 } else {
-                    needs(&record(r).map_err(sql)?)
+                    Some(record(r).map_err(sql)?)
+                };
+                page.push((RowKey(after as u64), read));
+            }
+            drop(rows);
+            let kept = match (page.first(), page.last()) {
+                (Some(first), Some(last)) => {
+                    kept::kept_in(&self.conn, first.0, last.0).map_err(sql)?
+                }
+                _ => BTreeMap::new(),
+            };
+            for (key, read) in &page {
+                let counts = match (read, kept.get(key)) {
+                    (_, Some(outcome)) => {
+                        let mut rec = read.clone().unwrap_or_else(|| RowRecord {
+                            key: *key,
+                            ..template.clone()
+                        });
+                        batches.record(outcome, &mut rec).map_err(sql)?;
+                        needs(&rec)
+                    }
+                    (None, None) => untouched,
+                    (Some(rec), None) => needs(rec),
                 };
                 n += u64::from(counts);
             }
-            if read < PAGE {
+            if (page.len() as i64) < PAGE {
                 return Ok(n);
             }
         }
+    }
+}
+
+/// What a batch that keeps its rows' outcomes gives them besides: its request id once the
+/// provider accepted it, and whether it is still to be polled.
+struct KeptBatches<'c> {
+    conn: &'c Connection,
+    batches: HashMap<i64, (Option<BatchState>, Option<String>)>,
+}
+
+impl<'c> KeptBatches<'c> {
+    fn new(conn: &'c Connection) -> KeptBatches<'c> {
+        KeptBatches {
+            conn,
+            batches: HashMap::new(),
+        }
+    }
+
+    /// The records of `records` whose outcomes their batches keep, as those say.
+    fn records(
+        &mut self,
+        kept: &BTreeMap<RowKey, KeptOutcome>,
+        records: &mut [RowRecord],
+    ) -> rusqlite::Result<()> {
+        if kept.is_empty() {
+            return Ok(());
+        }
+        for rec in records {
+            if let Some(outcome) = kept.get(&rec.key) {
+                self.record(outcome, rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `rec` as the outcome its batch keeps says; its OTP request is its own.
+    fn record(&mut self, outcome: &KeptOutcome, rec: &mut RowRecord) -> rusqlite::Result<()> {
+        let (state, request_id) = match self.batches.get(&outcome.batch_id) {
+            Some(found) => found.clone(),
+            None => {
+                let found: (Option<BatchState>, Option<String>) = self
+                    .conn
+                    .prepare_cached("SELECT state, request_id FROM batches WHERE batch_id = ?1")?
+                    .query_row([outcome.batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or_default();
+                self.batches.insert(outcome.batch_id, found.clone());
+                found
+            }
+        };
+        rec.state = KeptOutcome::STATE;
+        rec.status = Status::parse(&outcome.status);
+        rec.request_id = outcome
+            .request_id
+            .clone()
+            .or_else(|| request_id.filter(|_| state.is_some_and(|s| BATCH_ACCEPTED.contains(&s))));
+        rec.batch_id = Some(outcome.batch_id);
+        rec.batch_open = state.is_some_and(|s| BatchState::OPEN.contains(&s));
+        Ok(())
     }
 }
 

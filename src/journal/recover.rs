@@ -1,11 +1,13 @@
 //! What a dead run left in flight, settled before anything is dispatched, and the batches
 //! still to be polled.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::members;
 use super::state::{Step, sql_list};
 use super::{BatchState, Journal, JournalError, RowState, sql_error};
+use super::{kept, members};
 use crate::outcome::{RowKey, Status};
 
 /// A batch the provider accepted and that still needs polling.
@@ -34,8 +36,13 @@ impl Journal {
         let before = tx.total_changes();
         // The rows of the batches a dead run left unwritten are first written as what their
         // batch says (see `members`), then settled as any row the run left in flight.
+        // A row whose outcome the batch keeps has it already.
         for kept in members::unwritten(&tx).map_err(sql)? {
-            let (batch_id, keys) = (kept.batch_id, kept.members);
+            let (batch_id, mut keys) = (kept.batch_id, kept.members);
+            if let (Some(lo), Some(hi)) = (keys.first().copied(), keys.last().copied()) {
+                let answered = kept::kept_in(&tx, lo, hi).map_err(sql)?;
+                keys.retain(|k| !answered.contains_key(k));
+            }
             let accepted = members::accepted(kept.state).then_some(kept.attempts);
             let refused = members::write_rows(&tx, batch_id, &keys, accepted).map_err(sql)?;
             for (key, from) in refused {
@@ -119,7 +126,14 @@ impl Journal {
             let mut rows = Vec::new();
             match members {
                 Some(members) => {
-                    for key in members::decode(&members).map_err(sql)? {
+                    let members = members::decode(&members).map_err(sql)?;
+                    let answered = self.kept_unsettled(batch_id, &members).map_err(sql)?;
+                    for key in members {
+                        // An outcome the batch keeps is the row's: polled again while pending.
+                        if let Some(unsettled) = answered.get(&key) {
+                            rows.extend(*unsettled);
+                            continue;
+                        }
                         let found = keyed
                             .query_row(
                                 params![
@@ -183,6 +197,40 @@ impl Journal {
             }
         }
         out.retain(|b| !b.rows.is_empty());
+        Ok(out)
+    }
+}
+
+/// A row to poll again, with its identifier's hash.
+type Polled = (RowKey, [u8; 16]);
+
+impl Journal {
+    /// Of `members` of the batch `batch_id`, those whose outcome it keeps, each with itself
+    /// and its identifier's hash when that outcome is pending or an error (still to be polled).
+    fn kept_unsettled(
+        &self,
+        batch_id: i64,
+        members: &[RowKey],
+    ) -> rusqlite::Result<HashMap<RowKey, Option<Polled>>> {
+        let (Some(lo), Some(hi)) = (members.first(), members.last()) else {
+            return Ok(HashMap::new());
+        };
+        let mut ident = self
+            .conn
+            .prepare_cached("SELECT ident FROM rows WHERE row_key = ?1")?;
+        let mut out = HashMap::new();
+        let kept = kept::kept_in(&self.conn, *lo, *hi)?;
+        for (key, outcome) in kept.into_iter().filter(|(_, o)| o.batch_id == batch_id) {
+            let settled = Status::parse(&outcome.status)
+                .is_some_and(|s| !matches!(s, Status::Pending | Status::Error));
+            let unsettled = if settled {
+                None
+            } else {
+                let found = ident.query_row([key.0 as i64], |r| r.get(0)).optional()?;
+                Some((key, hash_of(found.flatten())))
+            };
+            out.insert(key, unsettled);
+        }
         Ok(out)
     }
 }

@@ -5,8 +5,8 @@
 use rusqlite::params;
 
 use super::fields::{self, FieldNames};
-use super::reader::{checked_at_sql, request_id_sql};
-use super::state::sql_list;
+use super::kept::{self, KeptOutcome};
+use super::reader::{BatchGives, batches_give, checked_at_sql, request_id_sql};
 use super::{Journal, JournalError, RowState, sql_error};
 use crate::outcome::{Outcome, RowKey, Status};
 
@@ -66,11 +66,13 @@ impl Journal {
     }
 
     /// Up to [`PAGE`] rows above `after` that are planned and not yet sent, with their
-    /// identifiers' hashes, in key order.
+    /// identifiers' hashes, in key order, fewer only at the end. A row whose outcome its batch
+    /// keeps ([`kept`]) was sent.
     pub fn unsent_idents(
         &self,
         after: Option<RowKey>,
     ) -> Result<Vec<(RowKey, [u8; 16])>, JournalError> {
+        let sql = sql_error(&self.dir);
         let mut st = self
             .conn
             .prepare_cached(
@@ -78,14 +80,29 @@ impl Journal {
                  WHERE row_key > ?1 AND state = ?2 AND ident IS NOT NULL
                  ORDER BY row_key LIMIT ?3",
             )
-            .map_err(|e| self.sql(e))?;
-        let after = after.map_or(-1, |k| k.0 as i64);
-        st.query_map(params![after, RowState::Planned, PAGE as i64], |r| {
-            let ident: Vec<u8> = r.get(1)?;
-            Ok((RowKey(r.get::<_, i64>(0)? as u64), hash_of(&ident)))
-        })
-        .and_then(Iterator::collect)
-        .map_err(|e| self.sql(e))
+            .map_err(sql)?;
+        let mut after = after.map_or(-1, |k| k.0 as i64);
+        let mut out = Vec::new();
+        loop {
+            let limit = PAGE - out.len();
+            let page: Vec<(RowKey, [u8; 16])> = st
+                .query_map(params![after, RowState::Planned, limit as i64], |r| {
+                    let ident: Vec<u8> = r.get(1)?;
+                    Ok((RowKey(r.get::<_, i64>(0)? as u64), hash_of(&ident)))
+                })
+                .and_then(Iterator::collect)
+                .map_err(sql)?;
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                return Ok(out);
+            };
+            let kept = kept::kept_in(&self.conn, first.0, last.0).map_err(sql)?;
+            after = last.0.0 as i64;
+            let read = page.len();
+            out.extend(page.into_iter().filter(|(k, _)| !kept.contains_key(k)));
+            if read < limit || out.len() >= PAGE {
+                return Ok(out);
+            }
+        }
     }
 
     /// Gives planned rows earlier jobs' answers, in one transaction: each is done, with the
@@ -142,9 +159,10 @@ impl Journal {
         }
     }
 
-    /// Up to [`PAGE`] final answers above `after` that this job obtained itself (not reused,
-    /// not a duplicate's copy), in key order: what the results store keeps for later jobs,
-    /// their fields by the numbers of `numbers`.
+    /// About [`PAGE`] final answers above `after` that this job obtained itself (not reused,
+    /// not a duplicate's copy), in key order, fewer only at the end: what the results store
+    /// keeps for later jobs, their fields by the numbers of `numbers`. Read a page of rows at
+    /// a time, with the outcomes their batches keep ([`kept`]).
     pub fn obtained_answers(
         &self,
         after: Option<RowKey>,
@@ -154,45 +172,81 @@ impl Journal {
         let numbered = fields::numbered(self.meta("format")?.as_deref());
         let names = fields::numbered_names(&self.conn).map_err(sql)?;
         let renumber = fields::Renumber::new(numbered, names, numbers);
+        let batches = batches_give(&self.conn).map_err(sql)?;
         let mut st = self
             .conn
             .prepare_cached(&format!(
-                "SELECT r.row_key, r.ident, r.status, r.reason, r.message, r.provider_status,
-                        {}, {checked_at}, r.fields
+                "SELECT r.row_key, r.ident, r.state, r.status, r.reason, r.message,
+                        r.provider_status, {}, {}, r.fields, coalesce(r.reused, 0)
                  FROM rows r LEFT JOIN batches b ON b.batch_id = r.batch_id
-                 WHERE r.row_key > ?1 AND r.state = ?2 AND r.status IN ({})
-                       AND r.ident IS NOT NULL AND {checked_at} IS NOT NULL
-                       AND coalesce(r.reused, 0) = 0
-                 ORDER BY r.row_key LIMIT ?3",
+                 WHERE r.row_key > ?1 ORDER BY r.row_key LIMIT ?2",
                 request_id_sql("r", "b"),
-                sql_list(REUSABLE.map(Status::as_str)),
-                checked_at = checked_at_sql("r", "b"),
+                checked_at_sql("r", "b"),
             ))
             .map_err(sql)?;
-        let after = after.map_or(-1, |k| k.0 as i64);
-        st.query_map(params![after, RowState::Done, PAGE as i64], |r| {
-            let ident: Vec<u8> = r.get(1)?;
-            let status: String = r.get(2)?;
-            let answer = Answer {
-                key: RowKey(r.get::<_, i64>(0)? as u64),
-                ident: hash_of(&ident),
-                outcome: Outcome {
-                    status: Status::parse(&status).unwrap_or(Status::Error),
-                    reason: r.get(3)?,
-                    message: r.get(4)?,
-                    provider_status: r.get(5)?,
-                    request_id: r.get(6)?,
-                    fields: Vec::new(),
-                },
-                checked_at: r.get(7)?,
-            };
-            Ok(Obtained {
-                answer,
-                values: renumber.values(r.get(8)?),
-            })
-        })
-        .and_then(Iterator::collect)
-        .map_err(sql)
+        let mut out = Vec::new();
+        let mut after = after.map_or(-1, |k| k.0 as i64);
+        loop {
+            let page: Vec<(RowKey, Option<Vec<u8>>, Option<WithFields>)> = st
+                .query_map(params![after, PAGE as i64], |r| {
+                    let key = RowKey(r.get::<_, i64>(0)? as u64);
+                    let ident: Option<Vec<u8>> = r.get(1)?;
+                    let state: RowState = r.get(2)?;
+                    let status: Option<String> = r.get(3)?;
+                    let status = status.as_deref().and_then(Status::parse);
+                    let checked_at: Option<String> = r.get(8)?;
+                    let own = match (status, checked_at) {
+                        (Some(status), Some(checked_at))
+                            if state == RowState::Done
+                                && REUSABLE.contains(&status)
+                                && r.get::<_, i64>(10)? == 0 =>
+                        {
+                            let answer = Answer {
+                                key,
+                                ident: [0; 16],
+                                outcome: Outcome {
+                                    status,
+                                    reason: r.get(4)?,
+                                    message: r.get(5)?,
+                                    provider_status: r.get(6)?,
+                                    request_id: r.get(7)?,
+                                    fields: Vec::new(),
+                                },
+                                checked_at,
+                            };
+                            Some((answer, r.get(9)?))
+                        }
+                        _ => None,
+                    };
+                    Ok((key, ident, own))
+                })
+                .and_then(Iterator::collect)
+                .map_err(sql)?;
+            let kept = match (page.first(), page.last()) {
+                (Some(first), Some(last)) => kept::kept_in(&self.conn, first.0, last.0),
+                _ => Ok(Default::default()),
+            }
+            .map_err(sql)?;
+            let read = page.len();
+            for (key, ident, own) in page {
+                after = key.0 as i64;
+                let answer = match kept.get(&key) {
+                    Some(k) => kept_answer(key, k, &batches),
+                    None => own,
+                };
+                let (Some((mut answer, text)), Some(ident)) = (answer, ident) else {
+                    continue;
+                };
+                answer.ident = hash_of(&ident);
+                out.push(Obtained {
+                    answer,
+                    values: renumber.values(text),
+                });
+            }
+            if out.len() >= PAGE || read < PAGE {
+                return Ok(out);
+            }
+        }
     }
 
     /// Whether the answers this job obtained are all in the results store: set before a run
@@ -205,6 +259,41 @@ impl Journal {
     pub fn set_answers_stored(&self, stored: bool) -> Result<(), JournalError> {
         self.set_meta("answers_stored", if stored { "1" } else { "0" })
     }
+}
+
+/// An answer, and its fields' text to renumber.
+type WithFields = (Answer, Option<String>);
+
+/// A final answer a batch keeps for the row `key`, with its batch's request id and time where
+/// it keeps none of its own, and its fields' text for the caller to renumber.
+fn kept_answer(
+    key: RowKey,
+    kept: &KeptOutcome,
+    batches: &std::collections::HashMap<i64, BatchGives>,
+) -> Option<WithFields> {
+    let status = Status::parse(&kept.status).filter(|s| REUSABLE.contains(s))?;
+    let batch = batches.get(&kept.batch_id);
+    let checked_at = kept
+        .checked_at
+        .clone()
+        .or_else(|| batch.and_then(|b| b.answered_at.clone()))?;
+    let answer = Answer {
+        key,
+        ident: [0; 16],
+        outcome: Outcome {
+            status,
+            reason: kept.reason.clone(),
+            message: kept.message.clone(),
+            provider_status: kept.provider_status.clone(),
+            request_id: kept
+                .request_id
+                .clone()
+                .or_else(|| batch.and_then(|b| b.request_id.clone())),
+            fields: Vec::new(),
+        },
+        checked_at,
+    };
+    Some((answer, kept.fields.clone()))
 }
 
 /// A stored hash as the 16 bytes it was written as; a damaged one reads as zeros, which no

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::kept::{self, KeptOutcome};
 use super::schema::DB_FILE;
 use super::{Journal, JournalError, RowState, members, sql_error};
-use crate::outcome::Status;
+use crate::outcome::{RowKey, Status};
 use crate::stats::{Second, Stats, Taken};
 use crate::util::time::unix_ms;
 
@@ -338,21 +339,30 @@ pub struct OutcomeGroup {
 fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
     let mut groups = stored_groups(conn)?;
     // The rows of a batch in flight are where their batch says, not yet in their records,
-    // and so are the rows that repeat them.
+    // and so are the rows that repeat them; those that took an outcome the batch keeps, as
+    // every row whose outcome its batch keeps, are where that says.
     let in_flight = members::unwritten(conn)?;
-    if in_flight.is_empty() {
-        return Ok(groups);
-    }
-    let copies = copies_of(conn, &in_flight)?;
+    let copies = if in_flight.is_empty() {
+        HashMap::new()
+    } else {
+        copies_of(conn, &in_flight)?
+    };
     let mut stored = conn.prepare(
         "SELECT state, status, reason FROM rows WHERE row_key = ?1 AND batch_id IS NOT ?2",
     )?;
-    for kept in in_flight {
+    for batch in in_flight {
         let (batch_id, now) = (
-            kept.batch_id,
-            members::member_state(members::accepted(kept.state)),
+            batch.batch_id,
+            members::member_state(members::accepted(batch.state)),
         );
-        for key in kept.members {
+        let answered = match (batch.members.first(), batch.members.last()) {
+            (Some(lo), Some(hi)) => kept::kept_in(conn, *lo, *hi)?,
+            _ => Default::default(),
+        };
+        for key in batch.members {
+            if answered.contains_key(&key) {
+                continue;
+            }
             let Some((state, status, reason)) = stored
                 .query_row(params![key.0 as i64, batch_id], |r| {
                     let status: Option<String> = r.get(1)?;
@@ -367,30 +377,92 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
                 continue;
             };
             let duplicates = copies.get(&key.0).copied().unwrap_or(0);
-            let mut group = |state: RowState, status, reason: Option<String>, sign: i64| {
-                let at = groups
-                    .iter()
-                    .position(|g| g.state == state && g.status == status && g.reason == reason);
-                let at = at.unwrap_or_else(|| {
-                    groups.push(OutcomeGroup {
-                        state,
-                        status,
-                        reason,
-                        rows: 0,
-                        duplicates: 0,
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[at];
-                g.rows = g.rows.saturating_add_signed(sign * (1 + duplicates));
-                g.duplicates = g.duplicates.saturating_add_signed(sign * duplicates);
-            };
-            group(state, status, reason, -1);
-            group(now, None, None, 1);
+            shift(&mut groups, (state, status, reason), -1, duplicates);
+            shift(&mut groups, (now, None, None), 1, duplicates);
         }
     }
+    kept_groups(conn, &mut groups)?;
     groups.retain(|g| g.rows > 0);
     Ok(groups)
+}
+
+/// A row's state, stored status and reason: its group.
+type Group = (RowState, Option<Status>, Option<String>);
+
+/// Moves a row and the `duplicates` that repeat it into (`sign` 1) or out of (-1) its group.
+fn shift(groups: &mut Vec<OutcomeGroup>, group: Group, sign: i64, duplicates: i64) {
+    let (state, status, reason) = group;
+    let at = groups
+        .iter()
+        .position(|g| g.state == state && g.status == status && g.reason == reason);
+    let at = at.unwrap_or_else(|| {
+        groups.push(OutcomeGroup {
+            state,
+            status,
+            reason,
+            rows: 0,
+            duplicates: 0,
+        });
+        groups.len() - 1
+    });
+    let g = &mut groups[at];
+    g.rows = g.rows.saturating_add_signed(sign * (1 + duplicates));
+    g.duplicates = g.duplicates.saturating_add_signed(sign * duplicates);
+}
+
+/// Moves each row whose outcome its batch keeps, and the rows that repeat it, from the group
+/// of its record to its outcome's: a chunk at a time, its records and the rows repeating them
+/// read by their range of keys.
+fn kept_groups(conn: &Connection, groups: &mut Vec<OutcomeGroup>) -> rusqlite::Result<()> {
+    let mut own = conn.prepare(
+        "SELECT row_key, state, status, reason FROM rows WHERE row_key BETWEEN ?1 AND ?2",
+    )?;
+    let mut copies = conn.prepare(
+        "SELECT dup_of, count(*) FROM rows
+         WHERE dup_of IS NOT NULL AND dup_of BETWEEN ?1 AND ?2 GROUP BY dup_of",
+    )?;
+    kept::each_chunk(conn, |rows| {
+        let (Some((lo, _)), Some((hi, _))) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
+        // Rows spread wider than their chunk holds are read one at a time.
+        let spans: Vec<(RowKey, RowKey)> = if hi.0 - lo.0 >= 4 * rows.len() as u64 {
+            rows.iter().map(|(k, _)| (*k, *k)).collect()
+        } else {
+            vec![(*lo, *hi)]
+        };
+        let mut records: HashMap<i64, Group> = HashMap::new();
+        let mut repeats: HashMap<i64, i64> = HashMap::new();
+        for (lo, hi) in spans {
+            let range = params![lo.0 as i64, hi.0 as i64];
+            let mut read = own.query(range)?;
+            while let Some(r) = read.next()? {
+                let status: Option<String> = r.get(2)?;
+                let group = (
+                    r.get(1)?,
+                    status.as_deref().and_then(Status::parse),
+                    r.get(3)?,
+                );
+                records.insert(r.get(0)?, group);
+            }
+            let mut read = copies.query(range)?;
+            while let Some(r) = read.next()? {
+                repeats.insert(r.get(0)?, r.get(1)?);
+            }
+        }
+        for (key, outcome) in rows {
+            let key = key.0 as i64;
+            let Some(record) = records.get(&key) else {
+                continue;
+            };
+            let duplicates = repeats.get(&key).copied().unwrap_or(0);
+            shift(groups, record.clone(), -1, duplicates);
+            let status = Status::parse(&outcome.status);
+            let taken = (KeptOutcome::STATE, status, outcome.reason);
+            shift(groups, taken, 1, duplicates);
+        }
+        Ok(())
+    })
 }
 
 /// How many rows repeat each row of the batches `in_flight`, by its key: one pass over the

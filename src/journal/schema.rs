@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::{Journal, JournalError, fields, io_error, sql_error};
+use super::{Journal, JournalError, fields, io_error, kept, sql_error};
 use crate::util::fs::create_private_file;
 
 pub(super) const DB_FILE: &str = "journal.sqlite";
@@ -13,12 +13,16 @@ pub(super) const DB_FILE: &str = "journal.sqlite";
 /// (`members`): a batch's intent and acceptance are the batch's until each row's outcome.
 pub(super) const MEMBERS: &str = "3";
 
+/// The format whose batches also keep their rows' outcomes (`kept`): a row's record is
+/// planning's until it is changed again.
+pub(super) const KEPT: &str = "4";
+
 /// The formats read, written to `meta` as the journal is made; a state of a newer format is
-/// refused, never read wrong. A journal of format 2 becomes 3 when opened, which only adds
-/// what batches may keep (a version that reads 2 but not 3 would send again the rows of a
-/// batch that keeps them); format 1 keeps naming its fields in its rows (`fields`), and its
-/// batches' rows are written at each move.
-const FORMATS: [&str; 3] = [fields::NAMED, fields::NUMBERED, MEMBERS];
+/// refused, never read wrong. A journal of format 2 or 3 becomes 4 when opened, which only adds
+/// what batches may keep (a version that reads 3 but not 4 would send again the rows whose
+/// outcomes their batch keeps); format 1 keeps naming its fields in its rows (`fields`), and
+/// its batches' rows are written at each move.
+const FORMATS: [&str; 4] = [fields::NAMED, fields::NUMBERED, MEMBERS, KEPT];
 
 /// States are stored as text so the journal can be read with `sqlite3`: their words are in
 /// `state`. SQLite keeps this text in every state, so it stays as first written.
@@ -41,6 +45,9 @@ const TABLES: &str =
                  -- batch's rows are found by their keys.
                  DROP INDEX IF EXISTS rows_ident;
                  DROP INDEX IF EXISTS rows_batch;
+                 -- The rows that repeat a row, found by it where its batch keeps its outcome
+                 -- (`kept`); an entry for a duplicate only, a row in a hundred or so.
+                 CREATE INDEX IF NOT EXISTS rows_dup ON rows (dup_of) WHERE dup_of IS NOT NULL;
                  CREATE TABLE IF NOT EXISTS batches (
                      batch_id INTEGER PRIMARY KEY,
                      state TEXT NOT NULL,
@@ -87,6 +94,9 @@ const TABLES: &str =
 impl Journal {
     pub(super) fn migrate(&self) -> Result<(), JournalError> {
         self.conn.execute_batch(TABLES).map_err(|e| self.sql(e))?;
+        self.conn
+            .execute_batch(kept::TABLE)
+            .map_err(|e| self.sql(e))?;
         // Columns later versions added: journals made before lack them.
         const ADDED: [(&str, &str, &str); 4] = [
             // Answers reused from earlier jobs.
@@ -113,8 +123,8 @@ impl Journal {
             }
         }
         match self.meta("format")? {
-            None => self.set_meta("format", MEMBERS),
-            Some(v) if v == fields::NUMBERED => self.set_meta("format", MEMBERS),
+            None => self.set_meta("format", KEPT),
+            Some(v) if v == fields::NUMBERED || v == MEMBERS => self.set_meta("format", KEPT),
             Some(v) if FORMATS.contains(&v.as_str()) => Ok(()),
             Some(found) => Err(JournalError::Format {
                 dir: self.dir.display().to_string(),

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod kept_outcomes;
+
 use super::lock::LOCK_FILE;
 use super::schema::DB_FILE;
 use super::*;
@@ -1047,7 +1049,7 @@ async fn a_journal_of_format_2_takes_batches_that_keep_their_rows() {
     .unwrap();
     drop(conn);
     let mut j = Journal::open(&state, &ID, false).unwrap();
-    assert_eq!(j.meta("format").unwrap().as_deref(), Some(schema::MEMBERS));
+    assert_eq!(j.meta("format").unwrap().as_deref(), Some(schema::KEPT));
     let index: i64 = j
         .conn
         .query_row(

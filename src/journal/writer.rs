@@ -195,7 +195,7 @@ impl Journal {
         Journal::output_stale(&self.conn).map_err(|e| self.sql(e))?;
         let conn = schema::open_db(&self.dir)?;
         let names = FieldNames::load(&conn).map_err(|e| self.sql(e))?;
-        let kept = self.meta("format")?.as_deref() == Some(schema::MEMBERS);
+        let kept = self.meta("format")?.as_deref() == Some(schema::KEPT);
         let unwritten = Unwritten::load(&conn, kept).map_err(|e| self.sql(e))?;
         let queue = Arc::new(Queue::default());
         let failed = Arc::new(AtomicBool::new(false));
@@ -512,9 +512,18 @@ fn apply_all(
     // work under a flow of batch results.
     let mut finish = tx.prepare_cached(&FINISH_SQL)?;
     for op in ops {
+        // A row whose outcome its batch keeps takes it back into its record before it moves.
+        if let Op::Intent { keys, .. }
+        | Op::Revert { keys, .. }
+        | Op::Unconfirmed { keys, .. }
+        | Op::Running { keys, .. } = op
+        {
+            unwritten.outcomes.own(&tx, keys)?;
+        }
         apply(&tx, &mut finish, names, unwritten, op, &now)?;
     }
     drop(finish);
+    unwritten.outcomes.store(&tx)?;
     if !counted.is_empty() {
         let mut add = tx.prepare_cached(
             "INSERT INTO usage (minute, requests) VALUES (?1, ?2)

@@ -7,6 +7,7 @@ use foldhash::{HashMap, HashMapExt};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::WriteError;
+use crate::journal::kept;
 use crate::journal::members::{self, member_state};
 use crate::journal::state::{Refused, Step};
 use crate::journal::{BatchState, RowState};
@@ -16,9 +17,11 @@ use crate::util::time::now_rfc3339;
 /// The batches of this run whose member rows' records do not all show them yet, as the
 /// writer follows them: what each such row is, without reading it.
 pub(super) struct Unwritten {
-    /// Whether batches keep their rows (a journal of format 3); otherwise every move of a
-    /// batch's rows is written to them.
+    /// Whether batches keep their rows and their outcomes (a journal of format 4); otherwise
+    /// every move of a batch's rows is written to them.
     pub(super) kept: bool,
+    /// The outcomes batches keep, and this transaction's.
+    pub(super) outcomes: kept::Index,
     batches: HashMap<i64, Pending>,
     /// Each member row whose record does not show its batch, and the batch. Ordered: a
     /// batch's rows take their outcomes in key order, which walks this in order, where a hash
@@ -42,12 +45,14 @@ impl Unwritten {
     pub(super) fn load(conn: &Connection, kept: bool) -> rusqlite::Result<Unwritten> {
         let mut unwritten = Unwritten {
             kept,
+            outcomes: kept::Index::default(),
             batches: HashMap::new(),
             member_of: BTreeMap::new(),
         };
         if !kept {
             return Ok(unwritten);
         }
+        unwritten.outcomes = kept::Index::load(conn)?;
         for kept in members::unwritten(conn)? {
             let (batch_id, keys) = (kept.batch_id, kept.members);
             let mut shown = conn.prepare_cached("SELECT batch_id FROM rows WHERE row_key = ?1")?;

@@ -8,6 +8,7 @@ use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 use super::batch::Unwritten;
 use super::{OtpChange, WriteError};
 use crate::journal::fields::FieldNames;
+use crate::journal::kept::KeptOutcome;
 use crate::journal::state::Step;
 use crate::journal::{OtpPhase, RowState};
 use crate::outcome::{Outcome, RowKey};
@@ -88,6 +89,9 @@ pub(super) fn done(
     now: &str,
 ) -> Result<(), WriteError> {
     let member = unwritten.member(key);
+    if member.is_none() {
+        unwritten.outcomes.own(tx, &[key])?;
+    }
     let accepted = member.and_then(|(_, accepted)| accepted);
     let own_time = match member {
         Some((batch_id, _)) if unwritten.answered_at(tx, batch_id, now)? => None,
@@ -98,6 +102,27 @@ pub(super) fn done(
     } else {
         Some(names.encode(tx, key, &outcome.fields)?)
     };
+    // A row of an accepted batch in flight keeps its outcome with the batch: its record, as
+    // planning wrote it, is not written again (see `kept`).
+    if let (Some((batch_id, Some(accepted))), true) = (member, unwritten.kept) {
+        let o = outcome;
+        unwritten.outcomes.keep(
+            key,
+            KeptOutcome {
+                batch_id,
+                status: o.status.as_str().to_string(),
+                reason: o.reason.clone(),
+                message: o.message.clone(),
+                provider_status: o.provider_status.clone(),
+                request_id: o.request_id.clone(),
+                checked_at: own_time.map(str::to_string),
+                fields,
+                attempts: attempts.unwrap_or(accepted),
+            },
+        );
+        unwritten.settled(tx, key)?;
+        return Ok(());
+    }
     let moved = finish.execute(params![
         key.0 as i64,
         outcome.status.as_str(),

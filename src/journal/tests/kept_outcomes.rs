@@ -275,3 +275,39 @@ async fn recovery_leaves_the_outcomes_a_batch_keeps() {
     );
     counts_as_read(&j);
 }
+
+/// A writer started on what a dead run left, before recovery wrote it, takes the rows whose
+/// outcomes the batch keeps as settled: a later answer for one of them is written into its
+/// record, never kept a second time.
+#[tokio::test]
+async fn a_writer_started_before_recovery_leaves_kept_rows_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let k = keys();
+    {
+        let mut j = Journal::open(&state, &ID, false).unwrap();
+        plan_with_a_duplicate(&mut j);
+        let (w, thread) = j.writer().unwrap();
+        w.intent(k[..4].to_vec(), Some(1), None).await.unwrap();
+        w.running(k[..4].to_vec(), Some(1), "req-1".into(), 1);
+        w.done(k[0], Outcome::new(Status::Pending), None);
+        // Committed with everything sent before it, the batch left unwritten.
+        w.intent(vec![k[4]], Some(2), None).await.unwrap();
+        drop(w);
+        thread.join();
+    }
+    let j = Journal::open(&state, &ID, false).unwrap();
+    let (w, thread) = j.writer().unwrap();
+    w.done(k[0], Outcome::new(Status::Verified), None);
+    w.done(k[1], Outcome::new(Status::Verified), None);
+    w.close().await.unwrap();
+    thread.join();
+    let kept = crate::journal::kept::kept_in(&j.conn, k[0], k[5]).unwrap();
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [k[1]]);
+    assert_eq!(own_states(&j)[0], RowState::Done, "written into its record");
+    let statuses: Vec<_> = export(&j).iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses[..2],
+        [Some(Status::Verified), Some(Status::Verified)]
+    );
+}

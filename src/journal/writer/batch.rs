@@ -56,8 +56,13 @@ impl Unwritten {
         for kept in members::unwritten(conn)? {
             let (batch_id, keys) = (kept.batch_id, kept.members);
             let mut shown = conn.prepare_cached("SELECT batch_id FROM rows WHERE row_key = ?1")?;
+            // A row whose outcome the batch keeps is not in flight.
+            let answered = match (keys.first(), keys.last()) {
+                (Some(lo), Some(hi)) => kept::kept_in(conn, *lo, *hi)?,
+                _ => Default::default(),
+            };
             let mut left = 0;
-            for key in &keys {
+            for key in keys.iter().filter(|k| !answered.contains_key(k)) {
                 let batch: Option<Option<i64>> =
                     shown.query_row([key.0 as i64], |r| r.get(0)).optional()?;
                 if batch.is_some_and(|b| b != Some(batch_id)) {

@@ -458,12 +458,14 @@ fn take(tx: &Transaction, chunk: i64, key: RowKey) -> rusqlite::Result<bool> {
     Ok(true)
 }
 
-/// The row's record as its kept outcome says, with its batch.
+/// The row's record as its kept outcome says, with its batch, and its time: the batch's when
+/// it kept none of its own, which the row would lose with the batch once sent again.
 fn write_row(tx: &Transaction, key: RowKey, o: &KeptOutcome) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE rows SET state = ?2, status = ?3, reason = ?4, message = ?5,
-                provider_status = ?6, request_id = ?7, checked_at = ?8, fields = ?9,
-                attempts = ?10, batch_id = ?11
+                provider_status = ?6, request_id = ?7,
+                checked_at = coalesce(?8, (SELECT answered_at FROM batches WHERE batch_id = ?11)),
+                fields = ?9, attempts = ?10, batch_id = ?11
          WHERE row_key = ?1",
     )?
     .execute(params![

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+mod kept_equivalence;
 mod kept_outcomes;
 
 use super::lock::LOCK_FILE;

@@ -11,8 +11,12 @@
 //! kept (a pending row polled again, an error sent again), it writes the kept outcome into the
 //! row and takes it out of its chunk ([`Index::own`]), so that the row's own record is whole
 //! again.
+//!
+//! A row that others repeat (a duplicate's leader) keeps its outcome alone, by its key
+//! (`kept_leaders`): each duplicate reads its leader's outcome, anywhere before it, which a
+//! chunk would give only by being read whole again for each.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -32,7 +36,11 @@ pub(super) const TABLE: &str = "CREATE TABLE IF NOT EXISTS kept (
                      first_key INTEGER NOT NULL,
                      last_key INTEGER NOT NULL,
                      outcomes BLOB NOT NULL) STRICT;
-                 CREATE INDEX IF NOT EXISTS kept_span ON kept (first_key, last_key);";
+                 CREATE INDEX IF NOT EXISTS kept_span ON kept (first_key, last_key);
+                 CREATE TABLE IF NOT EXISTS kept_leaders (
+                     row_key INTEGER PRIMARY KEY,
+                     batch_id INTEGER NOT NULL,
+                     outcome BLOB NOT NULL) STRICT;";
 
 /// A row's outcome as its batch keeps it: what the row's record would have said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +132,12 @@ const TEXTS: usize = 6;
 /// Outcomes in ascending key order (each key as its distance from the one before), one
 /// batch's, compressed.
 fn encode(rows: &[(RowKey, KeptOutcome)]) -> rusqlite::Result<Vec<u8>> {
+    zstd::bulk::compress(&encode_raw(rows), LEVEL)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
+/// [`encode`]'s outcomes, not compressed: a leader's, alone.
+fn encode_raw(rows: &[(RowKey, KeptOutcome)]) -> Vec<u8> {
     let mut raw = Vec::with_capacity(rows.len() * 64);
     let mut last = 0u64;
     for (key, o) in rows {
@@ -142,7 +156,7 @@ fn encode(rows: &[(RowKey, KeptOutcome)]) -> rusqlite::Result<Vec<u8>> {
         }
         put_uint(&mut raw, u64::from(o.attempts));
     }
-    zstd::bulk::compress(&raw, LEVEL).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+    raw
 }
 
 /// The outcomes [`encode`] wrote for the batch `batch_id`, of the rows with keys in `keys`
@@ -154,7 +168,16 @@ fn decode(
     keys: RangeInclusive<RowKey>,
 ) -> rusqlite::Result<Vec<(RowKey, KeptOutcome)>> {
     let raw = zstd::stream::decode_all(blob).map_err(|_| damaged())?;
-    let mut at = Cursor(&raw);
+    decode_raw(&raw, batch_id, keys)
+}
+
+/// What [`encode_raw`] wrote, as [`decode`] reads it.
+fn decode_raw(
+    raw: &[u8],
+    batch_id: i64,
+    keys: RangeInclusive<RowKey>,
+) -> rusqlite::Result<Vec<(RowKey, KeptOutcome)>> {
+    let mut at = Cursor(raw);
     let mut rows = Vec::new();
     let mut last = 0u64;
     while !at.0.is_empty() {
@@ -210,12 +233,60 @@ pub(super) fn kept_in(
     let mut st = conn.prepare_cached(
         "SELECT batch_id, outcomes FROM kept WHERE first_key <= ?2 AND last_key >= ?1",
     )?;
-    let mut chunks = st.query(params![lo.0 as i64, hi.0 as i64])?;
+    let range = params![lo.0 as i64, hi.0 as i64];
+    let mut chunks = st.query(range)?;
     while let Some(r) = chunks.next()? {
         let blob: Vec<u8> = r.get(1)?;
         kept.extend(decode(&blob, r.get(0)?, lo..=hi)?);
     }
+    let mut leaders = conn.prepare_cached(
+        "SELECT batch_id, outcome FROM kept_leaders WHERE row_key BETWEEN ?1 AND ?2",
+    )?;
+    let mut rows = leaders.query(range)?;
+    while let Some(r) = rows.next()? {
+        let blob: Vec<u8> = r.get(1)?;
+        kept.extend(decode_raw(&blob, r.get(0)?, lo..=hi)?);
+    }
     Ok(kept)
+}
+
+/// The kept outcome of the row `key`, a duplicate's leader.
+fn leader(conn: &Connection, key: RowKey) -> rusqlite::Result<Option<KeptOutcome>> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT batch_id, outcome FROM kept_leaders WHERE row_key = ?1")?
+        .query_row([key.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((batch_id, blob)) = found else {
+        return Ok(None);
+    };
+    Ok(decode_raw(&blob, batch_id, key..=key)?
+        .pop()
+        .map(|(_, o)| o))
+}
+
+/// The rows that others repeat, of `keys`: their outcomes are kept by their keys.
+pub(super) fn leaders_among(
+    conn: &Connection,
+    keys: &[RowKey],
+) -> rusqlite::Result<foldhash::HashSet<RowKey>> {
+    let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
+        return Ok(Default::default());
+    };
+    let members: foldhash::HashSet<RowKey> = keys.iter().copied().collect();
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT dup_of FROM rows WHERE dup_of IS NOT NULL AND dup_of BETWEEN ?1 AND ?2",
+    )?;
+    let found = st.query_map(params![lo.0 as i64, hi.0 as i64], |r| {
+        r.get::<_, i64>(0).map(|k| RowKey(k as u64))
+    })?;
+    let mut leaders = foldhash::HashSet::default();
+    for key in found {
+        let key = key?;
+        if members.contains(&key) {
+            leaders.insert(key);
+        }
+    }
+    Ok(leaders)
 }
 
 /// Every chunk's rows in turn, each with its keys, for a reader that takes them all.
@@ -232,6 +303,20 @@ pub(super) fn each_chunk(
         let blob: Vec<u8> = r.get(1)?;
         f(decode(&blob, r.get(0)?, ALL)?)?;
     }
+    // The leaders, as chunks of a few thousand.
+    let mut st = conn.prepare("SELECT batch_id, outcome FROM kept_leaders ORDER BY row_key")?;
+    let mut rows = st.query([])?;
+    let mut leaders = Vec::new();
+    while let Some(r) = rows.next()? {
+        let blob: Vec<u8> = r.get(1)?;
+        leaders.extend(decode_raw(&blob, r.get(0)?, ALL)?);
+        if leaders.len() >= 4096 {
+            f(std::mem::take(&mut leaders))?;
+        }
+    }
+    if !leaders.is_empty() {
+        f(leaders)?;
+    }
     Ok(())
 }
 
@@ -241,32 +326,34 @@ pub(super) struct Window {
     lo: RowKey,
     hi: RowKey,
     rows: BTreeMap<RowKey, KeptOutcome>,
-    /// The last row looked up alone, before the span.
-    alone: Option<(RowKey, Option<KeptOutcome>)>,
-    /// Whether the journal keeps any: most journals of a per-row check keep none.
+    /// Whether the journal keeps any outcome, and any of a leader: most journals of a per-row
+    /// check keep none.
     any: bool,
+    leaders: bool,
 }
 
 impl Window {
-    /// Keys a span covers past the one that moved it, and before it: a span holds about a
-    /// batch's chunk, and a duplicate's leader a little before it.
+    /// Keys a span covers from the one that moved it: about a batch's chunk.
     const SPAN: u64 = 1 << 14;
-    const BACK: u64 = 1 << 10;
 
     pub(super) fn new(conn: &Connection) -> rusqlite::Result<Window> {
-        let any = has_table(conn)?
-            && conn.query_row("SELECT EXISTS (SELECT 1 FROM kept)", [], |r| r.get(0))?;
+        let exists = |table: &str| -> rusqlite::Result<bool> {
+            conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| {
+                r.get(0)
+            })
+        };
+        let kept = has_table(conn)?;
+        let leaders = kept && exists("kept_leaders")?;
         Ok(Window {
             lo: RowKey(1),
             hi: RowKey(0),
             rows: BTreeMap::new(),
-            alone: None,
-            any,
+            any: leaders || (kept && exists("kept")?),
+            leaders,
         })
     }
 
-    /// The kept outcome of the row `key`. The keys asked for go up but for a few before (a
-    /// duplicate's leader), looked up alone.
+    /// The kept outcome of the row `key`; the keys asked for go up.
     pub(super) fn get(
         &mut self,
         conn: &Connection,
@@ -275,18 +362,24 @@ impl Window {
         if !self.any {
             return Ok(None);
         }
-        if key < self.lo {
-            if self.alone.as_ref().is_none_or(|(k, _)| *k != key) {
-                self.alone = Some((key, kept_in(conn, key, key)?.remove(&key)));
-            }
-            return Ok(self.alone.as_ref().and_then(|(_, o)| o.as_ref()));
-        }
-        if key > self.hi {
-            self.lo = RowKey(key.0.saturating_sub(Self::BACK));
+        if key < self.lo || key > self.hi {
+            self.lo = key;
             self.hi = RowKey(key.0.saturating_add(Self::SPAN));
             self.rows = kept_in(conn, self.lo, self.hi)?;
         }
         Ok(self.rows.get(&key))
+    }
+
+    /// The kept outcome of the row `key`, a duplicate's leader, anywhere before.
+    pub(super) fn leader(
+        &self,
+        conn: &Connection,
+        key: RowKey,
+    ) -> rusqlite::Result<Option<KeptOutcome>> {
+        if !self.leaders {
+            return Ok(None);
+        }
+        leader(conn, key)
     }
 }
 
@@ -306,9 +399,12 @@ pub(super) struct Index {
     chunks: Vec<Chunk>,
     /// The highest last key of `chunks` up to each.
     reach: Vec<RowKey>,
-    /// This transaction's, by batch, stored as its chunks when it commits.
+    /// The rows whose outcomes are kept alone, as leaders.
+    leaders: BTreeSet<RowKey>,
+    /// This transaction's, by batch, stored as its chunks when it commits, and its leaders'.
     pending: HashMap<i64, Vec<(RowKey, KeptOutcome)>>,
     pending_keys: HashMap<RowKey, i64>,
+    pending_leaders: HashMap<RowKey, KeptOutcome>,
 }
 
 impl Index {
@@ -329,6 +425,10 @@ impl Index {
             index.chunks.push(chunk?);
         }
         index.sort();
+        let mut st = conn.prepare("SELECT row_key FROM kept_leaders")?;
+        for key in st.query_map([], |r| r.get::<_, i64>(0))? {
+            index.leaders.insert(RowKey(key? as u64));
+        }
         Ok(index)
     }
 
@@ -342,8 +442,13 @@ impl Index {
         }
     }
 
-    /// Keeps the outcome of the row `key`, with the transaction.
-    pub(super) fn keep(&mut self, key: RowKey, outcome: KeptOutcome) {
+    /// Keeps the outcome of the row `key`, with the transaction: alone when others repeat
+    /// the row (`leader`).
+    pub(super) fn keep(&mut self, key: RowKey, outcome: KeptOutcome, leader: bool) {
+        if leader {
+            self.pending_leaders.insert(key, outcome);
+            return;
+        }
         self.pending_keys.insert(key, outcome.batch_id);
         self.pending
             .entry(outcome.batch_id)
@@ -353,6 +458,19 @@ impl Index {
 
     /// Stores the transaction's kept outcomes, a chunk a batch.
     pub(super) fn store(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        for (key, outcome) in std::mem::take(&mut self.pending_leaders) {
+            let batch_id = outcome.batch_id;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO kept_leaders (row_key, batch_id, outcome)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                key.0 as i64,
+                batch_id,
+                encode_raw(&[(key, outcome)])
+            ])?;
+            self.leaders.insert(key);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -395,10 +513,26 @@ impl Index {
     /// Writes the kept outcomes of `keys` into their rows and takes them out of their chunks,
     /// before the writer changes the rows: a row's own record is then its whole state again.
     pub(super) fn own(&mut self, tx: &Transaction, keys: &[RowKey]) -> rusqlite::Result<()> {
-        if self.chunks.is_empty() && self.pending_keys.is_empty() {
+        if self.chunks.is_empty()
+            && self.pending_keys.is_empty()
+            && self.leaders.is_empty()
+            && self.pending_leaders.is_empty()
+        {
             return Ok(());
         }
         for key in keys {
+            if let Some(outcome) = self.pending_leaders.remove(key) {
+                write_row(tx, *key, &outcome)?;
+                continue;
+            }
+            if self.leaders.remove(key) {
+                if let Some(outcome) = leader(tx, *key)? {
+                    write_row(tx, *key, &outcome)?;
+                }
+                tx.prepare_cached("DELETE FROM kept_leaders WHERE row_key = ?1")?
+                    .execute([key.0 as i64])?;
+                continue;
+            }
             if let Some(batch_id) = self.pending_keys.remove(key) {
                 let rows = self.pending.entry(batch_id).or_default();
                 if let Some(at) = rows.iter().position(|(k, _)| k == key) {

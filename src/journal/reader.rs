@@ -337,17 +337,25 @@ fn export_rows(
         ))
         .map_err(sql)?;
     let mut window = kept::Window::new(conn).map_err(sql)?;
+    // A duplicate's leader's kept outcome, read alone.
+    let mut led;
     let mut rows = st.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        let key = r.get::<_, i64>(0).map_err(sql)?;
+        let key = RowKey(r.get::<_, i64>(0).map_err(sql)? as u64);
         let leader = r.get::<_, Option<i64>>(1).map_err(sql)?;
-        let of = RowKey(leader.unwrap_or(key) as u64);
+        let kept = match leader {
+            None => window.get(conn, key).map_err(sql)?,
+            Some(leader) => {
+                led = window.leader(conn, RowKey(leader as u64)).map_err(sql)?;
+                led.as_ref()
+            }
+        };
         let fill = Fill {
             r,
             conn,
             positions,
             batches: &batches,
-            kept: window.get(conn, of).map_err(sql)?,
+            kept,
         };
         if f(&fill).map_err(sql)?.is_break() {
             break;

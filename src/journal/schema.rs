@@ -45,8 +45,8 @@ const TABLES: &str =
                  -- batch's rows are found by their keys.
                  DROP INDEX IF EXISTS rows_ident;
                  DROP INDEX IF EXISTS rows_batch;
-                 -- The rows that repeat a row, found by it where its batch keeps its outcome
-                 -- (`kept`); an entry for a duplicate only, a row in a hundred or so.
+                 -- The rows that repeat a row, found by it: a batch's rows that others
+                 -- repeat keep their outcomes alone (`kept`); an entry a duplicate only.
                  CREATE INDEX IF NOT EXISTS rows_dup ON rows (dup_of) WHERE dup_of IS NOT NULL;
                  CREATE TABLE IF NOT EXISTS batches (
                      batch_id INTEGER PRIMARY KEY,

@@ -288,7 +288,7 @@ fn read(j: &Journal) -> String {
 
 #[tokio::test]
 async fn kept_outcomes_read_as_outcomes_written_into_rows() {
-    let (mut polled_again, mut sent_again, mut chunks) = (0, 0, 0);
+    let (mut polled_again, mut sent_again, mut chunks, mut leaders) = (0, 0, 0, 0);
     for seed in 0..SEEDS {
         let dir = tempfile::tempdir().unwrap();
         let mut script = Script::new(seed);
@@ -325,12 +325,18 @@ async fn kept_outcomes_read_as_outcomes_written_into_rows() {
         };
         assert_eq!(count(&written), 0, "seed {seed}: format 3 keeps nothing");
         chunks += count(&kept);
+        leaders += kept
+            .conn
+            .query_row("SELECT count(*) FROM kept_leaders", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
         polled_again += script.polled_again;
         sent_again += script.sent_again;
     }
     assert!(
-        chunks > 0 && polled_again > 20 && sent_again > 20,
-        "the runs kept outcomes ({chunks} chunks left), and wrote some back: \
-         {polled_again} answered again, {sent_again} sent again"
+        chunks > 0 && leaders > 0 && polled_again > 20 && sent_again > 20,
+        "the runs kept outcomes ({chunks} chunks and {leaders} leaders' left), and wrote some \
+         back: {polled_again} answered again, {sent_again} sent again"
     );
 }

@@ -77,6 +77,19 @@ async fn a_batch_keeps_its_rows_outcomes_and_every_reader_reads_them() {
         1,
         "one chunk for the commit's rows of the batch"
     );
+    let leaders: Vec<i64> = j
+        .conn
+        .prepare("SELECT row_key FROM kept_leaders")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        leaders,
+        [1],
+        "the row another repeats keeps its outcome alone"
+    );
 
     let page = j.reader().unwrap().page(None, 100).unwrap();
     let seen: Vec<_> = page

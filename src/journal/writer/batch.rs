@@ -38,6 +38,8 @@ struct Pending {
     /// When the batch's first rows took their outcome (`answered_at`): rows whose outcome
     /// came then read their time from the batch, 20 bytes less in each.
     answered: Option<String>,
+    /// Its rows that others repeat, whose outcomes are kept alone (see `kept`).
+    leaders: foldhash::HashSet<RowKey>,
 }
 
 impl Unwritten {
@@ -74,6 +76,7 @@ impl Unwritten {
             unwritten.batches.insert(
                 batch_id,
                 Pending {
+                    leaders: kept::leaders_among(conn, &keys)?,
                     members: keys,
                     left,
                     accepted,
@@ -92,6 +95,13 @@ impl Unwritten {
     pub(super) fn member(&self, key: RowKey) -> Option<(i64, Option<u32>)> {
         let batch_id = *self.member_of.get(&key)?;
         Some((batch_id, self.batches.get(&batch_id)?.accepted))
+    }
+
+    /// Whether other rows repeat the row `key`, of the unwritten batch `batch_id`.
+    pub(super) fn leads(&self, batch_id: i64, key: RowKey) -> bool {
+        self.batches
+            .get(&batch_id)
+            .is_some_and(|b| b.leaders.contains(&key))
     }
 
     /// Records a batch's intent on the batch alone: `None` when its rows must be written
@@ -145,6 +155,7 @@ impl Unwritten {
                     left: keys.len(),
                     accepted: None,
                     answered: None,
+                    leaders: kept::leaders_among(tx, keys)?,
                 },
             );
         }

@@ -106,6 +106,7 @@ pub(super) fn done(
     // planning wrote it, is not written again (see `kept`).
     if let (Some((batch_id, Some(accepted))), true) = (member, unwritten.kept) {
         let o = outcome;
+        let leader = unwritten.leads(batch_id, key);
         unwritten.outcomes.keep(
             key,
             KeptOutcome {
@@ -119,6 +120,7 @@ pub(super) fn done(
                 fields,
                 attempts: attempts.unwrap_or(accepted),
             },
+            leader,
         );
         unwritten.settled(tx, key)?;
         return Ok(());

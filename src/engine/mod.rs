@@ -93,6 +93,12 @@ impl Ctx {
         Stats::add(&self.stats.done, 1);
     }
 
+    /// Records a running row's outcome, answered by a poll: see [`JournalWriter::polled`].
+    pub fn polled(&self, key: RowKey, outcome: Outcome) {
+        self.journal.polled(key, outcome);
+        Stats::add(&self.stats.done, 1);
+    }
+
     /// Takes `n` paid calls from the run's cap; see [`Allowance::take`].
     pub fn take_paid(&self, n: u64) -> bool {
         self.allowance.take(n)

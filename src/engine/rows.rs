@@ -135,7 +135,7 @@ async fn poll<C: RowCheck + ?Sized>(ctx: &Ctx, check: &C, key: RowKey, request_i
         .await;
     match answer {
         None | Some(Ok(Step::Running(_))) => {}
-        Some(Ok(Step::Done(outcome))) => ctx.finish(key, outcome, None),
+        Some(Ok(Step::Done(outcome))) => ctx.polled(key, outcome),
         Some(Ok(Step::Lost(why))) => ctx.hold(vec![key], None, &why, None),
         Some(Err(e)) => ctx.poll_failed(vec![key], e),
     }

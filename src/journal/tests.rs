@@ -653,6 +653,42 @@ async fn an_intent_sent_ahead_is_committed_at_its_time() {
     thread.join();
 }
 
+/// A poll's answer waits for another change's commit, which takes it along, or commits
+/// within its patience by itself: a row whose answer a kill lost is polled again.
+#[tokio::test]
+async fn a_poll_s_answer_goes_with_another_commit_or_within_its_patience() {
+    use RowState::*;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
+    plan_subjects(&mut j, &keys);
+    let (w, thread) = j.writer().unwrap();
+    w.intent(keys.clone(), None, None).await.unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        w.running(vec![*k], None, format!("req-{i}"), 1);
+    }
+    w.committed().await.unwrap();
+    let sent = Instant::now();
+    w.polled(keys[0], Outcome::new(Status::Verified));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if sent.elapsed() < Duration::from_millis(800) {
+        assert_eq!(states(&j), [Running, Running, Running], "it waits");
+    }
+    w.done(keys[1], Outcome::new(Status::Verified), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        states(&j),
+        [Done, Done, Running],
+        "another change's commit takes it along"
+    );
+    w.polled(keys[2], Outcome::new(Status::NotVerified));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(states(&j), [Done, Done, Done], "within its patience");
+    w.close().await.unwrap();
+    thread.join();
+}
+
 /// A move the lifecycle refuses is not written, and nothing after it: a held row is never
 /// sent again without the user's word, whatever the engine asks.
 #[tokio::test]

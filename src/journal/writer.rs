@@ -75,6 +75,9 @@ enum Op {
         key: RowKey,
         outcome: Outcome,
         attempts: Option<u32>,
+        /// A poll's answer to a running row, which a kill before its commit only costs a poll
+        /// again: it waits for another change's commit, up to [`queue::PATIENCE`].
+        patient: bool,
     },
     Otp {
         key: RowKey,
@@ -104,6 +107,11 @@ impl Op {
             self,
             Op::Intent { .. } | Op::Flush { .. } | Op::Committed { .. }
         )
+    }
+
+    /// Whether the change may wait for another's commit ([`queue::PATIENCE`]).
+    fn patient(&self) -> bool {
+        matches!(self, Op::Done { patient: true, .. })
     }
 
     /// When an intent is to be committed.
@@ -325,6 +333,19 @@ impl JournalWriter {
             key,
             outcome,
             attempts,
+            patient: false,
+        });
+    }
+
+    /// A running row's outcome, from a poll: committed with the next change that is not one,
+    /// or within [`queue::PATIENCE`]. A paced run's rows each took a commit of their own for
+    /// it, a wake of the writer thread a row.
+    pub fn polled(&self, key: RowKey, outcome: Outcome) {
+        self.send(Op::Done {
+            key,
+            outcome,
+            attempts: None,
+            patient: true,
         });
     }
 
@@ -624,15 +645,11 @@ fn apply(
             key,
             outcome,
             attempts,
-        } => done(
-            tx,
-            finish,
-            (names, unwritten),
-            *key,
-            outcome,
-            *attempts,
-            now,
-        ),
+            ..
+        } => {
+            let journal = (names, unwritten);
+            done(tx, finish, journal, *key, outcome, *attempts, now)
+        }
         Op::Otp {
             key,
             change,
@@ -640,15 +657,8 @@ fn apply(
             attempts,
         } => {
             otp_change(tx, *key, change)?;
-            done(
-                tx,
-                finish,
-                (names, unwritten),
-                *key,
-                outcome,
-                *attempts,
-                now,
-            )
+            let journal = (names, unwritten);
+            done(tx, finish, journal, *key, outcome, *attempts, now)
         }
         Op::BatchClosed { batch_id, state } => {
             unwritten.write(tx, *batch_id)?;

@@ -1,6 +1,7 @@
 //! The changes sent to the writer thread, and when it wakes to commit them: at once for a
 //! change somebody waits for, at its time for an intent sent ahead of it, within
-//! [`COMMIT_EVERY`] for the rest, and never once a change when one wake-up can take several.
+//! [`PATIENCE`] for a poll's answer, within [`COMMIT_EVERY`] for the rest, and never once a
+//! change when one wake-up can take several.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ use crate::util::sync::lock;
 pub(super) const USAGE_EVERY: Duration = Duration::from_secs(1);
 /// The shortest time between two commits that nobody waits for.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// How long a poll's answer waits for another change's commit to go with ([`Op::patient`]):
+/// a kill loses at most this much of them, each polled again by the next run.
+pub(super) const PATIENCE: Duration = Duration::from_secs(1);
 /// The most changes in one transaction.
 const MAX_OPS: usize = 4096;
 
@@ -34,6 +38,10 @@ struct Inbox {
     held: Vec<Op>,
     /// Whether a change in `ops` is awaited: it is committed at once.
     awaited: bool,
+    /// Whether a change in `ops` may not wait longer than [`COMMIT_EVERY`], and by when the
+    /// patient ones must be committed.
+    hurried: bool,
+    patient_by: Option<Instant>,
     /// Until when the writer thread sleeps (its alarm's time), while it does.
     sleeping: Option<Instant>,
     /// Every handle is gone: what is left is committed, then the thread ends.
@@ -62,9 +70,13 @@ impl Queue {
             _ => {
                 let awaited = op.awaited();
                 inbox.awaited |= awaited;
+                let patient = op.patient();
+                inbox.hurried |= !patient;
                 inbox.ops.push(op);
                 if awaited || inbox.ops.len() >= MAX_OPS {
                     now
+                } else if patient {
+                    *inbox.patient_by.get_or_insert(now + PATIENCE)
                 } else {
                     now + COMMIT_EVERY
                 }
@@ -106,8 +118,10 @@ impl Queue {
                 inbox.awaited = true;
                 inbox.ops.extend(came);
             }
-            let due =
-                (!inbox.ops.is_empty()).then(|| committed.map_or(now, |at| at + COMMIT_EVERY));
+            let due = (!inbox.ops.is_empty()).then(|| match inbox.patient_by {
+                Some(by) if !inbox.hurried => by,
+                _ => committed.map_or(now, |at| at + COMMIT_EVERY),
+            });
             let usage_due = counted_at + USAGE_EVERY;
             let ready = inbox.closed
                 || inbox.awaited
@@ -158,6 +172,10 @@ impl Inbox {
         let n = self.ops.len().min(MAX_OPS);
         let ops: Vec<Op> = self.ops.drain(..n).collect();
         self.awaited = self.ops.iter().any(Op::awaited);
+        self.hurried = self.ops.iter().any(|op| !op.patient());
+        if !self.ops.iter().any(Op::patient) {
+            self.patient_by = None;
+        }
         let open = !self.closed || !self.ops.is_empty() || !self.held.is_empty();
         (ops, open)
     }

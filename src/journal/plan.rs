@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::sort::{ExternalSort, Sorted};
 use super::{Journal, JournalError, RowState, io_error, sql_error};
 use crate::outcome::{Outcome, RowKey};
-use crate::util::sqlite::{JournalMode, journal_mode};
+use crate::util::sqlite::{JournalMode, journal_mode, values_list};
 use crate::util::time::now_rfc3339;
 
 /// The hash duplicates are detected on: the identifier itself never enters the journal.
@@ -270,7 +270,7 @@ fn subjects_sql(n: usize) -> String {
         "INSERT INTO rows (row_key, ident, state, dup_of) VALUES {}
          ON CONFLICT (row_key) DO UPDATE SET state = excluded.state, dup_of = excluded.dup_of
          WHERE rows.state = '{}' AND excluded.state = '{}'",
-        vec!["(?, ?, ?, ?)"; n].join(", "),
+        values_list(n, 4),
         RowState::Planned.as_sql(),
         RowState::Duplicate.as_sql()
     )

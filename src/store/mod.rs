@@ -19,7 +19,7 @@ use crate::checks::CheckInfo;
 use crate::journal::{Answer, Journal, JournalError, REUSE_PAGE};
 use crate::outcome::RowKey;
 use crate::util::fs::{create_private_dir, create_private_file};
-use crate::util::sqlite::{JournalMode, journal_mode};
+use crate::util::sqlite::{JournalMode, journal_mode, values_list};
 use crate::util::time::unix_now;
 
 mod answer;
@@ -70,7 +70,7 @@ static KEEP_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| keep
 /// The statement that keeps `n` answers, each `(scope, ident, obtained_at, answer)`, in turn:
 /// an answer older than the one kept is dropped.
 fn keep_sql(n: usize) -> String {
-    let values = vec!["(?, ?, ?, ?)"; n].join(", ");
+    let values = values_list(n, 4);
     format!(
         "INSERT INTO results (scope, ident, obtained_at, answer) VALUES {values}
          ON CONFLICT (scope, ident) DO UPDATE SET

@@ -1,5 +1,6 @@
 //! How the SQLite files (a job's journal, the account's results store) write a bulk of new
-//! rows: in place, not through the WAL that their readers and writers otherwise share.
+//! rows: in place, not through the WAL that their readers and writers otherwise share, and
+//! several to a statement.
 
 use rusqlite::Connection;
 
@@ -44,4 +45,12 @@ pub fn journal_mode(conn: &Connection, mode: JournalMode) -> rusqlite::Result<bo
         (JournalMode::Wal, now) => now.map(|_| true),
         (JournalMode::Rollback, Err(e)) => Err(e),
     }
+}
+
+/// The `VALUES` list of an `INSERT` of `rows` rows of `columns` parameters each: a bulk goes
+/// in many rows a statement, where a statement's run through SQLite's machine cost about as
+/// much as the row it inserted.
+pub fn values_list(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }

@@ -250,6 +250,19 @@ pub(super) fn kept_in(
     Ok(kept)
 }
 
+/// [`kept_in`] over a run of keys in ascending order, from its first to its last; none for an
+/// empty run.
+pub(super) fn kept_over(
+    conn: &Connection,
+    first: Option<RowKey>,
+    last: Option<RowKey>,
+) -> rusqlite::Result<BTreeMap<RowKey, KeptOutcome>> {
+    match (first, last) {
+        (Some(lo), Some(hi)) => kept_in(conn, lo, hi),
+        _ => Ok(BTreeMap::new()),
+    }
+}
+
 /// The kept outcome of the row `key`, a duplicate's leader.
 fn leader(conn: &Connection, key: RowKey) -> rusqlite::Result<Option<KeptOutcome>> {
     let found: Option<(i64, Vec<u8>)> = conn

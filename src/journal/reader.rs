@@ -416,12 +416,12 @@ impl JournalReader {
             .query_map(params![after, limit as i64], record)
             .and_then(Iterator::collect)
             .map_err(sql)?;
-        if let (Some(first), Some(last)) = (records.first(), records.last()) {
-            let kept = kept::kept_in(&self.conn, first.key, last.key).map_err(sql)?;
-            KeptBatches::new(&self.conn)
-                .records(&kept, &mut records)
-                .map_err(sql)?;
-        }
+        let (first, last) = (records.first(), records.last());
+        let kept =
+            kept::kept_over(&self.conn, first.map(|r| r.key), last.map(|r| r.key)).map_err(sql)?;
+        KeptBatches::new(&self.conn)
+            .records(&kept, &mut records)
+            .map_err(sql)?;
         Ok(records)
     }
 
@@ -466,12 +466,8 @@ impl JournalReader {
                 page.push((RowKey(after as u64), read));
             }
             drop(rows);
-            let kept = match (page.first(), page.last()) {
-                (Some(first), Some(last)) => {
-                    kept::kept_in(&self.conn, first.0, last.0).map_err(sql)?
-                }
-                _ => BTreeMap::new(),
-            };
+            let (first, last) = (page.first().map(|r| r.0), page.last().map(|r| r.0));
+            let kept = kept::kept_over(&self.conn, first, last).map_err(sql)?;
             for (key, read) in &page {
                 let counts = match (read, kept.get(key)) {
                     (_, Some(outcome)) => {

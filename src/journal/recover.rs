@@ -39,10 +39,9 @@ impl Journal {
         // A row whose outcome the batch keeps has it already.
         for kept in members::unwritten(&tx).map_err(sql)? {
             let (batch_id, mut keys) = (kept.batch_id, kept.members);
-            if let (Some(lo), Some(hi)) = (keys.first().copied(), keys.last().copied()) {
-                let answered = kept::kept_in(&tx, lo, hi).map_err(sql)?;
-                keys.retain(|k| !answered.contains_key(k));
-            }
+            let answered =
+                kept::kept_over(&tx, keys.first().copied(), keys.last().copied()).map_err(sql)?;
+            keys.retain(|k| !answered.contains_key(k));
             let accepted = members::accepted(kept.state).then_some(kept.attempts);
             let refused = members::write_rows(&tx, batch_id, &keys, accepted).map_err(sql)?;
             for (key, from) in refused {
@@ -212,14 +211,15 @@ impl Journal {
         batch_id: i64,
         members: &[RowKey],
     ) -> rusqlite::Result<HashMap<RowKey, Option<Polled>>> {
-        let (Some(lo), Some(hi)) = (members.first(), members.last()) else {
-            return Ok(HashMap::new());
-        };
         let mut ident = self
             .conn
             .prepare_cached("SELECT ident FROM rows WHERE row_key = ?1")?;
         let mut out = HashMap::new();
-        let kept = kept::kept_in(&self.conn, *lo, *hi)?;
+        let kept = kept::kept_over(
+            &self.conn,
+            members.first().copied(),
+            members.last().copied(),
+        )?;
         for (key, outcome) in kept.into_iter().filter(|(_, o)| o.batch_id == batch_id) {
             let settled = Status::parse(&outcome.status)
                 .is_some_and(|s| !matches!(s, Status::Pending | Status::Error));

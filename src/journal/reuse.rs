@@ -222,11 +222,8 @@ impl Journal {
                 })
                 .and_then(Iterator::collect)
                 .map_err(sql)?;
-            let kept = match (page.first(), page.last()) {
-                (Some(first), Some(last)) => kept::kept_in(&self.conn, first.0, last.0),
-                _ => Ok(Default::default()),
-            }
-            .map_err(sql)?;
+            let (first, last) = (page.first().map(|r| r.0), page.last().map(|r| r.0));
+            let kept = kept::kept_over(&self.conn, first, last).map_err(sql)?;
             let read = page.len();
             for (key, ident, own) in page {
                 after = key.0 as i64;

@@ -355,10 +355,8 @@ fn outcome_groups(conn: &Connection) -> rusqlite::Result<Vec<OutcomeGroup>> {
             batch.batch_id,
             members::member_state(members::accepted(batch.state)),
         );
-        let answered = match (batch.members.first(), batch.members.last()) {
-            (Some(lo), Some(hi)) => kept::kept_in(conn, *lo, *hi)?,
-            _ => Default::default(),
-        };
+        let members = &batch.members;
+        let answered = kept::kept_over(conn, members.first().copied(), members.last().copied())?;
         for key in batch.members {
             if answered.contains_key(&key) {
                 continue;

@@ -34,13 +34,20 @@ fn chunks(j: &Journal) -> i64 {
         .unwrap()
 }
 
-/// Batch 1, accepted (2 attempts), its rows answered: verified with a field, not verified
-/// with a request id of its own, pending and an error; the batch still open.
-async fn answer_batch(j: &mut Journal) {
+/// A writer of `j`, with batch 1 (rows 0–3) sent and accepted after `attempts` tries.
+async fn accepted_batch(j: &Journal, attempts: u32) -> (JournalWriter, WriterThread) {
     let k = keys();
     let (w, thread) = j.writer().unwrap();
     w.intent(k[..4].to_vec(), Some(1), None).await.unwrap();
-    w.running(k[..4].to_vec(), Some(1), "req-1".into(), 2);
+    w.running(k[..4].to_vec(), Some(1), "req-1".into(), attempts);
+    (w, thread)
+}
+
+/// Batch 1, accepted (2 attempts), its rows answered: verified with a field, not verified
+/// with a request id of its own, pending and an error; the batch still open.
+async fn answer_batch(j: &Journal) {
+    let k = keys();
+    let (w, thread) = accepted_batch(j, 2).await;
     let fields = vec![("name_at_bank".to_string(), "ANITA".to_string())];
     w.done(
         k[0],
@@ -66,7 +73,7 @@ async fn a_batch_keeps_its_rows_outcomes_and_every_reader_reads_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
     plan_with_a_duplicate(&mut j);
-    answer_batch(&mut j).await;
+    answer_batch(&j).await;
     assert_eq!(
         own_states(&j),
         [Planned, Planned, Planned, Planned, Planned, Duplicate],
@@ -181,7 +188,7 @@ async fn a_kept_row_changed_again_takes_its_outcome_back() {
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_with_a_duplicate(&mut j);
-        answer_batch(&mut j).await;
+        answer_batch(&j).await;
     }
     let mut j = Journal::open(&state, &ID, false).unwrap();
     assert_eq!(j.recover(false).unwrap(), (0, 0), "nothing was in flight");
@@ -250,9 +257,7 @@ async fn recovery_leaves_the_outcomes_a_batch_keeps() {
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_with_a_duplicate(&mut j);
-        let (w, thread) = j.writer().unwrap();
-        w.intent(k[..4].to_vec(), Some(1), None).await.unwrap();
-        w.running(k[..4].to_vec(), Some(1), "req-1".into(), 1);
+        let (w, thread) = accepted_batch(&j, 1).await;
         w.done(k[1], Outcome::new(Status::Verified), None);
         w.flush().await.unwrap();
         let groups: Vec<_> = j
@@ -300,9 +305,7 @@ async fn a_writer_started_before_recovery_leaves_kept_rows_settled() {
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_with_a_duplicate(&mut j);
-        let (w, thread) = j.writer().unwrap();
-        w.intent(k[..4].to_vec(), Some(1), None).await.unwrap();
-        w.running(k[..4].to_vec(), Some(1), "req-1".into(), 1);
+        let (w, thread) = accepted_batch(&j, 1).await;
         w.done(k[0], Outcome::new(Status::Pending), None);
         // Committed with everything sent before it, the batch left unwritten.
         w.intent(vec![k[4]], Some(2), None).await.unwrap();

@@ -59,10 +59,7 @@ impl Unwritten {
             let (batch_id, keys) = (kept.batch_id, kept.members);
             let mut shown = conn.prepare_cached("SELECT batch_id FROM rows WHERE row_key = ?1")?;
             // A row whose outcome the batch keeps is not in flight.
-            let answered = match (keys.first(), keys.last()) {
-                (Some(lo), Some(hi)) => kept::kept_in(conn, *lo, *hi)?,
-                _ => Default::default(),
-            };
+            let answered = kept::kept_over(conn, keys.first().copied(), keys.last().copied())?;
             let mut left = 0;
             for key in keys.iter().filter(|k| !answered.contains_key(k)) {
                 let batch: Option<Option<i64>> =

@@ -1,6 +1,7 @@
 //! The tables, the journal's format and how connections to it are opened.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -167,4 +168,29 @@ pub(super) fn durable(conn: &Connection, durable: bool) -> rusqlite::Result<()> 
     } else {
         "PRAGMA synchronous = NORMAL;"
     })
+}
+
+/// How often a short WAL is checkpointed so that the next commits overwrite blocks the file
+/// already has. An fsync of a commit that grows the file writes its inode and blocks too: on
+/// ext4 that is three waits a paid request's intent, against two for one that overwrites with
+/// fdatasync (`.cargo/config.toml` builds SQLite to use it), and a paced run syncs once a
+/// paid request.
+pub(super) const RESTART_EVERY: Duration = Duration::from_secs(10);
+/// A WAL file this long grows fast, or grew so once: its commits overwrite blocks it has after
+/// each autocheckpoint ([`open_db`]'s), and an earlier checkpoint would only copy its pages into
+/// the database more often.
+const SHORT_LOG_BYTES: u64 = 32 << 20;
+
+/// Checkpoints a short WAL (a paced run's), so that the writer's next commit starts it again
+/// from its beginning. Passive: it never waits for a reader, and one that holds the log only
+/// puts the restart off to a later checkpoint.
+pub(super) fn restart_short_log(conn: &Connection) {
+    let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let len = std::fs::metadata(format!("{path}-wal")).map_or(u64::MAX, |m| m.len());
+    if len < SHORT_LOG_BYTES {
+        let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        tracing::trace!(?frames, "short WAL checkpointed");
+    }
 }

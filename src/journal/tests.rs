@@ -5,6 +5,7 @@ use std::path::Path;
 
 mod kept_equivalence;
 mod kept_outcomes;
+mod short_log;
 
 use super::lock::LOCK_FILE;
 use super::schema::DB_FILE;

@@ -437,6 +437,7 @@ fn write_loop(
     let mut committed: Option<Instant> = None;
     let mut counted_at = Instant::now();
     let mut followed = Instant::now();
+    let mut checkpointed = Instant::now();
     loop {
         let (ops, open) = queue.next(committed, counted_at);
         // The run's progress and timeline, with a commit made anyway, and at least every
@@ -513,6 +514,11 @@ fn write_loop(
         }
         if closing {
             return;
+        }
+        // After the acks: the checkpoint's syncs hold up no intent waiting for its commit.
+        if result.is_ok() && checkpointed.elapsed() >= schema::RESTART_EVERY {
+            checkpointed = Instant::now();
+            schema::restart_short_log(&conn);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod kept_equivalence;
 mod kept_outcomes;
-mod short_log;
+mod syncs;
 
 use super::lock::LOCK_FILE;
 use super::schema::DB_FILE;

@@ -1,7 +1,26 @@
-//! A short WAL (a paced run's) is checkpointed so that later commits overwrite it from its
-//! beginning; a long one is left to the autocheckpoint.
+//! What the journal's commits cost the disk: an intent's commit is synced and others are not,
+//! and a short WAL (a paced run's) is checkpointed so that later commits overwrite it from its
+//! beginning, while a long one is left to the autocheckpoint.
 
-use super::super::schema::{open_db, restart_short_log};
+use super::super::schema::{durable, open_db, restart_short_log};
+
+#[test]
+fn the_sync_mode_follows_each_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_db(dir.path()).unwrap();
+    let mode = || {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(mode(), 1, "NORMAL until an intent");
+    // More than once each way: a switch prepared once and run again would change nothing.
+    for _ in 0..3 {
+        durable(&conn, true).unwrap();
+        assert_eq!(mode(), 2, "FULL for an intent's commit");
+        durable(&conn, false).unwrap();
+        assert_eq!(mode(), 1, "NORMAL for the others");
+    }
+}
 
 /// The WAL file's length.
 fn log_len(dir: &std::path::Path) -> u64 {

@@ -13,7 +13,7 @@ fn the_sync_mode_follows_each_switch() {
             .unwrap()
     };
     assert_eq!(mode(), 1, "NORMAL until an intent");
-    // More than once each way: a switch prepared once and run again would change nothing.
+    // More than once each way: the switch is a cached statement, and each run must take.
     for _ in 0..3 {
         durable(&conn, true).unwrap();
         assert_eq!(mode(), 2, "FULL for an intent's commit");
@@ -32,7 +32,7 @@ fn log_len(dir: &std::path::Path) -> u64 {
     std::fs::metadata(wal).unwrap().len()
 }
 
-/// `n` commits of a page's worth each, in place of a run's.
+/// `n` commits of a `bytes` blob each, in place of a run's.
 fn commits(conn: &rusqlite::Connection, n: usize, bytes: usize) {
     for i in 0..n {
         conn.execute(

@@ -22,6 +22,22 @@ fn hash(b: u8) -> [u8; 16] {
     [b; 16]
 }
 
+/// The keys of the first `n` rows of one file.
+fn row_keys(n: u64) -> Vec<RowKey> {
+    (0..n).map(|i| RowKey::new(0, i)).collect()
+}
+
+/// The first column of what `sql` selects from the journal's tables, as stored.
+fn column<T: rusqlite::types::FromSql>(j: &Journal, sql: &str) -> Vec<T> {
+    j.conn
+        .prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// A whole first pass over `rows`.
 fn plan(j: &mut Journal, rows: &[(RowKey, RowPlan)]) {
     let mut planner = j.planner().unwrap();
@@ -358,7 +374,7 @@ async fn lifecycle_survives_reopen_and_recovery_holds_in_flight_rows() {
     let state = dir.path().join("s");
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
-        let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+        let keys = row_keys(4);
         plan(
             &mut j,
             &keys
@@ -434,7 +450,7 @@ fn counts_as_read(j: &Journal) {
 async fn recovery_reconciles_named_uploads_and_holds_unnamed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
-    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(4);
     let token = {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_subjects(&mut j, &keys);
@@ -615,7 +631,7 @@ async fn an_intent_sent_ahead_is_committed_at_its_time() {
     use RowState::*;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(3);
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
     plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
@@ -661,7 +677,7 @@ async fn a_poll_s_answer_goes_with_another_commit_or_within_its_patience() {
     use RowState::*;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(3);
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
     plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
@@ -696,7 +712,7 @@ async fn a_poll_s_answer_goes_with_another_commit_or_within_its_patience() {
 async fn a_refused_move_stops_the_writer_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
-    let keys: Vec<_> = (0..2).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(2);
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_subjects(&mut j, &keys);
@@ -760,7 +776,7 @@ async fn a_batch_with_a_held_row_is_refused_however_its_rows_lie() {
 async fn only_a_batch_the_provider_never_took_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(4);
     plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
     let (named, accepted) = (keys[..2].to_vec(), keys[2..].to_vec());
@@ -866,7 +882,7 @@ async fn fields_are_kept_by_number_and_named_fields_still_read() {
         if format == fields::NAMED {
             j.set_meta("format", format).unwrap();
         }
-        let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+        let keys = row_keys(3);
         plan_subjects(&mut j, &keys);
         let (w, thread) = j.writer().unwrap();
         let answer = |pairs| Outcome::new(Status::Verified).with_fields(fields(pairs));
@@ -914,7 +930,7 @@ async fn a_batch_s_rows_are_written_once_with_their_outcome() {
     use RowState::*;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
-    let keys: Vec<_> = (0..6).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(6);
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_subjects(&mut j, &keys);
@@ -985,7 +1001,7 @@ async fn a_batch_s_rows_are_written_once_with_their_outcome() {
 async fn a_batch_row_s_duplicates_are_counted_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(4);
     let rows: Vec<_> = [1, 2, 2, 2]
         .into_iter()
         .zip(&keys)
@@ -1011,17 +1027,9 @@ async fn a_batch_row_s_duplicates_are_counted_with_it() {
 async fn a_batch_s_rows_answered_together_read_its_time() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
-    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
-    let stored = |j: &Journal| -> Vec<Option<String>> {
-        let mut st = j
-            .conn
-            .prepare("SELECT checked_at FROM rows ORDER BY row_key")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let keys = row_keys(3);
+    let stored =
+        |j: &Journal| column::<Option<String>>(j, "SELECT checked_at FROM rows ORDER BY row_key");
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_subjects(&mut j, &keys);
@@ -1069,7 +1077,7 @@ async fn a_journal_of_format_2_takes_batches_that_keep_their_rows() {
     use RowState::*;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
-    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(4);
     {
         let mut j = Journal::open(&state, &ID, false).unwrap();
         plan_subjects(&mut j, &keys);
@@ -1129,7 +1137,7 @@ async fn a_journal_of_format_2_takes_batches_that_keep_their_rows() {
 async fn batch_rows_have_their_accepted_batch_s_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    let keys: Vec<_> = (0..3).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(3);
     plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
     w.intent(keys[..2].to_vec(), Some(1), Some("up-1".into()))
@@ -1153,14 +1161,7 @@ async fn batch_rows_have_their_accepted_batch_s_request_id() {
     let ids: Vec<_> = export(&j).into_iter().map(|r| r.request_id).collect();
     assert_eq!(ids, [Some("req-1".into()), Some("req-2".into()), None]);
     counts_as_read(&j);
-    let own: Vec<Option<String>> = j
-        .conn
-        .prepare("SELECT request_id FROM rows ORDER BY row_key")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let own: Vec<Option<String>> = column(&j, "SELECT request_id FROM rows ORDER BY row_key");
     assert_eq!(own, [None, None, None], "no row keeps a copy");
 }
 
@@ -1193,7 +1194,7 @@ fn a_state_made_with_a_store_hashes_with_its_key() {
 async fn reused_rows_keep_their_answer_and_are_not_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    let keys: Vec<_> = (0..4).map(|i| RowKey::new(0, i)).collect();
+    let keys = row_keys(4);
     plan_subjects(&mut j, &keys);
     let (w, thread) = j.writer().unwrap();
     w.intent(vec![keys[1]], None, None).await.unwrap();

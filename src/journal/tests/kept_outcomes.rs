@@ -5,27 +5,24 @@ use super::*;
 
 /// Rows 0–3 go in batch 1; row 4 stays planned; row 5 repeats row 1.
 fn keys() -> Vec<RowKey> {
-    (0..6).map(|i| RowKey::new(0, i)).collect()
+    row_keys(6)
 }
 
-fn plan_with_a_duplicate(j: &mut Journal) {
+/// A journal at `state` with its six rows planned, row 5 a duplicate of row 1.
+fn planned_with_a_duplicate(state: &Path) -> Journal {
+    let mut j = Journal::open(state, &ID, false).unwrap();
     let rows: Vec<_> = [1u8, 2, 3, 4, 5, 2]
         .into_iter()
         .zip(keys())
         .map(|(h, k)| (k, RowPlan::Subject(hash(h))))
         .collect();
-    plan(j, &rows);
+    plan(&mut j, &rows);
+    j
 }
 
 /// The rows' own records, as planning wrote them or as written since.
 fn own_states(j: &Journal) -> Vec<RowState> {
-    j.conn
-        .prepare("SELECT state FROM rows ORDER BY row_key")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    column(j, "SELECT state FROM rows ORDER BY row_key")
 }
 
 fn chunks(j: &Journal) -> i64 {
@@ -71,8 +68,7 @@ async fn answer_batch(j: &Journal) {
 async fn a_batch_keeps_its_rows_outcomes_and_every_reader_reads_them() {
     use RowState::*;
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::open(&dir.path().join("s"), &ID, false).unwrap();
-    plan_with_a_duplicate(&mut j);
+    let j = planned_with_a_duplicate(&dir.path().join("s"));
     answer_batch(&j).await;
     assert_eq!(
         own_states(&j),
@@ -84,14 +80,7 @@ async fn a_batch_keeps_its_rows_outcomes_and_every_reader_reads_them() {
         1,
         "one chunk for the commit's rows of the batch"
     );
-    let leaders: Vec<i64> = j
-        .conn
-        .prepare("SELECT row_key FROM kept_leaders")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let leaders: Vec<i64> = column(&j, "SELECT row_key FROM kept_leaders");
     assert_eq!(
         leaders,
         [1],
@@ -186,8 +175,7 @@ async fn a_kept_row_changed_again_takes_its_outcome_back() {
     let state = dir.path().join("s");
     let k = keys();
     {
-        let mut j = Journal::open(&state, &ID, false).unwrap();
-        plan_with_a_duplicate(&mut j);
+        let j = planned_with_a_duplicate(&state);
         answer_batch(&j).await;
     }
     let mut j = Journal::open(&state, &ID, false).unwrap();
@@ -255,8 +243,7 @@ async fn recovery_leaves_the_outcomes_a_batch_keeps() {
     let state = dir.path().join("s");
     let k = keys();
     {
-        let mut j = Journal::open(&state, &ID, false).unwrap();
-        plan_with_a_duplicate(&mut j);
+        let j = planned_with_a_duplicate(&state);
         let (w, thread) = accepted_batch(&j, 1).await;
         w.done(k[1], Outcome::new(Status::Verified), None);
         w.flush().await.unwrap();
@@ -303,8 +290,7 @@ async fn a_writer_started_before_recovery_leaves_kept_rows_settled() {
     let state = dir.path().join("s");
     let k = keys();
     {
-        let mut j = Journal::open(&state, &ID, false).unwrap();
-        plan_with_a_duplicate(&mut j);
+        let j = planned_with_a_duplicate(&state);
         let (w, thread) = accepted_batch(&j, 1).await;
         w.done(k[0], Outcome::new(Status::Pending), None);
         // Committed with everything sent before it, the batch left unwritten.

@@ -270,7 +270,12 @@ fn unshared(path: &Path, e: &std::io::Error) {
 
 /// governor's clock: machine-wide monotonic time, shifted by the lead, so that the limiter
 /// grants each slot `lead` before it is due. It records its first reading, the limiter's
-/// start, so that the schedule's absolute times can be turned into the limiter's.
+/// start, so that the schedule's absolute times can be turned into the limiter's. That reading
+/// is taken with no lead ([`Pacer::limiter`]): governor counts time from the start and reads
+/// any earlier time as the start itself, so a start read with a paid request's lead of a whole
+/// period put the poll granted next a period late, and the slot after it too. With the margin
+/// creeping back after a 429, which swaps the limiter at every answer, a job alternating paid
+/// requests and polls lost one slot in three.
 #[derive(Clone)]
 struct PaceClock {
     lead: Arc<AtomicU64>,
@@ -402,6 +407,8 @@ impl Pacer {
         period: Duration,
     ) -> Limiter {
         let period = period.max(Duration::from_nanos(1));
+        // The next take stores its own lead; see `PaceClock`.
+        lead.store(0, Ordering::Relaxed);
         let clock = PaceClock {
             lead: lead.clone(),
             origin: Arc::new(OnceLock::new()),

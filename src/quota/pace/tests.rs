@@ -75,6 +75,43 @@ fn a_limiter_swapped_in_keeps_the_schedule() {
     }
 }
 
+/// As the grant loop asks: not before `too_early` allows, then agree, then take. Paid
+/// requests (even ones) are granted a whole period ahead, polls at their slot; the period
+/// narrows a little at every agree, as the margin creeping back after a 429 narrows it at
+/// every answer, so that each take goes through a limiter swapped in just before it.
+#[test]
+fn a_limiter_swapped_in_at_every_take_keeps_every_slot() {
+    let mut period = 40 * MS;
+    let mut p = Pacer::new(Schedule::local(), period);
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        let lead = if got.len() % 2 == 0 {
+            period
+        } else {
+            Duration::ZERO
+        };
+        if let Some(when) = p.too_early(lead) {
+            std::thread::sleep(when.saturating_sub(mono_now()));
+            continue;
+        }
+        period = period.mul_f64(1.0 - 1e-5);
+        p.agree(period, true);
+        match p.take(lead) {
+            Ok(at) => got.push(at),
+            Err(when) => std::thread::sleep(when.saturating_sub(mono_now())),
+        }
+    }
+    // A slot lost is a whole period more; a thread woken late on a busy machine, a few ms.
+    let gaps: Vec<_> = got.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, g) in gaps.iter().enumerate() {
+        assert!(*g >= period - MS, "gap {i}: {g:?}: {gaps:?}");
+        assert!(
+            *g < period + 15 * MS,
+            "gap {i}: {g:?}, a slot lost: {gaps:?}"
+        );
+    }
+}
+
 #[test]
 fn two_runs_on_one_schedule_take_turns() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,8 @@
 //! jitter) on a simulated clock: no server, no sockets, no waiting. It is where a change to the
 //! margin is tried across every cell and many seeds before the real bench, which stays the
 //! measure; in the cells both ran it comes within about 0.1–0.2 points of the real 429 share.
+//! It models the margin, not the gate's pacer: a slot the pacer loses shows only in the real
+//! bench.
 //!
 //! The model of the client: every counted request (submissions and polls alike, 1,200 of
 //! them, as the real bench's 600 rows make) waits for the account's next slot, spaced by the

@@ -25,7 +25,14 @@
 //! period, and 429s ≤ 3%; two and three jobs,
 //! together ≥ 95% of the frontier, 429s ≤ 0.5%, and no job below 60% of an equal share.
 //!
-//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra`), `QUOTA_JITTER`
+//! Beside the sandbox's own limiters, the `nginx` mode runs the cells against a real nginx
+//! (`limit_req rate=20r/s`, no burst, keyed by the API key, as a gateway in front of an API
+//! is) in front of a sandbox that limits nothing: a limiter we did not write, on its own
+//! millisecond clock, which the issue's first measurements were taken against. It runs when
+//! `nginx` is installed (`apt-get install nginx-light`), without jitter (nothing delays the
+//! path between the client and nginx), and its 429s are counted from nginx's log.
+//!
+//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra,nginx`), `QUOTA_JITTER`
 //! (`0,10,50`) and `QUOTA_CELLS` (`known,unknown,over,two,three,python`) narrow it, and
 //! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
 //! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200
@@ -34,7 +41,7 @@
 //! aiolimiter`; without them it says so and is left out.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -57,9 +64,15 @@ const SWEEP_SECS: f64 = 20.0;
 const SWEEP_REQUESTS: f64 = 400.0;
 
 fn sandbox_args(mode: &str, jitter: u64) -> Vec<String> {
+    // Behind nginx the sandbox limits nothing: nginx does.
+    let (per_second, mode) = if mode == NGINX {
+        ("0", "fixed")
+    } else {
+        ("20", mode)
+    };
     [
         "--per-second",
-        "20",
+        per_second,
         "--per-minute",
         "0",
         "--per-day",
@@ -79,6 +92,135 @@ fn sandbox_args(mode: &str, jitter: u64) -> Vec<String> {
     .map(|s| s.to_string())
     .chain(["--arrival-jitter-ms".to_string(), jitter.to_string()])
     .collect()
+}
+
+/// The provider a cell runs against: a sandbox limiting as `mode` says, or for `nginx` a
+/// sandbox that limits nothing behind nginx's `limit_req`. Both stop when dropped.
+struct Limited {
+    /// Where the client and the sweeps send: nginx's address in `nginx` mode.
+    url: String,
+    nginx: Option<Nginx>,
+    sandbox: Sandbox,
+}
+
+impl Limited {
+    fn start(mode: &str, jitter: u64) -> anyhow::Result<Limited> {
+        if mode != NGINX {
+            let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
+            return Ok(Limited {
+                url: sandbox.url.clone(),
+                nginx: None,
+                sandbox,
+            });
+        }
+        let sandbox = Sandbox::start(&sandbox_args(mode, 0))?;
+        let nginx = Nginx::start(&sandbox.url)?;
+        Ok(Limited {
+            url: nginx.url.clone(),
+            nginx: Some(nginx),
+            sandbox,
+        })
+    }
+
+    /// The requests that arrived and those refused with a 429, and the accepted ones a second.
+    fn counts(&self) -> anyhow::Result<(u64, u64, BTreeMap<u64, u64>)> {
+        let stats = self.sandbox.stats()?;
+        let nginx_refused = self.nginx.as_ref().map_or(0, Nginx::refused);
+        let refused = stats["rate_limited"].as_u64().unwrap_or(0) + nginx_refused;
+        let arrived = stats["requests"].as_u64().unwrap_or(0) + nginx_refused;
+        Ok((arrived, refused, accepted_per_second(&stats)))
+    }
+}
+
+const NGINX: &str = "nginx";
+
+/// An nginx process, single (no master, no workers), limiting to `LIMIT` a second with no
+/// burst per API key, logging only its 429s; killed when dropped.
+struct Nginx {
+    child: std::process::Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn installed() -> bool {
+        Command::new("nginx")
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn start(upstream: &str) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let upstream = upstream.trim_start_matches("http://");
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid nginx.pid;\nerror_log error.log error;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi;\n\
+               uwsgi_temp_path uwsgi; scgi_temp_path scgi;\n\
+               map $status $refused {{ 429 1; default 0; }}\n\
+               log_format refused '$msec $status';\n\
+               access_log refused.log refused if=$refused;\n\
+               limit_req_zone $http_x_api_key zone=account:1m rate={rate}r/s;\n\
+               limit_req_status 429;\n\
+               upstream sandbox {{ server {upstream}; keepalive 64; }}\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{\n\
+                   limit_req zone=account;\n\
+                   proxy_pass http://sandbox;\n\
+                   proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\";\n\
+                 }}\n\
+               }}\n\
+             }}\n",
+            rate = LIMIT as u32,
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-c", "nginx.conf"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start nginx")?;
+        let nginx = Nginx {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                let log = std::fs::read_to_string(nginx.dir.path().join("error.log"));
+                anyhow::bail!("nginx did not listen on {port} within 10 s: {log:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(nginx)
+    }
+
+    /// The 429s it answered, from its log (none yet when there is none); nginx writes each
+    /// line as it logs it.
+    fn refused(&self) -> u64 {
+        let log = std::fs::read_to_string(self.dir.path().join("refused.log")).unwrap_or_default();
+        log.lines().count() as u64
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One cell's figures.
@@ -120,10 +262,10 @@ impl Cell {
 
 /// Open-loop pacing at `fractions` of the limit at once, each on credentials of its own (the
 /// sandbox limits each apart), about `SWEEP_REQUESTS` requests each: the 429 share of each.
-fn paced(sandbox: &Sandbox, fractions: &[f64]) -> anyhow::Result<Vec<f64>> {
+fn paced(server: &Limited, fractions: &[f64]) -> anyhow::Result<Vec<f64>> {
     let url = format!(
         "{}/v1/verification/async/get-udyam-details?request_id=sweep",
-        sandbox.url
+        server.url
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -198,11 +340,11 @@ fn paced(sandbox: &Sandbox, fractions: &[f64]) -> anyhow::Result<Vec<f64>> {
 
 /// The best fixed rate for a limiter mode and jitter: the highest fraction of the limit that
 /// open-loop pacing holds at ≤ 0.5% 429s, found to about 1.5% by narrowing an interval with
-/// three rates at a time (no more load on the machine than three jobs), on a sandbox of its
+/// three rates at a time (no more load on the machine than three jobs), on a server of its
 /// own.
 fn frontier(mode: &str, jitter: u64) -> anyhow::Result<f64> {
-    let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
-    if paced(&sandbox, &[1.0])?[0] <= 0.005 {
+    let server = Limited::start(mode, jitter)?;
+    if paced(&server, &[1.0])?[0] <= 0.005 {
         return Ok(1.0);
     }
     let (mut good, mut bad) = (0.05, 1.0);
@@ -210,7 +352,7 @@ fn frontier(mode: &str, jitter: u64) -> anyhow::Result<f64> {
         let points: Vec<f64> = (1..=3)
             .map(|k| good + (bad - good) * k as f64 / 4.0)
             .collect();
-        let shares = paced(&sandbox, &points)?;
+        let shares = paced(&server, &points)?;
         for (p, share) in points.iter().zip(shares) {
             if share <= 0.005 {
                 good = good.max(*p);
@@ -266,20 +408,17 @@ fn started_rows(dir: &Path) -> u64 {
 }
 
 /// The use of the busy period, the 429 share and the seconds to 90% of the frontier, from
-/// the sandbox.
+/// the server's counts.
 fn sandbox_figures(
-    sandbox: &Sandbox,
+    server: &Limited,
     frontier: f64,
 ) -> anyhow::Result<(Option<f64>, f64, Option<u64>)> {
-    let stats = sandbox.stats()?;
-    let per_second = accepted_per_second(&stats);
+    let (arrived, refused, per_second) = server.counts()?;
     let busy = busy_period(&per_second, 0.8 * frontier * LIMIT);
     if std::env::var_os("QUOTA_SERIES").is_some() {
         let series: Vec<u64> = per_second.values().copied().collect();
         eprintln!("accepted a second: {series:?}");
     }
-    let arrived = stats["requests"].as_u64().unwrap_or(0);
-    let refused = stats["rate_limited"].as_u64().unwrap_or(0);
     let first = per_second.keys().next().copied().unwrap_or(0);
     let to_90 = per_second
         .iter()
@@ -301,7 +440,7 @@ fn jobs(
     per_second: Option<u32>,
     frontier: f64,
 ) -> anyhow::Result<Cell> {
-    let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
+    let server = Limited::start(mode, jitter)?;
     let numbers: Vec<String> = (0..rows).map(udyam_number).collect::<Result<_, _>>()?;
     let parts: Vec<&[String]> = numbers.chunks(rows.div_ceil(count)).collect();
     let dirs: Vec<tempfile::TempDir> = parts
@@ -315,7 +454,7 @@ fn jobs(
         children.push(spawn_client(
             dir.path(),
             "deepvue-udyam",
-            &sandbox.url,
+            &server.url,
             Some(ledger.path()),
         )?);
     }
@@ -361,7 +500,7 @@ fn jobs(
         cpu += run.cpu_secs;
         sent += calls(dir.path());
     }
-    let (use_share, refused_share, to_90) = sandbox_figures(&sandbox, frontier)?;
+    let (use_share, refused_share, to_90) = sandbox_figures(&server, frontier)?;
     Ok(Cell {
         use_share,
         refused_share,
@@ -386,13 +525,13 @@ fn python(mode: &str, jitter: u64, rows: usize, frontier: f64) -> anyhow::Result
     let script = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("benches/reference/udyam_aiolimiter.py");
-    let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
+    let server = Limited::start(mode, jitter)?;
     let numbers: Vec<String> = (0..rows).map(udyam_number).collect::<Result<_, _>>()?;
     let dir = job(&numbers, None)?;
     let started = Instant::now();
     let mut child = Command::new("python3")
         .arg(&script)
-        .arg(&sandbox.url)
+        .arg(&server.url)
         .arg(dir.path().join("input.csv"))
         .arg(LIMIT.to_string())
         .env("DEEPVUE_CLIENT_ID", "sandbox_client")
@@ -411,7 +550,7 @@ fn python(mode: &str, jitter: u64, rows: usize, frontier: f64) -> anyhow::Result
             "the reference script did not verify every row: {out}"
         ));
     }
-    let (use_share, refused_share, to_90) = sandbox_figures(&sandbox, frontier)?;
+    let (use_share, refused_share, to_90) = sandbox_figures(&server, frontier)?;
     Ok(Some(Cell {
         use_share,
         refused_share,
@@ -427,7 +566,7 @@ pub fn matrix() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 200 } else { 600 });
-    let modes = env_list("QUOTA_MODES", "fixed,sliding,bucket,gcra");
+    let modes = env_list("QUOTA_MODES", "fixed,sliding,bucket,gcra,nginx");
     let jitters: Vec<u64> = env_list("QUOTA_JITTER", if quick { "0" } else { "0,10,50" })
         .iter()
         .filter_map(|j| j.parse().ok())
@@ -457,7 +596,14 @@ pub fn matrix() -> anyhow::Result<()> {
         "python aiolimiter"
     );
     for mode in &modes {
+        if mode == NGINX && !Nginx::installed() {
+            println!("{NGINX:<8} (apt-get install nginx-light)");
+            continue;
+        }
         for &jitter in &jitters {
+            if mode == NGINX && jitter > 0 {
+                continue;
+            }
             let front = match frontier_override {
                 Some(f) => f,
                 None => frontier(mode, jitter)?,

@@ -175,10 +175,11 @@ pub(super) fn durable(conn: &Connection, durable: bool) -> rusqlite::Result<()> 
 }
 
 /// How often a short WAL is checkpointed so that the next commits overwrite blocks the file
-/// already has. An fsync of a commit that grows the file writes its inode and blocks too: on
-/// ext4 that is three waits a paid request's intent, against two for one that overwrites with
-/// fdatasync (`.cargo/config.toml` builds SQLite to use it), and a paced run syncs once a
-/// paid request.
+/// already has. A sync of a commit that grows the file writes its size and block map too; one
+/// that overwrites, with fdatasync (`.cargo/config.toml` builds SQLite to use it), leaves the
+/// inode alone where the filesystem keeps its times apart (ext4 with its journal): two waits a
+/// paid request's intent, not three, and a paced run syncs once a paid request. ext4 without a
+/// journal writes the inode at every sync whose write moved its mtime, so there it stays three.
 pub(super) const RESTART_EVERY: Duration = Duration::from_secs(10);
 /// A WAL file this long grows fast, or grew so once: its commits overwrite blocks it has after
 /// each autocheckpoint ([`open_db`]'s), and an earlier checkpoint would only copy its pages into

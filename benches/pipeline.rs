@@ -47,6 +47,8 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 mod common;
+#[path = "pipeline/gateway.rs"]
+mod gateway;
 #[path = "pipeline/quota.rs"]
 mod quota;
 

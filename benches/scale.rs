@@ -132,23 +132,29 @@ impl Job {
     }
 
     /// Writes `n` rows, header first: 1 % repeat the identifier of a row 50 rows back, 0.2 % are
-    /// invalid. The key column (`id`) is unique, for DuckDB's join.
+    /// invalid. The key column (`id`) is unique, for DuckDB's join. A batch row's VPA is its
+    /// customer's name and a number, and the sandbox answers the name as the name at the bank:
+    /// names vary from row to row as real ones do, so that the answers the journal and the store
+    /// keep compress no better than a real export's would.
     fn write_input(self, path: &Path, n: usize) -> anyhow::Result<()> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-        const NAMES: [&str; 4] = ["Ravi Kumar", "Anita Desai", "Mohan Rao", "Priya Nair"];
         let ident = |i: usize| if i % 100 == 99 { i - 50 } else { i };
         match self {
             Job::Batch => {
                 writeln!(out, "id,customer_name,upi_id,amount")?;
                 for i in 0..n {
-                    let name = NAMES[i % 4];
+                    let id = ident(i);
+                    let (first, last) = (name_of(id), name_of(id / 7 + 100_003));
+                    let name = format!("{first} {last}");
                     if i % 500 == 7 {
                         writeln!(out, "L{i:08},{name},not a vpa,{:06}", i % 100_000)?;
                     } else {
                         writeln!(
                             out,
-                            "L{i:08},{name},user{}@okicici,{:06}",
-                            ident(i),
+                            "L{i:08},{name},{}.{}{}@okicici,{:06}",
+                            first.to_lowercase(),
+                            last.to_lowercase(),
+                            id,
                             i % 100_000
                         )?;
                     }
@@ -170,6 +176,20 @@ impl Job {
         out.flush()?;
         Ok(())
     }
+}
+
+/// A made-up name for `n`, one of about 115,000 of two to four syllables: `Ravikan`.
+fn name_of(n: usize) -> String {
+    const SYLLABLES: [&str; 24] = [
+        "ra", "vi", "an", "ta", "mo", "han", "pri", "ya", "su", "re", "sh", "la", "ksh", "mi",
+        "ar", "ju", "de", "pa", "vik", "ram", "ka", "vy", "nu", "sa",
+    ];
+    let h = n.wrapping_mul(2_654_435_761) % 331_777;
+    let mut name: String = (0..2 + h % 3)
+        .map(|k| SYLLABLES[(h / 24usize.pow(k as u32)) % 24])
+        .collect();
+    name[..1].make_ascii_uppercase();
+    name
 }
 
 /// One finished client process.

@@ -25,14 +25,15 @@
 //! period, and 429s ≤ 3%; two and three jobs,
 //! together ≥ 95% of the frontier, 429s ≤ 0.5%, and no job below 60% of an equal share.
 //!
-//! Beside the sandbox's own limiters, the `nginx` mode runs the cells against a real nginx
-//! (`limit_req rate=20r/s`, no burst, keyed by the API key, as a gateway in front of an API
-//! is) in front of a sandbox that limits nothing: a limiter we did not write, on its own
-//! millisecond clock, which the issue's first measurements were taken against. It runs when
-//! `nginx` is installed (`apt-get install nginx-light`), without jitter (nothing delays the
-//! path between the client and nginx), and its 429s are counted from nginx's log.
+//! Beside the sandbox's own limiters, the `nginx` and `haproxy` modes run the cells against a
+//! real gateway in front of a sandbox that limits nothing: limiters we did not write, each on
+//! its own clock and counting in its own way (nginx's `limit_req rate=20r/s` with no burst, which
+//! the issue's first measurements were taken against; HAProxy's sliding-window counter, which
+//! counts the requests it refuses; see `gateway.rs`). Each runs when installed (`apt-get install
+//! nginx-light haproxy`), without jitter (nothing delays the path between the client and the
+//! gateway), and its 429s are counted from its log.
 //!
-//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra,nginx`), `QUOTA_JITTER`
+//! `QUOTA_ROWS` (600), `QUOTA_MODES` (`fixed,sliding,bucket,gcra,nginx,haproxy`), `QUOTA_JITTER`
 //! (`0,10,50`) and `QUOTA_CELLS` (`known,unknown,over,two,three,python`) narrow it, and
 //! `QUOTA_FRONTIER` (a share of the limit, such as `0.97`) skips the frontier's search when it
 //! is already known, to rerun a few cells after a change; `-- quota quick` is `QUOTA_ROWS=200
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::gateway::{Gateway, Kind};
 use super::{
     ClientRun, Sandbox, accepted_per_second, busy_period, env_list, reap, run_errors, spawn_client,
     udyam_number, wait_client,
@@ -64,8 +66,8 @@ const SWEEP_SECS: f64 = 20.0;
 const SWEEP_REQUESTS: f64 = 400.0;
 
 fn sandbox_args(mode: &str, jitter: u64) -> Vec<String> {
-    // Behind nginx the sandbox limits nothing: nginx does.
-    let (per_second, mode) = if mode == NGINX {
+    // Behind a gateway the sandbox limits nothing: the gateway does.
+    let (per_second, mode) = if Kind::of(mode).is_some() {
         ("0", "fixed")
     } else {
         ("20", mode)
@@ -94,30 +96,30 @@ fn sandbox_args(mode: &str, jitter: u64) -> Vec<String> {
     .collect()
 }
 
-/// The provider a cell runs against: a sandbox limiting as `mode` says, or for `nginx` a
-/// sandbox that limits nothing behind nginx's `limit_req`. Both stop when dropped.
+/// The provider a cell runs against: a sandbox limiting as `mode` says, or for a gateway's
+/// mode a sandbox that limits nothing behind the gateway. Both stop when dropped.
 struct Limited {
-    /// Where the client and the sweeps send: nginx's address in `nginx` mode.
+    /// Where the client and the sweeps send: the gateway's address in its mode.
     url: String,
-    nginx: Option<Nginx>,
+    gateway: Option<Gateway>,
     sandbox: Sandbox,
 }
 
 impl Limited {
     fn start(mode: &str, jitter: u64) -> anyhow::Result<Limited> {
-        if mode != NGINX {
+        let Some(kind) = Kind::of(mode) else {
             let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
             return Ok(Limited {
                 url: sandbox.url.clone(),
-                nginx: None,
+                gateway: None,
                 sandbox,
             });
-        }
+        };
         let sandbox = Sandbox::start(&sandbox_args(mode, 0))?;
-        let nginx = Nginx::start(&sandbox.url)?;
+        let gateway = Gateway::start(kind, LIMIT as u32, &sandbox.url)?;
         Ok(Limited {
-            url: nginx.url.clone(),
-            nginx: Some(nginx),
+            url: gateway.url.clone(),
+            gateway: Some(gateway),
             sandbox,
         })
     }
@@ -125,101 +127,10 @@ impl Limited {
     /// The requests that arrived and those refused with a 429, and the accepted ones a second.
     fn counts(&self) -> anyhow::Result<(u64, u64, BTreeMap<u64, u64>)> {
         let stats = self.sandbox.stats()?;
-        let nginx_refused = self.nginx.as_ref().map_or(0, Nginx::refused);
-        let refused = stats["rate_limited"].as_u64().unwrap_or(0) + nginx_refused;
-        let arrived = stats["requests"].as_u64().unwrap_or(0) + nginx_refused;
+        let gateway_refused = self.gateway.as_ref().map_or(0, Gateway::refused);
+        let refused = stats["rate_limited"].as_u64().unwrap_or(0) + gateway_refused;
+        let arrived = stats["requests"].as_u64().unwrap_or(0) + gateway_refused;
         Ok((arrived, refused, accepted_per_second(&stats)))
-    }
-}
-
-const NGINX: &str = "nginx";
-
-/// An nginx process, single (no master, no workers), limiting to `LIMIT` a second with no
-/// burst per API key, logging only its 429s; killed when dropped.
-struct Nginx {
-    child: std::process::Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn installed() -> bool {
-        Command::new("nginx")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn start(upstream: &str) -> anyhow::Result<Nginx> {
-        let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let upstream = upstream.trim_start_matches("http://");
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid nginx.pid;\nerror_log error.log error;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n\
-               client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi;\n\
-               uwsgi_temp_path uwsgi; scgi_temp_path scgi;\n\
-               map $status $refused {{ 429 1; default 0; }}\n\
-               log_format refused '$msec $status';\n\
-               access_log refused.log refused if=$refused;\n\
-               limit_req_zone $http_x_api_key zone=account:1m rate={rate}r/s;\n\
-               limit_req_status 429;\n\
-               upstream sandbox {{ server {upstream}; keepalive 64; }}\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 location / {{\n\
-                   limit_req zone=account;\n\
-                   proxy_pass http://sandbox;\n\
-                   proxy_http_version 1.1;\n\
-                   proxy_set_header Connection \"\";\n\
-                 }}\n\
-               }}\n\
-             }}\n",
-            rate = LIMIT as u32,
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf)?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .args(["-c", "nginx.conf"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start nginx")?;
-        let nginx = Nginx {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                let log = std::fs::read_to_string(nginx.dir.path().join("error.log"));
-                anyhow::bail!("nginx did not listen on {port} within 10 s: {log:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(nginx)
-    }
-
-    /// The 429s it answered, from its log (none yet when there is none); nginx writes each
-    /// line as it logs it.
-    fn refused(&self) -> u64 {
-        let log = std::fs::read_to_string(self.dir.path().join("refused.log")).unwrap_or_default();
-        log.lines().count() as u64
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -566,7 +477,7 @@ pub fn matrix() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 200 } else { 600 });
-    let modes = env_list("QUOTA_MODES", "fixed,sliding,bucket,gcra,nginx");
+    let modes = env_list("QUOTA_MODES", "fixed,sliding,bucket,gcra,nginx,haproxy");
     let jitters: Vec<u64> = env_list("QUOTA_JITTER", if quick { "0" } else { "0,10,50" })
         .iter()
         .filter_map(|j| j.parse().ok())
@@ -596,12 +507,13 @@ pub fn matrix() -> anyhow::Result<()> {
         "python aiolimiter"
     );
     for mode in &modes {
-        if mode == NGINX && !Nginx::installed() {
-            println!("{NGINX:<8} (apt-get install nginx-light)");
+        let gateway = Kind::of(mode);
+        if let Some(kind) = gateway.filter(|k| !k.installed()) {
+            println!("{mode:<8} (apt-get install {})", kind.package());
             continue;
         }
         for &jitter in &jitters {
-            if mode == NGINX && jitter > 0 {
+            if gateway.is_some() && jitter > 0 {
                 continue;
             }
             let front = match frontier_override {

@@ -178,7 +178,7 @@ impl Job {
     }
 }
 
-/// A made-up name for `n`, one of about 115,000 of two to four syllables: `Ravikan`.
+/// A made-up name for `n`, one of about 115,000 of two to four syllables, such as `Priya`.
 fn name_of(n: usize) -> String {
     const SYLLABLES: [&str; 24] = [
         "ra", "vi", "an", "ta", "mo", "han", "pri", "ya", "su", "re", "sh", "la", "ksh", "mi",

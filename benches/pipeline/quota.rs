@@ -107,19 +107,13 @@ struct Limited {
 
 impl Limited {
     fn start(mode: &str, jitter: u64) -> anyhow::Result<Limited> {
-        let Some(kind) = Kind::of(mode) else {
-            let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
-            return Ok(Limited {
-                url: sandbox.url.clone(),
-                gateway: None,
-                sandbox,
-            });
-        };
-        let sandbox = Sandbox::start(&sandbox_args(mode, 0))?;
-        let gateway = Gateway::start(kind, LIMIT as u32, &sandbox.url)?;
+        let sandbox = Sandbox::start(&sandbox_args(mode, jitter))?;
+        let gateway = Kind::of(mode)
+            .map(|kind| Gateway::start(kind, LIMIT as u32, &sandbox.url))
+            .transpose()?;
         Ok(Limited {
-            url: gateway.url.clone(),
-            gateway: Some(gateway),
+            url: gateway.as_ref().map_or(&sandbox.url, |g| &g.url).clone(),
+            gateway,
             sandbox,
         })
     }

@@ -1,6 +1,6 @@
 //! Reading rows back: page by page for the dispatcher, streamed for the merge.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -508,7 +508,7 @@ impl<'c> KeptBatches<'c> {
     /// The records of `records` whose outcomes their batches keep, as those say.
     fn records(
         &mut self,
-        kept: &BTreeMap<RowKey, KeptOutcome>,
+        kept: &kept::KeptRows,
         records: &mut [RowRecord],
     ) -> rusqlite::Result<()> {
         if kept.is_empty() {

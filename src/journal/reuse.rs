@@ -223,12 +223,16 @@ impl Journal {
                 .and_then(Iterator::collect)
                 .map_err(sql)?;
             let (first, last) = (page.first().map(|r| r.0), page.last().map(|r| r.0));
-            let kept = kept::kept_over(&self.conn, first, last).map_err(sql)?;
+            let mut kept = kept::kept_over(&self.conn, first, last)
+                .map_err(sql)?
+                .into_iter()
+                .peekable();
             let read = page.len();
             for (key, ident, own) in page {
                 after = key.0 as i64;
-                let answer = match kept.get(&key) {
-                    Some(k) => kept_answer(key, k, &batches),
+                while kept.next_if(|(k, _)| *k < key).is_some() {}
+                let answer = match kept.next_if(|(k, _)| *k == key) {
+                    Some((_, k)) => kept_answer(key, k, &batches),
                     None => own,
                 };
                 let (Some((mut answer, text)), Some(ident)) = (answer, ident) else {
@@ -262,35 +266,34 @@ impl Journal {
 type WithFields = (Answer, Option<String>);
 
 /// A final answer a batch keeps for the row `key`, with its batch's request id and time where
-/// it keeps none of its own, and its fields' text for the caller to renumber.
+/// it keeps none of its own, and its fields' text for the caller to renumber. Takes the kept
+/// outcome whole: its text moves into the answer, uncopied.
 fn kept_answer(
     key: RowKey,
-    kept: &KeptOutcome,
+    kept: KeptOutcome,
     batches: &std::collections::HashMap<i64, BatchGives>,
 ) -> Option<WithFields> {
     let status = Status::parse(&kept.status).filter(|s| REUSABLE.contains(s))?;
     let batch = batches.get(&kept.batch_id);
     let checked_at = kept
         .checked_at
-        .clone()
         .or_else(|| batch.and_then(|b| b.answered_at.clone()))?;
     let answer = Answer {
         key,
         ident: [0; 16],
         outcome: Outcome {
             status,
-            reason: kept.reason.clone(),
-            message: kept.message.clone(),
-            provider_status: kept.provider_status.clone(),
+            reason: kept.reason,
+            message: kept.message,
+            provider_status: kept.provider_status,
             request_id: kept
                 .request_id
-                .clone()
                 .or_else(|| batch.and_then(|b| b.request_id.clone())),
             fields: Vec::new(),
         },
         checked_at,
     };
-    Some((answer, kept.fields.clone()))
+    Some((answer, kept.fields))
 }
 
 /// A stored hash as the 16 bytes it was written as; a damaged one reads as zeros, which no

@@ -398,8 +398,9 @@ impl JobStore {
         }
         let keeping = std::time::Instant::now();
         match self.keep_all(journal) {
-            Ok(n) if n > 0 => tracing::info!(
-                "kept {n} answers in the results store in {:.2} s",
+            Ok((n, gathered)) if n > 0 => tracing::info!(
+                "kept {n} answers in the results store in {:.2} s ({gathered:.2} s reading them \
+                 from the state)",
                 keeping.elapsed().as_secs_f64()
             ),
             Ok(_) => {}
@@ -407,10 +408,12 @@ impl JobStore {
         }
     }
 
-    fn keep_all(&mut self, journal: &Journal) -> Result<u64, StoreError> {
+    /// How many answers the store took, and the seconds spent reading them from the journal.
+    fn keep_all(&mut self, journal: &Journal) -> Result<(u64, f64), StoreError> {
         if journal.answers_stored()? {
-            return Ok(0);
+            return Ok((0, 0.0));
         }
+        let gathering = std::time::Instant::now();
         let echoes = self.check.reuse.echoes;
         let dir = self.store.dir.display().to_string();
         let io = |source| StoreError::Io {
@@ -422,6 +425,7 @@ impl JobStore {
         names.retain(|name| !echoes.contains(&name.as_str()));
         let (scope, names) = self.store.numbered(account, check, &names)?;
         let by_hash = ByHash::gather(journal, &names, &self.store.dir, io)?;
+        let gathered = gathering.elapsed().as_secs_f64();
         let mut kept = 0;
         // The answers go in as one pass over the key space, mostly onto new pages: in place,
         // each is written once, where the WAL writes it twice. Another job holding the store
@@ -439,7 +443,7 @@ impl JobStore {
         written?;
         back?;
         journal.set_answers_stored(true)?;
-        Ok(kept)
+        Ok((kept, gathered))
     }
 }
 

@@ -216,7 +216,10 @@ async fn a_kept_row_changed_again_takes_its_outcome_back() {
         "the error sent again kept its outcome's attempts, its record now in batch 2"
     );
     let kept = crate::journal::kept::kept_in(&j.conn, k[0], k[5]).unwrap();
-    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [k[0], k[1]]);
+    assert_eq!(
+        kept.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        [k[0], k[1]]
+    );
     let page = j.reader().unwrap().page(None, 100).unwrap();
     let states: Vec<_> = page.iter().map(|r| (r.state, r.batch_id)).collect();
     assert_eq!(
@@ -305,7 +308,7 @@ async fn a_writer_started_before_recovery_leaves_kept_rows_settled() {
     w.close().await.unwrap();
     thread.join();
     let kept = crate::journal::kept::kept_in(&j.conn, k[0], k[5]).unwrap();
-    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [k[1]]);
+    assert_eq!(kept.into_iter().map(|(k, _)| k).collect::<Vec<_>>(), [k[1]]);
     assert_eq!(own_states(&j)[0], RowState::Done, "written into its record");
     let statuses: Vec<_> = export(&j).iter().map(|r| r.status).collect();
     assert_eq!(

@@ -266,7 +266,12 @@ pub(super) fn kept_in(conn: &Connection, lo: RowKey, hi: RowKey) -> rusqlite::Re
     let mut chunks = st.query(range)?;
     while let Some(r) = chunks.next()? {
         let blob: Vec<u8> = r.get(1)?;
-        kept.extend(decode(&blob, r.get(0)?, lo..=hi)?);
+        let rows = decode(&blob, r.get(0)?, lo..=hi)?;
+        if kept.is_empty() {
+            kept = rows;
+        } else {
+            kept.extend(rows);
+        }
     }
     let mut leaders = conn.prepare_cached(
         "SELECT batch_id, outcome FROM kept_leaders WHERE row_key BETWEEN ?1 AND ?2",
@@ -277,12 +282,15 @@ pub(super) fn kept_in(conn: &Connection, lo: RowKey, hi: RowKey) -> rusqlite::Re
         kept.extend(decode_raw(&blob, r.get(0)?, lo..=hi)?);
     }
     // Each chunk's keys ascend, and chunks mostly follow one another: the stable sort finds
-    // the runs and merges them. A row holds one kept outcome at most; were one found twice,
-    // the one read last stands, as it did in a map.
+    // the runs and merges them, and moves nothing when they already follow. A row holds one
+    // kept outcome at most; were one found twice, the one read last stands, as it did in a
+    // map.
     kept.sort_by_key(|(k, _)| *k);
-    kept.reverse();
-    kept.dedup_by_key(|(k, _)| *k);
-    kept.reverse();
+    if kept.windows(2).any(|w| w[0].0 == w[1].0) {
+        kept.reverse();
+        kept.dedup_by_key(|(k, _)| *k);
+        kept.reverse();
+    }
     Ok(KeptRows(kept))
 }
 

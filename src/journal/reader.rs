@@ -211,7 +211,11 @@ pub(super) struct BatchGives {
 
 /// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
 /// export reads them once rather than joining each row with its batch.
-pub(super) fn batches_give(conn: &Connection) -> rusqlite::Result<HashMap<i64, BatchGives>> {
+/// What each batch gives its rows, by batch id: looked up for every row of a batch job, so
+/// hashed with foldhash rather than SipHash.
+pub(super) type Batches = foldhash::HashMap<i64, BatchGives>;
+
+pub(super) fn batches_give(conn: &Connection) -> rusqlite::Result<Batches> {
     let mut st = conn.prepare("SELECT batch_id, state, request_id, answered_at FROM batches")?;
     st.query_map([], |r| {
         let state: BatchState = r.get(1)?;
@@ -238,7 +242,7 @@ struct Fill<'r, 's> {
     r: &'r rusqlite::Row<'s>,
     conn: &'r Connection,
     positions: &'r fields::Positions,
-    batches: &'r HashMap<i64, BatchGives>,
+    batches: &'r Batches,
     /// The outcome its batch keeps for the row, or for a duplicate its leader's.
     kept: Option<&'r KeptOutcome>,
 }

@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::fields::{self, FieldNames};
 use super::kept::{self, KeptOutcome};
-use super::reader::{BatchGives, batches_give, checked_at_sql, request_id_sql};
+use super::reader::{Batches, batches_give, checked_at_sql, request_id_sql};
 use super::{Journal, JournalError, RowState, sql_error};
 use crate::outcome::{Outcome, RowKey, Status};
 
@@ -268,11 +268,7 @@ type WithFields = (Answer, Option<String>);
 /// A final answer a batch keeps for the row `key`, with its batch's request id and time where
 /// it keeps none of its own, and its fields' text for the caller to renumber. Takes the kept
 /// outcome whole: its text moves into the answer, uncopied.
-fn kept_answer(
-    key: RowKey,
-    kept: KeptOutcome,
-    batches: &std::collections::HashMap<i64, BatchGives>,
-) -> Option<WithFields> {
+fn kept_answer(key: RowKey, kept: KeptOutcome, batches: &Batches) -> Option<WithFields> {
     let status = Status::parse(&kept.status).filter(|s| REUSABLE.contains(s))?;
     let batch = batches.get(&kept.batch_id);
     let checked_at = kept

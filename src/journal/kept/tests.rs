@@ -67,8 +67,15 @@ fn outcomes_over_interleaved_chunks_come_back_in_key_order() {
         [encode_raw(&[(RowKey(12), outcome(12))])],
     )
     .unwrap();
+    // Were a row's outcome found twice, the one read last, a leader's, would stand.
+    conn.execute(
+        "INSERT INTO kept_leaders (row_key, batch_id, outcome) VALUES (14, 7, ?1)",
+        [encode_raw(&[(RowKey(14), outcome(99))])],
+    )
+    .unwrap();
     let kept = kept_in(&conn, RowKey(3), RowKey(15)).unwrap();
-    for k in [10, 11, 12, 14, 15] {
+    assert_eq!(kept.get(&RowKey(14)), Some(&outcome(99)));
+    for k in [10, 11, 12, 15] {
         assert_eq!(kept.get(&RowKey(k)), Some(&outcome(k)), "row {k}");
     }
     assert!(!kept.contains_key(&RowKey(2)) && !kept.contains_key(&RowKey(13)));

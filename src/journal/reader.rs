@@ -209,12 +209,12 @@ pub(super) struct BatchGives {
     pub(super) answered_at: Option<String>,
 }
 
-/// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
-/// export reads them once rather than joining each row with its batch.
 /// What each batch gives its rows, by batch id: looked up for every row of a batch job, so
 /// hashed with foldhash rather than SipHash.
 pub(super) type Batches = foldhash::HashMap<i64, BatchGives>;
 
+/// Every batch's [`BatchGives`], by its id: a batch is one for thousands of rows, so the
+/// export reads them once rather than joining each row with its batch.
 pub(super) fn batches_give(conn: &Connection) -> rusqlite::Result<Batches> {
     let mut st = conn.prepare("SELECT batch_id, state, request_id, answered_at FROM batches")?;
     st.query_map([], |r| {

@@ -270,6 +270,8 @@ mod tests {
             attempts: 0,
             fields: Vec::new(),
             reused: false,
+            ident: None,
+            fields_text: None,
         }
     }
 

@@ -42,6 +42,18 @@ fn night(job: &Job, sandbox: &Sandbox, input: &str, out: &str, extra: &[&str]) -
     (rows, stderr(&o))
 }
 
+/// `bulkverify purge --results ARGS` on the job's ledger; returns its stderr.
+fn purge_results(job: &Job, args: &[&str]) -> String {
+    let o = std::process::Command::new(BIN)
+        .args(["purge", "--results"])
+        .args(args)
+        .env("BULKVERIFY_LEDGER_DIR", job.path("ledger"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    stderr(&o)
+}
+
 fn paid(sandbox: &Sandbox) -> u64 {
     sandbox.submissions().values().sum()
 }
@@ -230,16 +242,7 @@ fn the_store_is_private_and_purged_on_demand() {
             );
         }
     }
-    let purge = |args: &[&str]| {
-        let o = std::process::Command::new(BIN)
-            .args(["purge", "--results"])
-            .args(args)
-            .env("BULKVERIFY_LEDGER_DIR", job.path("ledger"))
-            .output()
-            .unwrap();
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        stderr(&o)
-    };
+    let purge = |args: &[&str]| purge_results(&job, args);
     let kept = purge(&["--older-than", "1h"]);
     assert!(kept.contains("deleted 0 answers"), "{kept}");
     night(&job, &sandbox, &input, "b.csv", &[]);
@@ -322,4 +325,54 @@ fn a_month_of_nights_pays_each_identifier_once() {
         distinct.len()
     );
     assert!(paid as usize >= distinct.len());
+}
+
+/// The store takes a job's answers from the output's own pass over its state; a run that
+/// wrote its output but was killed before the store took them hands them over the next time,
+/// though the output is left as it is and the state has to be read for them.
+#[test]
+fn answers_the_store_missed_are_handed_over_by_the_next_run() {
+    let sandbox = Sandbox::quick(&[]);
+    let job = Job::new();
+    job.write("bulkverify.toml", CONFIG);
+    let numbers = udyam_numbers(20);
+    let input = udyam_input(&numbers);
+    job.write("a.csv.in.csv", &input);
+    let run = |out: &str| {
+        let mut c = job.run(
+            &sandbox,
+            "deepvue-udyam",
+            &["--config", "bulkverify.toml", "-o", out, "a.csv.in.csv"],
+        );
+        c.env("RUST_LOG", "bulkverify=info");
+        let o = output(c);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        stderr(&o)
+    };
+    let log = run("a.csv");
+    assert!(
+        log.contains("kept 20 answers in the results store")
+            && log.contains("taking them as the output was written"),
+        "{log}"
+    );
+    // What a kill after the output and before the store leaves.
+    purge_results(&job, &[]);
+    rusqlite::Connection::open(job.path("a.csv.bulkverify/journal.sqlite"))
+        .unwrap()
+        .execute(
+            "UPDATE meta SET value = '0' WHERE key = 'answers_stored'",
+            [],
+        )
+        .unwrap();
+    let log = run("a.csv");
+    assert!(log.contains("left as it is"), "{log}");
+    assert!(
+        log.contains("kept 20 answers in the results store")
+            && log.contains("reading them from the state"),
+        "{log}"
+    );
+    assert_eq!(paid(&sandbox), 20);
+    let (rows, _) = night(&job, &sandbox, &input, "b.csv", &[]);
+    assert_eq!(paid(&sandbox), 20, "the second job reuses every answer");
+    assert!(rows.values().all(|r| r["bv_reused"] == "yes"));
 }

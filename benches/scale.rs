@@ -21,7 +21,9 @@
 //!   to it. It needs `pip install duckdb`; without it the bench says so and leaves it out.
 //!
 //! The paced job runs `deepvue-udyam` at 17/s with 300 ms latency and prints the client's CPU
-//! and voluntary context switches per request the sandbox saw.
+//! and voluntary context switches per request the sandbox saw, and beside them those of
+//! reqwest alone at the same pace against the same sandbox, in this process: the floor any
+//! reqwest client stands on on this machine, and the product's ratio to it.
 //!
 //! The goals are checked on each figure (`MISS` marks one missed): peak RSS ≤ 500 MB and at
 //! ten million ≤ 1.2 × at a million; written ≤ 10 × the input; the last million planned at ≥
@@ -523,6 +525,19 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
             println!("    | {l}");
         }
     }
+    if job == Job::Paced {
+        match reqwest_floor(&sandbox.url) {
+            Ok((cpu, switches)) => figure(
+                "reqwest alone, same pace",
+                format!(
+                    "{cpu:.3} ms CPU, {switches:.1} voluntary switches per request; bulkverify \
+                     {:.1} × its CPU",
+                    run.cpu_secs * 1e3 / calls.max(1) as f64 / cpu
+                ),
+            ),
+            Err(e) => figure("reqwest alone", format!("not measured: {e:#}")),
+        }
+    }
     drop(sandbox);
     if job != Job::Paced {
         match duckdb(dir.path(), job.id_prefix(), rows)? {
@@ -545,6 +560,61 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
     Ok(Measured {
         rows,
         max_rss_mb: run.max_rss_mb,
+    })
+}
+
+/// Requests of the reference client below: enough for a steady figure, without the paced
+/// job's minute and more.
+const FLOOR_REQUESTS: usize = 300;
+
+/// What a client that does nothing but send costs on this machine at the paced job's pace:
+/// reqwest on a runtime of one thread, as the product's, one small JSON POST every 1/17 s to
+/// the sandbox, which answers after its latency. Its CPU and voluntary context switches per
+/// request (the bench's whole process, which does nothing else meanwhile) are the floor a
+/// reqwest client stands on here: where a wake-up costs tens of microseconds, as on a small
+/// VM, this floor alone can be near the paced goal. Its timer is tokio's, which rounds to the
+/// millisecond and may wake twice a tick.
+fn reqwest_floor(url: &str) -> anyhow::Result<(f64, f64)> {
+    let usage = || {
+        // SAFETY: rusage is plain data, and getrusage only writes the struct it is given.
+        let u = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut u);
+            u
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (secs(u.ru_utime) + secs(u.ru_stime), u.ru_nvcsw)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let endpoint = format!("{url}/v1/authorize");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / 17.0));
+        let mut sent = tokio::task::JoinSet::new();
+        let (cpu, switches) = usage();
+        for _ in 0..FLOOR_REQUESTS {
+            tick.tick().await;
+            let request = client
+                .post(&endpoint)
+                .header("content-type", "application/json")
+                .body(r#"{"client_id":"none"}"#)
+                .send();
+            sent.spawn(async move {
+                // Any answer will do: a refusal costs the client what an answer does.
+                if let Ok(answer) = request.await {
+                    let _ = answer.bytes().await;
+                }
+            });
+        }
+        while sent.join_next().await.is_some() {}
+        let (cpu_after, switches_after) = usage();
+        let n = FLOOR_REQUESTS as f64;
+        Ok((
+            (cpu_after - cpu) * 1e3 / n,
+            (switches_after - switches) as f64 / n,
+        ))
     })
 }
 

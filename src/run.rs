@@ -296,7 +296,7 @@ fn write_output(
         let mut hand_on = None;
         if let Some((store, second)) = beside {
             let (to_store, handed) = journal::hand_on();
-            let keep = move || store.keep_from(&second, Some(handed));
+            let keep = move || store.keep_from(&second, handed);
             match std::thread::Builder::new()
                 .name("store".into())
                 .spawn_scoped(scope, keep)

@@ -402,7 +402,7 @@ impl JobStore {
     /// output's pass over the journal (`handed`), or, where that pass stopped early or never
     /// read the journal, from a pass of the store's own. A failure costs later jobs the
     /// reuse, never this one its output.
-    pub fn keep_from(mut self, journal: &Journal, handed: Option<Handed>) {
+    pub fn keep_from(mut self, journal: &Journal, handed: Handed) {
         if !self.check.reuse.keeps() {
             return;
         }
@@ -427,7 +427,7 @@ impl JobStore {
     fn keep_all(
         &mut self,
         journal: &Journal,
-        handed: Option<Handed>,
+        handed: Handed,
     ) -> Result<(u64, f64, bool), StoreError> {
         if journal.answers_stored()? {
             return Ok((0, 0.0, false));
@@ -443,14 +443,8 @@ impl JobStore {
         let mut names = journal.field_numbers()?;
         names.retain(|name| !echoes.contains(&name.as_str()));
         let (scope, names) = self.store.numbered(account, check, &names)?;
-        let fed = match handed {
-            Some(handed) => {
-                let numbers = journal.by_numbers(&names)?;
-                ByHash::fed(handed, &numbers, &self.store.dir, io)?
-            }
-            None => None,
-        };
-        let (by_hash, fed) = match fed {
+        let numbers = journal.by_numbers(&names)?;
+        let (by_hash, fed) = match ByHash::fed(handed, &numbers, &self.store.dir, io)? {
             Some(by_hash) => (by_hash, true),
             None => (ByHash::gather(journal, &names, &self.store.dir, io)?, false),
         };

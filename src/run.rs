@@ -271,6 +271,10 @@ async fn provider(
     }
 }
 
+/// How much the thread that hands the results store a job's answers yields to the output's.
+#[cfg(target_os = "linux")]
+const KEEP_NICENESS: i32 = 10;
+
 /// Writes every row with its outcome, and meanwhile hands the results store the answers the
 /// job obtained, on a thread and a connection of its own: the operator no longer waits for
 /// the store after the output (a 10M-row job's 40 s). The store takes them from the
@@ -296,7 +300,17 @@ fn write_output(
         let mut hand_on = None;
         if let Some((store, second)) = beside {
             let (to_store, handed) = journal::hand_on();
-            let keep = move || store.keep_from(&second, handed);
+            let keep = move || {
+                // The output is what the operator waits for: where both want the CPU, it has
+                // it first, and the store catches up from the rows handed on, which wait for
+                // it a little ahead (`journal::handed`). Niceness is the thread's own on Linux,
+                // the whole process's elsewhere.
+                #[cfg(target_os = "linux")]
+                if let Err(e) = rustix::process::setpriority_process(None, KEEP_NICENESS) {
+                    tracing::debug!("the results store keeps at the run's priority: {e}");
+                }
+                store.keep_from(&second, handed)
+            };
             match std::thread::Builder::new()
                 .name("store".into())
                 .spawn_scoped(scope, keep)

@@ -270,8 +270,6 @@ mod tests {
             attempts: 0,
             fields: Vec::new(),
             reused: false,
-            ident: None,
-            fields_text: None,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::engine::plan::{self, Work, work_for};
 use crate::engine::{Ctx, batches, otp, rows};
 use crate::http::Api;
 use crate::input::{ColumnMap, Dialect, InputFile};
-use crate::journal::{self, Following, HandOn, Identity, Journal, JournalReader, OpenBatch};
+use crate::journal::{Following, Identity, Journal, JournalReader, OpenBatch};
 use crate::progress::{LogWriter, Phase, Progress, ProgressMode};
 use crate::quota::gate::{Gate, GateError, GateSettings, unix_minute};
 use crate::quota::pace::Schedule;
@@ -276,19 +276,17 @@ async fn provider(
 const KEEP_NICENESS: i32 = 10;
 
 /// Writes every row with its outcome, and meanwhile hands the results store the answers the
-/// job obtained, on a thread and a connection of its own: the operator no longer waits for
-/// the store after the output (a 10M-row job's 40 s). The store takes them from the
-/// output's own pass over the journal, each chunk of rows as the merge is done with it,
-/// rather than reading every row again beside it. A failure to keep loses only the reuse; a
-/// run killed before the store took them hands them over the next time. The journal, and
-/// with it the state's lock, lives until both are done.
+/// job obtained, on a thread and a connection of its own: the store's later jobs do not wait
+/// for the output, and the operator no longer waits for the store after it (a 10M-row job's
+/// 40 s). A failure to keep loses only the reuse; a run killed before the store took them
+/// hands them over the next time. The journal, and with it the state's lock, lives until both
+/// are done.
 fn write_output(
     journal: &Journal,
     store: Option<JobStore>,
     inputs: &[InputFile],
     out: &Path,
 ) -> anyhow::Result<Tally> {
-    let store = store.filter(|store| store.takes_from(journal));
     let beside = store.and_then(|store| match journal.beside() {
         Ok(second) => Some((store, second)),
         Err(e) => {
@@ -297,43 +295,31 @@ fn write_output(
         }
     });
     std::thread::scope(|scope| {
-        let mut hand_on = None;
         if let Some((store, second)) = beside {
-            let (to_store, handed) = journal::hand_on();
             let keep = move || {
                 // The output is what the operator waits for: where both want the CPU, it has
-                // it first, and the store catches up from the rows handed on, which wait for
-                // it a little ahead (`journal::handed`). Niceness is the thread's own on Linux,
-                // the whole process's elsewhere.
+                // it first. Niceness is the thread's own on Linux, the whole process's elsewhere.
                 #[cfg(target_os = "linux")]
                 if let Err(e) = rustix::process::setpriority_process(None, KEEP_NICENESS) {
                     tracing::debug!("the results store keeps at the run's priority: {e}");
                 }
-                store.keep_from(&second, handed)
+                store.keep_from(&second)
             };
-            match std::thread::Builder::new()
+            if let Err(e) = std::thread::Builder::new()
                 .name("store".into())
                 .spawn_scoped(scope, keep)
             {
-                Ok(_) => hand_on = Some(to_store),
-                Err(e) => {
-                    tracing::warn!("{e}; the results store takes this job's answers the next time")
-                }
+                tracing::warn!("{e}; the results store takes this job's answers the next time");
             }
         }
-        write_rows(journal, hand_on, inputs, out)
+        write_rows(journal, inputs, out)
     })
 }
 
 /// Writes every row with its outcome: the journal's results beside the inputs' rows, in
 /// input order; unless the output on disk already holds every row as the journal has it (the
-/// same command again after a finished job). The rows the merge took go on to `hand_on`.
-fn write_rows(
-    journal: &Journal,
-    hand_on: Option<HandOn>,
-    inputs: &[InputFile],
-    out: &Path,
-) -> anyhow::Result<Tally> {
+/// same command again after a finished job).
+fn write_rows(journal: &Journal, inputs: &[InputFile], out: &Path) -> anyhow::Result<Tally> {
     if let Some(held) = journal.output_unchanged(out)? {
         tracing::info!(
             "{} already holds every row as the state has it; left as it is",
@@ -345,7 +331,7 @@ fn write_rows(
     let context = || format!("writing {}", out.display());
     let mut collector =
         Collector::new(inputs, journal.field_names()?, out).with_context(context)?;
-    journal.export_ahead(hand_on, |row| collector.add(row).with_context(context))?;
+    journal.export_ahead(|row| collector.add(row).with_context(context))?;
     let tally = collector.finish().with_context(context)?;
     tracing::info!(
         "wrote the output in {:.2} s",

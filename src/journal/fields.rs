@@ -144,11 +144,6 @@ impl<'a> Renumber<'a> {
         Renumber { names, to, same }
     }
 
-    /// Whether a row's array goes over as it is.
-    pub(super) fn same(&self) -> bool {
-        self.same
-    }
-
     pub(super) fn values(&self, text: Option<String>) -> String {
         match text {
             None => "[]".to_string(),

@@ -11,14 +11,12 @@
 //! `plan` (inputs and first-seen rows, duplicates found by `sort`), `recover` (what a dead run left, open batches), `members` (a batch's rows, kept with it),
 //! `kept` (the outcomes a batch's rows took, kept with it), `reuse`
 //! (what the account's results store gives and takes),
-//! `reader` (row pages, export), `handed` (the export's rows handed on, once the merge took
-//! them, to the results store), `writer` (the writer thread), `written` (the output last
+//! `reader` (row pages, export), `writer` (the writer thread), `written` (the output last
 //! written), `runs` (the job's runs and their per-second counters, read by the report and by
 //! `status` through [`Peek`]) and `state` (the lifecycles, their stored words and the moves
 //! allowed).
 
 mod fields;
-mod handed;
 mod kept;
 mod lock;
 mod members;
@@ -42,7 +40,6 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use fields::values_by_number;
-pub use handed::{ByNumbers, HandOn, Handed, hand_on};
 pub use plan::{Planner, RowPlan, ident_hash};
 pub use reader::{ExportRow, JournalReader, OtpRequest, RowRecord};
 pub use recover::OpenBatch;

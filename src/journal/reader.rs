@@ -7,7 +7,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::handed::HandOn;
 use super::kept::{self, KeptOutcome};
 use super::schema::DB_FILE;
 use super::state::sql_list;
@@ -64,12 +63,6 @@ pub struct ExportRow {
     pub fields: Vec<Option<String>>,
     /// The answer came from an earlier job on the account, without a call.
     pub reused: bool,
-    /// The hash of the row's identifier ([`super::ident_hash`]), for the results store; none
-    /// for a row without one.
-    pub ident: Option<[u8; 16]>,
-    /// The fields as the journal keeps them, which the results store mostly takes as they are
-    /// ([`super::ByNumbers`]).
-    pub fields_text: Option<String>,
 }
 
 impl ExportRow {
@@ -88,8 +81,6 @@ impl ExportRow {
             attempts: 0,
             fields: Vec::new(),
             reused: false,
-            ident: None,
-            fields_text: None,
         }
     }
 }
@@ -156,11 +147,8 @@ impl Journal {
     /// the rows on this one: reading the journal is about half of the output step's work.
     /// `f`'s first error stops the reading and is returned; the reading's own error is
     /// returned once `f` has taken every row read before it.
-    /// With `hand_on`, each chunk `f` took goes on to a second reader ([`Handed`]), and is
-    /// told the end only when `f` took every row.
     pub fn export_ahead<E: From<JournalError>>(
         &self,
-        hand_on: Option<HandOn>,
         mut f: impl FnMut(&ExportRow) -> Result<(), E>,
     ) -> Result<(), E> {
         let reader = self.reader()?;
@@ -168,14 +156,8 @@ impl Journal {
         let (chunks, ahead) = mpsc::sync_channel(AHEAD_CHUNKS);
         // Each chunk goes back to the reading thread once taken, to be emptied and filled
         // there: freeing rows the other thread allocated took the merge's thread a sixth of
-        // its time, in the allocator's slow paths. A chunk handed on comes back from there.
-        let (spent, back, hand_on) = match hand_on {
-            Some(HandOn { to, back, spent }) => (spent, back, Some(to)),
-            None => {
-                let (spent, back) = mpsc::channel();
-                (spent, back, None)
-            }
-        };
+        // its time, in the allocator's slow paths.
+        let (spent, back) = mpsc::channel();
         std::thread::scope(|scope| {
             let reading = std::thread::Builder::new()
                 .name("export".into())
@@ -183,13 +165,7 @@ impl Journal {
                 .map_err(io_error(&self.dir))?;
             let taken = ahead.iter().try_for_each(|chunk: Vec<ExportRow>| {
                 chunk.iter().try_for_each(&mut f)?;
-                let left = match &hand_on {
-                    Some(hand_on) => hand_on.pass(chunk),
-                    None => Some(chunk),
-                };
-                if let Some(chunk) = left {
-                    let _ = spent.send(chunk);
-                }
+                let _ = spent.send(chunk);
                 Ok::<_, E>(())
             });
             // A reader blocked on a full queue sees it closed, and stops.
@@ -198,11 +174,7 @@ impl Journal {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             taken?;
-            read?;
-            if let Some(hand_on) = hand_on {
-                hand_on.end();
-            }
-            Ok(())
+            Ok(read?)
         })
     }
 }
@@ -282,17 +254,12 @@ impl Fill<'_, '_> {
         let r = self.r;
         row.key = RowKey(r.get::<_, i64>(0)? as u64);
         row.duplicate_of = r.get::<_, Option<i64>>(1)?.map(|k| RowKey(k as u64));
-        row.ident = match r.get_ref(2)? {
-            // A damaged hash reads as zeros, as the answers' own reading has it.
-            rusqlite::types::ValueRef::Blob(b) => Some(b.try_into().unwrap_or([0; 16])),
-            _ => None,
-        };
         if let Some(kept) = self.kept {
             self.kept_outcome(kept, row);
             return Ok(());
         }
         match row.duplicate_of {
-            None => self.outcome(r, 3, row),
+            None => self.outcome(r, 2, row),
             Some(leader) => self
                 .conn
                 .prepare_cached(&format!(
@@ -325,7 +292,6 @@ impl Fill<'_, '_> {
         row.fields.resize(self.positions.width(), None);
         self.positions
             .decode_into(kept.fields.as_deref(), &mut row.fields);
-        fields::set_text(&mut row.fields_text, kept.fields.as_deref());
         row.reused = false;
     }
 
@@ -354,7 +320,6 @@ impl Fill<'_, '_> {
         row.attempts = r.get::<_, i64>(at + 7)? as u32;
         row.fields.resize(self.positions.width(), None);
         self.positions.decode_into(text(at + 8)?, &mut row.fields);
-        fields::set_text(&mut row.fields_text, text(at + 8)?);
         row.reused = r.get::<_, Option<i64>>(at + 9)? == Some(1);
         Ok(())
     }
@@ -372,7 +337,7 @@ fn export_rows(
     let batches = batches_give(conn).map_err(sql)?;
     let mut st = conn
         .prepare(&format!(
-            "SELECT row_key, dup_of, ident, {ROW_OUTCOME} FROM rows ORDER BY row_key"
+            "SELECT row_key, dup_of, {ROW_OUTCOME} FROM rows ORDER BY row_key"
         ))
         .map_err(sql)?;
     let mut window = kept::Window::new(conn).map_err(sql)?;

@@ -5,41 +5,25 @@ use crate::journal::Answer;
 use crate::outcome::{Outcome, RowKey, Status};
 use crate::util::time::{rfc3339, rfc3339_unix};
 
-/// An answer's outcome as the store keeps it, before its fields: status, reason, message,
-/// provider status and request id.
-pub(super) type Head<'a> = (
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-);
-
-/// An answer read from the journal as the store keeps it ([`encode_head`]), its time too
-/// when `with_time`.
-pub(super) fn encode(a: &Answer, with_time: bool, values: &str) -> String {
-    let o = &a.outcome;
-    let head = (
-        o.status.as_str(),
-        o.reason.as_deref(),
-        o.message.as_deref(),
-        o.provider_status.as_deref(),
-        o.request_id.as_deref(),
-    );
-    encode_head(head, with_time.then_some(a.checked_at.as_str()), values)
-}
-
 /// An answer as the store keeps it: `[status, reason, message, provider_status, request_id,
 /// [field values by number]]`, `values` being that last array (its fields numbered by the
 /// scope's names, [`crate::journal::values_by_number`]). Its `checked_at` is the row's
-/// `obtained_at`, unless given as `time` ([`Times::of`]): a time written otherwise (a state of
-/// an older version) goes in too, before the values, as the first layout had it.
-pub(super) fn encode_head(head: Head, time: Option<&str>, values: &str) -> String {
-    let (s, r, m, p, q) = head;
+/// `obtained_at`, unless `with_time` ([`Times::of`]): a time written otherwise (a state of an
+/// older version) goes in too, before the values, as the first layout had it.
+pub(super) fn encode(a: &Answer, with_time: bool, values: &str) -> String {
+    let o = &a.outcome;
     // A tuple serializes as the array, without a `Value` built for each answer.
-    let head = match time {
-        Some(time) => serde_json::to_string(&(s, r, m, p, q, time)),
-        None => serde_json::to_string(&(s, r, m, p, q)),
+    let (s, r, m, p, q) = (
+        o.status.as_str(),
+        &o.reason,
+        &o.message,
+        &o.provider_status,
+        &o.request_id,
+    );
+    let head = if with_time {
+        serde_json::to_string(&(s, r, m, p, q, &a.checked_at))
+    } else {
+        serde_json::to_string(&(s, r, m, p, q))
     };
     let mut text = head.unwrap_or_default();
     // The values go in whole before the array's closing bracket.

@@ -14,8 +14,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::answer::{Times, encode, encode_head};
-use crate::journal::{ByNumbers, Handed, Journal, JournalError, Obtained, REUSE_PAGE};
+use super::answer::{Times, encode};
+use crate::journal::{Journal, JournalError, Obtained, REUSE_PAGE};
 
 /// Answers held in memory before they are spilled: a job this small is kept in one
 /// transaction, as it always was.
@@ -144,43 +144,6 @@ impl ByHash {
             read?;
             Ok(by_hash)
         })
-    }
-
-    /// The job's final answers as the output's pass over the journal hands them on
-    /// ([`Handed`]), their fields by the scope's `numbers`, held or spilled in `dir`; `None`
-    /// when the pass stopped before its end, and did not hand every row on.
-    pub(super) fn fed<E>(
-        handed: Handed,
-        numbers: &ByNumbers,
-        dir: &Path,
-        io: impl Fn(io::Error) -> E,
-    ) -> Result<Option<ByHash>, E> {
-        let mut by_hash = ByHash::new(dir);
-        let mut times = Times::default();
-        let whole = handed
-            .each(|row| {
-                let Some((ident, status, checked_at)) = row.obtained() else {
-                    return Ok(());
-                };
-                let Some((obtained, with_time)) = times.of(checked_at) else {
-                    return Ok(());
-                };
-                let head = (
-                    status.as_str(),
-                    row.reason.as_deref(),
-                    row.message.as_deref(),
-                    row.provider_status.as_deref(),
-                    row.request_id.as_deref(),
-                );
-                let time = with_time.then_some(checked_at);
-                by_hash.push(Kept {
-                    ident,
-                    obtained,
-                    text: encode_head(head, time, &numbers.values(row)),
-                })
-            })
-            .map_err(io)?;
-        Ok(whole.then_some(by_hash))
     }
 
     /// Hands `keep` the answers a range at a time, ranges in hash order, each sorted by hash.

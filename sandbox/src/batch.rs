@@ -55,6 +55,16 @@ impl Batch {
         self.rows.len()
     }
 
+    /// Whether `bytes` could hold a `statusdown…` VPA at all: a status poll reads only that of
+    /// the upload, and parsing every upload again at every poll took a scale run's sandbox as
+    /// long as answering it.
+    pub(super) fn may_be_status_down(bytes: &[u8]) -> bool {
+        const WORD: &[u8] = b"statusdown";
+        bytes
+            .windows(WORD.len())
+            .any(|w| w.eq_ignore_ascii_case(WORD))
+    }
+
     /// Whether the batch holds a `statusdown…` VPA: its status endpoint then answers 503 to
     /// the first [`STATUS_DOWN_ANSWERS`] calls, so that a client's poll gives up once.
     pub(super) fn status_down(&self) -> bool {
@@ -229,6 +239,26 @@ mod tests {
         assert!(Batch::parse(b"vpa,name\n").is_none(), "no rows");
         assert!(Batch::parse(b"").is_none(), "empty");
         assert!(Batch::parse(b"vpa\n\xFF\xFE@ok\n").is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn only_an_upload_that_spells_statusdown_is_parsed_for_it() {
+        for (upload, down) in [
+            (&b"vpa\nStatusDown.x@ybl\nravi@okicici\n"[..], true),
+            (b"id,vpa\n1,statusdown@ybl\n", true),
+            (b"vpa,name\nravi@okicici,statusdown\n", false),
+            (b"vpa\nravi@okicici\nstatus.down@ybl\n", false),
+        ] {
+            let batch = Batch::parse(upload).expect("valid batch");
+            assert_eq!(batch.status_down(), down, "{upload:?}");
+            assert!(
+                Batch::may_be_status_down(upload) || !down,
+                "{upload:?} skipped though its batch is down"
+            );
+        }
+        assert!(!Batch::may_be_status_down(
+            b"vpa\nravi@okicici\nstatus.down@ybl\n"
+        ));
     }
 
     #[test]

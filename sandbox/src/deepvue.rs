@@ -503,7 +503,9 @@ pub(super) async fn batch_status(State(app): State<Shared>, Query(params): Param
     let Some(job) = app.store.batch(request_id) else {
         return not_found(&app);
     };
-    if Batch::parse(&job.file).is_some_and(|b| b.status_down()) {
+    if Batch::may_be_status_down(&job.file)
+        && Batch::parse(&job.file).is_some_and(|b| b.status_down())
+    {
         let mut refusals = lock(&app.status_refusals);
         let given = refusals.entry(request_id.clone()).or_insert(0);
         if *given < STATUS_DOWN_ANSWERS {

@@ -444,9 +444,12 @@ fn prepare_opened(job: Job, journal: &mut Journal) -> anyhow::Result<Planned> {
     let store = job.store.and_then(|side| side.open(job.info));
     let (ident_scope, shared) =
         journal.ident_scope_for(job.info.name, store.as_ref().map(JobStore::hash_key))?;
-    if journal.check_inputs(&fingerprints, &columns)? {
+    // The rows to send, when planning has just written every row: then no request was ever
+    // sent, nothing is left to recover, and the rows need not be read again to be counted.
+    let planned_now = if journal.check_inputs(&fingerprints, &columns)? {
         let n = journal.planned_rows()?.unwrap_or(0);
         Stats::add(&job.stats.rows_read, n);
+        None
     } else {
         let subject = |v: &[&str]| job.subject.subject(v);
         plan::plan(
@@ -456,9 +459,12 @@ fn prepare_opened(job: Job, journal: &mut Journal) -> anyhow::Result<Planned> {
             &job.maps,
             &subject,
             &job.stats,
-        )?;
-    }
-    let (held, released) = journal.recover(job.resend_unconfirmed)?;
+        )?
+    };
+    let (held, released) = match planned_now {
+        Some(_) => (0, 0),
+        None => journal.recover(job.resend_unconfirmed)?,
+    };
     Stats::add(&job.stats.resent, released);
     if held > 0 {
         tracing::warn!(
@@ -468,15 +474,20 @@ fn prepare_opened(job: Job, journal: &mut Journal) -> anyhow::Result<Planned> {
         );
     }
     let store = store.filter(|_| shared);
-    if let Some(store) = &store {
-        Stats::add(&job.stats.reused, store.reuse_into(journal));
-    }
+    // Reuse takes only planned rows, each counted once.
+    let reused = store.as_ref().map_or(0, |store| store.reuse_into(journal));
+    Stats::add(&job.stats.reused, reused);
     let open_batches = journal.open_batches()?;
-    let work = count_work(&journal.reader()?)?
-        + open_batches
-            .iter()
-            .map(|b| b.rows.len() as u64)
-            .sum::<u64>();
+    let work = match planned_now {
+        Some(to_send) => to_send.saturating_sub(reused),
+        None => {
+            count_work(&journal.reader()?)?
+                + open_batches
+                    .iter()
+                    .map(|b| b.rows.len() as u64)
+                    .sum::<u64>()
+        }
+    };
     Stats::add(&job.stats.work_total, work);
     if work > 0 && store.is_some() {
         journal.set_answers_stored(false)?;

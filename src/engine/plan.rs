@@ -28,7 +28,8 @@ pub enum PassError {
 pub type SubjectFn<'a> = &'a (dyn Fn(&[&str]) -> Result<Subject, Invalid> + Sync);
 
 /// The first pass: every row is validated, checked for an earlier duplicate, and recorded in
-/// the journal. Returns the number of rows.
+/// the journal. Returns the number of rows it planned to send, when planning began on an empty
+/// journal (see `Planner::finish`): nothing else can be waiting then.
 ///
 /// The identifiers are read first, in a pass of their own that writes nothing, so that each
 /// row is recorded once with what it is, a duplicate included: marking duplicates afterwards
@@ -40,7 +41,7 @@ pub fn plan(
     maps: &[ColumnMap],
     subject: SubjectFn,
     stats: &Stats,
-) -> Result<u64, PassError> {
+) -> Result<Option<u64>, PassError> {
     // Rows per transaction: planning writes its pages in place, each commit syncing the file.
     const BATCH: usize = 100_000;
     let mut planner = journal.planner()?;
@@ -88,8 +89,7 @@ pub fn plan(
     })?;
     planner.rows(&pending)?;
     Stats::add(&stats.rows_read, pending.len() as u64);
-    planner.finish(total)?;
-    Ok(total)
+    Ok(planner.finish(total)?)
 }
 
 /// Rows read ahead of the planner: a few chunks, so that memory stays flat.
@@ -387,6 +387,71 @@ mod tests {
         }
         assert_eq!(work_for(&with(Unconfirmed, Some(Pending))), None, "held");
         assert_eq!(work_for(&with(Duplicate, None)), None);
+    }
+
+    /// The rows planning counts as to send are the ones a count of the journal finds, for
+    /// any mix of invalid rows, duplicates and rows of their own; a planning that cannot know
+    /// (rows already there, duplicates found only at the end) counts none.
+    #[test]
+    fn a_planning_on_an_empty_journal_counts_its_work_as_the_journal_does() {
+        use crate::journal::{Identity, RowPlan};
+        use rand::{Rng, SeedableRng};
+        let id = Identity {
+            check: "deepvue-upi-batch",
+            environment: "sandbox",
+        };
+        for seed in 0..8u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let rows: Vec<(RowKey, RowPlan)> = (0..rng.random_range(0..3_000u64))
+                .map(|i| {
+                    let key = RowKey::new(u32::from(i % 7 == 6), i);
+                    let plan = if rng.random_bool(0.05) {
+                        RowPlan::Invalid(Outcome::new(Status::InvalidInput))
+                    } else {
+                        // Few enough identifiers that many rows repeat one.
+                        let mut hash = [0u8; 16];
+                        hash[..8].copy_from_slice(&rng.random_range(0..2_000u64).to_le_bytes());
+                        RowPlan::Subject(hash)
+                    };
+                    (key, plan)
+                })
+                .collect();
+            let mut rows = rows;
+            rows.sort_by_key(|(k, _)| *k);
+            let dir = tempfile::tempdir().unwrap();
+            let mut journal = Journal::open(&dir.path().join("s"), &id, false).unwrap();
+            let mut planner = journal.planner().unwrap();
+            for (key, plan) in &rows {
+                if let RowPlan::Subject(hash) = plan {
+                    planner.learn(*key, *hash).unwrap();
+                }
+            }
+            for chunk in rows.chunks(500) {
+                planner.rows(chunk).unwrap();
+            }
+            let counted = planner.finish(rows.len() as u64).unwrap();
+            let read = journal
+                .reader()
+                .unwrap()
+                .count(|r| work_for(r).is_some())
+                .unwrap();
+            assert_eq!(counted, Some(read), "seed {seed}");
+
+            let mut again = journal.planner().unwrap();
+            again.rows(&rows[..rows.len() / 2]).unwrap();
+            assert_eq!(again.finish(rows.len() as u64).unwrap(), None, "rows there");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(&dir.path().join("s"), &id, false).unwrap();
+        let mut unlearnt = journal.planner().unwrap();
+        unlearnt
+            .rows(&[(RowKey::new(0, 0), RowPlan::Subject([1; 16]))])
+            .unwrap();
+        assert_eq!(
+            unlearnt.finish(1).unwrap(),
+            None,
+            "duplicates found at the end"
+        );
     }
 
     #[test]

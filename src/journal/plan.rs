@@ -107,12 +107,21 @@ impl Journal {
             tracing::debug!("another process reads the state: planning goes through the WAL");
         }
         let idents = ExternalSort::new(&self.dir, in_memory);
+        let empty: bool = self
+            .conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM rows) AND NOT EXISTS (SELECT 1 FROM batches)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
         Ok(Planner {
             journal: self,
             idents,
             in_memory,
             learnt: None,
             known: None,
+            to_send: empty.then_some(0),
         })
     }
 }
@@ -139,6 +148,9 @@ pub struct Planner<'a> {
     /// The duplicates among the learnt identifiers, `(row, leader)` in row order, up to the
     /// rows recorded so far.
     known: Option<std::iter::Peekable<Sorted<(u64, u64)>>>,
+    /// The rows recorded as planned so far, while that is all the journal holds to send: it
+    /// was empty when planning began, and every row's duplicate was known as it was recorded.
+    to_send: Option<u64>,
 }
 
 impl Planner<'_> {
@@ -203,9 +215,16 @@ impl Planner<'_> {
                                 self.idents
                                     .push((*hash, key.0))
                                     .map_err(io_error(&self.journal.dir))?;
+                                // It may yet be marked a duplicate, at the end.
+                                self.to_send = None;
                                 None
                             }
                         };
+                        if leader.is_none()
+                            && let Some(n) = &mut self.to_send
+                        {
+                            *n += 1;
+                        }
                         held.push((*key, *hash, leader));
                         if held.len() < SUBJECTS_AT_ONCE {
                             continue;
@@ -227,8 +246,11 @@ impl Planner<'_> {
     }
 
     /// Marks every row whose identifier an earlier row has as that row's duplicate, then
-    /// planning complete for `rows` rows: a resumed run skips the first pass.
-    pub fn finish(mut self, rows: u64) -> Result<(), JournalError> {
+    /// planning complete for `rows` rows: a resumed run skips the first pass. Returns how many
+    /// rows are planned to send when this planning wrote every row the journal holds and
+    /// knew each duplicate as it went, so that the run need not count them by reading the
+    /// rows again (at ten million rows, 3.5 s with the other core idle).
+    pub fn finish(mut self, rows: u64) -> Result<Option<u64>, JournalError> {
         let dir = self.journal.dir.clone();
         let io = io_error(&dir);
         let idents = std::mem::replace(&mut self.idents, ExternalSort::new(&dir, 1));
@@ -245,9 +267,8 @@ impl Planner<'_> {
         }
         self.journal.set_meta("planned_rows", &rows.to_string())?;
         let journal = &self.journal;
-        journal_mode(&journal.conn, JournalMode::Wal)
-            .map(drop)
-            .map_err(|e| journal.sql(e))
+        journal_mode(&journal.conn, JournalMode::Wal).map_err(|e| journal.sql(e))?;
+        Ok(self.to_send)
     }
 }
 

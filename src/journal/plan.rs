@@ -141,10 +141,10 @@ const DUPLICATES_PER_TRANSACTION: usize = 100_000;
 pub struct Planner<'a> {
     journal: &'a mut Journal,
     /// The identifiers of rows recorded before their duplicates were known.
-    idents: ExternalSort<([u8; 16], u64)>,
+    idents: ExternalSort<(u128, u64)>,
     in_memory: usize,
     /// The identifiers learnt ahead of the rows.
-    learnt: Option<ExternalSort<([u8; 16], u64)>>,
+    learnt: Option<ExternalSort<(u128, u64)>>,
     /// The duplicates among the learnt identifiers, `(row, leader)` in row order, up to the
     /// rows recorded so far.
     known: Option<std::iter::Peekable<Sorted<(u64, u64)>>>,
@@ -160,7 +160,7 @@ impl Planner<'_> {
         let (dir, in_memory) = (&self.journal.dir, self.in_memory);
         self.learnt
             .get_or_insert_with(|| ExternalSort::new(dir, in_memory))
-            .push((hash, key.0))
+            .push((u128::from_be_bytes(hash), key.0))
             .map_err(io_error(dir))
     }
 
@@ -213,7 +213,7 @@ impl Planner<'_> {
                             }
                             None => {
                                 self.idents
-                                    .push((*hash, key.0))
+                                    .push((u128::from_be_bytes(*hash), key.0))
                                     .map_err(io_error(&self.journal.dir))?;
                                 // It may yet be marked a duplicate, at the end.
                                 self.to_send = None;
@@ -317,13 +317,13 @@ fn bind_subject(
 
 /// The rows whose identifier an earlier row has, `(row, leader)`, to be read in row order.
 fn duplicates_of(
-    idents: ExternalSort<([u8; 16], u64)>,
+    idents: ExternalSort<(u128, u64)>,
     dir: &std::path::Path,
     in_memory: usize,
 ) -> Result<ExternalSort<(u64, u64)>, JournalError> {
     let io = io_error(dir);
     let mut duplicates = ExternalSort::new(dir, in_memory);
-    let mut leader: Option<([u8; 16], u64)> = None;
+    let mut leader: Option<(u128, u64)> = None;
     for record in idents.sorted().map_err(io)? {
         let (hash, key) = record.map_err(io)?;
         match leader {

@@ -21,17 +21,19 @@ pub(super) trait Record: Ord + Copy {
     fn read(bytes: &[u8]) -> Self;
 }
 
-/// An identifier's hash and the row it was first seen on.
-impl Record for ([u8; 16], u64) {
+/// An identifier's hash, read as a big-endian number (the bytes' order, compared in two
+/// instructions where the bytes took a `memcmp`: comparing was most of reading a 10M-row
+/// job's identifiers), and the row it was first seen on.
+impl Record for (u128, u64) {
     const SIZE: usize = 24;
     fn write(&self, out: &mut [u8]) {
-        out[..16].copy_from_slice(&self.0);
+        out[..16].copy_from_slice(&self.0.to_be_bytes());
         out[16..24].copy_from_slice(&self.1.to_be_bytes());
     }
     fn read(bytes: &[u8]) -> Self {
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&bytes[..16]);
-        (hash, u64_at(bytes, 16))
+        (u128::from_be_bytes(hash), u64_at(bytes, 16))
     }
 }
 
@@ -188,12 +190,12 @@ mod tests {
         for capacity in [1, 3, 1_000, 20_000] {
             assert_eq!(sorted(&pairs, capacity), expected, "capacity {capacity}");
         }
-        let hashes: Vec<([u8; 16], u64)> = (0..5_000u64)
+        let hashes: Vec<(u128, u64)> = (0..5_000u64)
             .map(|i| {
                 let mut h = [0u8; 16];
                 h[0] = (i % 251) as u8;
                 h[15] = (i % 7) as u8;
-                (h, 5_000 - i)
+                (u128::from_be_bytes(h), 5_000 - i)
             })
             .collect();
         let mut expected = hashes.clone();

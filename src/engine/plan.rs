@@ -421,7 +421,7 @@ mod tests {
         };
         for seed in 0..8u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let rows: Vec<(RowKey, RowPlan)> = (0..rng.random_range(0..3_000u64))
+            let mut rows: Vec<(RowKey, RowPlan)> = (0..rng.random_range(0..3_000u64))
                 .map(|i| {
                     let key = RowKey::new(u32::from(i % 7 == 6), i);
                     let plan = if rng.random_bool(0.05) {
@@ -435,7 +435,6 @@ mod tests {
                     (key, plan)
                 })
                 .collect();
-            let mut rows = rows;
             rows.sort_by_key(|(k, _)| *k);
             let dir = tempfile::tempdir().unwrap();
             let mut journal = Journal::open(&dir.path().join("s"), &id, false).unwrap();

@@ -22,8 +22,8 @@ pub(super) trait Record: Ord + Copy {
 }
 
 /// An identifier's hash, read as a big-endian number (the bytes' order, compared in two
-/// instructions where the bytes took a `memcmp`: comparing was most of reading a 10M-row
-/// job's identifiers), and the row it was first seen on.
+/// instructions where the bytes took a `memcmp` each: comparing was most of the sort's time),
+/// and the row it was first seen on.
 impl Record for (u128, u64) {
     const SIZE: usize = 24;
     fn write(&self, out: &mut [u8]) {

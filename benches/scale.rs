@@ -233,17 +233,22 @@ fn run_client(dir: &Path, job: Job, url: &str) -> anyhow::Result<Run> {
         .context("cannot start bulkverify run")?;
     let (status, usage) = wait_with_usage(&mut child, started, RUN_TIMEOUT)?;
     let wall = started.elapsed();
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Run {
         status,
         wall,
-        cpu_secs: usage.map_or(f64::NAN, |u| secs(u.ru_utime) + secs(u.ru_stime)),
+        cpu_secs: usage.as_ref().map_or(f64::NAN, cpu_secs),
         // Linux reports ru_maxrss in KiB, and ru_oublock in 512-byte blocks.
         max_rss_mb: usage.map_or(f64::NAN, |u| u.ru_maxrss as f64 * 1024.0 / MB),
         written_bytes: usage.map_or(0, |u| u.ru_oublock as u64 * 512),
         voluntary_switches: usage.map_or(0, |u| u.ru_nvcsw as u64),
         stderr: std::fs::read_to_string(dir.join("client.stderr")).unwrap_or_default(),
     })
+}
+
+/// The user and system CPU a usage counts, in seconds.
+fn cpu_secs(u: &libc::rusage) -> f64 {
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 impl Run {
@@ -483,13 +488,13 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
         );
     }
     figure("requests", calls);
+    let cpu_ms_per_request = run.cpu_secs * 1e3 / calls.max(1) as f64;
     if job == Job::Paced {
         figure(
             "CPU per request",
             format!(
-                "{:.3} ms  {}",
-                run.cpu_secs * 1e3 / calls.max(1) as f64,
-                verdict(run.cpu_secs * 1e3 / calls.max(1) as f64 <= 0.3)
+                "{cpu_ms_per_request:.3} ms  {}",
+                verdict(cpu_ms_per_request <= 0.3)
             ),
         );
         let switches = run.voluntary_switches as f64 / calls.max(1) as f64;
@@ -532,7 +537,7 @@ fn scale(job: Job, rows: usize) -> anyhow::Result<Measured> {
                 format!(
                     "{cpu:.3} ms CPU, {switches:.1} voluntary switches per request; bulkverify \
                      {:.1} × its CPU",
-                    run.cpu_secs * 1e3 / calls.max(1) as f64 / cpu
+                    cpu_ms_per_request / cpu
                 ),
             ),
             Err(e) => figure("reqwest alone", format!("not measured: {e:#}")),
@@ -582,8 +587,7 @@ fn reqwest_floor(url: &str) -> anyhow::Result<(f64, f64)> {
             libc::getrusage(libc::RUSAGE_SELF, &mut u);
             u
         };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        (secs(u.ru_utime) + secs(u.ru_stime), u.ru_nvcsw)
+        (cpu_secs(&u), u.ru_nvcsw)
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
